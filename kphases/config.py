@@ -1,0 +1,200 @@
+"""Typed, frozen run configuration: what a run is, round-tripped to JSON and hashed into its directory.
+
+Follows open_lth's idea: the hyperparameters are dataclasses, the CLI flags and their help text
+are generated from them (by `tyro`, see `kphases.cli`), and a run's directory is named by a hash
+of the canonical JSON of its config, so a finished run is never recomputed and a killed run
+resumes. Nothing that does not change the result (data directory, runs directory, progress
+bars) is part of the config, so moving the data does not orphan a run.
+
+Three named profiles fill the config in:
+- `smoke`: seconds, for tests (a tiny network on a few hundred embedded images);
+- `quick`: the default, real embedded MNIST on two CPU cores (minutes);
+- `paper`: PROTOCOL.md section 1 exactly (VGG-8, CIFAR-10 from tfds, lr 0.002, 257 epochs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+DatasetName = Literal["mnist", "fashion_mnist", "cifar10", "cifar100", "digits"]
+SourceName = Literal["embedded", "directory", "tfds"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images, from where, and which deterministic subset of them."""
+
+    name: DatasetName = "mnist"
+    """Dataset: mnist, fashion_mnist, cifar10, cifar100, or digits (scikit-learn's 8x8 digits, embedded only)."""
+    source: SourceName = "embedded"
+    """Where the images come from: embedded (ships inside a pip package, no download: mnist, digits), directory (<name>.npz files in --data-dir or $KPHASES_DATA_DIR), tfds (tensorflow-datasets)."""
+    train_size: int | None = None
+    """Stratified subset of the train split (None: all of it)."""
+    test_size: int | None = None
+    """Stratified subset of the test split (None: all of it)."""
+    subset_seed: int = 0
+    """Seed of the stratified subsetting (and of the embedded sets' train/test split)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network."""
+
+    architecture: str = "vgg8"
+    """vgg8, vgg11, vgg13, vgg16, resnet10, resnet18, resnet20, simple<n> (the paper's "S" nets with n conv blocks), linear (the single-layer "F" net)."""
+    width: float = 1.0
+    """Width multiplier applied to every conv width (1.0: the paper's widths)."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How the classifier is trained (PROTOCOL.md section 1 for the paper profile)."""
+
+    duration: str = "257ep"
+    """Training length: '<n>ep' epochs or '<n>it' iterations (one iteration = one optimiser update)."""
+    batch_size: int = 128
+    """Examples per update; the last batch of an epoch may be smaller (PyTorch's drop_last=False)."""
+    learning_rate: float = 0.002
+    """SGD learning rate (constant unless milestones are given)."""
+    momentum: float = 0.9
+    """SGD momentum 0.9 as in both papers (Keras SGD; equal to PyTorch's at constant learning rate, see kphases.training)."""
+    weight_decay: float = 0.0
+    """L2 coefficient added to the gradient (PyTorch SGD's coupled weight decay)."""
+    lr_milestones: tuple[str, ...] = ()
+    """Steps ('<n>ep' or '<n>it') at which the learning rate is divided by 10 (Frankle et al.: 80ep, 120ep)."""
+    augment: bool = False
+    """Random horizontal flips and 4-pixel crops (Frankle et al.); the phases paper uses none."""
+    seed: int = 0
+    """Seed of initialisation and data order."""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """At which iterations snapshots (and classifier metrics) are taken."""
+
+    kind: Literal["doubling", "explicit"] = "doubling"
+    """doubling: 0, 2, 4, 8, ..., 2^k up to the last iteration (the authors'); explicit: the listed steps."""
+    steps: tuple[int, ...] = ()
+    """The iterations for kind=explicit (each between 0 and the last iteration)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: data, network, training and snapshot schedule."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, no whitespace variation (the hash is taken over this)."""
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        return _from_dict(cls, values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        return cls.from_dict(json.loads(text))
+
+    def hash(self) -> str:
+        """Stable 12-hex-digit id of the config: the name of the run directory."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
+
+    def replace(self, **sections: Any) -> "RunConfig":
+        """Copy with some sections replaced, e.g. `config.replace(training=...)`."""
+        return dataclasses.replace(self, **sections)
+
+
+def _from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Build a (nested) frozen dataclass from JSON values, rejecting unknown keys by name."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{cls.__name__} expects a JSON object, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}")
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _coerce(hints[name], value)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _from_dict(hint, value)
+    origin = typing.get_origin(hint)
+    if origin is tuple and isinstance(value, list):
+        (item_type, *_) = typing.get_args(hint)
+        return tuple(_coerce(item_type, item) for item in value)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            if dataclasses.is_dataclass(option) and isinstance(value, dict):
+                return _from_dict(option, value)
+    return value
+
+
+# --- Duration and step parsing ('<n>ep' or '<n>it'), like open_lth's Step ------------------------
+
+_STEP_PATTERN = re.compile(r"^\s*(\d+)\s*(ep|it)\s*$")
+
+
+def parse_steps(text: str, steps_per_epoch: int) -> int:
+    """'257ep' -> 257 * steps_per_epoch; '1000it' -> 1000. Anything else is an error naming the text."""
+    match = _STEP_PATTERN.match(text)
+    if not match:
+        raise ValueError(f"cannot read {text!r} as a number of steps: use '<n>ep' (epochs) or '<n>it' (iterations), e.g. '257ep' or '4096it'")
+    count, unit = int(match.group(1)), match.group(2)
+    return count * steps_per_epoch if unit == "ep" else count
+
+
+# --- Profiles --------------------------------------------------------------------------------
+
+def _smoke() -> RunConfig:
+    return RunConfig(
+        data=DataConfig(name="mnist", source="embedded", train_size=256, test_size=128),
+        model=ModelConfig(architecture="vgg8", width=0.125),
+        training=TrainingConfig(duration="16it", batch_size=32, learning_rate=0.01),
+    )
+
+
+def _quick() -> RunConfig:
+    # Real embedded MNIST (4,000 train / 1,000 test images). 2,048 iterations = 64 epochs:
+    # long enough for the train accuracy to saturate (where the paper's phase 3 starts).
+    return RunConfig(
+        data=DataConfig(name="mnist", source="embedded"),
+        model=ModelConfig(architecture="vgg8", width=1.0),
+        training=TrainingConfig(duration="2048it", batch_size=128, learning_rate=0.002),
+    )
+
+
+def _paper() -> RunConfig:
+    # PROTOCOL.md section 1: VGG-8 on CIFAR-10, SGD(0.002, momentum 0.9), batch 128, 257 epochs.
+    return RunConfig(
+        data=DataConfig(name="cifar10", source="tfds"),
+        model=ModelConfig(architecture="vgg8", width=1.0),
+        training=TrainingConfig(duration="257ep", batch_size=128, learning_rate=0.002),
+    )
+
+
+PROFILES = {"smoke": _smoke, "quick": _quick, "paper": _paper}
+DEFAULT_PROFILE = "quick"
+
+
+def profile(name: str) -> RunConfig:
+    """The named profile's run config; an unknown name is an error listing the valid ones."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {sorted(PROFILES)}")
+    return PROFILES[name]()

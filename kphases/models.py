@@ -1,0 +1,155 @@
+"""The papers' networks as Keras functional models with stable probe-point names.
+
+PROTOCOL.md section 1 ("Networks"): every conv is 3x3, bias-free, padding 1, then an affine
+BatchNorm, then ReLU; downsampling is by stride 2 (no pooling); the head is Flatten then
+Dense(classes) with bias. The paper's VGG-8/11/13/16 widths and stride flags are in `VGG_LAYOUTS`.
+
+PyTorch equivalence, on purpose, so results compare with the authors':
+- padding: PyTorch pads 1 pixel on every side; Keras' padding="same" at stride 2 pads only
+  bottom/right, which shifts the sampling grid. Stride-2 convs therefore use an explicit
+  ZeroPadding2D(1) and padding="valid"; stride-1 convs use "same", which is identical there.
+- initialisation: PyTorch's default conv/dense weights are uniform in +-1/sqrt(fan_in)
+  (VarianceScaling(1/3, fan_in, uniform)), dense biases too.
+- BatchNorm: PyTorch momentum 0.1 is Keras momentum 0.9; epsilon 1e-5 (Keras' default is 1e-3).
+
+Probe points, the names every measurement uses: `stem` (ResNets' first conv), `block1` ...
+`blockN` (each conv block's or residual block's output after its ReLU), `penultimate` (the
+flattened input of the last Dense layer) and `logits`. `probe_points(model)` lists them.
+
+ResNet-10 is in the paper but not in the authors' release; we build the usual CIFAR-style
+BasicBlock ResNet (3x3 stem at stride 1, no max-pool, stages [1,1,1,1] of 64/128/256/512; inferred,
+PROTOCOL.md). ResNet-18 is [2,2,2,2]; ResNet-20 (Frankle et al.) is 3 stages of 3 blocks at
+16/32/64. Residual shortcuts that change shape are 1x1 stride-2 convs with BatchNorm.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import keras
+from keras import layers
+
+from kphases.config import ModelConfig
+
+# name -> (conv widths, stride-2 flags), PROTOCOL.md table.
+VGG_LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "vgg8": ((32, 64, 128, 256, 512), (1, 1, 1, 1, 1)),
+    "vgg11": ((32, 64, 128, 128, 256, 256, 512, 512), (1, 1, 0, 1, 0, 1, 0, 1)),
+    "vgg13": ((32, 32, 64, 128, 128, 256, 256, 512, 512, 512), (1, 0, 1, 0, 1, 0, 1, 0, 0, 1)),
+    "vgg16": ((32, 32, 64, 64, 128, 128, 128, 256, 256, 256, 512, 512, 512), (0, 1, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1)),
+}
+# name -> (blocks per stage, stage widths)
+RESNET_LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "resnet10": ((1, 1, 1, 1), (64, 128, 256, 512)),
+    "resnet18": ((2, 2, 2, 2), (64, 128, 256, 512)),
+    "resnet20": ((3, 3, 3), (16, 32, 64)),
+}
+SIMPLE_WIDTH = 128
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+PROBE_PATTERN = re.compile(r"^(stem|block\d+|penultimate|logits)$")
+
+
+def architectures() -> list[str]:
+    """Every valid architecture name (simple<n> stands for any n >= 1)."""
+    return [*VGG_LAYOUTS, *RESNET_LAYOUTS, "simple<n>", "linear"]
+
+
+def _torch_uniform() -> keras.initializers.Initializer:
+    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)): VarianceScaling with scale 1/3 has limit sqrt(3 * (1/3) / fan_in).
+    return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
+def _scaled(width: int, multiplier: float) -> int:
+    return max(1, int(round(width * multiplier)))
+
+
+def _conv_bn(x, filters: int, stride: int, name: str, relu: bool = True, kernel_size: int = 3):
+    if stride == 2 and kernel_size == 3:
+        x = layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+        padding = "valid"
+    else:
+        padding = "same"
+    x = layers.Conv2D(filters, kernel_size, strides=stride, padding=padding, use_bias=False,
+                      kernel_initializer=_torch_uniform(), name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    if relu:
+        x = layers.ReLU(name=name)(x)
+    return x
+
+
+def _head(x, num_classes: int, use_bias: bool = True):
+    x = layers.Flatten(name="penultimate")(x)
+    fan_in = x.shape[-1]
+    bias_limit = 1.0 / math.sqrt(fan_in)
+    return layers.Dense(num_classes, use_bias=use_bias, kernel_initializer=_torch_uniform(),
+                        bias_initializer=keras.initializers.RandomUniform(-bias_limit, bias_limit),
+                        name="logits")(x)
+
+
+def _vgg(inputs, name: str, width: float, num_classes: int):
+    widths, strides = VGG_LAYOUTS[name]
+    x = inputs
+    for index, (filters, stride_two) in enumerate(zip(widths, strides), start=1):
+        x = _conv_bn(x, _scaled(filters, width), 2 if stride_two else 1, f"block{index}")
+    return _head(x, num_classes)
+
+
+def _resnet(inputs, name: str, width: float, num_classes: int):
+    blocks_per_stage, stage_widths = RESNET_LAYOUTS[name]
+    x = _conv_bn(inputs, _scaled(stage_widths[0], width), 1, "stem")
+    index = 0
+    for stage, (blocks, filters) in enumerate(zip(blocks_per_stage, stage_widths)):
+        filters = _scaled(filters, width)
+        for block in range(blocks):
+            index += 1
+            stride = 2 if stage > 0 and block == 0 else 1
+            prefix = f"block{index}"
+            shortcut = x
+            y = _conv_bn(x, filters, stride, f"{prefix}_a")
+            y = _conv_bn(y, filters, 1, f"{prefix}_b", relu=False)
+            if stride != 1 or shortcut.shape[-1] != filters:
+                shortcut = _conv_bn(shortcut, filters, stride, f"{prefix}_shortcut", relu=False, kernel_size=1)
+            x = layers.Add(name=f"{prefix}_add")([y, shortcut])
+            x = layers.ReLU(name=prefix)(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return _head(x, num_classes)
+
+
+def _simple(inputs, blocks: int, width: float, num_classes: int):
+    # The paper's "S" nets: 2x2 max-pool on the input, n conv blocks of 128 at stride 1, 8x8 max-pool.
+    x = layers.MaxPooling2D(2, name="input_pool")(inputs)
+    for index in range(1, blocks + 1):
+        x = _conv_bn(x, _scaled(SIMPLE_WIDTH, width), 1, f"block{index}")
+    x = layers.MaxPooling2D(8, name="pool")(x)
+    return _head(x, num_classes)
+
+
+def build_model(config: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """The network named by `config.architecture` for images of `input_shape` (H, W, C).
+
+    Weights are drawn from Keras' global seed: call `keras.utils.set_random_seed` first for a
+    reproducible initialisation.
+    """
+    name = config.architecture
+    if config.width <= 0:
+        raise ValueError(f"width multiplier must be positive, got {config.width}")
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    if name in VGG_LAYOUTS:
+        outputs = _vgg(inputs, name, config.width, num_classes)
+    elif name in RESNET_LAYOUTS:
+        outputs = _resnet(inputs, name, config.width, num_classes)
+    elif (match := re.fullmatch(r"simple(\d+)", name)) and int(match.group(1)) >= 1:
+        if min(input_shape[:2]) < 16:
+            raise ValueError(f"the simple nets need inputs of at least 16x16 (2x2 then 8x8 pooling), got {input_shape}")
+        outputs = _simple(inputs, int(match.group(1)), config.width, num_classes)
+    elif name == "linear":
+        outputs = _head(inputs, num_classes, use_bias=False)
+    else:
+        raise ValueError(f"unknown architecture {name!r}; valid architectures: {architectures()}")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def probe_points(model: keras.Model) -> list[str]:
+    """The model's named probe points, in forward order (stem, block1..N, penultimate, logits)."""
+    return [layer.name for layer in model.layers if PROBE_PATTERN.match(layer.name)]

@@ -1,0 +1,47 @@
+"""Snapshot schedules: the iterations at which a run is frozen and measured.
+
+The authors measure at global iterations 0, 2, 4, 8, ..., 2^k (no iteration 1), each time
+*before* that iteration's update, so iteration 0 is the initial network and iteration s holds the
+weights after s updates (PROTOCOL.md, "Measurement schedule").
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kphases.config import ScheduleConfig
+
+
+def doubling_schedule(last_iteration: int) -> list[int]:
+    """0, 2, 4, 8, ..., 2^k with 2^k <= last_iteration. `doubling_schedule(64)` is [0, 2, 4, 8, 16, 32, 64]."""
+    if last_iteration < 0:
+        raise ValueError(f"last_iteration must be >= 0, got {last_iteration}")
+    steps = [0]
+    power = 2
+    while power <= last_iteration:
+        steps.append(power)
+        power *= 2
+    return steps
+
+
+def explicit_schedule(steps: Sequence[int], last_iteration: int) -> list[int]:
+    """The given iterations, sorted; each must lie in [0, last_iteration] and appear once."""
+    values = [int(step) for step in steps]
+    if not values:
+        raise ValueError("an explicit schedule needs at least one step")
+    bad = [step for step in values if not 0 <= step <= last_iteration]
+    if bad:
+        raise ValueError(f"schedule steps {bad} do not fit a run of {last_iteration} iterations (valid: 0..{last_iteration})")
+    if len(set(values)) != len(values):
+        raise ValueError(f"schedule steps repeat: {values}")
+    return sorted(values)
+
+
+def snapshot_steps(schedule: ScheduleConfig, last_iteration: int) -> list[int]:
+    """The snapshot iterations of a schedule config for a run of `last_iteration` updates."""
+    if schedule.kind == "doubling":
+        if schedule.steps:
+            raise ValueError(f"a doubling schedule takes no explicit steps, got {schedule.steps}; use kind='explicit'")
+        return doubling_schedule(last_iteration)
+    if schedule.kind == "explicit":
+        return explicit_schedule(schedule.steps, last_iteration)
+    raise ValueError(f"unknown schedule kind {schedule.kind!r}; valid kinds: 'doubling', 'explicit'")
