@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import tyro
+
 from kphases import config as config_module
-from kphases.config import DataConfig, ModelConfig, RunConfig, ScheduleConfig, TrainingConfig
+from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, ScheduleConfig, TrainingConfig, measure_profile
 
 ProfileName = Literal["smoke", "quick", "paper"]
 
@@ -53,8 +55,6 @@ def _profile_from(argv: Sequence[str]) -> str:
 
 
 def parse_train(argv: Sequence[str]) -> TrainCommand:
-    import tyro
-
     profile_name = _profile_from(argv)
     base = config_module.profile(profile_name)
     default = TrainCommand(profile=profile_name, data=base.data, model=base.model, training=base.training, schedule=base.schedule)
@@ -73,6 +73,38 @@ def command_train(argv: Sequence[str]) -> int:
     values = {f"{row.split}_{row.metric}": row.value for row in final.itertuples()}
     print(f"run {run.directory} complete: {len(run.snapshot_steps())} snapshots at steps {run.snapshot_steps()}")
     print("final classifier: " + ", ".join(f"{key} {value:.4f}" for key, value in sorted(values.items())))
+    return 0
+
+
+@dataclass(frozen=True)
+class MeasureCommand:
+    """Measure every snapshot of a run: reconstruction decoders, linear probe and transfer heads per layer."""
+
+    run: tyro.conf.Positional[str]
+    """Run directory, or run hash (or unique prefix) under --runs-dir."""
+    profile: ProfileName = config_module.DEFAULT_PROFILE
+    """Profile whose settings are the defaults of the measurement flags (quick: decoders get the authors' 7,820 updates)."""
+    runs_dir: str | None = None
+    """Directory of run directories (default: $KPHASES_RUNS_DIR, else ./runs)."""
+    data_dir: str | None = None
+    """Directory of <name>.npz files when the run's data source is directory (default: $KPHASES_DATA_DIR)."""
+    progress: bool = True
+    """Show a progress bar."""
+    measure: MeasureConfig = dataclasses.field(default_factory=MeasureConfig)
+
+
+def parse_measure(argv: Sequence[str]) -> MeasureCommand:
+    profile_name = _profile_from(argv)
+    default = MeasureCommand(run=tyro.MISSING, profile=profile_name, measure=measure_profile(profile_name))
+    return tyro.cli(MeasureCommand, default=default, args=list(argv), prog="python -m kphases measure",
+                    config=(tyro.conf.OmitArgPrefixes,))
+
+
+def command_measure(argv: Sequence[str]) -> int:
+    command = parse_measure(argv)
+    from kphases.measure import measure
+
+    measure(command.run, command.measure, data_dir=command.data_dir, runs_dir=command.runs_dir, progress=command.progress)
     return 0
 
 
@@ -95,7 +127,7 @@ def command_list(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": command_train, "list": command_list}
+COMMANDS = {"train": command_train, "measure": command_measure, "list": command_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

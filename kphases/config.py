@@ -146,6 +146,63 @@ def _coerce(hint: Any, value: Any) -> Any:
     return value
 
 
+# --- Measurement -------------------------------------------------------------------------------
+
+# The authors' decoder got 391 batches x 20 epochs of Adam updates on CIFAR-10's 50,000 images.
+AUTHORS_DECODER_UPDATE_STEPS = 7820
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """What to measure on each snapshot, and how (defaults: the authors' protocol)."""
+
+    layers: tuple[str, ...] = ("penultimate",)
+    """Probe points: penultimate, logits, stem (ResNets), block1..blockN (an unknown name lists the valid ones)."""
+    decoders: tuple[str, ...] = ("linear_exact", "linear")
+    """Reconstruction decoders: linear (authors'), linear_exact (closed form), cladec (deconvolution)."""
+    bn_stats: tuple[str, ...] = ("batch",)
+    """BatchNorm statistics while extracting features: batch (authors'), stored, recalibrated."""
+    probe: bool = True
+    """Train a linear probe on the class labels."""
+    transfer: tuple[str, ...] | None = None
+    """Transfer tasks: color_dominance (RGB only), dataset_switch. None: every task the dataset supports."""
+    switch_dataset: str | None = None
+    """Target dataset of dataset_switch (None: mnist<->fashion_mnist, cifar10<->cifar100; embedded mnist<->digits)."""
+    steps: tuple[int, ...] = ()
+    """Snapshot steps to measure (empty: all)."""
+    train_size: int | None = None
+    """Stratified subset of the run's train split used to fit decoders and heads (None: all)."""
+    test_size: int | None = None
+    """Stratified subset of the run's test split used to evaluate them (None: all)."""
+    decoder_epochs: int = 20
+    """Decoder epochs (authors: 20)."""
+    decoder_min_update_steps: int | None = None
+    """Raise decoder epochs until at least this many updates (authors' CIFAR-10 count: 7820); None: epochs as given."""
+    probe_epochs: int = 20
+    """Epochs of probe and transfer heads (authors: 20, learning rate / 10 after half)."""
+    seed: int = 0
+    """Seed of decoder and head initialisation, their shuffles, and the subsets."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+MEASURE_PROFILES = {
+    "smoke": MeasureConfig(decoder_epochs=2, probe_epochs=2, transfer=("dataset_switch",)),
+    # Small splits give far fewer decoder updates per 20 epochs than the authors had: keep their count.
+    "quick": MeasureConfig(decoder_min_update_steps=AUTHORS_DECODER_UPDATE_STEPS),
+    "paper": MeasureConfig(),
+}
+
+
+def measure_profile(name: str) -> MeasureConfig:
+    """The named profile's measurement config; an unknown name is an error listing the valid ones."""
+    if name not in MEASURE_PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {sorted(MEASURE_PROFILES)}")
+    return MEASURE_PROFILES[name]
+
+
+
 # --- Duration and step parsing ('<n>ep' or '<n>it'), like open_lth's Step ------------------------
 
 _STEP_PATTERN = re.compile(r"^\s*(\d+)\s*(ep|it)\s*$")

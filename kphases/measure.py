@@ -1,0 +1,323 @@
+"""Measure every snapshot of a run: reconstruction, linear probe and transfer heads, per probe point.
+
+The paper's instrument (PROTOCOL.md section 1, "What is measured at each point"): at each
+snapshot, on the frozen network, features of a layer are extracted for the train and test split,
+and from scratch each time
+- decoders reconstruct the normalised input (`kphases.decoders`: linear, linear_exact, cladec),
+- a linear probe predicts the class (`kphases.probes`),
+- linear transfer heads predict a target task: `color_dominance` (RGB images only) and
+  `dataset_switch` (another dataset's images through the same network).
+
+How each number was measured is stored next to it, as columns of `<run>/measurements.csv`:
+    run, step, layer, metric, split, value,
+    instrument (decoder or head), bn_stats (batch | stored | recalibrated), update_steps, epochs,
+    data (dataset, source, sizes and fingerprint of the images measured), seed, protocol
+`protocol` is a short hash of everything that defines the cell (instrument settings, data,
+seed): a cell is (step, layer, bn_stats, instrument, protocol). Finished cells are never
+recomputed; an interrupted measurement resumes at the first missing cell; asking for another
+layer, decoder or BatchNorm mode computes only what is missing. Rows are written atomically after
+every (snapshot, BatchNorm mode, layer) group.
+
+BatchNorm mode `batch` is the authors' protocol (each batch of 128 normalised with its own
+statistics; see PROTOCOL.md for why) and the default when reproducing their numbers; `stored`
+and `recalibrated` are the controls. No mode changes a stored snapshot.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import pandas as pd
+
+from kphases.config import MeasureConfig
+from kphases.data import Dataset, load_dataset, stratified_subset
+from kphases.decoders import DECODER_KINDS, DecoderSettings, fit_decoder
+from kphases.features import BN_STATS_MODES, extract_features, recalibrate_batchnorm
+from kphases.models import build_model, probe_points
+from kphases.probes import ProbeSettings, color_dominance_labels, train_linear_head
+from kphases.store import Run, write_text_atomic
+
+MEASUREMENT_COLUMNS = ("run", "step", "layer", "metric", "split", "value", "instrument", "bn_stats",
+                       "update_steps", "epochs", "data", "seed", "protocol")
+TRANSFER_TASKS = ("color_dominance", "dataset_switch")
+# Source dataset -> the dataset-switch target (PROTOCOL.md), per data source. The embedded pair
+# (MNIST <-> scikit-learn digits) lets the quick profile run the study offline with no data directory.
+SWITCH_PAIRS = {
+    "embedded": {"mnist": "digits", "digits": "mnist"},
+    "directory": {"mnist": "fashion_mnist", "fashion_mnist": "mnist", "cifar10": "cifar100", "cifar100": "cifar10"},
+    "tfds": {"mnist": "fashion_mnist", "fashion_mnist": "mnist", "cifar10": "cifar100", "cifar100": "cifar10"},
+}
+
+
+def decoder_settings(config: MeasureConfig) -> DecoderSettings:
+    return DecoderSettings(epochs=config.decoder_epochs, min_update_steps=config.decoder_min_update_steps, seed=config.seed)
+
+
+def probe_settings(config: MeasureConfig) -> ProbeSettings:
+    return ProbeSettings(epochs=config.probe_epochs, lr_drop_epoch=config.probe_epochs // 2, seed=config.seed)
+
+
+# --- validation --------------------------------------------------------------------------------
+
+def check_config(config: MeasureConfig, model: keras.Model, dataset: Dataset) -> tuple[str, ...]:
+    """Reject unknown names before any work; return the transfer tasks to run."""
+    valid_layers = probe_points(model)
+    bad = [layer for layer in config.layers if layer not in valid_layers]
+    if bad or not config.layers:
+        raise ValueError(f"unknown layer(s) {bad} for {model.name}; valid probe points: {valid_layers}")
+    bad = [kind for kind in config.decoders if kind not in DECODER_KINDS]
+    if bad:
+        raise ValueError(f"unknown decoder(s) {bad}; valid decoders: {list(DECODER_KINDS)}")
+    bad = [mode for mode in config.bn_stats if mode not in BN_STATS_MODES]
+    if bad or not config.bn_stats:
+        raise ValueError(f"unknown bn_stats {bad}; valid values: {list(BN_STATS_MODES)}")
+    rgb = dataset.image_shape[-1] == 3
+    if config.transfer is None:
+        return tuple(task for task in TRANSFER_TASKS if (task != "color_dominance" or rgb)
+                     and (task != "dataset_switch" or switch_target(dataset, config) is not None))
+    bad = [task for task in config.transfer if task not in TRANSFER_TASKS]
+    if bad:
+        raise ValueError(f"unknown transfer task(s) {bad}; valid tasks: {list(TRANSFER_TASKS)}")
+    if "color_dominance" in config.transfer and not rgb:
+        raise ValueError(f"transfer task color_dominance needs RGB images; {dataset.name} has shape {dataset.image_shape}")
+    if "dataset_switch" in config.transfer and switch_target(dataset, config) is None:
+        raise ValueError(f"no dataset_switch target for {dataset.name} from source {dataset.source}; "
+                         f"pairs: {SWITCH_PAIRS.get(dataset.source, {})}; set switch_dataset")
+    return tuple(config.transfer)
+
+
+def switch_target(dataset: Dataset, config: MeasureConfig) -> str | None:
+    return config.switch_dataset or SWITCH_PAIRS.get(dataset.source, {}).get(dataset.name)
+
+
+# --- the measurement loop ----------------------------------------------------------------------
+
+@dataclass
+class _Splits:
+    """The images (and labels) an instrument is fitted and evaluated on."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    description: str
+
+
+def _measurement_splits(dataset: Dataset, train_size: int | None, test_size: int | None, seed: int) -> _Splits:
+    train_index = stratified_subset(dataset.y_train, train_size, seed, "measurement train")
+    test_index = stratified_subset(dataset.y_test, test_size, seed, "measurement test")
+    description = (f"{dataset.name}/{dataset.source} train={len(train_index)} test={len(test_index)} "
+                   f"fingerprint={dataset.fingerprint}")
+    return _Splits(dataset.x_train[train_index], dataset.y_train[train_index], dataset.x_test[test_index],
+                   dataset.y_test[test_index], description)
+
+
+def _protocol(*parts) -> str:
+    text = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def measurements_path(run: Run):
+    return run.directory / "measurements.csv"
+
+
+def read_measurements(run: Run) -> pd.DataFrame:
+    """All measurement rows of a run (empty frame with the columns if none)."""
+    path = measurements_path(run)
+    if not path.exists():
+        return pd.DataFrame(columns=list(MEASUREMENT_COLUMNS))
+    return pd.read_csv(path)
+
+
+def _write_measurements(run: Run, frame: pd.DataFrame) -> None:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, columns=list(MEASUREMENT_COLUMNS))
+    write_text_atomic(measurements_path(run), buffer.getvalue())
+
+
+@dataclass(frozen=True)
+class _Cell:
+    instrument: str
+    protocol: str
+
+
+def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(), data_dir: str | os.PathLike | None = None,
+            runs_dir: str | os.PathLike | None = None, progress: bool = True, dataset: Dataset | None = None,
+            log=print) -> pd.DataFrame:
+    """Measure the run's snapshots as `config` asks; return all of the run's measurement rows.
+
+    `dataset` (already loaded from the run's data config) avoids loading the data twice.
+    """
+    run = run if isinstance(run, Run) else Run.open(run, runs_dir)
+    available = run.snapshot_steps()
+    if not available:
+        raise ValueError(f"run {run.directory} has no snapshots yet; train it first (python -m kphases train)")
+    steps = list(config.steps) or available
+    missing_steps = [step for step in steps if step not in available]
+    if missing_steps:
+        raise ValueError(f"run {run.name} has no snapshots at steps {missing_steps}; it has {available}")
+    dataset = dataset or load_dataset(run.config.data, data_dir)
+    model = build_model(run.config.model, dataset.image_shape, dataset.num_classes)
+    transfers = check_config(config, model, dataset)
+    splits = _measurement_splits(dataset, config.train_size, config.test_size, config.seed)
+    target = None
+    if "dataset_switch" in transfers:
+        target_name = switch_target(dataset, config)
+        target_config = dataclasses.replace(run.config.data, name=target_name)
+        target_data = load_dataset(target_config, data_dir)
+        if target_data.image_shape != dataset.image_shape:
+            raise ValueError(f"dataset_switch target {target_name} has images {target_data.image_shape}, "
+                             f"the network takes {dataset.image_shape}")
+        target = (target_name, _measurement_splits(target_data, config.train_size, config.test_size, config.seed))
+
+    decoders, heads = decoder_settings(config), probe_settings(config)
+    cells: list[_Cell] = [_Cell(kind, _protocol(kind, decoders, splits.description, config.seed)) for kind in config.decoders]
+    if config.probe:
+        cells.append(_Cell("probe", _protocol("probe", heads, splits.description)))
+    for task in transfers:
+        description = target[1].description if task == "dataset_switch" else splits.description
+        instrument = f"dataset_switch:{target[0]}" if task == "dataset_switch" else task
+        cells.append(_Cell(instrument, _protocol(instrument, heads, splits.description, description)))
+
+    frame = read_measurements(run)
+    done = set(zip(frame["step"].astype(int), frame["layer"], frame["bn_stats"], frame["instrument"], frame["protocol"]))
+    work = [(step, mode, layer, [cell for cell in cells if (step, layer, mode, cell.instrument, cell.protocol) not in done])
+            for step in steps for mode in config.bn_stats for layer in config.layers]
+    work = [item for item in work if item[3]]
+    if not work:
+        log(f"run {run.name}: every requested cell is already measured ({len(frame)} rows in {measurements_path(run)})")
+        return frame
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(len(item[3]) for item in work), desc=f"measure {run.name}", unit="cell", dynamic_ncols=True)
+    loaded_step, calibrated = None, {}
+    for step, mode, layer, todo in work:
+        if loaded_step != step:
+            run.load_snapshot(model, step)
+            loaded_step, calibrated = step, {}
+        network = model
+        if mode == "recalibrated":
+            if "model" not in calibrated:
+                calibrated["model"] = recalibrate_batchnorm(model, splits.x_train)
+            network = calibrated["model"]
+        extract_mode = "stored" if mode == "recalibrated" else mode
+        rows = _measure_group(run, step, layer, mode, network, extract_mode, todo, splits, target, decoders,
+                              heads, config.seed, dataset.num_classes, bar)
+        new_rows = pd.DataFrame(rows, columns=list(MEASUREMENT_COLUMNS))
+        frame = pd.concat([frame, new_rows], ignore_index=True) if len(frame) else new_rows
+        frame = frame.sort_values(["step", "layer", "bn_stats", "instrument", "metric", "split"], kind="stable", ignore_index=True)
+        _write_measurements(run, frame)
+        if bar is not None:
+            bar.set_postfix(step=step, layer=layer)
+    if bar is not None:
+        bar.close()
+    log(summary_table(run, frame))
+    return frame
+
+
+def _measure_group(run: Run, step: int, layer: str, mode: str, network: keras.Model, extract_mode: str, todo: list[_Cell],
+                   splits: _Splits, target, decoder_settings: DecoderSettings, probe_settings: ProbeSettings, seed: int,
+                   num_classes: int, bar) -> list[dict]:
+    """All missing cells of one (snapshot, BatchNorm mode, layer): features are extracted once for them."""
+    rows: list[dict] = []
+
+    def row(metric, split, value, cell, update_steps, epochs, data):
+        rows.append({"run": run.name, "step": step, "layer": layer, "metric": metric, "split": split, "value": float(value),
+                     "instrument": cell.instrument, "bn_stats": mode, "update_steps": update_steps, "epochs": epochs,
+                     "data": data, "seed": seed, "protocol": cell.protocol})
+
+    source_cells = [cell for cell in todo if not cell.instrument.startswith("dataset_switch")]
+    if source_cells:
+        train_features = extract_features(network, layer, splits.x_train, extract_mode)
+        test_features = extract_features(network, layer, splits.x_test, extract_mode)
+        for cell in source_cells:
+            began = time.perf_counter()
+            if cell.instrument in DECODER_KINDS:
+                result = fit_decoder(cell.instrument, train_features, splits.x_train, test_features, splits.x_test, decoder_settings)
+                row("reconstruction_mse", "test", result.mse_per_element_test, cell, result.update_steps, result.epochs, splits.description)
+                row("reconstruction_mse", "train", result.mse_per_element_train, cell, result.update_steps, result.epochs, splits.description)
+                row("reconstruction_authors_scale", "test", result.authors_scale_test, cell, result.update_steps, result.epochs, splits.description)
+            else:
+                if cell.instrument == "probe":
+                    train_labels, test_labels, classes = splits.y_train, splits.y_test, num_classes
+                else:  # color_dominance
+                    train_labels, test_labels, classes = color_dominance_labels(splits.x_train), color_dominance_labels(splits.x_test), 3
+                result = train_linear_head(train_features, train_labels, test_features, test_labels, classes, probe_settings)
+                prefix = "probe" if cell.instrument == "probe" else "transfer"
+                for split in ("train", "test"):
+                    row(f"{prefix}_accuracy", split, getattr(result, f"{split}_accuracy"), cell, result.update_steps, result.epochs, splits.description)
+                    row(f"{prefix}_loss", split, getattr(result, f"{split}_loss"), cell, result.update_steps, result.epochs, splits.description)
+            row("seconds", "all", time.perf_counter() - began, cell, 0, 0, splits.description)
+            if bar is not None:
+                bar.update(1)
+        del train_features, test_features
+    for cell in todo:
+        if not cell.instrument.startswith("dataset_switch"):
+            continue
+        began = time.perf_counter()
+        target_splits: _Splits = target[1]
+        train_features = extract_features(network, layer, target_splits.x_train, extract_mode)
+        test_features = extract_features(network, layer, target_splits.x_test, extract_mode)
+        classes = int(max(target_splits.y_train.max(), target_splits.y_test.max())) + 1
+        result = train_linear_head(train_features, target_splits.y_train, test_features, target_splits.y_test, classes, probe_settings)
+        for split in ("train", "test"):
+            row("transfer_accuracy", split, getattr(result, f"{split}_accuracy"), cell, result.update_steps, result.epochs, target_splits.description)
+            row("transfer_loss", split, getattr(result, f"{split}_loss"), cell, result.update_steps, result.epochs, target_splits.description)
+        row("seconds", "all", time.perf_counter() - began, cell, 0, 0, target_splits.description)
+        del train_features, test_features
+        if bar is not None:
+            bar.update(1)
+    return rows
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+def curves(frame: pd.DataFrame, metric: str = "reconstruction_mse", split: str = "test") -> dict[tuple[str, str, str], pd.Series]:
+    """(layer, instrument, bn_stats) -> the metric's value per step (one protocol per key: the latest rows)."""
+    selected = frame[(frame["metric"] == metric) & (frame["split"] == split)]
+    result = {}
+    for key, group in selected.groupby(["layer", "instrument", "bn_stats"], sort=True):
+        series = group.drop_duplicates("step", keep="last").set_index("step")["value"].sort_index()
+        result[key] = series
+    return result
+
+
+def summary_table(run: Run, frame: pd.DataFrame) -> str:
+    """Steps x metrics, one column per (layer, instrument, bn_stats), plus classifier accuracy, and the phases."""
+    from kphases.phases import detect_phases
+
+    columns: dict[str, pd.Series] = {}
+    classifier = run.metrics()
+    if len(classifier):
+        for split in ("test", "train"):
+            picked = classifier[(classifier["metric"] == "classifier_accuracy") & (classifier["split"] == split)]
+            columns[f"classifier_{split}_acc"] = picked.set_index("step")["value"]
+    for metric, label in (("reconstruction_mse", "rec"), ("probe_accuracy", "probe_acc"), ("transfer_accuracy", "transfer_acc")):
+        for (layer, instrument, mode), series in curves(frame, metric).items():
+            columns[f"{label}[{layer},{instrument},{mode}]"] = series
+    table = pd.DataFrame(columns)
+    table = table[table.index.isin(frame["step"].unique())]
+    lines = [f"run {run.name}: test split (reconstruction: per-element MSE)", table.to_string(float_format=lambda v: f"{v:.4f}")]
+    for (layer, instrument, mode), series in curves(frame, "reconstruction_mse").items():
+        if len(series) >= 3:
+            phases = detect_phases(series.index.tolist(), series.tolist())
+            lines.append(f"phases of reconstruction [{layer}, {instrument}, bn={mode}]: {describe_phases(phases)}")
+    return "\n".join(lines)
+
+
+def describe_phases(result) -> str:
+    parts = [f"constant until {result.constant_end}" if result.constant_end is not None else "no constant phase",
+             f"decrease until {result.decrease_end} ({result.relative_decrease:+.1%})" if result.decrease_end is not None else "no decrease",
+             f"increase until {result.increase_end} ({result.relative_increase:+.1%})" if result.increase_end is not None else "no increase"]
+    return ("three phases: " if result.three_phases else "not three phases: ") + ", ".join(parts)
