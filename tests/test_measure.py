@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig
+from kphases.measure import MEASUREMENT_COLUMNS, measure, read_measurements
+from kphases.store import sha256_file
+from kphases.training import train
+
+TINY = RunConfig(
+    data=DataConfig(name="digits", source="embedded", train_size=300, test_size=100),
+    model=ModelConfig(architecture="vgg8", width=0.125),
+    training=TrainingConfig(duration="8it", batch_size=32, learning_rate=0.05),
+)
+FAST = MeasureConfig(decoders=("linear_exact",), decoder_epochs=1, probe_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return train(TINY, runs_dir=tmp_path_factory.mktemp("runs"), progress=False)
+
+
+def test_measure_writes_tidy_rows_with_protocol_columns(tiny_run):
+    frame = measure(tiny_run, FAST, progress=False, log=lambda text: None)
+    assert tuple(frame.columns) == MEASUREMENT_COLUMNS
+    assert sorted(frame["step"].unique()) == [0, 2, 4, 8]
+    instruments = set(frame["instrument"])
+    # digits is grayscale and embedded: no colour dominance; the dataset switch goes to embedded MNIST.
+    assert instruments == {"linear_exact", "probe", "dataset_switch:mnist"}
+    rec = frame[(frame["metric"] == "reconstruction_mse") & (frame["split"] == "test")]
+    assert len(rec) == 4 and (rec["update_steps"] == 0).all() and (rec["bn_stats"] == "batch").all()
+    assert rec["data"].str.contains("digits/embedded train=300 test=100").all()
+    # Normalised digits have per-element variance near 1: an affine decoder from 64 features explains part of it.
+    assert ((rec["value"] > 0.05) & (rec["value"] < 1.5)).all()
+    probe = frame[(frame["metric"] == "probe_accuracy")]
+    assert ((probe["value"] >= 0) & (probe["value"] <= 1)).all() and (probe["update_steps"] == 2 * 3).all()  # 2 epochs of ceil(300/128)
+
+
+def test_finished_cells_are_not_recomputed_and_new_ones_are_added(tiny_run):
+    before = read_measurements(tiny_run)
+    messages = []
+    again = measure(tiny_run, FAST, progress=False, log=messages.append)
+    assert "already measured" in messages[0] and len(again) == len(before)
+    stored = before.sort_values(list(before.columns)).reset_index(drop=True)
+    assert stored.equals(again.sort_values(list(again.columns)).reset_index(drop=True))
+    more = measure(tiny_run, MeasureConfig(layers=("block5",), decoders=("linear_exact",), probe=False, transfer=(),
+                                           bn_stats=("stored",)), progress=False, log=lambda text: None)
+    assert len(more) == len(before) + 4 * 4  # 4 steps x (test, train, authors' scale, seconds)
+    assert set(more[more["layer"] == "block5"]["bn_stats"]) == {"stored"}
+
+
+def test_measurement_never_changes_snapshots(tiny_run):
+    before = {step: sha256_file(tiny_run.snapshot_path(step)) for step in tiny_run.snapshot_steps()}
+    measure(tiny_run, MeasureConfig(decoders=("linear_exact",), probe=False, transfer=(), bn_stats=("recalibrated", "batch"),
+                                    steps=(2,)), progress=False, log=lambda text: None)
+    assert before == {step: sha256_file(tiny_run.snapshot_path(step)) for step in tiny_run.snapshot_steps()}
+
+
+def test_bad_requests_name_the_valid_values(tiny_run):
+    with pytest.raises(ValueError, match=r"unknown layer\(s\) \['block9'\] for vgg8; valid probe points: \['block1'"):
+        measure(tiny_run, MeasureConfig(layers=("block9",)), progress=False)
+    with pytest.raises(ValueError, match=r"unknown decoder\(s\) \['pca'\]"):
+        measure(tiny_run, MeasureConfig(decoders=("pca",)), progress=False)
+    with pytest.raises(ValueError, match="color_dominance needs RGB images; digits has shape"):
+        measure(tiny_run, MeasureConfig(transfer=("color_dominance",)), progress=False)
+    with pytest.raises(ValueError, match=r"no snapshots at steps \[3\]; it has \[0, 2, 4, 8\]"):
+        measure(tiny_run, MeasureConfig(steps=(3,)), progress=False)
