@@ -66,6 +66,7 @@ class DecoderSettings:
     seed: int = 0  # decoder initialisation and the per-epoch shuffles
     exact_max_feature_dim: int = 16384  # linear_exact: refuse wider features (float64 normal matrix is 8 d^2 bytes)
     exact_relative_ridge: float = 1e-8  # linear_exact: ridge = this x trace(feature covariance) / d
+    keep_reconstructions: int = 0  # return the reconstructions of the first this many test images (for figures)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
@@ -107,6 +108,7 @@ class ReconstructionResult:
     decoder: str  # "linear", "linear_exact" or "cladec"
     epochs: int  # epochs actually trained (0 for linear_exact)
     batch_size: int  # training batch size and the test batch size of authors_scale_test
+    test_reconstructions: np.ndarray | None = None  # (keep_reconstructions, H, W, C) when asked for, else None
 
 
 class TorchAdam(keras.optimizers.Adam):
@@ -285,6 +287,7 @@ def fit_linear_exact_decoder(
         decoder="linear_exact",
         epochs=0,
         batch_size=settings.batch_size,
+        test_reconstructions=_kept_reconstructions(predict, test_flat, test_images, settings.keep_reconstructions),
     )
 
 
@@ -518,7 +521,16 @@ def _fit_trained_decoder(
         decoder=kind,
         epochs=settings.epochs_for(len(train_features)),
         batch_size=settings.batch_size,
+        test_reconstructions=_kept_reconstructions(predict, test_features, test_images, settings.keep_reconstructions),
     )
+
+
+def _kept_reconstructions(predict: Callable[[np.ndarray], np.ndarray], features: np.ndarray, images: np.ndarray,
+                          count: int) -> np.ndarray | None:
+    if count <= 0:
+        return None
+    count = min(count, len(features))
+    return predict(features[:count]).reshape((count, *np.shape(images)[1:])).astype(np.float32)
 
 
 def _reconstruction_errors(

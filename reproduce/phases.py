@@ -1,0 +1,92 @@
+"""Figure `phases`: reconstruction loss and accuracy against iteration, with the detected phases shaded.
+
+The paper's central claim (Schneider & Prabhushankar 2024, their Figure 1): the reconstruction loss
+of the input from the penultimate layer is first near constant, then falls, then rises, while the
+accuracy keeps improving. Each panel is one (architecture, dataset) run: reconstruction loss
+(per-element test MSE of the best affine decoder, `linear_exact`, features with BatchNorm in batch
+mode as the authors measure) on the left axis, classifier test/train accuracy and linear-probe
+test accuracy on the right axis; shading marks the phases `kphases.phases.detect_phases` finds.
+
+    python -m reproduce.phases [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+
+Runtime: smoke ~1 min; quick ~25 min on 2 CPU cores (VGG-8 and ResNet-10 x1/4 on MNIST and
+Fashion-MNIST, 2,048 iterations each; needs KPHASES_DATA_DIR, else the embedded MNIST only);
+paper: 20 runs of 257 epochs, for GPUs. The numbers you should see are in paper_figures/summary.md
+and the README.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pandas as pd
+
+from reproduce.common import Options, curve, main_runs, run_figure, save_figure, tidy_rows, train_and_measure
+from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_phases, step_position
+
+NAME = "phases"
+DESCRIPTION = __doc__.splitlines()[0]
+
+
+def compute(options: Options) -> pd.DataFrame:
+    tables = []
+    for planned in main_runs(options):
+        run, frame = train_and_measure(planned, options)
+        tables.append(tidy_rows(planned, run, frame))
+    return pd.concat(tables, ignore_index=True)
+
+
+def phase_rows(table: pd.DataFrame, instrument: str = "linear_exact", layer: str = "penultimate", bn_stats: str = "batch"):
+    """(label, reconstruction curve, PhaseResult) per run of a figure table."""
+    from kphases.phases import detect_phases
+
+    results = []
+    for label in dict.fromkeys(table["label"]):
+        series = curve(table, label, "reconstruction_mse", instrument=instrument, layer=layer, bn_stats=bn_stats)
+        if len(series) >= 3:
+            results.append((label, series, detect_phases(series.index.tolist(), series.tolist())))
+    return results
+
+
+def plot(table: pd.DataFrame, options: Options):
+    from kphases.measure import describe_phases
+
+    detected = phase_rows(table)
+    figure, axes = grid(len(detected), columns=2)
+    lines = ["| run | phases | minimum at | decrease | increase | final test acc | final train acc |", "|---|---|---|---|---|---|---|"]
+    accuracy_styles = [("classifier_accuracy", "test", None, None, "C0-", "classifier test acc"),
+                       ("classifier_accuracy", "train", None, None, "C0--", "classifier train acc"),
+                       ("probe_accuracy", "test", "probe", "batch", "C2-", "linear probe test acc")]
+    handles = []
+    for axis, (label, series, phases) in zip(axes, detected):
+        shade_phases(axis, series.index, phases.labels)
+        handles = axis.plot(step_position(series.index), series.values, "o-", color="black", ms=3, label="reconstruction (test MSE)")
+        axis.set_ylabel("reconstruction loss (per-element MSE)")
+        accuracy_axis = axis.twinx()
+        for metric, split, instrument, bn_stats, style, name in accuracy_styles:
+            values = curve(table, label, metric, split, instrument=instrument, bn_stats=bn_stats)
+            values = values[values.index.isin(series.index)]
+            handles += accuracy_axis.plot(step_position(values.index), values.values, style, lw=1, label=name)
+        accuracy_axis.set_ylim(0, 1.02)
+        accuracy_axis.set_ylabel("accuracy")
+        log_step_axis(axis, series.index)
+        axis.set_title(f"{label}: {'three phases' if phases.three_phases else 'not three phases'}")
+        final = {split: curve(table, label, "classifier_accuracy", split).iloc[-1] for split in ("test", "train")}
+        lines.append(f"| {label} | {describe_phases(phases)} | {phases.decrease_end} | {phases.relative_decrease:.1%} | "
+                     f"{phases.relative_increase:.1%} | {final['test']:.3f} | {final['train']:.3f} |")
+    legend = handles + phase_legend_handles()
+    figure.legend(legend, [handle.get_label() for handle in legend], loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.02))
+    figure.suptitle(f"Reconstruction loss phases ({options.profile} profile; decoder linear_exact, BatchNorm batch statistics)")
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    save_figure(figure, options, NAME)
+    count = sum(phases.three_phases for _, _, phases in detected)
+    return f"three phases detected in {count} of {len(detected)} runs", "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    return run_figure(NAME, compute, plot, argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()
