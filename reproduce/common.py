@@ -133,10 +133,11 @@ def reference_run(options: Options) -> PlannedRun | None:
     measure = dataclasses.replace(measure_profile(name), transfer=("color_dominance",))
     if name == "paper":
         return PlannedRun("VGG-8 / CIFAR-10 (authors' README run)", profile("paper"), measure)
-    if name == "smoke":
-        return None
     if not has_offline("cifar10", options):
         return None
+    if name == "smoke":
+        smoke = profile("smoke")
+        return PlannedRun("VGG-8 / CIFAR-10 (smoke)", smoke.replace(data=DataConfig("cifar10", "directory", train_size=256, test_size=128)), measure)
     config = RunConfig(data=_quick_data("cifar10", options), model=ModelConfig("vgg8"), training=TrainingConfig(duration=QUICK_STEPS))
     return PlannedRun("VGG-8 / CIFAR-10 (4,000-image copy)", config, dataclasses.replace(measure, decoders=("linear_exact", "linear")))
 
