@@ -1,0 +1,110 @@
+"""Figure `decoders`: how much of the three-phase shape comes from the measurement protocol.
+
+One network (the profile's first: VGG-8 on MNIST in quick), its penultimate-layer reconstruction
+loss measured with every decoder and BatchNorm mode the suite has:
+- decoders: `linear_exact` (the exact affine least-squares decoder), `linear` trained with the
+  authors' 7,820 Adam updates, `linear` trained for 20 epochs only (what the authors' epoch count
+  gives on a subset: far fewer updates), and `cladec` (deconvolution decoder, with a short budget
+  on CPU: its updates cost ~0.3 s each here);
+- BatchNorm statistics while extracting features: `batch` (the authors' protocol: each batch of 128
+  normalised by its own statistics), `stored` (inference mode with the snapshot's running
+  statistics, which have not warmed up near iteration 0) and `recalibrated` (running statistics
+  recomputed on the train split, weights untouched).
+Each curve is labelled with the phases `kphases.phases.detect_phases` finds in it; the table in
+summary.md (and the README) states which phases survive which control.
+
+    python -m reproduce.decoders [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+
+Runtime: quick ~20 min on 2 CPU cores (the trained decoders dominate); paper: GPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pandas as pd
+
+from kphases.config import AUTHORS_DECODER_UPDATE_STEPS
+from reproduce.common import Options, main_runs, run_figure, save_figure, tidy_rows, train_and_measure
+from reproduce.plotting import log_step_axis, phase_legend_handles, step_position
+
+NAME = "decoders"
+MODES = ("batch", "stored", "recalibrated")
+# Steps at which the expensive trained decoders run, per profile (linear_exact runs at every snapshot).
+TRAINED_STEPS = {"smoke": (0, 4, 16), "quick": (0, 8, 64, 512, 2048), "paper": (0, 8, 128, 1024, 8192, 65536)}
+CLADEC_STEPS = {"smoke": (0, 16), "quick": (0, 64, 2048), "paper": (0, 128, 8192, 65536)}
+CLADEC_EPOCHS = {"smoke": 1, "quick": 2, "paper": 20}
+
+
+def compute(options: Options) -> pd.DataFrame:
+    planned = main_runs(options)[0]
+    base = dataclasses.replace(planned.measure, layers=("penultimate",), probe=False, transfer=(), bn_stats=MODES)
+    budget = AUTHORS_DECODER_UPDATE_STEPS if options.profile != "smoke" else None
+    variants = [
+        dataclasses.replace(base, decoders=("linear_exact",)),
+        dataclasses.replace(base, decoders=("linear",), decoder_min_update_steps=budget, steps=TRAINED_STEPS[options.profile]),
+        dataclasses.replace(base, decoders=("linear",), decoder_min_update_steps=None, decoder_epochs=20 if options.profile != "smoke" else 1,
+                            steps=TRAINED_STEPS[options.profile], bn_stats=("stored", "recalibrated")),
+        dataclasses.replace(base, decoders=("cladec",), decoder_min_update_steps=None, decoder_epochs=CLADEC_EPOCHS[options.profile],
+                            steps=CLADEC_STEPS[options.profile], bn_stats=("stored", "recalibrated")),
+    ]
+    run, frame = train_and_measure(planned, options, variants[0])
+    for variant in variants[1:]:
+        steps = tuple(step for step in variant.steps if step in run.snapshot_steps())
+        run, frame = train_and_measure(planned, options, dataclasses.replace(variant, steps=steps))
+    table = tidy_rows(planned, run, frame)
+    table = table[(table["layer"] == "penultimate") & (table["metric"] == "reconstruction_mse")]
+    return table.assign(decoder=lambda t: t["instrument"] + t["update_steps"].map(lambda n: f" ({int(float(n)):,} updates)" if float(n) > 0 else ""))
+
+
+def curves(table: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
+    test = table[table["split"] == "test"]
+    return {(decoder, mode): group.drop_duplicates("step", keep="last").set_index("step")["value"].sort_index()
+            for (decoder, mode), group in test.groupby(["decoder", "bn_stats"], sort=True)}
+
+
+def plot(table: pd.DataFrame, options: Options):
+    import matplotlib.pyplot as plt
+
+    from kphases.measure import describe_phases
+    from kphases.phases import detect_phases
+
+    found = curves(table)
+    decoders = sorted({decoder for decoder, _ in found}, key=lambda d: (not d.startswith("linear_exact"), d))
+    figure, axes = plt.subplots(1, len(MODES), figsize=(4.4 * len(MODES), 3.6), sharey=True, squeeze=False)
+    lines = ["| decoder | BatchNorm | phases |", "|---|---|---|"]
+    survivors = {}
+    for axis, mode in zip(axes[0], MODES):
+        for index, decoder in enumerate(decoders):
+            series = found.get((decoder, mode))
+            if series is None or len(series) == 0:
+                continue
+            phases = detect_phases(series.index.tolist(), series.tolist()) if len(series) >= 3 else None
+            verdict = "three phases" if phases and phases.three_phases else "not three phases" if phases else "too few points"
+            axis.plot(step_position(series.index), series.values, "o-", color=f"C{index}", ms=3, lw=1.2,
+                      label=f"{decoder}: {verdict}")
+            lines.append(f"| {decoder} | {mode} | {describe_phases(phases) if phases else 'too few points (' + str(len(series)) + ')'} |")
+            survivors[(decoder, mode)] = bool(phases and phases.three_phases)
+        all_steps = sorted({step for (decoder, m), s in found.items() if m == mode for step in s.index})
+        if all_steps:
+            log_step_axis(axis, all_steps)
+        axis.set_title(f"BatchNorm statistics: {mode}" + (" (authors' protocol)" if mode == "batch" else ""))
+        axis.legend(loc="best")
+    axes[0][0].set_ylabel("reconstruction loss (per-element test MSE)")
+    label = table["label"].iloc[0]
+    figure.suptitle(f"{label}, penultimate layer: reconstruction by decoder and BatchNorm mode ({options.profile} profile)")
+    figure.tight_layout()
+    save_figure(figure, options, NAME)
+    kept = [f"{decoder}/{mode}" for (decoder, mode), three in survivors.items() if three]
+    headline = f"three phases under {len(kept)} of {len(survivors)} decoder x BatchNorm controls" + (f" ({', '.join(kept)})" if kept else "")
+    return headline, "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    return run_figure(NAME, compute, plot, argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()
