@@ -322,7 +322,8 @@ def summary_table(run: Run, frame: pd.DataFrame) -> str:
 
 
 def describe_phases(result) -> str:
+    """One line for people: which phases, where they end, and each change as a fraction of the initial loss."""
     parts = [f"constant until {result.constant_end}" if result.constant_end is not None else "no constant phase",
-             f"decrease until {result.decrease_end} ({result.relative_decrease:+.1%})" if result.decrease_end is not None else "no decrease",
-             f"increase until {result.increase_end} ({result.relative_increase:+.1%})" if result.increase_end is not None else "no increase"]
-    return ("three phases: " if result.three_phases else "not three phases: ") + ", ".join(parts)
+             f"decrease until {result.decrease_end} (by {result.relative_decrease:.1%})" if result.decrease_end is not None else "no decrease",
+             f"increase until {result.increase_end} (by {result.relative_increase:.1%})" if result.increase_end is not None else "no increase"]
+    return ("three phases: " if result.three_phases else "not three phases: ") + ", ".join(parts) + " (changes relative to the initial loss)"
