@@ -33,8 +33,8 @@ from reproduce.plotting import log_step_axis, phase_legend_handles, step_positio
 NAME = "decoders"
 MODES = ("batch", "stored", "recalibrated")
 # Steps at which the expensive trained decoders run, per profile (linear_exact runs at every snapshot).
-TRAINED_STEPS = {"smoke": (0, 4, 16), "quick": (0, 8, 64, 512, 2048), "paper": (0, 8, 128, 1024, 8192, 65536)}
-CLADEC_STEPS = {"smoke": (0, 16), "quick": (0, 64, 2048), "paper": (0, 128, 8192, 65536)}
+TRAINED_STEPS = {"smoke": (0, 4, 16), "quick": (0, 8, 64, 1024), "paper": (0, 8, 128, 1024, 8192, 65536)}
+CLADEC_STEPS = {"smoke": (0, 4, 16), "quick": (0, 64, 1024), "paper": (0, 128, 8192, 65536)}
 CLADEC_EPOCHS = {"smoke": 1, "quick": 2, "paper": 20}
 
 

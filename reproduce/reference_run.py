@@ -8,7 +8,7 @@ axes. Their reconstruction is a sum of 79 batch-mean MSEs over the 10,000 CIFAR-
 it is drawn divided by 79 (per-element MSE, our scale).
 
 Ours at `quick` scale: the lossless 4,000 / 1,000-image CIFAR-10 copy in the offline data
-directory (8% of the train set), 2,048 iterations; decoder `linear_exact` for every seed (the exact
+directory (8% of the train set), 1,024 iterations; decoder `linear_exact` for every seed (the exact
 minimiser of the authors' decoder objective) and the trained `linear` decoder with the authors'
 7,820 updates for seed 0 at four steps, to show the two agree. Without a CIFAR-10 copy the
 figure is skipped (said so). `paper` runs the authors' settings in full (tfds CIFAR-10).
