@@ -9,7 +9,8 @@ was drawn from and `summary.md`, and prints one line per figure with its headlin
     python -m reproduce.all --profile paper    # the papers' settings on tfds data, for GPU machines
     python -m reproduce.all --plot-only        # redraw every figure from the stored CSVs
 
-Options are those of every figure module (`--out`, `--runs-dir`, `--data-dir`, `--no-progress`).
+Options are those of every figure module (`--out`, `--runs-dir`, `--data-dir`, `--no-progress`),
+plus `--figures a,b,...` to run only some figures, in the order given.
 """
 from __future__ import annotations
 
@@ -30,9 +31,18 @@ def main(argv=None) -> int:
     if "-h" in argv or "--help" in argv:
         print(__doc__)
         return 0
+    figures = list(FIGURES)
+    if "--figures" in argv:
+        position = argv.index("--figures")
+        figures = [name for name in argv[position + 1].split(",") if name]
+        del argv[position:position + 2]
+        unknown = [name for name in figures if name not in FIGURES]
+        if unknown:
+            print(f"error: unknown figure(s) {unknown}; valid figures: {list(FIGURES)}", file=sys.stderr)
+            return 2
     began = time.perf_counter()
     lines = []
-    for name in FIGURES:
+    for name in figures:
         try:
             module = importlib.import_module(f"reproduce.{name}")
         except ModuleNotFoundError as error:
