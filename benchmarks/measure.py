@@ -31,7 +31,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import keras
-    import numpy as np
 
     from kphases.config import measure_profile, profile
     from kphases.data import load_dataset

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,12 @@ def stratified_subset(labels: np.ndarray, size: int | None, seed: int, split: st
     rng = np.random.default_rng(seed)
     chosen = [rng.permutation(np.flatnonzero(labels == label))[:take] for label, take in zip(classes, quota)]
     return np.sort(np.concatenate(chosen))
+
+
+def batch_bounds(count: int, batch_size: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) of consecutive batches over `count` items; the last batch may be smaller."""
+    for start in range(0, count, batch_size):
+        yield start, min(start + batch_size, count)
 
 
 def preprocess(images: np.ndarray, name: str) -> np.ndarray:

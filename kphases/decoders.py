@@ -36,12 +36,14 @@ import dataclasses
 import itertools
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import keras
 import numpy as np
 import scipy.linalg
 import tensorflow as tf
+
+from kphases.data import batch_bounds
 
 DECODER_KINDS = ("linear", "linear_exact", "cladec")
 AUTHORS_CIFAR10_UPDATE_STEPS = 7820  # 391 batches of 128 (50,000 images) x 20 epochs
@@ -312,7 +314,7 @@ def _centred_moments(features: np.ndarray, targets: np.ndarray) -> _CentredMomen
     target_sum = np.zeros(targets.shape[1])
     covariance = np.zeros((feature_dim, feature_dim))
     cross = np.zeros((feature_dim, targets.shape[1]))
-    for start, stop in _batch_bounds(count, _EXACT_CHUNK_ROWS):
+    for start, stop in batch_bounds(count, _EXACT_CHUNK_ROWS):
         chunk_features = features[start:stop].astype(np.float64) - feature_shift
         chunk_targets = targets[start:stop].astype(np.float64) - target_shift
         feature_sum += chunk_features.sum(axis=0)
@@ -470,7 +472,7 @@ def train_decoder(
     update_steps = 0
     for epoch in range(settings.epochs_for(num_train)):
         order = shuffler.permutation(num_train)
-        for start, stop in _batch_bounds(num_train, settings.batch_size):
+        for start, stop in batch_bounds(num_train, settings.batch_size):
             batch = order[start:stop]
             loss = float(train_step(train_features[batch], train_images[batch]))
             update_steps += 1
@@ -539,7 +541,7 @@ def _reconstruction_errors(
     """(per-element MSE over the whole split, sum over batches in order of the batch-mean MSE)."""
     squared_error_total = 0.0
     authors_scale = 0.0
-    for start, stop in _batch_bounds(len(features), batch_size):
+    for start, stop in batch_bounds(len(features), batch_size):
         error = predict(features[start:stop]) - targets[start:stop].astype(np.float64)
         batch_squared_error = float(np.sum(np.square(error)))
         squared_error_total += batch_squared_error
@@ -589,8 +591,3 @@ def _torch_default_initializers(fan_in: int, seed: int) -> tuple[keras.initializ
     bias = keras.initializers.RandomUniform(-bound, bound, seed=seed + 1)
     return kernel, bias
 
-
-def _batch_bounds(count: int, batch_size: int) -> Iterator[tuple[int, int]]:
-    for batch_index in range(math.ceil(count / batch_size)):
-        start = batch_index * batch_size
-        yield start, min(start + batch_size, count)

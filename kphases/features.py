@@ -31,7 +31,6 @@ take 0.6 s ("stored") to 0.8 s ("batch"); "recalibrated" with 4,000 calibration 
 """
 from __future__ import annotations
 
-import math
 import weakref
 from collections.abc import Callable, Iterator
 
@@ -39,6 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kphases.data import batch_bounds
 from kphases.models import probe_points
 
 BN_STATS_MODES = ("batch", "stored", "recalibrated")
@@ -117,7 +117,7 @@ def extract_features(
         _check_batchnorm_runs_on_batch_statistics(probe)
     forward = _compiled_forward(model, layer, training)
     features: np.ndarray | None = None
-    for start, stop in _batch_bounds(len(images), batch_size):
+    for start, stop in batch_bounds(len(images), batch_size):
         batch_features = forward(tf.constant(images[start:stop])).numpy()
         if features is None:
             features = np.empty((len(images), *batch_features.shape[1:]), dtype=np.float32)
@@ -172,7 +172,7 @@ def recalibrate_batchnorm(model: keras.Model, images: np.ndarray, batch_size: in
             return recalibrated(batch, training=True)
 
         batch_count = 0
-        for start, stop in _batch_bounds(len(images), batch_size):
+        for start, stop in batch_bounds(len(images), batch_size):
             forward_in_training_mode(tf.constant(images[start:stop]))
             batch_count += 1
             for index, bn in enumerate(layers):
@@ -253,11 +253,6 @@ def _check_batch_size(batch_size: int) -> None:
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
-
-def _batch_bounds(count: int, batch_size: int) -> Iterator[tuple[int, int]]:
-    for batch_index in range(math.ceil(count / batch_size)):
-        start = batch_index * batch_size
-        yield start, min(start + batch_size, count)
 
 
 def _all_layers(model: keras.layers.Layer) -> Iterator[keras.layers.Layer]:

@@ -30,7 +30,6 @@ import io
 import json
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import keras

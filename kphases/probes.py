@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from kphases.data import batch_bounds
 
 COLOR_DOMINANCE_CLASSES = ("red", "green", "blue")
 
@@ -155,7 +156,7 @@ def train_linear_head(
         # The learning rate is a variable read by the traced step: changing it does not retrace.
         optimizer.learning_rate = settings.learning_rate_in_epoch(epoch)
         order = shuffler.permutation(len(train_features))
-        for start, stop in _batch_bounds(len(train_features), settings.batch_size):
+        for start, stop in batch_bounds(len(train_features), settings.batch_size):
             batch = order[start:stop]
             loss = float(train_step(train_features[batch], train_labels[batch]))
             update_steps += 1
@@ -175,7 +176,7 @@ def train_linear_head(
 
     def evaluate(features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         correct_total, loss_total = 0.0, 0.0
-        for start, stop in _batch_bounds(len(features), settings.batch_size):
+        for start, stop in batch_bounds(len(features), settings.batch_size):
             correct, loss_sum = evaluate_batch(features[start:stop], labels[start:stop])
             correct_total += float(correct)
             loss_total += float(loss_sum)
@@ -233,8 +234,3 @@ def _check_split(split: str, features: np.ndarray, labels: np.ndarray, num_class
         raise ValueError(f"{split}_features must be finite floats, got dtype {features.dtype} (or NaN/inf values)")
     return features.astype(np.float32, copy=False), labels.astype(np.int32)
 
-
-def _batch_bounds(count: int, batch_size: int) -> Iterator[tuple[int, int]]:
-    for batch_index in range(math.ceil(count / batch_size)):
-        start = batch_index * batch_size
-        yield start, min(start + batch_size, count)

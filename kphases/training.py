@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from kphases.config import RunConfig, parse_steps
-from kphases.data import Dataset, load_dataset
+from kphases.data import Dataset, batch_bounds, load_dataset
 from kphases.models import build_model
 from kphases.schedule import snapshot_steps
 from kphases.store import Run
@@ -106,9 +106,9 @@ def make_optimizer(config: RunConfig, plan: Plan) -> keras.optimizers.Optimizer:
 def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Classifier accuracy and mean cross-entropy in inference mode (stored BatchNorm statistics)."""
     correct, loss_sum = 0, 0.0
-    for start in range(0, len(labels), EVAL_BATCH_SIZE):
-        logits = _predict(model, images[start:start + EVAL_BATCH_SIZE])
-        batch_labels = labels[start:start + EVAL_BATCH_SIZE]
+    for start, stop in batch_bounds(len(labels), EVAL_BATCH_SIZE):
+        logits = _predict(model, images[start:stop])
+        batch_labels = labels[start:stop]
         loss_sum += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(batch_labels, logits, from_logits=True)))
         correct += int(np.sum(np.argmax(logits, axis=-1) == batch_labels))
     return {"accuracy": correct / len(labels), "loss": loss_sum / len(labels)}

@@ -28,7 +28,7 @@ import pandas as pd
 
 from kphases.config import AUTHORS_DECODER_UPDATE_STEPS
 from reproduce.common import Options, main_runs, run_figure, save_figure, tidy_rows, train_and_measure
-from reproduce.plotting import log_step_axis, phase_legend_handles, step_position
+from reproduce.plotting import log_step_axis, step_position
 
 NAME = "decoders"
 MODES = ("batch", "stored", "recalibrated")

@@ -24,7 +24,6 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import numpy as np
 import pandas as pd
 
 from reproduce.common import (Options, PlannedRun, curve, reference_run, run_figure, save_figure, tidy_rows,

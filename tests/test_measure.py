@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig
