@@ -31,7 +31,7 @@ def test_profile_sets_defaults_and_flags_override():
 
 def test_unknown_command_and_profile_are_named(capsys):
     assert main(["fit"]) == 2
-    assert "unknown command 'fit'; valid commands: ['train', 'list'" in capsys.readouterr().err
+    assert "unknown command 'fit'; valid commands: ['train', 'measure', 'list']" in capsys.readouterr().err
     result = run_cli("train", "--profile", "huge")
     assert result.returncode != 0 and "unknown profile 'huge'" in result.stdout + result.stderr
 

@@ -1,0 +1,64 @@
+"""The whole `reproduce.all` at smoke scale: every figure, its CSV and the summary are written to --out."""
+import pandas as pd
+import pytest
+
+from reproduce import all as reproduce_all
+from reproduce.common import FIGURES_DIR, update_summary, Options
+
+
+@pytest.fixture(scope="module")
+def smoke_output(tmp_path_factory):
+    out = tmp_path_factory.mktemp("figures")
+    runs = tmp_path_factory.mktemp("runs")
+    committed = {path: path.stat().st_mtime_ns for path in FIGURES_DIR.glob("*")} if FIGURES_DIR.is_dir() else {}
+    reproduce_all.main(["--profile", "smoke", "--out", str(out), "--runs-dir", str(runs), "--no-progress"])
+    after = {path: path.stat().st_mtime_ns for path in FIGURES_DIR.glob("*")} if FIGURES_DIR.is_dir() else {}
+    assert committed == after, "the smoke run touched the committed figures"
+    return out, runs
+
+
+def expected_figures(data_available: bool) -> list[str]:
+    names = ["data_model", "theory", "phases", "layers", "decoders", "reconstructions", "transfer"]
+    return names + (["reference_run"] if data_available else [])
+
+
+def test_every_figure_and_csv_is_written(smoke_output, request):
+    out, _ = smoke_output
+    import os
+    from pathlib import Path
+
+    data = os.environ.get("KPHASES_DATA_DIR")
+    with_cifar = bool(data) and (Path(data) / "cifar10.npz").is_file()
+    for name in expected_figures(with_cifar):
+        for suffix in ("png", "pdf", "csv"):
+            path = out / f"{name}.{suffix}"
+            assert path.is_file() and path.stat().st_size > 0, path
+        assert len(pd.read_csv(out / f"{name}.csv")) > 0, name
+    summary = (out / "summary.md").read_text()
+    for name in expected_figures(with_cifar):
+        assert f"## {name}\n" in summary
+
+
+def test_plot_only_redraws_from_csv_without_training(smoke_output):
+    out, runs = smoke_output
+    before = sorted(p.name for p in runs.iterdir())
+    png = out / "phases.png"
+    png.unlink()
+    reproduce_all.main(["--profile", "smoke", "--out", str(out), "--runs-dir", str(runs), "--plot-only", "--no-progress"])
+    assert png.is_file() and sorted(p.name for p in runs.iterdir()) == before
+
+
+def test_plot_only_without_results_names_the_missing_file(tmp_path):
+    from reproduce import phases
+
+    with pytest.raises(FileNotFoundError, match="no stored results for figure 'phases'"):
+        phases.main(["--profile", "smoke", "--out", str(tmp_path), "--plot-only"])
+
+
+def test_summary_sections_are_replaced_not_duplicated(tmp_path):
+    options = Options("smoke", tmp_path, False, None, None, False)
+    update_summary(options, "a", "first")
+    update_summary(options, "b", "second")
+    update_summary(options, "a", "third")
+    text = (tmp_path / "summary.md").read_text()
+    assert text.count("## a\n") == 1 and "third" in text and "first" not in text and "second" in text
