@@ -50,6 +50,8 @@ class ModelConfig:
     """vgg8, vgg11, vgg13, vgg16, resnet10, resnet18, resnet20, simple<n> (the paper's "S" nets with n conv blocks), linear (the single-layer "F" net)."""
     width: float = 1.0
     """Width multiplier applied to every conv width (1.0: the paper's widths)."""
+    activation: str = "relu"
+    """Nonlinearity after every conv's BatchNorm of the vgg and simple nets: relu (the paper's) or tanh (information-plane figure)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,35 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class LineageConfig:
+    """Where a run's starting weights, mask and task come from (Frankle et al. 2020; see kphases.early_phase).
+
+    The default (a fresh network trained on the class labels) is every ordinary run; it is left
+    out of the canonical JSON, so ordinary runs keep their hash. Runs with a lineage are trained
+    by `kphases.early_phase.train_lineage` (plain `train` refuses them: it cannot build the start).
+    """
+
+    task: Literal["classes", "random_labels", "blur", "rotation"] = "classes"
+    """What is learned: the class labels, fixed random labels, 4x-blurred images, or rotation prediction (4 classes)."""
+    rewind_run: str = ""
+    """Hash of the run whose snapshot at rewind_step gives the starting weights ('': the seed's fresh initialisation)."""
+    rewind_step: int = 0
+    """Snapshot of rewind_run to start from; training continues from this step (schedule and data order)."""
+    mask_run: str = ""
+    """Hash of the trained run whose final weights are magnitude-pruned for this run's mask ('': dense)."""
+    prune_fraction: float = 0.2
+    """Fraction of mask_run's remaining conv/dense kernel weights pruned (globally, smallest magnitude first)."""
+    perturbation: Literal["none", "reinit", "reinit_signs", "shuffle", "shuffle_signs", "noise"] = "none"
+    """Change made to the rewound weights before masking (kphases.pruning.perturb)."""
+    perturbation_seed: int = 0
+    """Seed of the perturbation's randomness."""
+
+
+# (section, field) -> default omitted from RunConfig's canonical JSON (see RunConfig.to_dict).
+HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {("model", "activation"): "relu"}
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One training run: data, network, training and snapshot schedule."""
 
@@ -92,9 +123,18 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    lineage: LineageConfig = field(default_factory=LineageConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if self.lineage == LineageConfig():  # a section added after runs existed: same rule as below
+            del values["lineage"]
+        # Fields added after runs existed are left out of the canonical JSON at their default, so
+        # every earlier run keeps its directory name (the hash) and is not retrained.
+        for (section, name), default in HASH_NEUTRAL_DEFAULTS.items():
+            if values[section].get(name) == default:
+                del values[section][name]
+        return values
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no whitespace variation (the hash is taken over this)."""
@@ -182,6 +222,14 @@ class MeasureConfig:
     """Epochs of probe and transfer heads (authors: 20, learning rate / 10 after half)."""
     seed: int = 0
     """Seed of decoder and head initialisation, their shuffles, and the subsets."""
+    metrics: tuple[str, ...] = ()
+    """Extra metrics: mutual_information (I(X;T), I(T;Y) in bits by binning and by the KDE upper bound; kphases.information)."""
+    mi_bins: int = 30
+    """Uniform bins per neuron over the layer's observed range for the binning estimator (Shwartz-Ziv & Tishby: 30)."""
+    mi_noise_variance: float = 0.1
+    """Variance of the Gaussian noise added to the layer for the KDE estimator (Saxe et al.: 0.1)."""
+    mi_samples: int = 1000
+    """Test images (stratified subset of the measurement test split) both estimators use; KDE costs O(n^2)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -7,6 +7,9 @@ and from scratch each time
 - a linear probe predicts the class (`kphases.probes`),
 - linear transfer heads predict a target task: `color_dominance` (RGB images only) and
   `dataset_switch` (another dataset's images through the same network).
+Asked for with `metrics=("mutual_information",)` (issue 7, the information-bottleneck lens), the
+cells `binning:<bins>` and `kde:<noise variance>` add I(X;T) and I(T;Y) in bits (rows `mi_x_t`,
+`mi_t_y`) on a stratified subset of the test split (`kphases.information`).
 
 How each number was measured is stored next to it, as columns of `<run>/measurements.csv`:
     run, step, layer, metric, split, value,
@@ -40,6 +43,7 @@ from kphases.config import MeasureConfig
 from kphases.data import Dataset, load_dataset, stratified_subset
 from kphases.decoders import DECODER_KINDS, DecoderSettings, fit_decoder
 from kphases.features import BN_STATS_MODES, extract_features, recalibrate_batchnorm
+from kphases.information import InformationSettings, binning_information, kde_information
 from kphases.models import build_model, probe_points
 from kphases.probes import ProbeSettings, color_dominance_labels, train_linear_head
 from kphases.store import Run, write_text_atomic
@@ -47,6 +51,9 @@ from kphases.store import Run, write_text_atomic
 MEASUREMENT_COLUMNS = ("run", "step", "layer", "metric", "split", "value", "instrument", "bn_stats",
                        "update_steps", "epochs", "data", "seed", "protocol")
 TRANSFER_TASKS = ("color_dominance", "dataset_switch")
+# MeasureConfig.metrics: instruments beyond decoders and heads. mutual_information adds the cells
+# binning:<bins> and kde:<noise variance> with rows mi_x_t and mi_t_y in bits (kphases.information).
+EXTRA_METRICS = ("mutual_information",)
 # Source dataset -> the dataset-switch target (PROTOCOL.md), per data source. The embedded pair
 # (MNIST <-> scikit-learn digits) lets the quick profile run the study offline with no data directory.
 SWITCH_PAIRS = {
@@ -54,6 +61,10 @@ SWITCH_PAIRS = {
     "directory": {"mnist": "fashion_mnist", "fashion_mnist": "mnist", "cifar10": "cifar100", "cifar100": "cifar10"},
     "tfds": {"mnist": "fashion_mnist", "fashion_mnist": "mnist", "cifar10": "cifar100", "cifar100": "cifar10"},
 }
+
+
+class MissingMeasurementError(RuntimeError):
+    """A read-only measurement found cells that nobody has measured yet."""
 
 
 def decoder_settings(config: MeasureConfig) -> DecoderSettings:
@@ -78,6 +89,9 @@ def check_config(config: MeasureConfig, model: keras.Model, dataset: Dataset) ->
     bad = [mode for mode in config.bn_stats if mode not in BN_STATS_MODES]
     if bad or not config.bn_stats:
         raise ValueError(f"unknown bn_stats {bad}; valid values: {list(BN_STATS_MODES)}")
+    bad = [metric for metric in config.metrics if metric not in EXTRA_METRICS]
+    if bad:
+        raise ValueError(f"unknown metric(s) {bad}; valid metrics: {list(EXTRA_METRICS)}")
     rgb = dataset.image_shape[-1] == 3
     if config.transfer is None:
         return tuple(task for task in TRANSFER_TASKS if (task != "color_dominance" or rgb)
@@ -155,8 +169,11 @@ class _Cell:
 
 def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(), data_dir: str | os.PathLike | None = None,
             runs_dir: str | os.PathLike | None = None, progress: bool = True, dataset: Dataset | None = None,
-            log=print) -> pd.DataFrame:
+            log=print, compute_missing: bool = True) -> pd.DataFrame:
     """Measure the run's snapshots as `config` asks; return all of the run's measurement rows.
+
+    `compute_missing=False` only reads: a cell that is not measured yet is an error naming it
+    (`reproduce --plot-only` uses this to draw from a run directory other workers filled).
 
     `dataset` (already loaded from the run's data config) avoids loading the data twice.
     """
@@ -190,12 +207,23 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
         description = target[1].description if task == "dataset_switch" else splits.description
         instrument = f"dataset_switch:{target[0]}" if task == "dataset_switch" else task
         cells.append(_Cell(instrument, _protocol(instrument, heads, splits.description, description)))
+    information = None
+    if "mutual_information" in config.metrics:
+        information = InformationSettings(config.mi_bins, config.mi_noise_variance, config.mi_samples)
+        for instrument in (f"binning:{information.bins}", f"kde:{information.noise_variance:g}"):
+            cells.append(_Cell(instrument, _protocol(instrument, information.samples, splits.description, config.seed)))
 
     frame = read_measurements(run)
     done = set(zip(frame["step"].astype(int), frame["layer"], frame["bn_stats"], frame["instrument"], frame["protocol"]))
     work = [(step, mode, layer, [cell for cell in cells if (step, layer, mode, cell.instrument, cell.protocol) not in done])
             for step in steps for mode in config.bn_stats for layer in config.layers]
     work = [item for item in work if item[3]]
+    if work and not compute_missing:
+        step, mode, layer, todo = work[0]
+        raise MissingMeasurementError(
+            f"run {run.directory}: {sum(len(item[3]) for item in work)} requested cells are not measured yet, the first "
+            f"(step {step}, layer {layer}, bn_stats {mode}, instrument {todo[0].instrument}); measure them first "
+            f"(python -m kphases measure {run.directory})")
     if not work:
         log(f"run {run.name}: every requested cell is already measured ({len(frame)} rows in {measurements_path(run)})")
         return frame
@@ -217,7 +245,7 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
             network = calibrated["model"]
         extract_mode = "stored" if mode == "recalibrated" else mode
         rows = _measure_group(run, step, layer, mode, network, extract_mode, todo, splits, target, decoders,
-                              heads, config.seed, dataset.num_classes, bar)
+                              heads, config.seed, dataset.num_classes, bar, information)
         new_rows = pd.DataFrame(rows, columns=list(MEASUREMENT_COLUMNS))
         frame = pd.concat([frame, new_rows], ignore_index=True) if len(frame) else new_rows
         frame = frame.sort_values(["step", "layer", "bn_stats", "instrument", "metric", "split"], kind="stable", ignore_index=True)
@@ -232,7 +260,7 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
 
 def _measure_group(run: Run, step: int, layer: str, mode: str, network: keras.Model, extract_mode: str, todo: list[_Cell],
                    splits: _Splits, target, decoder_settings: DecoderSettings, probe_settings: ProbeSettings, seed: int,
-                   num_classes: int, bar) -> list[dict]:
+                   num_classes: int, bar, information: InformationSettings | None = None) -> list[dict]:
     """All missing cells of one (snapshot, BatchNorm mode, layer): features are extracted once for them."""
     rows: list[dict] = []
 
@@ -252,6 +280,10 @@ def _measure_group(run: Run, step: int, layer: str, mode: str, network: keras.Mo
                 row("reconstruction_mse", "test", result.mse_per_element_test, cell, result.update_steps, result.epochs, splits.description)
                 row("reconstruction_mse", "train", result.mse_per_element_train, cell, result.update_steps, result.epochs, splits.description)
                 row("reconstruction_authors_scale", "test", result.authors_scale_test, cell, result.update_steps, result.epochs, splits.description)
+            elif cell.instrument.startswith(("binning:", "kde:")):
+                estimate, description = _mutual_information(cell.instrument, test_features, splits, information, seed)
+                row("mi_x_t", "test", estimate.mi_x_t, cell, 0, 0, description)
+                row("mi_t_y", "test", estimate.mi_t_y, cell, 0, 0, description)
             else:
                 if cell.instrument == "probe":
                     train_labels, test_labels, classes = splits.y_train, splits.y_test, num_classes
@@ -285,6 +317,17 @@ def _measure_group(run: Run, step: int, layer: str, mode: str, network: keras.Mo
     return rows
 
 
+def _mutual_information(instrument: str, test_features: np.ndarray, splits: _Splits, information: InformationSettings, seed: int):
+    """One estimator on a stratified subset of the test split (bounded: the KDE is O(n^2)); (estimate, data)."""
+    subset = stratified_subset(splits.y_test, min(information.samples, len(splits.y_test)), seed, "mutual information")
+    features, labels = test_features[subset], splits.y_test[subset]
+    if instrument.startswith("binning:"):
+        estimate = binning_information(features, labels, information.bins)
+    else:
+        estimate = kde_information(features, labels, information.noise_variance)
+    return estimate, f"{splits.description} mi_samples={len(subset)} (test)"
+
+
 # --- summaries ---------------------------------------------------------------------------------
 
 def curves(frame: pd.DataFrame, metric: str = "reconstruction_mse", split: str = "test") -> dict[tuple[str, str, str], pd.Series]:
@@ -307,7 +350,8 @@ def summary_table(run: Run, frame: pd.DataFrame) -> str:
         for split in ("test", "train"):
             picked = classifier[(classifier["metric"] == "classifier_accuracy") & (classifier["split"] == split)]
             columns[f"classifier_{split}_acc"] = picked.set_index("step")["value"]
-    for metric, label in (("reconstruction_mse", "rec"), ("probe_accuracy", "probe_acc"), ("transfer_accuracy", "transfer_acc")):
+    for metric, label in (("reconstruction_mse", "rec"), ("probe_accuracy", "probe_acc"), ("transfer_accuracy", "transfer_acc"),
+                          ("mi_x_t", "I(X;T)"), ("mi_t_y", "I(T;Y)")):
         for (layer, instrument, mode), series in curves(frame, metric).items():
             columns[f"{label}[{layer},{instrument},{mode}]"] = series
     table = pd.DataFrame(columns)

@@ -48,6 +48,8 @@ SIMPLE_WIDTH = 128
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 PROBE_PATTERN = re.compile(r"^(stem|block\d+|penultimate|logits)$")
+# ModelConfig.activation: the paper's relu, or tanh (a saturating nonlinearity, for the information plane).
+ACTIVATIONS = ("relu", "tanh")
 
 
 def architectures() -> list[str]:
@@ -64,7 +66,7 @@ def _scaled(width: int, multiplier: float) -> int:
     return max(1, int(round(width * multiplier)))
 
 
-def _conv_bn(x, filters: int, stride: int, name: str, relu: bool = True, kernel_size: int = 3):
+def _conv_bn(x, filters: int, stride: int, name: str, relu: bool = True, kernel_size: int = 3, activation: str = "relu"):
     if stride == 2 and kernel_size == 3:
         x = layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
         padding = "valid"
@@ -74,7 +76,7 @@ def _conv_bn(x, filters: int, stride: int, name: str, relu: bool = True, kernel_
                       kernel_initializer=_torch_uniform(), name=f"{name}_conv")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     if relu:
-        x = layers.ReLU(name=name)(x)
+        x = layers.ReLU(name=name)(x) if activation == "relu" else layers.Activation(activation, name=name)(x)
     return x
 
 
@@ -87,11 +89,11 @@ def _head(x, num_classes: int, use_bias: bool = True):
                         name="logits")(x)
 
 
-def _vgg(inputs, name: str, width: float, num_classes: int):
+def _vgg(inputs, name: str, width: float, num_classes: int, activation: str = "relu"):
     widths, strides = VGG_LAYOUTS[name]
     x = inputs
     for index, (filters, stride_two) in enumerate(zip(widths, strides), start=1):
-        x = _conv_bn(x, _scaled(filters, width), 2 if stride_two else 1, f"block{index}")
+        x = _conv_bn(x, _scaled(filters, width), 2 if stride_two else 1, f"block{index}", activation=activation)
     return _head(x, num_classes)
 
 
@@ -116,11 +118,11 @@ def _resnet(inputs, name: str, width: float, num_classes: int):
     return _head(x, num_classes)
 
 
-def _simple(inputs, blocks: int, width: float, num_classes: int):
+def _simple(inputs, blocks: int, width: float, num_classes: int, activation: str = "relu"):
     # The paper's "S" nets: 2x2 max-pool on the input, n conv blocks of 128 at stride 1, 8x8 max-pool.
     x = layers.MaxPooling2D(2, name="input_pool")(inputs)
     for index in range(1, blocks + 1):
-        x = _conv_bn(x, _scaled(SIMPLE_WIDTH, width), 1, f"block{index}")
+        x = _conv_bn(x, _scaled(SIMPLE_WIDTH, width), 1, f"block{index}", activation=activation)
     x = layers.MaxPooling2D(8, name="pool")(x)
     return _head(x, num_classes)
 
@@ -134,15 +136,20 @@ def build_model(config: ModelConfig, input_shape: tuple[int, int, int], num_clas
     name = config.architecture
     if config.width <= 0:
         raise ValueError(f"width multiplier must be positive, got {config.width}")
+    if config.activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {config.activation!r}; valid activations: {list(ACTIVATIONS)}")
+    if config.activation != "relu" and not (name in VGG_LAYOUTS or re.fullmatch(r"simple\d+", name)):
+        raise ValueError(f"activation {config.activation!r} is available for the vgg and simple<n> nets only, "
+                         f"not {name!r} (ResNets and the linear net use relu)")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     if name in VGG_LAYOUTS:
-        outputs = _vgg(inputs, name, config.width, num_classes)
+        outputs = _vgg(inputs, name, config.width, num_classes, config.activation)
     elif name in RESNET_LAYOUTS:
         outputs = _resnet(inputs, name, config.width, num_classes)
     elif (match := re.fullmatch(r"simple(\d+)", name)) and int(match.group(1)) >= 1:
         if min(input_shape[:2]) < 16:
             raise ValueError(f"the simple nets need inputs of at least 16x16 (2x2 then 8x8 pooling), got {input_shape}")
-        outputs = _simple(inputs, int(match.group(1)), config.width, num_classes)
+        outputs = _simple(inputs, int(match.group(1)), config.width, num_classes, config.activation)
     elif name == "linear":
         outputs = _head(inputs, num_classes, use_bias=False)
     else:

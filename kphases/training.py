@@ -28,13 +28,13 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kphases.config import RunConfig, parse_steps
+from kphases.config import LineageConfig, RunConfig, parse_steps
 from kphases.data import Dataset, batch_bounds, load_dataset
 from kphases.models import build_model
 from kphases.schedule import snapshot_steps
@@ -56,6 +56,21 @@ class Plan:
     last_iteration: int
     snapshot_steps: tuple[int, ...]
     lr_boundaries: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Start:
+    """A run that does not begin at the seed's initialisation (kphases.early_phase builds these).
+
+    `weights` (in `model.get_weights()` order) replace the fresh network; training continues at
+    `step` (learning-rate schedule and data order, as open_lth's rewinding does); `masks` maps a
+    variable's path to a 0/1 array that is multiplied in after every optimiser update, so a pruned
+    weight is exactly zero at every step.
+    """
+
+    weights: list[np.ndarray]
+    step: int = 0
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def make_plan(config: RunConfig, train_size: int) -> Plan:
@@ -164,12 +179,16 @@ def set_determinism(seed: int) -> None:
 
 def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
           progress: bool = True, checkpoint_every: int = 1000, callbacks: Sequence[Callback] = (),
-          dataset: Dataset | None = None) -> Run:
+          dataset: Dataset | None = None, start: Start | None = None) -> Run:
     """Train the run `config` describes into its run directory; return the run.
 
     A complete run is returned as it is; a partial one resumes from its checkpoint. `dataset`
-    (already loaded from `config.data`) avoids loading the same data twice.
+    (already loaded from `config.data`) avoids loading the same data twice. `start`: weights,
+    first step and masks of a run with a lineage (built by `kphases.early_phase.train_lineage`).
     """
+    if (config.lineage != LineageConfig()) != (start is not None):
+        raise ValueError(f"a run with a lineage ({config.lineage}) needs its start (kphases.early_phase.train_lineage builds it), "
+                         f"and only such a run takes one; got start={'given' if start is not None else 'None'}")
     run = Run.create(runs_dir, config)
     if run.complete:
         return run
@@ -181,6 +200,11 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
     optimizer.build(model.trainable_variables)
 
     start_step = 0
+    if start is not None:
+        model.set_weights(start.weights)
+        _apply_masks(model, start.masks)
+        start_step = start.step
+        optimizer.iterations.assign(start.step)  # the learning-rate schedule continues from the start step
     resumed = run.load_checkpoint(model)
     if resumed is not None:
         start_step, optimizer_variables = resumed
@@ -188,7 +212,7 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
             variable.assign(value)
     elif run.snapshot_steps():
         # Snapshots without a checkpoint: only possible if the run died right after snapshot 0.
-        if run.snapshot_steps() != [0]:
+        if run.snapshot_steps() != [start_step]:
             raise TrainingError(f"run {run.directory} has snapshots {run.snapshot_steps()} but no resume checkpoint")
     run.update_manifest(schedule=list(plan.snapshot_steps), last_iteration=plan.last_iteration,
                         steps_per_epoch=plan.steps_per_epoch, complete=False)
@@ -196,7 +220,7 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
                           keras=keras.__version__, numpy=np.__version__, machine=platform.node(),
                           cpu_count=os.cpu_count(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
-    step_function = _make_step(model, optimizer, config.training.weight_decay)
+    step_function = _make_step(model, optimizer, config.training.weight_decay, start.masks if start else None)
     all_callbacks = [snapshot_callback(dataset, plan), checkpoint_callback(plan, checkpoint_every), *callbacks]
     training = config.training
     began = time.perf_counter()
@@ -227,8 +251,21 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
     return run
 
 
-def _make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight_decay: float):
+def _apply_masks(model: keras.Model, masks: dict[str, np.ndarray]) -> None:
+    by_path = {variable.path: variable for variable in model.trainable_variables}
+    unknown = sorted(set(masks) - set(by_path))
+    if unknown:
+        raise ValueError(f"masks for unknown variables {unknown}; the model's trainable variables: {sorted(by_path)}")
+    for path, mask in masks.items():
+        by_path[path].assign(by_path[path].numpy() * mask)
+
+
+def _make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight_decay: float,
+               masks: dict[str, np.ndarray] | None = None):
     variables = model.trainable_variables
+    # Momentum and weight decay would move a pruned weight off zero: re-zero it after every update.
+    masked = [(variable, tf.constant(masks[variable.path], dtype=variable.dtype)) for variable in variables
+              if masks and variable.path in masks]
 
     @tf.function(reduce_retracing=True)
     def step_function(images, labels):
@@ -239,6 +276,8 @@ def _make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight
         if weight_decay:
             gradients = [gradient + weight_decay * variable for gradient, variable in zip(gradients, variables)]
         optimizer.apply_gradients(zip(gradients, variables))
+        for variable, mask in masked:
+            variable.assign(variable * mask)
         return loss
 
     return step_function

@@ -7,6 +7,13 @@ draws from those rows only and returns a headline; `main(argv)` glues them with 
 (redraw from the stored CSV). Outputs: `<out>/<name>.png`, `.pdf`, `.csv`, and the figure's
 section in `<out>/summary.md`.
 
+What a figure trains and measures is listed by its `work(options)` (a list of `Work`: one network
+and every measurement config the figure needs of it); `compute` performs that list. This is what
+makes the paper profile spread over many machines: `python -m reproduce.all --shard I/N` performs
+only the I-th of N slices of the union of all figures' work (claimed by atomic file creation in
+the shared run directory, `kphases.claims`) and draws nothing; `--plot-only` then draws on any
+machine, from the stored CSVs or, where a CSV is missing, read-only from the shared run store.
+
 The runs of each profile are defined once here (`main_runs`), so figures share them:
 - smoke: the smoke config (VGG-8 at width 1/8, embedded MNIST, 16 iterations) and a ResNet-10 twin;
 - quick: 1,024 iterations of VGG-8 and ResNet-10 (width 1/4) on real MNIST and Fashion-MNIST
@@ -29,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
+from kphases.claims import parse_shard
 from kphases.data import DATA_DIR_VARIABLE
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -44,6 +52,8 @@ class Options:
     runs_dir: str | None
     data_dir: str | None
     progress: bool
+    shard: tuple[int, int] | None = None
+    """(I, N): perform only the I-th of N slices of the work (reproduce.all --shard I/N)."""
 
 
 def parse_options(description: str, argv: Sequence[str] | None = None) -> Options:
@@ -54,8 +64,14 @@ def parse_options(description: str, argv: Sequence[str] | None = None) -> Option
     parser.add_argument("--runs-dir", default=None, help="run directories (default: $KPHASES_RUNS_DIR, else ./runs)")
     parser.add_argument("--data-dir", default=None, help=f"offline <name>.npz directory (default: ${DATA_DIR_VARIABLE})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="reproduce.all only: train and measure the I-th of N slices of every figure's runs, draw nothing")
     args = parser.parse_args(argv)
-    return Options(args.profile, Path(args.out), args.plot_only, args.runs_dir, args.data_dir, not args.no_progress)
+    try:
+        shard = parse_shard(args.shard) if args.shard else None
+    except ValueError as error:
+        parser.error(str(error))
+    return Options(args.profile, Path(args.out), args.plot_only, args.runs_dir, args.data_dir, not args.no_progress, shard)
 
 
 def data_directory(options: Options) -> Path | None:
@@ -142,17 +158,75 @@ def reference_run(options: Options) -> PlannedRun | None:
     return PlannedRun("VGG-8 / CIFAR-10 (4,000-image copy)", config, dataclasses.replace(measure, decoders=("linear_exact", "linear")))
 
 
-def train_and_measure(planned: PlannedRun, options: Options, measure: MeasureConfig | None = None):
-    """The planned run, trained and measured (each only where not done yet); (run, measurement rows)."""
+@dataclass(frozen=True)
+class Work:
+    """One network a figure needs, and every measurement config it needs of it, in order."""
+
+    planned: PlannedRun
+    measures: tuple[MeasureConfig, ...]
+
+
+class ClaimedElsewhere(RuntimeError):
+    """Another live worker holds the run (it is being trained or measured right now)."""
+
+
+def perform(work: Work, options: Options):
+    """Train the work's run and take each of its measurements (only what is not done yet);
+    return (run, measurement rows). A measurement config's `steps` that the run has no snapshot
+    of are dropped (figures ask for fixed steps; short profiles do not reach all of them).
+
+    With `--plot-only` nothing is computed: the run and its cells must already be in the store
+    (filled by `--shard` workers or an earlier run), else the error names what is missing.
+    Training and measuring hold the run's claim (`kphases.claims`), so two workers sharing a run
+    directory never do the same work: the second gets `ClaimedElsewhere`.
+    """
+    from kphases.claims import Claim, try_claim
     from kphases.data import load_dataset
     from kphases.measure import measure as run_measure
+    from kphases.store import Run, StoreError
     from kphases.training import train
 
-    dataset = load_dataset(planned.config.data, options.data_dir)
-    run = train(planned.config, runs_dir=options.runs_dir, data_dir=options.data_dir, progress=options.progress, dataset=dataset)
-    frame = run_measure(run, measure or planned.measure, data_dir=options.data_dir, progress=options.progress,
-                        dataset=dataset, log=lambda text: None)
+    if options.plot_only:
+        try:
+            run = Run.open(planned_directory(work.planned, options))
+        except StoreError as error:
+            raise StoreError(f"--plot-only: {work.planned.label} ({work.planned.config.hash()}) has not been trained: {error}") from None
+        if not run.complete:
+            raise StoreError(f"--plot-only: run {run.directory} ({work.planned.label}) is not complete; train it first")
+    else:
+        run = Run.create(options.runs_dir, work.planned.config)
+    dataset = load_dataset(work.planned.config.data, options.data_dir)
+    claim = None
+    if not options.plot_only:
+        claim = try_claim(run.directory, "work")
+        if not isinstance(claim, Claim):
+            raise ClaimedElsewhere(f"{work.planned.label}: run {run.directory} is claimed by {claim.describe()}")
+    try:
+        run = train(work.planned.config, runs_dir=options.runs_dir, data_dir=options.data_dir, progress=options.progress,
+                    dataset=dataset) if not options.plot_only else run
+        frame = None
+        for config in work.measures:
+            if config.steps:
+                steps = tuple(step for step in config.steps if step in run.snapshot_steps())
+                if not steps:
+                    continue  # none of the asked steps exists in this profile's run (an empty tuple would mean all)
+                config = dataclasses.replace(config, steps=steps)
+            frame = run_measure(run, config, data_dir=options.data_dir, progress=options.progress, dataset=dataset,
+                                log=lambda text: None, compute_missing=not options.plot_only)
+        if frame is None:
+            from kphases.measure import read_measurements
+
+            frame = read_measurements(run)
+    finally:
+        if claim is not None:
+            claim.release()
     return run, frame
+
+
+def planned_directory(planned: PlannedRun, options: Options) -> Path:
+    from kphases.store import resolve_runs_dir
+
+    return resolve_runs_dir(options.runs_dir) / planned.config.hash()
 
 
 # --- results files -----------------------------------------------------------------------------
@@ -165,10 +239,7 @@ def write_table(table: pd.DataFrame, options: Options, name: str) -> Path:
 
 
 def read_table(options: Options, name: str) -> pd.DataFrame:
-    path = options.out / f"{name}.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"no stored results for figure {name!r} at {path}; run without --plot-only first")
-    return pd.read_csv(path)
+    return pd.read_csv(options.out / f"{name}.csv")
 
 
 def save_figure(figure, options: Options, name: str) -> Path:
@@ -199,10 +270,13 @@ def update_summary(options: Options, name: str, markdown: str) -> None:
 def run_figure(module_name: str, compute, plot, argv: Sequence[str] | None, description: str) -> str:
     """The `main` of every figure module: compute (unless --plot-only), write CSV, draw, summarise."""
     options = parse_options(description, argv)
-    if options.plot_only:
+    if options.shard is not None:
+        raise SystemExit(f"--shard {options.shard[0]}/{options.shard[1]} works on all figures at once: "
+                         f"python -m reproduce.all --shard I/N (then --plot-only to draw)")
+    if options.plot_only and (options.out / f"{module_name}.csv").is_file():
         table = read_table(options, module_name)
     else:
-        table = compute(options)
+        table = compute(options)  # with --plot-only: read-only from the run store, or an error naming what is missing
         write_table(table, options, module_name)
     headline, summary = plot(table, options)
     update_summary(options, module_name, f"{description.splitlines()[0]}\n\n{summary}")

@@ -27,7 +27,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pandas as pd
 
 from kphases.config import AUTHORS_DECODER_UPDATE_STEPS
-from reproduce.common import Options, main_runs, run_figure, save_figure, tidy_rows, train_and_measure
+from reproduce.common import Options, Work, main_runs, perform, run_figure, save_figure, tidy_rows
 from reproduce.plotting import log_step_axis, step_position
 
 NAME = "decoders"
@@ -38,7 +38,8 @@ CLADEC_STEPS = {"smoke": (0, 4, 16), "quick": (0, 64, 1024), "paper": (0, 128, 8
 CLADEC_EPOCHS = {"smoke": 1, "quick": 2, "paper": 20}
 
 
-def compute(options: Options) -> pd.DataFrame:
+def work(options: Options) -> list[Work]:
+    """The first main run under every decoder variant (exact, trained with and without the update budget, ClaDec)."""
     planned = main_runs(options)[0]
     base = dataclasses.replace(planned.measure, layers=("penultimate",), probe=False, transfer=(), bn_stats=MODES)
     budget = AUTHORS_DECODER_UPDATE_STEPS if options.profile != "smoke" else None
@@ -50,11 +51,12 @@ def compute(options: Options) -> pd.DataFrame:
         dataclasses.replace(base, decoders=("cladec",), decoder_min_update_steps=None, decoder_epochs=CLADEC_EPOCHS[options.profile],
                             steps=CLADEC_STEPS[options.profile], bn_stats=("stored", "recalibrated")),
     ]
-    run, frame = train_and_measure(planned, options, variants[0])
-    for variant in variants[1:]:
-        steps = tuple(step for step in variant.steps if step in run.snapshot_steps())
-        run, frame = train_and_measure(planned, options, dataclasses.replace(variant, steps=steps))
-    table = tidy_rows(planned, run, frame)
+    return [Work(planned, tuple(variants))]
+
+
+def compute(options: Options) -> pd.DataFrame:
+    (item,) = work(options)
+    table = tidy_rows(item.planned, *perform(item, options))
     table = table[(table["layer"] == "penultimate") & (table["metric"] == "reconstruction_mse")]
     return table.assign(decoder=lambda t: t["instrument"] + t["update_steps"].map(lambda n: f" ({int(float(n)):,} updates)" if float(n) > 0 else ""))
 

@@ -22,7 +22,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pandas as pd
 
-from reproduce.common import Options, curve, main_runs, run_figure, save_figure, tidy_rows, train_and_measure
+from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
 from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_phases, step_position
 
 NAME = "layers"
@@ -30,11 +30,15 @@ LAYERS = {"smoke": ("block3", "block4", "penultimate"), "quick": ("block2", "blo
           "paper": ("block1", "block2", "block3", "block4", "penultimate")}
 
 
-def compute(options: Options) -> pd.DataFrame:
+def work(options: Options) -> list[Work]:
+    """The first main run, with the exact decoder and the probe at every probe point of the figure."""
     planned = main_runs(options)[0]
-    measure = dataclasses.replace(planned.measure, layers=LAYERS[options.profile], decoders=("linear_exact",), transfer=())
-    run, frame = train_and_measure(planned, options, measure)
-    table = tidy_rows(planned, run, frame)
+    return [Work(planned, (dataclasses.replace(planned.measure, layers=LAYERS[options.profile], decoders=("linear_exact",), transfer=()),))]
+
+
+def compute(options: Options) -> pd.DataFrame:
+    (item,) = work(options)
+    table = tidy_rows(item.planned, *perform(item, options))
     return table[table["layer"].isin(LAYERS[options.profile]) | (table["instrument"] == "classifier")]
 
 

@@ -22,18 +22,20 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pandas as pd
 
-from reproduce.common import Options, curve, main_runs, run_figure, save_figure, tidy_rows, train_and_measure
+from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
 from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_phases, step_position
 
 NAME = "phases"
 DESCRIPTION = __doc__.splitlines()[0]
 
 
+def work(options: Options) -> list[Work]:
+    """Every main run of the profile, measured with its own config."""
+    return [Work(planned, (planned.measure,)) for planned in main_runs(options)]
+
+
 def compute(options: Options) -> pd.DataFrame:
-    tables = []
-    for planned in main_runs(options):
-        run, frame = train_and_measure(planned, options)
-        tables.append(tidy_rows(planned, run, frame))
+    tables = [tidy_rows(item.planned, *perform(item, options)) for item in work(options)]
     return pd.concat(tables, ignore_index=True)
 
 

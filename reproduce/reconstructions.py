@@ -20,12 +20,17 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 import pandas as pd
 
-from reproduce.common import Options, main_runs, run_figure, save_figure
+from reproduce.common import Options, Work, main_runs, perform, run_figure, save_figure
 from reproduce.plotting import plt
 
 NAME = "reconstructions"
 IMAGES = 8
 STEPS = {"smoke": (0, 4, 16), "quick": (0, 8, 64, 256, 1024), "paper": (0, 32, 128, 1024, 8192, 65536)}
+
+
+def work(options: Options) -> list[Work]:
+    """The first main run, trained only: its decoders are fitted here, to keep their reconstructions."""
+    return [Work(main_runs(options)[0], ())]
 
 
 def compute(options: Options) -> pd.DataFrame:
@@ -34,11 +39,10 @@ def compute(options: Options) -> pd.DataFrame:
     from kphases.features import extract_features
     from kphases.measure import _measurement_splits
     from kphases.models import build_model
-    from kphases.training import train
-
-    planned = main_runs(options)[0]
+    (item,) = work(options)
+    planned = item.planned
+    run, _ = perform(item, options)
     dataset = load_dataset(planned.config.data, options.data_dir)
-    run = train(planned.config, runs_dir=options.runs_dir, progress=options.progress, dataset=dataset)
     splits = _measurement_splits(dataset, planned.measure.train_size, planned.measure.test_size, planned.measure.seed)
     # One test image per class, first in the order the decoder sees them.
     chosen = [int(np.flatnonzero(splits.y_test == label)[0]) for label in range(min(IMAGES, dataset.num_classes))]

@@ -27,7 +27,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pandas as pd
 
 from reproduce.common import (Options, PlannedRun, curve, reference_run, run_figure, save_figure, tidy_rows,
-                              train_and_measure)
+                              Work, perform)
 from reproduce.plotting import grid, log_step_axis, step_position
 
 NAME = "reference_run"
@@ -52,20 +52,24 @@ def seeded_runs(options: Options) -> list[PlannedRun]:
     return runs
 
 
+def work(options: Options) -> list[Work]:
+    """Each seed's run with its own measurement; seed 0 also with the trained decoder at a few steps."""
+    items = []
+    for planned in seeded_runs(options):
+        measures = [planned.measure]
+        if planned.measure.seed == 0:
+            measures.append(dataclasses.replace(planned.measure, decoders=("linear",), probe=False, transfer=(),
+                                                steps=TRAINED_DECODER_STEPS))
+        items.append(Work(planned, tuple(measures)))
+    return items
+
+
 def compute(options: Options) -> pd.DataFrame:
-    runs = seeded_runs(options)
-    if not runs:
+    items = work(options)
+    if not items:
         print("reference_run: skipped: no cifar10.npz in the offline data directory (set KPHASES_DATA_DIR) and not the paper profile")
         return pd.DataFrame(columns=["label"])
-    tables = []
-    for planned in runs:
-        run, frame = train_and_measure(planned, options)
-        if planned.measure.seed == 0:
-            steps = tuple(step for step in TRAINED_DECODER_STEPS if step in run.snapshot_steps())
-            trained = dataclasses.replace(planned.measure, decoders=("linear",), probe=False, transfer=(), steps=steps)
-            run, frame = train_and_measure(planned, options, trained)
-        tables.append(tidy_rows(planned, run, frame))
-    return pd.concat(tables, ignore_index=True)
+    return pd.concat([tidy_rows(item.planned, *perform(item, options)) for item in items], ignore_index=True)
 
 
 def _by_seed(table: pd.DataFrame, metric: str, split: str = "test", **selection) -> pd.DataFrame:

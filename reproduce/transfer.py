@@ -23,24 +23,27 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pandas as pd
 
 from reproduce import reference_run as reference
-from reproduce.common import Options, curve, main_runs, run_figure, save_figure, tidy_rows, train_and_measure
+from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
 from reproduce.plotting import grid, log_step_axis, step_position
 
 NAME = "transfer"
 
 
+def work(options: Options) -> list[Work]:
+    """The main runs (dataset switch) and the reference run's seeds (colour dominance), each with its own config."""
+    return [Work(planned, (planned.measure,)) for planned in [*main_runs(options), *reference.seeded_runs(options)]]
+
+
 def compute(options: Options) -> pd.DataFrame:
     tables = []
     for planned in main_runs(options):
-        run, frame = train_and_measure(planned, options)
-        table = tidy_rows(planned, run, frame)
+        table = tidy_rows(planned, *perform(Work(planned, (planned.measure,)), options))
         switch = table[table["instrument"].astype(str).str.startswith("dataset_switch") | (table["instrument"] == "classifier")]
         if (switch["instrument"] != "classifier").any():
             tables.append(switch.assign(setting=lambda t: f"{planned.label} -> " + t["instrument"].astype(str).str.split(":").str[-1].where(
                 t["instrument"] != "classifier", "")))
     for planned in reference.seeded_runs(options):
-        run, frame = train_and_measure(planned, options)
-        table = tidy_rows(planned, run, frame)
+        table = tidy_rows(planned, *perform(Work(planned, (planned.measure,)), options))
         table = table[(table["instrument"] == "color_dominance") | (table["instrument"] == "classifier")]
         tables.append(table.assign(setting=f"colour dominance / {reference.reference_run(options).label}"))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["setting"])

@@ -18,7 +18,8 @@ def smoke_output(tmp_path_factory):
 
 
 def expected_figures(data_available: bool) -> list[str]:
-    names = ["data_model", "theory", "phases", "layers", "decoders", "reconstructions", "transfer"]
+    names = ["data_model", "theory", "phases", "layers", "decoders", "reconstructions", "transfer", "early_phase",
+             "information_plane"]
     return names + (["reference_run"] if data_available else [])
 
 
@@ -48,11 +49,13 @@ def test_plot_only_redraws_from_csv_without_training(smoke_output):
     assert png.is_file() and sorted(p.name for p in runs.iterdir()) == before
 
 
-def test_plot_only_without_results_names_the_missing_file(tmp_path):
+def test_plot_only_without_results_names_the_untrained_run(tmp_path):
+    from kphases.store import StoreError
     from reproduce import phases
 
-    with pytest.raises(FileNotFoundError, match="no stored results for figure 'phases'"):
-        phases.main(["--profile", "smoke", "--out", str(tmp_path), "--plot-only"])
+    with pytest.raises(StoreError, match="--plot-only: .* has not been trained"):
+        phases.main(["--profile", "smoke", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), "--plot-only"])
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_summary_sections_are_replaced_not_duplicated(tmp_path):
@@ -62,3 +65,19 @@ def test_summary_sections_are_replaced_not_duplicated(tmp_path):
     update_summary(options, "a", "third")
     text = (tmp_path / "summary.md").read_text()
     assert text.count("## a\n") == 1 and "third" in text and "first" not in text and "second" in text
+
+
+def test_information_plane_table_has_both_activations_and_both_lenses(smoke_output):
+    out, _ = smoke_output
+    table = pd.read_csv(out / "information_plane.csv")
+    assert set(table["activation"]) == {"tanh", "relu"}
+    assert {"mi_x_t", "mi_t_y", "reconstruction_mse", "probe_accuracy"} <= set(table["metric"])
+    assert (table.loc[table["metric"] == "mi_t_y", "value"] <= 3.33).all()  # I(T;Y) <= H(Y) <= log2(10) bits
+
+
+def test_early_phase_table_has_every_experiment(smoke_output):
+    out, _ = smoke_output
+    table = pd.read_csv(out / "early_phase.csv")
+    assert {"imp", "perturbation", "pretrain", "data", "statistics"} <= set(table["experiment"])
+    imp = table[(table["experiment"] == "imp") & (table["round"] == 1)]
+    assert ((imp["sparsity"] - 0.2).abs() < 0.01).all()

@@ -1,0 +1,191 @@
+"""Figure `early_phase`: IMP with rewinding, rewind-point perturbations, pre-training tasks, early statistics.
+
+Frankle, Schwab & Morcos, "The Early Phase of Neural Network Training" (ICLR 2020; PROTOCOL.md
+section 2), with `kphases.early_phase` on the run store (every training is reused across reruns):
+- (a) test accuracy against sparsity after iterative magnitude pruning (global over conv and dense
+  kernels) with the survivors rewound to iteration k, one line per k (k = 0: lottery ticket);
+- (b) at one sparsity: the unperturbed rewind to k next to the same mask and retraining after a
+  perturbation of the iteration-k weights (reinit, reinit keeping signs, shuffle within layers
+  with and without signs kept, Gaussian noise of the initialisation's scale);
+- (c) at one sparsity: rewinding to weights pre-trained for k iterations on random labels, blurred
+  images or rotation prediction, next to rewinding to iterations 0 and k of the real task;
+- (d) the dense run's first iterations on a log step axis: relative distance from initialisation,
+  fraction of signs flipped, change per iteration, gradient norm, accuracy.
+
+    python -m reproduce.early_phase [--profile smoke|quick|paper] [--out DIR] [--runs-dir DIR] [--data-dir DIR]
+
+Profiles (the figure title states the scale):
+- smoke: VGG-8 x1/8 on 256 embedded MNIST images, 16 iterations, k in {0, 4}, one round; < 1 min.
+- quick: VGG-8 x1/4 on the offline CIFAR-10 copy (4,000 / 1,000 images; real MNIST if CIFAR-10 is
+  absent), 512 iterations (16 epochs) of the paper's recipe scaled (lr 0.1 / 10 at 256 and 384,
+  momentum 0.9, weight decay 1e-4, flips and crops, batch 128), k in {0, 16, 64}, 3 rounds of 50%
+  (sparsity 50 / 75 / 87.5%; the paper prunes 20% a round, which would need 9 rounds to reach
+  87%), perturbations and pre-training at k = 64 and 87.5%. ResNet-20 is 15x slower per step here
+  (454 vs 31 ms at width 1/4, measured), too slow for the 12-minute budget. Runtime: see the
+  report numbers below.
+- paper: ResNet-20 on CIFAR-10 (tfds), PROTOCOL.md section 2 exactly (160 epochs, lr 0.1 / 10 at
+  80 and 120 epochs, momentum 0.9, weight decay 1e-4, flips and crops, batch 128), 20% a round
+  for 12 rounds (93% sparse), k in {0, 100, 250, 500, 1000, 2000}, perturbations and pre-training
+  at k = 500 and rounds 4, 8, 12. For a GPU machine.
+
+Measured numbers of the quick profile are in the docstring's last section (filled in from a run).
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+from reproduce.common import Options, has_offline, run_figure, save_figure
+from reproduce.plotting import grid, log_step_axis, step_position
+
+NAME = "early_phase"
+SHARD_AS_ONE = True  # its runs depend on each other (pruning rounds, rewinding): one piece of work for reproduce.all --shard
+PERTURBATION_NAMES = {"reinit": "random reinit", "reinit_signs": "reinit, signs kept", "shuffle": "shuffle in layer",
+                      "shuffle_signs": "shuffle, signs kept", "noise": "Gaussian noise (init scale)"}
+TASK_NAMES = {"random_labels": "random labels", "blur": "blurred images", "rotation": "rotation prediction"}
+
+
+def experiment(options: Options):
+    """The profile's experiment (dense run without its schedule yet) and the scale shown in the title."""
+    from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, profile
+    from kphases.early_phase import ExperimentConfig
+
+    name = options.profile
+    if name == "smoke":
+        base = profile("smoke").replace(training=TrainingConfig(duration="16it", batch_size=32, learning_rate=0.05,
+                                                                weight_decay=1e-4))
+        return ExperimentConfig(base=base, rewind_steps=(0, 4), rounds=1, prune_fraction=0.2, perturbation_rewind_step=4,
+                                perturbation_rounds=(1,), pretrain_steps=4, data_rounds=(1,), statistics_examples=64), \
+            "smoke: VGG-8 x1/8, 256 MNIST images, 16 iterations"
+    if name == "quick":
+        if has_offline("cifar10", options):
+            data, what = DataConfig(name="cifar10", source="directory"), "CIFAR-10 4,000-image copy"
+        elif has_offline("mnist", options):
+            data, what = DataConfig(name="mnist", source="directory", train_size=4000, test_size=1000), "MNIST 4,000 images"
+        else:
+            print("early_phase quick: no offline CIFAR-10 or MNIST (--data-dir / KPHASES_DATA_DIR): using embedded MNIST",
+                  file=sys.stderr)
+            data, what = DataConfig(name="mnist", source="embedded"), "embedded MNIST 4,000 images"
+        training = TrainingConfig(duration="512it", batch_size=128, learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
+                                  lr_milestones=("256it", "384it"), augment=True)
+        base = RunConfig(data=data, model=ModelConfig("vgg8", width=0.25), training=training)
+        return ExperimentConfig(base=base, rewind_steps=(0, 16, 64), rounds=3, prune_fraction=0.5, perturbation_rewind_step=64,
+                                perturbation_rounds=(3,), pretrain_steps=64, data_rounds=(3,)), \
+            f"quick: VGG-8 x1/4, {what}, 512 iterations, 50% pruned per round"
+    training = TrainingConfig(duration="160ep", batch_size=128, learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
+                              lr_milestones=("80ep", "120ep"), augment=True)
+    base = RunConfig(data=DataConfig(name="cifar10", source="tfds"), model=ModelConfig("resnet20"), training=training)
+    return ExperimentConfig(base=base, rewind_steps=(0, 100, 250, 500, 1000, 2000), rounds=12, prune_fraction=0.2,
+                            perturbation_rewind_step=500, perturbation_rounds=(4, 8, 12), pretrain_steps=500,
+                            data_rounds=(4, 8, 12)), "paper: ResNet-20, CIFAR-10, 160 epochs, 20% pruned per round"
+
+
+def compute(options: Options) -> pd.DataFrame:
+    import dataclasses
+
+    from kphases.data import load_dataset
+    from kphases.early_phase import dense_schedule, last_iteration, run_experiment
+
+    planned, setting = experiment(options)
+    dataset = load_dataset(planned.base.data, options.data_dir)
+    last = last_iteration(planned.base, dataset)
+    planned = dataclasses.replace(planned, base=planned.base.replace(schedule=dense_schedule(planned.rewind_steps, last)))
+    log = print if options.progress else (lambda text: None)
+    table = run_experiment(planned, runs_dir=options.runs_dir, data_dir=options.data_dir, progress=options.progress,
+                           log=log, dataset=dataset, read_only=options.plot_only)
+    table["setting"] = setting
+    return table
+
+
+def _accuracy(table: pd.DataFrame, experiment: str, variant: str, round_index: int) -> float:
+    rows = table[(table["experiment"] == experiment) & (table["variant"] == variant) & (table["round"] == round_index)]
+    return float(rows["value"].iloc[-1]) if len(rows) else np.nan
+
+
+def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
+    setting = str(table["setting"].iloc[0])
+    results = table[table["experiment"] != "statistics"]
+    imp = results[results["experiment"] == "imp"]
+    dense_accuracy = _accuracy(table, "imp", "dense", 0)
+    figure, axes = grid(4, columns=2, width=5.0, height=3.4)
+    lines = [f"Setting: {setting}. Dense network: test accuracy {dense_accuracy:.3f}.", "",
+             "| rewind point | " + " | ".join(f"{s:.1%} sparse" for s in sorted(imp[imp['round'] > 0]["sparsity"].unique())) + " |",
+             "|---|" + "---|" * imp[imp["round"] > 0]["round"].nunique()]
+
+    # (a) IMP with rewinding
+    axis = axes[0]
+    for variant in [v for v in imp["variant"].unique() if v != "dense"]:
+        part = imp[imp["variant"] == variant].sort_values("sparsity")
+        axis.plot(100 * part["sparsity"], part["value"], "o-", ms=3, label=variant)
+        lines.append(f"| {variant} | " + " | ".join(f"{value:.3f}" for value in part["value"]) + " |")
+    axis.axhline(dense_accuracy, color="black", ls="--", lw=1, label="dense")
+    axis.set_xlabel("weights pruned (%)")
+    axis.set_ylabel("test accuracy")
+    axis.set_title("(a) IMP, survivors rewound to iteration k")
+    axis.legend()
+
+    # (b) perturbations and (c) pre-training tasks, at their round
+    headline = []
+    for axis, experiment, names, title in ((axes[1], "perturbation", PERTURBATION_NAMES, "(b) perturbed at iteration k"),
+                                           (axes[2], "data", TASK_NAMES, "(c) pre-trained k iterations on another task")):
+        part = results[results["experiment"] == experiment]
+        if part.empty:
+            axis.set_visible(False)
+            continue
+        round_index, rewind_step = int(part["round"].iloc[0]), int(part["rewind_step"].iloc[0])
+        sparsity = float(part["sparsity"].iloc[0])
+        bars = [(f"rewind k=0", _accuracy(table, "imp", "rewind k=0", round_index)),
+                (f"rewind k={rewind_step}", _accuracy(table, "imp", f"rewind k={rewind_step}", round_index))]
+        bars += [(names.get(variant, variant), float(value)) for variant, value in
+                 part[part["round"] == round_index][["variant", "value"]].itertuples(index=False)]
+        positions = np.arange(len(bars))
+        axis.bar(positions, [value for _, value in bars], color=["grey", "C0"] + ["C1"] * (len(bars) - 2))
+        axis.set_xticks(positions)
+        axis.set_xticklabels([name for name, _ in bars], rotation=30, ha="right", fontsize=7)
+        axis.axhline(dense_accuracy, color="black", ls="--", lw=1)
+        low = min(value for _, value in bars)
+        axis.set_ylim(max(0.0, low - 0.1), min(1.0, max(dense_accuracy, max(v for _, v in bars)) + 0.05))
+        axis.set_ylabel("test accuracy")
+        axis.set_title(f"{title}\nk={rewind_step}, {sparsity:.1%} sparse (dashed: dense)")
+        lines += ["", f"{title[4:]} (k={rewind_step}, {sparsity:.1%} sparse):", "",
+                  "| start | test accuracy |", "|---|---|"] + [f"| {name} | {value:.3f} |" for name, value in bars]
+        headline.append(", ".join(f"{name} {value:.3f}" for name, value in bars))
+    pretrain = results[results["experiment"] == "pretrain"]
+    if len(pretrain):
+        lines += ["", "Accuracy on the pre-training task itself after k iterations (test split of that task): "
+                  + ", ".join(f"{TASK_NAMES.get(v, v)} {x:.3f}" for v, x in pretrain[["variant", "value"]].itertuples(index=False))]
+
+    # (d) early-phase statistics
+    axis = axes[3]
+    statistics = table[table["experiment"] == "statistics"].pivot_table(index="step", columns="metric", values="value")
+    statistics = statistics.sort_index()
+    for metric, style in (("distance_from_init", "C0o-"), ("sign_flips_since_init", "C3o-"), ("test_accuracy", "C2o-")):
+        axis.plot(step_position(statistics.index), statistics[metric], style, ms=3, label=metric.replace("_", " "))
+    axis.set_ylabel("fraction")
+    twin = axis.twinx()
+    twin.plot(step_position(statistics.index), statistics["gradient_norm"], "k^:", ms=3, label="gradient norm (right)")
+    twin.set_ylabel("gradient norm")
+    log_step_axis(axis, statistics.index)
+    handles = axis.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    axis.legend(handles, [h.get_label() for h in handles], fontsize=6)
+    axis.set_title("(d) dense run, first iterations")
+    lines += ["", "Early-phase statistics of the dense run:", "",
+              "| step | distance from init | sign flips | change per iteration | gradient norm | train acc | test acc |",
+              "|---|---|---|---|---|---|---|"]
+    for step, row in statistics.iterrows():
+        lines.append(f"| {int(step)} | {row['distance_from_init']:.3f} | {row['sign_flips_since_init']:.3f} | "
+                     f"{row['change_per_iteration']:.4f} | {row['gradient_norm']:.3f} | {row['train_accuracy']:.3f} | {row['test_accuracy']:.3f} |")
+    figure.suptitle(f"Early phase of training (Frankle, Schwab & Morcos 2020) - {setting}")
+    figure.tight_layout()
+    save_figure(figure, options, NAME)
+    return "; ".join(headline) or f"dense {dense_accuracy:.3f}", "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    return run_figure(NAME, compute, plot, argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Figure `information_plane`: the information-bottleneck lens beside reconstruction, on the same snapshots.
+
+Issue 7. Shwartz-Ziv & Tishby (2017) read training off the information plane, I(X;T) against
+I(T;Y) for each layer T: first both rise ("fitting"), then I(X;T) falls ("compression"). Saxe et
+al. (ICLR 2018) found the compression with saturating tanh nets only and traced it to the binning
+estimator. Schneider & Prabhushankar's reconstruction loss asks the same question (how much of
+the input does the layer keep?) with a decoder. This figure puts the two accounts side by side
+for one network trained twice, with tanh and with ReLU after every BatchNorm (VGG-8 at width 1/8,
+so that the penultimate layer has 64 dimensions and the logits 10). Per activation (one row):
+- information plane by binning (30 uniform bins over the layer's observed range), and
+- information plane by the Kolchinsky-Tracey KDE upper bound (noise variance 0.1), one trajectory
+  per probe point, points coloured by iteration (`kphases.information`, bits, a stratified 1,000
+  image subset of the measurement test split);
+- I(X;T) of each estimator against iteration, on the same log2 axis as
+- the reconstruction loss of the penultimate layer (best affine decoder, `linear_exact`, test MSE)
+  with its detected phases shaded, and the linear-probe and classifier test accuracies.
+Features are taken with BatchNorm in batch mode, as every other figure measures them.
+
+    python -m reproduce.information_plane [--profile smoke|quick|paper] [--plot-only] [--out DIR] [--data-dir DIR]
+
+Runs: quick trains both variants for 1,024 iterations (batch 128, SGD 0.002, doubling snapshots:
+11 points) on 10,000 / 2,000 MNIST images from the offline directory (--data-dir or
+KPHASES_DATA_DIR), or on the embedded 4,000 / 1,000 MNIST when there is none (said on stderr);
+smoke: 16 iterations on 256 embedded images; paper: the same two networks at full width on
+MNIST from tfds for 257 epochs (GPU).
+
+Runtime and numbers measured on 2 shared CPU cores: see the `quick` lines at the end of this
+docstring (kept in step with the README by the lead).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np
+import pandas as pd
+
+from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
+from reproduce.common import Options, PlannedRun, Work, curve, has_offline, perform, run_figure, save_figure, tidy_rows
+from reproduce.plotting import log_step_axis, phase_legend_handles, shade_phases, step_position
+
+NAME = "information_plane"
+ACTIVATIONS = ("tanh", "relu")
+WIDTH = 0.125  # VGG-8 x1/8: penultimate 64-d, small enough that the estimators are not all pinned at log2 n
+DECODER_LAYER = "penultimate"
+INFORMATION_LAYERS = {"smoke": ("penultimate", "logits"), "quick": ("block4", "penultimate", "logits"),
+                      "paper": ("block3", "block4", "penultimate", "logits")}
+# A compression phase: I(X;T) ends at least this far (bits) below its maximum, reached before the last snapshot.
+COMPRESSION_BITS = 0.1
+
+
+def planned_runs(options: Options) -> list[PlannedRun]:
+    """The tanh and ReLU variant of one network at the profile's scale, measured for this figure."""
+    name = options.profile
+    measure = dataclasses.replace(measure_profile(name), decoders=("linear_exact",), transfer=(), layers=(DECODER_LAYER,),
+                                  metrics=("mutual_information",))
+    if name == "smoke":
+        base = profile("smoke")
+        data, training, pretty = base.data, base.training, "MNIST (embedded)"
+        measure = dataclasses.replace(measure, mi_samples=128)
+    elif name == "quick":
+        training = TrainingConfig(duration="1024it")
+        if has_offline("mnist", options):
+            data, pretty = DataConfig(name="mnist", source="directory", train_size=10_000, test_size=2_000), "MNIST 10k"
+        else:
+            import sys
+
+            print("information_plane quick: no offline mnist.npz (--data-dir / KPHASES_DATA_DIR): using the embedded "
+                  "4,000 / 1,000 MNIST", file=sys.stderr)
+            data, pretty = DataConfig(name="mnist", source="embedded"), "MNIST (embedded)"
+    else:
+        paper = profile("paper")
+        data, training, pretty = DataConfig(name="mnist", source="tfds"), paper.training, "MNIST"
+    width = 1.0 if name == "paper" else WIDTH
+    runs = []
+    for activation in ACTIVATIONS:
+        config = RunConfig(data=data, model=ModelConfig("vgg8", width=width, activation=activation), training=training)
+        runs.append(PlannedRun(f"VGG-8 x{width:g} {activation} / {pretty}", config, measure))
+    return runs
+
+
+def work(options: Options) -> list[Work]:
+    """Both activations' runs: decoder and probe on the penultimate layer, the (cheap) estimators on every probe point."""
+    items = []
+    for planned in planned_runs(options):
+        extra = [layer for layer in INFORMATION_LAYERS[options.profile] if layer != DECODER_LAYER]
+        information_only = dataclasses.replace(planned.measure, layers=tuple(extra), decoders=(), probe=False)
+        items.append(Work(planned, (planned.measure, information_only)))
+    return items
+
+
+def compute(options: Options) -> pd.DataFrame:
+    tables = []
+    for item in work(options):
+        table = tidy_rows(item.planned, *perform(item, options))
+        table["activation"] = item.planned.config.model.activation
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def information_curves(table: pd.DataFrame, label: str, estimator: str) -> dict[str, pd.DataFrame]:
+    """layer -> DataFrame(step, mi_x_t, mi_t_y) for one run and estimator prefix ("binning" or "kde")."""
+    part = table[(table["label"] == label) & table["instrument"].astype(str).str.startswith(estimator + ":")
+                 & table["metric"].isin(["mi_x_t", "mi_t_y"])]
+    result = {}
+    for layer, group in part.groupby("layer", sort=False):
+        wide = group.drop_duplicates(["step", "metric"], keep="last").pivot(index="step", columns="metric", values="value")
+        result[layer] = wide.sort_index()
+    return result
+
+
+def compression(series: pd.Series) -> tuple[float, int]:
+    """(bits I(X;T) falls from its maximum to the last snapshot, step of the maximum)."""
+    peak_step = int(series.idxmax())
+    return float(series.max() - series.iloc[-1]), peak_step
+
+
+def plot(table: pd.DataFrame, options: Options):
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    from kphases.measure import describe_phases
+    from kphases.phases import detect_phases
+
+    labels = list(dict.fromkeys(table["label"]))
+    figure, axes = plt.subplots(len(labels), 4, figsize=(18, 4.0 * len(labels) + 0.8), squeeze=False, layout="constrained")
+    steps = sorted(int(step) for step in table["step"].unique())
+    norm = LogNorm(vmin=1, vmax=max(steps[-1], 2))
+    cmap = plt.get_cmap("viridis")
+    markers = dict(zip(["block3", "block4", "penultimate", "logits"], ["s", "^", "o", "D"]))
+    lines = ["| run | layer | estimator | I(X;T) step 0 -> max (step) -> last | I(T;Y) step 0 -> last | compression |",
+             "|---|---|---|---|---|---|"]
+    verdicts, handles = [], []
+    for row, label in enumerate(labels):
+        for column, estimator in enumerate(("binning", "kde")):
+            axis = axes[row][column]
+            for layer, wide in information_curves(table, label, estimator).items():
+                x, y = wide["mi_x_t"].values, wide["mi_t_y"].values
+                axis.plot(x, y, "-", color="grey", lw=0.6, zorder=1)
+                axis.scatter(x, y, c=step_position(wide.index), cmap=cmap, norm=norm, marker=markers.get(layer, "o"), s=22,
+                             edgecolors="black", linewidths=0.3, zorder=2, label=layer)
+                drop, peak = compression(wide["mi_x_t"])
+                compressed = drop >= COMPRESSION_BITS and peak != wide.index[-1]
+                verdicts.append((label, layer, estimator, compressed))
+                lines.append(f"| {label} | {layer} | {estimator} | {wide['mi_x_t'].iloc[0]:.2f} -> {wide['mi_x_t'].max():.2f} ({peak}) -> "
+                             f"{wide['mi_x_t'].iloc[-1]:.2f} | {wide['mi_t_y'].iloc[0]:.2f} -> {wide['mi_t_y'].iloc[-1]:.2f} | "
+                             f"{f'yes, {drop:.2f} bits after step {peak}' if compressed else f'no ({drop:.2f} bits)'} |")
+            samples = table.loc[table["label"] == label, "data"].astype(str).str.extract(r"mi_samples=(\d+)")[0].dropna()
+            if len(samples):  # the ceilings: I(X;T) <= log2 n (n distinct images), I(T;Y) <= H(Y) <= log2 classes
+                axis.axvline(np.log2(int(samples.iloc[0])), color="grey", ls=":", lw=1)
+                axis.axhline(np.log2(10), color="grey", ls=":", lw=1)
+            instrument = next(iter(table.loc[table["instrument"].astype(str).str.startswith(estimator + ":"), "instrument"]), estimator)
+            axis.set_xlabel("I(X;T) (bits)")
+            axis.set_ylabel("I(T;Y) (bits)")
+            axis.set_title(f"{label}\ninformation plane, {instrument} (dotted: log2 n, log2 10)", fontsize=8)
+            axis.legend(loc="lower right", fontsize=6)
+        # I(X;T) against iteration, both estimators, every layer.
+        axis = axes[row][2]
+        for estimator, style in (("binning", "-"), ("kde", "--")):
+            for index, (layer, wide) in enumerate(information_curves(table, label, estimator).items()):
+                axis.plot(step_position(wide.index), wide["mi_x_t"].values, style, color=f"C{index}", marker=markers.get(layer, "o"),
+                          ms=3, lw=1, label=f"{layer}, {estimator}")
+        log_step_axis(axis, steps)
+        axis.set_ylabel("I(X;T) (bits)")
+        axis.set_title("I(X;T) against iteration", fontsize=8)
+        axis.legend(fontsize=6)
+        # Reconstruction and accuracy: the other account of the same snapshots.
+        axis = axes[row][3]
+        series = curve(table, label, "reconstruction_mse", instrument="linear_exact", layer=DECODER_LAYER, bn_stats="batch")
+        if len(series) >= 3:
+            phases = detect_phases(series.index.tolist(), series.tolist())
+            shade_phases(axis, series.index, phases.labels)
+            lines_phase = describe_phases(phases)
+        else:
+            lines_phase = "too few snapshots for phases"
+        handles = axis.plot(step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction, {DECODER_LAYER} (test MSE)")
+        axis.set_ylabel("reconstruction loss (per-element MSE)")
+        twin = axis.twinx()
+        for metric, split, instrument, style, name in (("classifier_accuracy", "test", None, "C0-", "classifier test acc"),
+                                                       ("probe_accuracy", "test", "probe", "C2-", "linear probe test acc")):
+            values = curve(table, label, metric, split, instrument=instrument)
+            values = values[values.index.isin(series.index)]
+            handles += twin.plot(step_position(values.index), values.values, style, lw=1, label=name)
+        twin.set_ylim(0, 1.02)
+        twin.set_ylabel("accuracy")
+        log_step_axis(axis, steps)
+        axis.set_title(f"reconstruction: {lines_phase.split(':')[0]}", fontsize=8)
+        lines.append(f"| {label} | {DECODER_LAYER} | reconstruction (linear_exact) | {lines_phase} | | |")
+    colourbar = figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[:, 1] if hasattr(axes, "shape") else [r[1] for r in axes],
+                                shrink=0.9, pad=0.01)
+    colourbar.set_label("iteration (step 0 drawn at 1)")
+    legend = handles + phase_legend_handles()
+    figure.legend(legend, [h.get_label() for h in legend] , loc="outside lower center", ncol=5)
+    figure.suptitle(f"Information plane (binning, KDE) beside reconstruction ({options.profile} profile; BatchNorm batch statistics; bits)")
+    save_figure(figure, options, NAME)
+    compressed = [f"{label.split(' / ')[0].split()[-1]} {layer} {estimator}" for label, layer, estimator, yes in verdicts if yes]
+    headline = (f"compression (I(X;T) falls >= {COMPRESSION_BITS} bits after its peak) in {len(compressed)} of {len(verdicts)} "
+                f"(activation, layer, estimator) trajectories" + (f": {', '.join(compressed)}" if compressed else ""))
+    return headline, "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    return run_figure(NAME, compute, plot, argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()
