@@ -90,6 +90,8 @@ class MeasureCommand:
     """Directory of <name>.npz files when the run's data source is directory (default: $KPHASES_DATA_DIR)."""
     progress: bool = True
     """Show a progress bar."""
+    shard: str | None = None
+    """I/N: measure only the I-th of every N snapshot steps, into measurements.shard-I-of-N.csv (workers sharing the run directory; each step is claimed while measured)."""
     measure: MeasureConfig = dataclasses.field(default_factory=MeasureConfig)
 
 
@@ -102,9 +104,16 @@ def parse_measure(argv: Sequence[str]) -> MeasureCommand:
 
 def command_measure(argv: Sequence[str]) -> int:
     command = parse_measure(argv)
+    from kphases.claims import parse_shard
     from kphases.measure import measure
 
-    measure(command.run, command.measure, data_dir=command.data_dir, runs_dir=command.runs_dir, progress=command.progress)
+    try:
+        shard = parse_shard(command.shard) if command.shard is not None else None
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    measure(command.run, command.measure, data_dir=command.data_dir, runs_dir=command.runs_dir, progress=command.progress,
+            shard=shard)
     return 0
 
 

@@ -34,6 +34,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -46,6 +47,7 @@ from kphases.features import BN_STATS_MODES, extract_features, recalibrate_batch
 from kphases.information import InformationSettings, binning_information, kde_information
 from kphases.models import build_model, probe_points
 from kphases.probes import ProbeSettings, color_dominance_labels, train_linear_head
+from kphases.claims import Claim, try_claim
 from kphases.store import Run, write_text_atomic
 
 MEASUREMENT_COLUMNS = ("run", "step", "layer", "metric", "split", "value", "instrument", "bn_stats",
@@ -77,9 +79,9 @@ def probe_settings(config: MeasureConfig) -> ProbeSettings:
 
 # --- validation --------------------------------------------------------------------------------
 
-def check_config(config: MeasureConfig, model: keras.Model, dataset: Dataset) -> tuple[str, ...]:
-    """Reject unknown names before any work; return the transfer tasks to run."""
-    valid_layers = probe_points(model)
+def check_config(config: MeasureConfig, model: keras.Model, dataset: Dataset, valid_layers: list[str] | None = None) -> tuple[str, ...]:
+    """Reject unknown names before any work; return the transfer tasks to run. `valid_layers`: default the probe points."""
+    valid_layers = probe_points(model) if valid_layers is None else valid_layers
     bad = [layer for layer in config.layers if layer not in valid_layers]
     if bad or not config.layers:
         raise ValueError(f"unknown layer(s) {bad} for {model.name}; valid probe points: {valid_layers}")
@@ -143,22 +145,48 @@ def _protocol(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def measurements_path(run: Run):
-    return run.directory / "measurements.csv"
+CELL_COLUMNS = ["step", "layer", "bn_stats", "instrument", "protocol", "metric", "split"]
 
 
-def read_measurements(run: Run) -> pd.DataFrame:
-    """All measurement rows of a run (empty frame with the columns if none)."""
-    path = measurements_path(run)
-    if not path.exists():
+def measurements_path(run: Run, shard: tuple[int, int] | None = None):
+    """`measurements.csv`, or `measurements.shard-I-of-N.csv` for a `--shard I/N` worker (each writes its own file)."""
+    return run.directory / ("measurements.csv" if shard is None else f"measurements.shard-{shard[0]}-of-{shard[1]}.csv")
+
+
+def read_measurements(run: Run, only: Path | None = None) -> pd.DataFrame:
+    """All measurement rows of a run, from `measurements.csv` and every shard worker's file (a cell
+    measured in several files is kept once, the main file first); empty frame with the columns if none.
+    `only`: that one file."""
+    paths = [only] if only is not None else [measurements_path(run), *sorted(run.directory.glob("measurements.shard-*-of-*.csv"))]
+    frames = [pd.read_csv(path) for path in paths if path.exists()]
+    frames = [frame for frame in frames if len(frame)]
+    if not frames:
         return pd.DataFrame(columns=list(MEASUREMENT_COLUMNS))
-    return pd.read_csv(path)
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True).drop_duplicates(CELL_COLUMNS, keep="first", ignore_index=True)
 
 
-def _write_measurements(run: Run, frame: pd.DataFrame) -> None:
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, columns=list(MEASUREMENT_COLUMNS))
-    write_text_atomic(measurements_path(run), buffer.getvalue())
+def _append_measurements(run: Run, rows: pd.DataFrame, shard: tuple[int, int] | None = None, patience: float = 120.0) -> None:
+    """Add rows to this worker's measurement file: read, extend and atomically replace it while
+    holding the file's claim, so workers writing the same file never lose each other's rows."""
+    path = measurements_path(run, shard)
+    deadline = time.monotonic() + patience
+    while not isinstance(claim := try_claim(run.directory, f"write-{path.name}"), Claim):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} stayed claimed for writing by {claim.describe()} for {patience:.0f} s")
+        time.sleep(0.05)
+    with claim:
+        frame = read_measurements(run, only=path)
+        frame = pd.concat([frame, rows], ignore_index=True) if len(frame) else rows
+        frame = frame.sort_values(["step", "layer", "bn_stats", "instrument", "metric", "split"], kind="stable", ignore_index=True)
+        buffer = io.StringIO()
+        frame.to_csv(buffer, index=False, columns=list(MEASUREMENT_COLUMNS))
+        write_text_atomic(path, buffer.getvalue())
+
+
+def _done_cells(frame: pd.DataFrame) -> set[tuple]:
+    return set(zip(frame["step"].astype(int), frame["layer"], frame["bn_stats"], frame["instrument"], frame["protocol"]))
 
 
 @dataclass(frozen=True)
@@ -167,15 +195,48 @@ class _Cell:
     protocol: str
 
 
+# --- the network of a run: built from its config (kphases train), or rebuilt from the architecture a
+# --- user's model.fit recorded (kphases.SnapshotCallback, see kphases.callback) -------------------
+
+def run_model(run: Run, dataset: Dataset, custom_objects: dict | None = None) -> tuple[keras.Model, list[str]]:
+    """A model to load the run's snapshots into, and the layer names measurement accepts for it."""
+    from kphases.callback import is_model_run, layer_names, load_run_model
+
+    if is_model_run(run):
+        model = load_run_model(run, custom_objects)
+        return model, layer_names(model)
+    model = build_model(run.config.model, dataset.image_shape, dataset.num_classes)
+    return model, probe_points(model)
+
+
+def _run_dataset(run: Run, data_dir: str | os.PathLike | None) -> Dataset:
+    from kphases.callback import is_model_run
+
+    if is_model_run(run):
+        raise ValueError(f"run {run.directory} was recorded by kphases.SnapshotCallback from a user's model and stores no data; "
+                         "measure it with kphases.measure(run_dir, layers=[...], train_data=(x, y), test_data=(x, y))")
+    return load_dataset(run.config.data, data_dir)
+
+
 def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(), data_dir: str | os.PathLike | None = None,
             runs_dir: str | os.PathLike | None = None, progress: bool = True, dataset: Dataset | None = None,
-            log=print, compute_missing: bool = True) -> pd.DataFrame:
+            log=print, compute_missing: bool = True, shard: tuple[int, int] | None = None,
+            custom_objects: dict | None = None) -> pd.DataFrame:
     """Measure the run's snapshots as `config` asks; return all of the run's measurement rows.
+
+    Several workers may measure one run at once (`kphases measure --shard I/N` on machines sharing
+    the run directory): `shard=(I, N)` takes only the I-th of every N requested snapshot steps and
+    writes its rows to its own file (`measurements.shard-I-of-N.csv`; `read_measurements` unions
+    them). Every worker, sharded or not, holds a claim on each snapshot step while measuring it
+    (`kphases.claims`) and skips steps another live worker holds, so no cell is computed twice.
 
     `compute_missing=False` only reads: a cell that is not measured yet is an error naming it
     (`reproduce --plot-only` uses this to draw from a run directory other workers filled).
 
-    `dataset` (already loaded from the run's data config) avoids loading the data twice.
+    `dataset` (already loaded from the run's data config) avoids loading the data twice; a run of a
+    user's model (`kphases.SnapshotCallback`) stores no data and needs it (`kphases.measure(run_dir,
+    train_data=..., test_data=...)` builds it). `custom_objects`: custom layers of such a model that are
+    not registered with Keras.
     """
     run = run if isinstance(run, Run) else Run.open(run, runs_dir)
     available = run.snapshot_steps()
@@ -185,9 +246,14 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
     missing_steps = [step for step in steps if step not in available]
     if missing_steps:
         raise ValueError(f"run {run.name} has no snapshots at steps {missing_steps}; it has {available}")
-    dataset = dataset or load_dataset(run.config.data, data_dir)
-    model = build_model(run.config.model, dataset.image_shape, dataset.num_classes)
-    transfers = check_config(config, model, dataset)
+    if shard is not None:
+        index, count = shard
+        if not 1 <= index <= count:
+            raise ValueError(f"shard must be (I, N) with 1 <= I <= N, got {shard}")
+        steps = steps[index - 1::count]
+    dataset = dataset or _run_dataset(run, data_dir)
+    model, valid_layers = run_model(run, dataset, custom_objects)
+    transfers = check_config(config, model, dataset, valid_layers)
     splits = _measurement_splits(dataset, config.train_size, config.test_size, config.seed)
     target = None
     if "dataset_switch" in transfers:
@@ -214,7 +280,7 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
             cells.append(_Cell(instrument, _protocol(instrument, information.samples, splits.description, config.seed)))
 
     frame = read_measurements(run)
-    done = set(zip(frame["step"].astype(int), frame["layer"], frame["bn_stats"], frame["instrument"], frame["protocol"]))
+    done = _done_cells(frame)
     work = [(step, mode, layer, [cell for cell in cells if (step, layer, mode, cell.instrument, cell.protocol) not in done])
             for step in steps for mode in config.bn_stats for layer in config.layers]
     work = [item for item in work if item[3]]
@@ -233,27 +299,46 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=sum(len(item[3]) for item in work), desc=f"measure {run.name}", unit="cell", dynamic_ncols=True)
-    loaded_step, calibrated = None, {}
-    for step, mode, layer, todo in work:
-        if loaded_step != step:
-            run.load_snapshot(model, step)
-            loaded_step, calibrated = step, {}
-        network = model
-        if mode == "recalibrated":
-            if "model" not in calibrated:
-                calibrated["model"] = recalibrate_batchnorm(model, splits.x_train)
-            network = calibrated["model"]
-        extract_mode = "stored" if mode == "recalibrated" else mode
-        rows = _measure_group(run, step, layer, mode, network, extract_mode, todo, splits, target, decoders,
-                              heads, config.seed, dataset.num_classes, bar, information)
-        new_rows = pd.DataFrame(rows, columns=list(MEASUREMENT_COLUMNS))
-        frame = pd.concat([frame, new_rows], ignore_index=True) if len(frame) else new_rows
-        frame = frame.sort_values(["step", "layer", "bn_stats", "instrument", "metric", "split"], kind="stable", ignore_index=True)
-        _write_measurements(run, frame)
-        if bar is not None:
-            bar.set_postfix(step=step, layer=layer)
+    loaded_step, calibrated, claim, skipped = None, {}, None, []
+    try:
+        for step, mode, layer, todo in work:
+            if step in skipped:
+                continue
+            if loaded_step != step:
+                if claim is not None:
+                    claim.release()
+                claim = try_claim(run.directory, f"measure-step-{step}")
+                if not isinstance(claim, Claim):
+                    log(f"run {run.name}: step {step} is being measured by {claim.describe()}; skipped")
+                    skipped.append(step)
+                    claim = None
+                    continue
+                # Another worker may have finished this step since we listed the work: re-read.
+                done = _done_cells(read_measurements(run))
+                run.load_snapshot(model, step)
+                loaded_step, calibrated = step, {}
+            todo = [cell for cell in todo if (step, layer, mode, cell.instrument, cell.protocol) not in done]
+            if not todo:
+                continue
+            network = model
+            if mode == "recalibrated":
+                if "model" not in calibrated:
+                    calibrated["model"] = recalibrate_batchnorm(model, splits.x_train)
+                network = calibrated["model"]
+            extract_mode = "stored" if mode == "recalibrated" else mode
+            rows = _measure_group(run, step, layer, mode, network, extract_mode, todo, splits, target, decoders,
+                                  heads, config.seed, dataset.num_classes, bar, information)
+            _append_measurements(run, pd.DataFrame(rows, columns=list(MEASUREMENT_COLUMNS)), shard)
+            if bar is not None:
+                bar.set_postfix(step=step, layer=layer)
+    finally:
+        if claim is not None:
+            claim.release()
     if bar is not None:
         bar.close()
+    frame = read_measurements(run)
+    if skipped:
+        log(f"run {run.name}: steps {skipped} were left to the workers measuring them; rerun to pick up what they leave")
     log(summary_table(run, frame))
     return frame
 

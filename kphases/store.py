@@ -121,7 +121,13 @@ class Run:
     @staticmethod
     def _read_config(path: Path) -> RunConfig:
         try:
-            return RunConfig.from_json(path.read_text())
+            values = json.loads(path.read_text())
+            if isinstance(values, dict) and values.get("kind") == "keras_model":
+                # A run recorded by kphases.SnapshotCallback from a user's own Keras model (kphases.callback).
+                from kphases.callback import ModelRunConfig
+
+                return ModelRunConfig.from_dict(values)
+            return RunConfig.from_dict(values)
         except (json.JSONDecodeError, ValueError, TypeError) as error:
             raise StoreError(f"cannot read run config {path}: {error}") from error
 
@@ -284,11 +290,15 @@ class Run:
         manifest = self.manifest()
         steps = self.snapshot_steps()
         checkpoint = self.checkpoint_state()
+        if isinstance(self.config, RunConfig):
+            described = {"dataset": f"{self.config.data.name}/{self.config.data.source}",
+                         "model": f"{self.config.model.architecture}x{self.config.model.width:g}",
+                         "duration": self.config.training.duration}
+        else:  # a run recorded by kphases.SnapshotCallback
+            described = self.config.summary_fields()
         return {
             "run": self.name,
-            "dataset": f"{self.config.data.name}/{self.config.data.source}",
-            "model": f"{self.config.model.architecture}x{self.config.model.width:g}",
-            "duration": self.config.training.duration,
+            **described,
             "snapshots": f"{len(steps)}/{len(manifest.get('schedule', [])) or '?'}",
             "step": max([*steps, checkpoint["step"] if checkpoint else 0]) if steps else 0,
             "last_iteration": manifest.get("last_iteration", "?"),

@@ -166,3 +166,43 @@ def test_a_single_figure_refuses_shard(tmp_path):
 
     with pytest.raises(SystemExit, match="reproduce.all --shard"):
         phases.main(["--profile", "smoke", "--shard", "1/2", "--runs-dir", str(tmp_path), "--out", str(tmp_path)])
+
+
+def test_measure_shards_and_a_duplicate_worker_split_the_steps_and_union_on_read(tmp_path):
+    import dataclasses
+
+    from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile
+    from kphases.measure import measure, read_measurements
+    from kphases.training import train
+
+    config = RunConfig(data=DataConfig(name="digits", source="embedded", train_size=200, test_size=100),
+                       model=ModelConfig(architecture="vgg8", width=0.125),
+                       training=TrainingConfig(duration="8it", batch_size=32, learning_rate=0.05))
+    run = train(config, runs_dir=tmp_path, progress=False)
+    flags = ["--profile", "smoke", "--decoders", "linear_exact", "--no-probe", "--transfer", "--no-progress", "--runs-dir", str(tmp_path)]
+    command = [sys.executable, "-m", "kphases", "measure", run.name, *flags]
+    workers = [subprocess.Popen([*command, "--shard", shard], cwd=REPOSITORY, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for shard in ("1/2", "2/2", "2/2")]
+    logs = [worker.communicate(timeout=600)[0] for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), logs
+    files = sorted(path.name for path in run.directory.glob("measurements*.csv"))
+    assert files == ["measurements.shard-1-of-2.csv", "measurements.shard-2-of-2.csv"]
+    one = pd.read_csv(run.directory / files[0])
+    two = pd.read_csv(run.directory / files[1])
+    assert sorted(one["step"].unique()) == [0, 4] and sorted(two["step"].unique()) == [2, 8]  # steps 0, 2, 4, 8 dealt out
+    cells = ["step", "layer", "metric", "split", "instrument", "bn_stats", "protocol"]
+    assert not two.duplicated(cells).any(), "the duplicate 2/2 worker measured a cell twice"
+    union = read_measurements(run)
+    assert len(union) == len(one) + len(two)
+    # An unsharded measurement afterwards finds every cell done and computes nothing.
+    messages = []
+    same = dataclasses.replace(measure_profile("smoke"), decoders=("linear_exact",), probe=False, transfer=())
+    again = measure(run, same, progress=False, log=messages.append)
+    assert len(again) == len(union) and "already measured" in messages[0]
+    assert not list(run.directory.glob("claim.*.json"))
+
+
+def test_measure_cli_rejects_a_bad_shard(tmp_path):
+    from kphases.cli import main
+
+    assert main(["measure", "whatever", "--shard", "3/2", "--runs-dir", str(tmp_path)]) == 2
