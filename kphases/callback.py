@@ -259,8 +259,9 @@ def read_pairs(data, what: str, input_shape: Sequence[int | None] | None = None,
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = np.asarray(data[0]), np.asarray(data[1])
         source = "arrays"
-        if len(x) > max_samples and warn:
-            warnings.warn(f"{what}: using the first {max_samples} of {len(x)} examples (max_samples)", stacklevel=3)
+        if len(x) > max_samples:
+            if warn:
+                warnings.warn(f"{what}: using the first {max_samples} of {len(x)} examples (max_samples)", stacklevel=3)
             x, y = x[:max_samples], y[:max_samples]
     elif _is_tf_dataset(data):
         x, y = _materialise(data, what, input_shape, max_samples, warn)
