@@ -13,6 +13,7 @@ phases `kphases.phases.detect_phases` finds shaded.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -141,6 +142,19 @@ def _has_batchnorm(model) -> bool:
 
 # --- the figure -----------------------------------------------------------------------------------
 
+def _in_style(function):
+    """Draw inside the suite's matplotlib style without changing the user's global settings or backend."""
+    @functools.wraps(function)
+    def styled(*args, **kwargs):
+        from kphases.plotting import STYLE, plt
+
+        with plt.rc_context(STYLE):
+            return function(*args, **kwargs)
+
+    return styled
+
+
+@_in_style
 def plot_phases(frame_or_run, *, layers: Sequence[str] | str | None = None, instrument: str | None = None,
                 bn_stats: str | None = None, split: str = "test", classifier: pd.DataFrame | None = None,
                 runs_dir: str | os.PathLike | None = None, title: str | None = None, path: str | os.PathLike | None = None,
@@ -164,7 +178,7 @@ def plot_phases(frame_or_run, *, layers: Sequence[str] | str | None = None, inst
     """
     from kphases.measure import curves
     from kphases.phases import PhaseTolerances, detect_phases
-    from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_phases, step_position
+    from kphases.plotting import grid, log_step_axis, phase_legend_handles, shade_phases, step_position
 
     frame, metrics, name = _plot_inputs(frame_or_run, classifier, runs_dir)
     reconstruction = frame[(frame["metric"] == "reconstruction_mse") & (frame["split"] == split)] if len(frame) else frame

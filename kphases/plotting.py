@@ -1,0 +1,66 @@
+"""One plotting style for every figure: log2 step axis with ticks at the snapshots, phase shading.
+
+Iteration 0 cannot sit on a log axis, so it is drawn at x = 1 (the schedule never measures
+iteration 1, so the position is free) and labelled "0".
+
+Used by `kphases.plot_phases` and by every `reproduce/` figure. Importing this module changes no
+global matplotlib state (backend, rcParams): `reproduce.plotting` selects the file-only Agg
+backend and applies `STYLE` for the figure scripts; `kphases.plot_phases` draws inside
+`plt.rc_context(STYLE)`, so a user's interactive backend keeps working.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+PHASE_COLOURS = {"constant": "#dddddd", "decrease": "#cfe8cf", "increase": "#f6d5d5"}
+STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 7, "figure.dpi": 100,
+         "axes.spines.top": False, "axes.spines.right": False}
+
+
+def step_position(steps: Sequence[int]) -> np.ndarray:
+    """x position of each step on the log2 axis (step 0 at 1)."""
+    return np.maximum(np.asarray(steps, dtype=float), 1.0)
+
+
+def log_step_axis(axis, steps: Sequence[int], label: str = "iteration (log2 scale)") -> None:
+    """log2 x axis with a tick at every snapshot step (every other one when crowded)."""
+    steps = sorted(set(int(step) for step in steps))
+    axis.set_xscale("log", base=2)
+    shown = steps if len(steps) <= 10 else steps[::2] + ([steps[-1]] if len(steps) % 2 == 0 else [])
+    axis.set_xticks(step_position(shown))
+    axis.set_xticklabels([_short(step) for step in shown], rotation=0)
+    axis.minorticks_off()
+    axis.set_xlabel(label)
+
+
+def _short(step: int) -> str:
+    return f"{step // 1024}k" if step >= 4096 and step % 1024 == 0 else str(step)
+
+
+def shade_phases(axis, steps: Sequence[int], labels: Sequence[str]) -> None:
+    """Shade the spans of consecutive steps with the same phase label (undetermined: unshaded)."""
+    positions = step_position(steps)
+    edges = np.sqrt(positions[:-1] * positions[1:])  # geometric midpoints between snapshots
+    lefts = np.concatenate([[positions[0] / 1.2], edges])
+    rights = np.concatenate([edges, [positions[-1] * 1.2]])
+    for left, right, label in zip(lefts, rights, labels):
+        if label in PHASE_COLOURS:
+            axis.axvspan(left, right, color=PHASE_COLOURS[label], alpha=0.6, lw=0, zorder=0)
+
+
+def phase_legend_handles():
+    from matplotlib.patches import Patch
+
+    return [Patch(color=colour, alpha=0.6, label=f"phase: {name}") for name, colour in PHASE_COLOURS.items()]
+
+
+def grid(count: int, columns: int = 2, width: float = 4.2, height: float = 3.0):
+    rows = max(1, int(np.ceil(count / columns)))
+    columns = min(columns, count) if count else 1
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    for extra in axes.flat[count:]:
+        extra.set_visible(False)
+    return figure, list(axes.flat[:count])
