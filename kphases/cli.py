@@ -36,6 +36,10 @@ class TrainCommand:
     """Also write a resume checkpoint every this many iterations (0: only at snapshot steps)."""
     progress: bool = True
     """Show a progress bar."""
+    devices: str | None = None
+    """Train data-parallel (tf.distribute.MirroredStrategy) on these devices, e.g. GPU:0,GPU:1; the batch size stays the global batch, so the run (and its hash) is the same. Default: TensorFlow's default device."""
+    tensorboard: bool = False
+    """Write TensorBoard summaries (loss, learning rate, classifier accuracy) to <run>/tensorboard/train: tensorboard --logdir runs."""
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
@@ -63,11 +67,15 @@ def parse_train(argv: Sequence[str]) -> TrainCommand:
 
 def command_train(argv: Sequence[str]) -> int:
     command = parse_train(argv)
-    from kphases.training import train
+    from kphases.training import DeviceError, train
 
     config = command.run_config()
-    run = train(config, runs_dir=command.runs_dir, data_dir=command.data_dir, progress=command.progress,
-                checkpoint_every=command.checkpoint_every)
+    try:
+        run = train(config, runs_dir=command.runs_dir, data_dir=command.data_dir, progress=command.progress,
+                    checkpoint_every=command.checkpoint_every, devices=command.devices, tensorboard=command.tensorboard)
+    except DeviceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     metrics = run.metrics()
     final = metrics[metrics["step"] == metrics["step"].max()]
     values = {f"{row.split}_{row.metric}": row.value for row in final.itertuples()}
@@ -90,6 +98,8 @@ class MeasureCommand:
     """Directory of <name>.npz files when the run's data source is directory (default: $KPHASES_DATA_DIR)."""
     progress: bool = True
     """Show a progress bar."""
+    tensorboard: bool = False
+    """Also write every new measurement as a TensorBoard scalar (reconstruction_mse/<layer>/<instrument>/<bn_stats>/<split>, ...) to <run>/tensorboard/measure."""
     shard: str | None = None
     """I/N: measure only the I-th of every N snapshot steps, into measurements.shard-I-of-N.csv (workers sharing the run directory; each step is claimed while measured)."""
     measure: MeasureConfig = dataclasses.field(default_factory=MeasureConfig)
@@ -113,7 +123,7 @@ def command_measure(argv: Sequence[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     measure(command.run, command.measure, data_dir=command.data_dir, runs_dir=command.runs_dir, progress=command.progress,
-            shard=shard)
+            shard=shard, tensorboard=command.tensorboard)
     return 0
 
 

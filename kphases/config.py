@@ -74,6 +74,8 @@ class TrainingConfig:
     """Random horizontal flips and 4-pixel crops (Frankle et al.); the phases paper uses none."""
     seed: int = 0
     """Seed of initialisation and data order."""
+    precision: Literal["float32", "mixed_float16"] = "float32"
+    """float32, or mixed_float16 (Keras mixed precision: float16 activations, float32 variables and snapshots, dynamic loss scaling; for GPUs, slow on CPU)."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ class LineageConfig:
 
 
 # (section, field) -> default omitted from RunConfig's canonical JSON (see RunConfig.to_dict).
-HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {("model", "activation"): "relu"}
+HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {("model", "activation"): "relu", ("training", "precision"): "float32"}
 
 
 @dataclass(frozen=True)

@@ -221,7 +221,7 @@ def _run_dataset(run: Run, data_dir: str | os.PathLike | None) -> Dataset:
 def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(), data_dir: str | os.PathLike | None = None,
             runs_dir: str | os.PathLike | None = None, progress: bool = True, dataset: Dataset | None = None,
             log=print, compute_missing: bool = True, shard: tuple[int, int] | None = None,
-            custom_objects: dict | None = None) -> pd.DataFrame:
+            custom_objects: dict | None = None, tensorboard: bool | str | os.PathLike = False) -> pd.DataFrame:
     """Measure the run's snapshots as `config` asks; return all of the run's measurement rows.
 
     Several workers may measure one run at once (`kphases measure --shard I/N` on machines sharing
@@ -237,6 +237,9 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
     user's model (`kphases.SnapshotCallback`) stores no data and needs it (`kphases.measure(run_dir,
     train_data=..., test_data=...)` builds it). `custom_objects`: custom layers of such a model that are
     not registered with Keras.
+
+    `tensorboard`: True also writes every new row as a TensorBoard scalar under `<run>/tensorboard/measure`
+    (tag `<metric>/<layer>/<instrument>/<bn_stats>/<split>`), a directory to `<directory>/<run hash>/measure`.
     """
     run = run if isinstance(run, Run) else Run.open(run, runs_dir)
     available = run.snapshot_steps()
@@ -329,6 +332,11 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
             rows = _measure_group(run, step, layer, mode, network, extract_mode, todo, splits, target, decoders,
                                   heads, config.seed, dataset.num_classes, bar, information)
             _append_measurements(run, pd.DataFrame(rows, columns=list(MEASUREMENT_COLUMNS)), shard)
+            # --- TensorBoard hook: the new rows as scalars under <run>/tensorboard/measure (kphases.tensorboard) ---
+            if tensorboard:
+                from kphases.tensorboard import write_measurements
+                write_measurements(run, rows, tensorboard)
+            # --- end of TensorBoard hook ---
             if bar is not None:
                 bar.set_postfix(step=step, layer=layer)
     finally:

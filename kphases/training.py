@@ -20,6 +20,25 @@ buffer carries the old rate for the ~10 steps it takes to decay.
 Determinism: `keras.utils.set_random_seed` plus `tf.config.experimental.enable_op_determinism`,
 so a run on CPU gives bit-identical weights for a seed, and a run resumed from its checkpoint
 ends bit-identical to an uninterrupted one (tested by killing a real run).
+
+Devices (`train(devices=...)`, `--devices GPU:0,GPU:1`): the model, optimizer and step are built in
+a `tf.distribute` strategy's scope, `MirroredStrategy` over the named devices or the default
+strategy. The config's batch size stays the global batch: each step's batch is split across the
+replicas, every replica's loss is its examples' summed cross-entropy over the global batch size, the
+optimizer all-reduces (sums) the gradients, and one update is made per global batch, so the
+snapshot steps, the data order and the config hash do not depend on the devices. BatchNorm layers
+are switched to synchronised statistics over the replicas, so a batch is normalised as one batch
+and the result matches a single-device run up to reduction order. The devices are recorded in the
+run's provenance.
+
+Mixed precision (`TrainingConfig.precision = "mixed_float16"`): the model is built under Keras'
+mixed_float16 policy (float16 activations, float32 variables, so snapshots stay float32), logits and
+loss are computed in float32, and the optimizer is wrapped in a `LossScaleOptimizer` (an update
+whose scaled gradients overflow is skipped and the scale halved; the step still counts, so the
+snapshot steps stay those of the schedule). Allowed on CPU, with a warning: it is slow there.
+
+TensorBoard (`train(tensorboard=True)`, `--tensorboard`): loss and learning rate per step and the
+classifier metrics per snapshot, under `<run>/tensorboard/train` (`kphases.tensorboard`).
 """
 from __future__ import annotations
 
@@ -27,6 +46,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -39,13 +59,20 @@ from kphases.data import Dataset, batch_bounds, load_dataset
 from kphases.models import build_model
 from kphases.schedule import snapshot_steps
 from kphases.store import Run
+from kphases.tensorboard import Summaries, TensorBoardOption, training_summaries
 
 Callback = Callable[[Run, int, keras.Model, keras.optimizers.Optimizer], None]
 EVAL_BATCH_SIZE = 512
+PRECISIONS = ("float32", "mixed_float16")
+Devices = str | Sequence[str] | tf.distribute.Strategy | None
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (for example a NaN loss); the message names the step."""
+
+
+class DeviceError(ValueError):
+    """The requested devices cannot train this run (unknown, repeated, or more replicas than examples)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +111,8 @@ def make_plan(config: RunConfig, train_size: int) -> Plan:
     boundaries = tuple(parse_steps(milestone, steps_per_epoch) for milestone in training.lr_milestones)
     if list(boundaries) != sorted(set(boundaries)) or any(not 0 < b < last_iteration for b in boundaries):
         raise ValueError(f"lr_milestones {training.lr_milestones} must be increasing steps inside the run (1..{last_iteration - 1})")
+    if training.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {training.precision!r}; valid precisions: {list(PRECISIONS)}")
     return Plan(steps_per_epoch, last_iteration, tuple(snapshot_steps(config.schedule, last_iteration)), boundaries)
 
 
@@ -115,7 +144,84 @@ def make_optimizer(config: RunConfig, plan: Plan) -> keras.optimizers.Optimizer:
     if plan.lr_boundaries:
         values = [training.learning_rate / 10**drop for drop in range(len(plan.lr_boundaries) + 1)]
         learning_rate = keras.optimizers.schedules.PiecewiseConstantDecay(list(plan.lr_boundaries), values)
-    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=training.momentum)
+    optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=training.momentum)
+    if training.precision == "mixed_float16":
+        # Keras 3 custom loops scale the loss themselves (LossScaleOptimizer.scale_loss, see _make_step).
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+# --- devices and precision -------------------------------------------------------------------------
+
+def visible_devices() -> list[str]:
+    """The logical devices TensorFlow sees, as 'CPU:0', 'GPU:1', ..."""
+    return [_device_name(device.name) for device in tf.config.list_logical_devices()]
+
+
+def _device_name(text: str) -> str:
+    name = text.strip()
+    position = name.lower().rfind("device:")  # '/job:localhost/replica:0/task:0/device:CPU:0' -> 'CPU:0'
+    name = name[position + len("device:"):] if position >= 0 else name.lstrip("/")
+    kind, _, index = name.rpartition(":")
+    return f"{kind.upper()}:{index}" if kind else name.upper()
+
+
+# One MirroredStrategy per device set for the life of the process: two strategies over the same devices
+# number their collective all-reduces alike, and TensorFlow's collective executor then matches a new
+# run's all-reduce with an old run's of another shape ("Shape mismatch in the collective instance").
+_MIRRORED_STRATEGIES: dict[tuple[str, ...], tf.distribute.Strategy] = {}
+
+
+def make_strategy(devices: Devices = None) -> tf.distribute.Strategy:
+    """MirroredStrategy over `devices` ('GPU:0,GPU:1' or a list; a strategy is returned as it is), else the default.
+
+    An unknown or repeated device is an error listing the visible ones.
+    """
+    if isinstance(devices, tf.distribute.Strategy):
+        return devices
+    if isinstance(devices, str):
+        devices = devices.split(",")
+    requested = [device for device in (devices or ()) if str(device).strip()]
+    if not requested:
+        return tf.distribute.get_strategy()
+    names = [_device_name(str(device)) for device in requested]
+    visible = visible_devices()
+    unknown = [str(device).strip() for device, name in zip(requested, names) if name not in visible]
+    if unknown:
+        raise DeviceError(f"unknown device(s) {unknown}; visible devices: {visible} "
+                          "(give them as GPU:0,GPU:1; for several CPU devices see tf.config.set_logical_device_configuration)")
+    if len(set(names)) != len(names):
+        raise DeviceError(f"devices {names} name a device more than once")
+    key = tuple(names)
+    if key not in _MIRRORED_STRATEGIES:
+        _MIRRORED_STRATEGIES[key] = tf.distribute.MirroredStrategy(devices=[f"/device:{name}" for name in names])
+    return _MIRRORED_STRATEGIES[key]
+
+
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """'default' for TensorFlow's default (no-op) strategy, else the class name, e.g. 'MirroredStrategy'."""
+    name = type(strategy).__name__
+    return "default" if name == "_DefaultDistributionStrategy" else name
+
+
+def strategy_devices(strategy: tf.distribute.Strategy) -> list[str]:
+    """The devices a strategy computes on ('CPU:0', ...); the default strategy: where TensorFlow places ops."""
+    if strategy_name(strategy) == "default":
+        return ["GPU:0"] if tf.config.list_logical_devices("GPU") else ["CPU:0"]
+    return [_device_name(device) for device in strategy.extended.worker_devices]
+
+
+def build_training_model(config: RunConfig, image_shape, num_classes: int) -> keras.Model:
+    """The run's network under its precision's dtype policy (the global policy is restored afterwards)."""
+    precision = config.training.precision
+    if precision == "float32":
+        return build_model(config.model, image_shape, num_classes)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        return build_model(config.model, image_shape, num_classes)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -133,15 +239,15 @@ def _predict(model: keras.Model, images: np.ndarray) -> np.ndarray:
     # One traced inference function per model, reused across batches and snapshots.
     function = getattr(model, "_kphases_predict", None)
     if function is None:
-        function = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        function = tf.function(lambda x: tf.cast(model(x, training=False), tf.float32), reduce_retracing=True)
         model._kphases_predict = function
     return function(images).numpy()
 
 
 # --- standard callbacks ---------------------------------------------------------------------------
 
-def snapshot_callback(dataset: Dataset, plan: Plan) -> Callback:
-    """At each schedule step: save the weights and log classifier train/test accuracy and loss."""
+def snapshot_callback(dataset: Dataset, plan: Plan, summaries: Summaries | None = None) -> Callback:
+    """At each schedule step: save the weights and log classifier train/test accuracy and loss (also to TensorBoard)."""
     scheduled = set(plan.snapshot_steps)
 
     def callback(run: Run, step: int, model: keras.Model, optimizer) -> None:
@@ -153,6 +259,9 @@ def snapshot_callback(dataset: Dataset, plan: Plan) -> Callback:
                 rows.append({"step": step, "split": split, "metric": f"classifier_{metric}", "value": value})
         run.append_metrics(rows)
         run.save_snapshot(model, step)
+        if summaries is not None:
+            summaries.scalars(step, {f"{row['metric']}/{row['split']}": row["value"] for row in rows})
+            summaries.flush()
 
     return callback
 
@@ -179,25 +288,44 @@ def set_determinism(seed: int) -> None:
 
 def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
           progress: bool = True, checkpoint_every: int = 1000, callbacks: Sequence[Callback] = (),
-          dataset: Dataset | None = None, start: Start | None = None) -> Run:
+          dataset: Dataset | None = None, start: Start | None = None, devices: Devices = None,
+          tensorboard: TensorBoardOption = False) -> Run:
     """Train the run `config` describes into its run directory; return the run.
 
     A complete run is returned as it is; a partial one resumes from its checkpoint. `dataset`
     (already loaded from `config.data`) avoids loading the same data twice. `start`: weights,
     first step and masks of a run with a lineage (built by `kphases.early_phase.train_lineage`).
+    `devices`: train data-parallel on these devices ('GPU:0,GPU:1', a list, or a
+    `tf.distribute.Strategy`); None: the default strategy. The result does not depend on them
+    beyond reduction order (see the module docstring). `tensorboard`: True writes summaries to
+    `<run>/tensorboard/train`, a directory to `<directory>/<run hash>/train` (`kphases.tensorboard`).
     """
     if (config.lineage != LineageConfig()) != (start is not None):
         raise ValueError(f"a run with a lineage ({config.lineage}) needs its start (kphases.early_phase.train_lineage builds it), "
                          f"and only such a run takes one; got start={'given' if start is not None else 'None'}")
+    strategy = make_strategy(devices)  # before anything else: an unknown device is named before any work
     run = Run.create(runs_dir, config)
     if run.complete:
         return run
     dataset = dataset or load_dataset(config.data, data_dir)
     plan = make_plan(config, len(dataset.y_train))
-    set_determinism(config.training.seed)
-    model = build_model(config.model, dataset.image_shape, dataset.num_classes)
-    optimizer = make_optimizer(config, plan)
-    optimizer.build(model.trainable_variables)
+    training = config.training
+    replicas = strategy.num_replicas_in_sync
+    smallest_batch = len(dataset.y_train) % training.batch_size or training.batch_size
+    if smallest_batch < replicas:
+        raise DeviceError(f"the smallest batch of an epoch has {smallest_batch} examples, fewer than the {replicas} replicas "
+                         f"({strategy_devices(strategy)}): every replica needs at least one; use fewer devices")
+    compute_devices = strategy_devices(strategy)
+    if training.precision == "mixed_float16" and not any(device.startswith("GPU") for device in compute_devices):
+        warnings.warn(f"precision mixed_float16 on {compute_devices}: float16 is slow on CPUs (no float16 units); "
+                      "it is meant for GPUs", stacklevel=2)
+    set_determinism(training.seed)
+    with strategy.scope():
+        model = build_training_model(config, dataset.image_shape, dataset.num_classes)
+        if replicas > 1:
+            _synchronise_batchnorm(model)
+        optimizer = make_optimizer(config, plan)
+        optimizer.build(model.trainable_variables)
 
     start_step = 0
     if start is not None:
@@ -218,32 +346,45 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
                         steps_per_epoch=plan.steps_per_epoch, complete=False)
     run.update_provenance(data=dataset.describe(), python=platform.python_version(), tensorflow=tf.__version__,
                           keras=keras.__version__, numpy=np.__version__, machine=platform.node(),
-                          cpu_count=os.cpu_count(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                          cpu_count=os.cpu_count(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          strategy=strategy_name(strategy), devices=compute_devices, replicas=replicas, precision=training.precision)
 
-    step_function = _make_step(model, optimizer, config.training.weight_decay, start.masks if start else None)
-    all_callbacks = [snapshot_callback(dataset, plan), checkpoint_callback(plan, checkpoint_every), *callbacks]
-    training = config.training
-    began = time.perf_counter()
-    bar = _progress_bar(progress, plan.last_iteration, start_step, run.name)
-    for step in range(start_step, plan.last_iteration + 1):
-        for callback in all_callbacks:
-            callback(run, step, model, optimizer)
-        if step == plan.last_iteration:
-            break
-        indices = batch_indices(step, len(dataset.y_train), training.batch_size, training.seed)
-        images = dataset.x_train[indices]
-        if training.augment:
-            images = augment_batch(images, step, training.seed)
-        loss = float(step_function(images, dataset.y_train[indices]))
-        if not math.isfinite(loss):
-            raise TrainingError(f"loss is {loss} at step {step} of run {run.directory} (learning rate {training.learning_rate}); "
-                                "stopping: nothing after this step would be meaningful")
+    with strategy.scope():
+        step_function = _make_step(model, optimizer, training.weight_decay, start.masks if start else None, strategy)
+    summaries = training_summaries(run, tensorboard)
+    try:
+        all_callbacks = [snapshot_callback(dataset, plan, summaries), checkpoint_callback(plan, checkpoint_every), *callbacks]
+        began = time.perf_counter()
+        bar = _progress_bar(progress, plan.last_iteration, start_step, run.name)
+        for step in range(start_step, plan.last_iteration + 1):
+            for callback in all_callbacks:
+                callback(run, step, model, optimizer)
+            if step == plan.last_iteration:
+                break
+            indices = batch_indices(step, len(dataset.y_train), training.batch_size, training.seed)
+            images = dataset.x_train[indices]
+            if training.augment:
+                images = augment_batch(images, step, training.seed)
+            if summaries is not None:
+                learning_rate = float(tf.convert_to_tensor(optimizer.learning_rate))  # the rate of this update (read before it)
+            loss = float(step_function(images, dataset.y_train[indices]))
+            if not math.isfinite(loss):
+                raise TrainingError(f"loss is {loss} at step {step} of run {run.directory} (learning rate {training.learning_rate}); "
+                                    "stopping: nothing after this step would be meaningful")
+            if summaries is not None:
+                values = {"loss": loss, "learning_rate": learning_rate}
+                if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                    values["loss_scale"] = float(tf.convert_to_tensor(optimizer.dynamic_scale))
+                summaries.scalars(step, values)
+            if bar is not None:
+                bar.update(1)
+                if step % 16 == 0:
+                    bar.set_postfix(loss=f"{loss:.3f}")
         if bar is not None:
-            bar.update(1)
-            if step % 16 == 0:
-                bar.set_postfix(loss=f"{loss:.3f}")
-    if bar is not None:
-        bar.close()
+            bar.close()
+    finally:
+        if summaries is not None:
+            summaries.close()
     provenance = run.provenance()
     run.update_provenance(train_seconds=provenance.get("train_seconds", 0.0) + time.perf_counter() - began)
     run.update_manifest(complete=True)
@@ -260,27 +401,90 @@ def _apply_masks(model: keras.Model, masks: dict[str, np.ndarray]) -> None:
         by_path[path].assign(by_path[path].numpy() * mask)
 
 
+def _synchronise_batchnorm(model: keras.Model) -> None:
+    """Batch statistics over the global batch (all replicas), as on one device: Keras' synchronized=True.
+
+    Set before the step is traced; it changes no weight, only how a training batch is normalised.
+    """
+    def layers(parent):
+        for layer in getattr(parent, "layers", ()):
+            yield layer
+            yield from layers(layer)
+
+    for layer in layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+
+
 def _make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight_decay: float,
-               masks: dict[str, np.ndarray] | None = None):
+               masks: dict[str, np.ndarray] | None = None, strategy: tf.distribute.Strategy | None = None):
+    """`step(images, labels) -> mean loss`: one optimiser update on one global batch, under `strategy`.
+
+    One replica (the default strategy): the batch's mean cross-entropy, as in the Keras guide. Several:
+    the batch is split across the replicas; each replica's loss is its examples' summed cross-entropy
+    over the global batch size, so the optimizer's all-reduce (a sum) gives the global mean gradient.
+    Build it in `strategy.scope()`.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
     variables = model.trainable_variables
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     # Momentum and weight decay would move a pruned weight off zero: re-zero it after every update.
     masked = [(variable, tf.constant(masks[variable.path], dtype=variable.dtype)) for variable in variables
               if masks and variable.path in masks]
 
-    @tf.function(reduce_retracing=True)
-    def step_function(images, labels):
+    def replica_step(images, labels, global_size):
         with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
-        gradients = tape.gradient(loss, variables)
+            logits = tf.cast(model(images, training=True), tf.float32)  # float32 logits and loss under mixed precision
+            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            loss = tf.reduce_mean(per_example) if replicas == 1 else tf.reduce_sum(per_example) / global_size
+            objective = optimizer.scale_loss(loss) if scaled else loss
+        gradients = tape.gradient(objective, variables)
         if weight_decay:
-            gradients = [gradient + weight_decay * variable for gradient, variable in zip(gradients, variables)]
+            # L2 on the gradient; in the units of the scaled gradient, and once over the summed replicas.
+            decay = weight_decay
+            if scaled:
+                decay = decay * optimizer.dynamic_scale
+            if replicas > 1:
+                decay = decay / replicas
+            gradients = [gradient + decay * variable for gradient, variable in zip(gradients, variables)]
+        if scaled and replicas > 1:
+            gradients = _agree_on_overflow(gradients)
         optimizer.apply_gradients(zip(gradients, variables))
-        for variable, mask in masked:
-            variable.assign(variable * mask)
         return loss
 
-    return step_function
+    @tf.function(reduce_retracing=True)
+    def step_function(images, labels, global_size):
+        losses = strategy.run(replica_step, args=(images, labels, global_size))
+        for variable, mask in masked:
+            variable.assign(variable * mask)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None) if replicas > 1 else losses
+
+    def step(images, labels):
+        global_size = tf.constant(float(len(labels)), tf.float32)
+        if replicas == 1:
+            return step_function(images, labels, global_size)
+        image_shards, label_shards = np.array_split(np.asarray(images), replicas), np.array_split(np.asarray(labels), replicas)
+        distributed_images = strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(image_shards[context.replica_id_in_sync_group]))
+        distributed_labels = strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(label_shards[context.replica_id_in_sync_group]))
+        return step_function(distributed_images, distributed_labels, global_size)
+
+    return step
+
+
+def _agree_on_overflow(gradients):
+    """Make every replica see non-finite gradients if any replica's are, so all skip the update together.
+
+    LossScaleOptimizer judges a replica's own gradients before they are all-reduced (under
+    MirroredStrategy: the first replica's), so an overflow on another replica would be summed into
+    the update, or replicas that disagreed would wait for each other's all-reduce.
+    """
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(gradient)) for gradient in gradients])
+    overflowed = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~finite, tf.float32))
+    poison = tf.where(overflowed > 0, tf.constant(float("nan")), tf.constant(0.0))
+    return [gradient + tf.cast(poison, gradient.dtype) for gradient in gradients]
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, name: str):
