@@ -1,7 +1,7 @@
 """TensorBoard summaries of training and measurement: written when asked (CLI and Python), read back by tag and step."""
 import pytest
 
-pytest.importorskip("tensorboard", reason="tf.summary.scalar is implemented in the tensorboard package")
+import tensorboard  # noqa: F401  (a dependency: tf.summary.scalar is implemented in it)
 
 from kphases.cli import main
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig
