@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -158,4 +159,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(usage)
         return 0 if argv else 2
-    return COMMANDS[argv[0]](argv[1:])
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except Exception as error:
+        # Bad input (unknown dataset, layer, schedule; a corrupt snapshot; a missing directory): the
+        # message names the value and what is valid. KPHASES_DEBUG=1 shows the traceback as well.
+        from kphases.measure import MissingMeasurementError
+        from kphases.store import StoreError
+        from kphases.training import TrainingError
+
+        if not isinstance(error, (ValueError, StoreError, TrainingError, MissingMeasurementError)) or os.environ.get("KPHASES_DEBUG"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -42,3 +42,9 @@ def test_train_then_list(tmp_path):
     assert "complete: 5 snapshots at steps [0, 2, 4, 8, 16]" in result.stdout
     listing = run_cli("list", "--runs-dir", str(tmp_path))
     assert profile("smoke").hash() in listing.stdout and "complete" in listing.stdout
+
+
+def test_bad_input_is_one_error_line_naming_the_value(tmp_path, capsys):
+    assert main(["measure", "0123456789ab", "--runs-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "0123456789ab" in error and "Traceback" not in error
