@@ -291,7 +291,8 @@ def run_experiment(experiment: ExperimentConfig, runs_dir=None, data_dir=None, p
         mask_parent = dense if round_index == 1 else lineages[k][round_index - 2]
         for kind in experiment.perturbations:
             lineage = LineageConfig(rewind_run=dense.name, rewind_step=k, mask_run=mask_parent.name,
-                                    prune_fraction=experiment.prune_fraction, perturbation=kind)
+                                    prune_fraction=experiment.prune_fraction, perturbation=kind,
+                                    perturbation_seed=base.training.seed)  # each seed of the experiment its own draw
             run = train_lineage(retrain_config(experiment, last, lineage), runs_dir, data_dir, progress, dataset, read_only)
             rows.append(_result("perturbation", kind, k, round_index, _sparsity(run, runs_dir, dataset), run, last))
             log(f"perturbation {kind} (k={k}, round {round_index}): test accuracy {rows[-1]['value']:.4f}")

@@ -27,6 +27,9 @@ Profiles (the figure title states the scale):
   80 and 120 epochs, momentum 0.9, weight decay 1e-4, flips and crops, batch 128), 20% a round
   for 12 rounds (93% sparse), k in {0, 100, 250, 500, 1000, 2000}, perturbations and pre-training
   at k = 500 and rounds 4, 8, 12. For a GPU machine.
+Seeds: the whole experiment (dense run, every pruning lineage, perturbation and pre-training) runs
+for seeds 0, 1, 2 in quick and paper (one seed in smoke); tables give the mean with the range over
+seeds and the figure draws the range, so a difference can be read against it.
 
 Measured numbers of the quick profile are in the docstring's last section (filled in from a run).
 """
@@ -45,6 +48,8 @@ SHARD_AS_ONE = True  # its runs depend on each other (pruning rounds, rewinding)
 PERTURBATION_NAMES = {"reinit": "random reinit", "reinit_signs": "reinit, signs kept", "shuffle": "shuffle in layer",
                       "shuffle_signs": "shuffle, signs kept", "noise": "Gaussian noise (init scale)"}
 TASK_NAMES = {"random_labels": "random labels", "blur": "blurred images", "rotation": "rotation prediction"}
+SEEDS = {"smoke": (0,), "quick": (0, 1, 2), "paper": (0, 1, 2)}
+"""Seeds of the whole experiment per profile: a difference is read against the spread over them."""
 
 
 def experiment(options: Options):
@@ -93,37 +98,73 @@ def compute(options: Options) -> pd.DataFrame:
     last = last_iteration(planned.base, dataset)
     planned = dataclasses.replace(planned, base=planned.base.replace(schedule=dense_schedule(planned.rewind_steps, last)))
     log = print if options.progress else (lambda text: None)
-    table = run_experiment(planned, runs_dir=options.runs_dir, data_dir=options.data_dir, progress=options.progress,
-                           log=log, dataset=dataset, read_only=options.plot_only)
+    tables = []
+    for seed in SEEDS[options.profile]:  # the whole experiment per seed: its own initialisation, data order, perturbations
+        seeded = dataclasses.replace(planned, base=planned.base.replace(
+            training=dataclasses.replace(planned.base.training, seed=seed)))
+        table = run_experiment(seeded, runs_dir=options.runs_dir, data_dir=options.data_dir, progress=options.progress,
+                               log=log, dataset=dataset, read_only=options.plot_only)
+        table["seed"] = seed
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
     table["setting"] = setting
+    table["test_images"] = len(dataset.y_test)
     return table
 
 
-def _accuracy(table: pd.DataFrame, experiment: str, variant: str, round_index: int) -> float:
+def _test_images(table: pd.DataFrame) -> int:
+    return int(table["test_images"].iloc[0]) if "test_images" in table else 0
+
+
+def _values(table: pd.DataFrame, experiment: str, variant: str, round_index: int) -> np.ndarray:
+    """Test accuracies of one result, one per seed."""
     rows = table[(table["experiment"] == experiment) & (table["variant"] == variant) & (table["round"] == round_index)]
-    return float(rows["value"].iloc[-1]) if len(rows) else np.nan
+    return rows["value"].to_numpy(dtype=float)
+
+
+def _accuracy(table: pd.DataFrame, experiment: str, variant: str, round_index: int) -> float:
+    values = _values(table, experiment, variant, round_index)
+    return float(values.mean()) if len(values) else np.nan
+
+
+def _cell(values) -> str:
+    """Mean over seeds, with the range when there are several."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return "n/a"
+    return f"{values.mean():.3f}" if len(values) == 1 else f"{values.mean():.3f} ({values.min():.3f} .. {values.max():.3f})"
 
 
 def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
     setting = str(table["setting"].iloc[0])
+    seeds = sorted(table["seed"].unique()) if "seed" in table else [0]
+    spread = f"mean of {len(seeds)} seeds (min .. max)" if len(seeds) > 1 else "one seed"
     results = table[table["experiment"] != "statistics"]
     imp = results[results["experiment"] == "imp"]
     dense_accuracy = _accuracy(table, "imp", "dense", 0)
+    test_images = _test_images(table)
     figure, axes = grid(4, columns=2, width=5.0, height=3.4)
-    lines = [f"Setting: {setting}. Dense network: test accuracy {dense_accuracy:.3f}.", "",
-             "| rewind point | " + " | ".join(f"{s:.1%} sparse" for s in sorted(imp[imp['round'] > 0]["sparsity"].unique())) + " |",
-             "|---|" + "---|" * imp[imp["round"] > 0]["round"].nunique()]
+    rounds = sorted(imp[imp["round"] > 0]["round"].unique())
+    lines = [f"Setting: {setting}; seeds {', '.join(str(seed) for seed in seeds)}; test accuracies are the {spread}"
+             + (f" on {test_images:,} test images (binomial standard error of one accuracy near 0.5: "
+                f"{0.5 / np.sqrt(test_images):.3f})" if test_images else "") + ".",
+             f"Dense network: test accuracy {_cell(_values(table, 'imp', 'dense', 0))}.", "",
+             "| rewind point | " + " | ".join(f"round {r}: {imp[imp['round'] == r]['sparsity'].mean():.1%} sparse" for r in rounds) + " |",
+             "|---|" + "---|" * len(rounds)]
 
-    # (a) IMP with rewinding
+    # (a) IMP with rewinding: mean over seeds, the band is their range
     axis = axes[0]
     for variant in [v for v in imp["variant"].unique() if v != "dense"]:
-        part = imp[imp["variant"] == variant].sort_values("sparsity")
-        axis.plot(100 * part["sparsity"], part["value"], "o-", ms=3, label=variant)
-        lines.append(f"| {variant} | " + " | ".join(f"{value:.3f}" for value in part["value"]) + " |")
+        part = imp[imp["variant"] == variant].groupby("round").agg(sparsity=("sparsity", "mean"), mean=("value", "mean"),
+                                                                   low=("value", "min"), high=("value", "max"))
+        line, = axis.plot(100 * part["sparsity"], part["mean"], "o-", ms=3, label=variant)
+        if len(seeds) > 1:
+            axis.fill_between(100 * part["sparsity"], part["low"], part["high"], color=line.get_color(), alpha=0.15, lw=0)
+        lines.append(f"| {variant} | " + " | ".join(_cell(_values(table, 'imp', variant, r)) for r in rounds) + " |")
     axis.axhline(dense_accuracy, color="black", ls="--", lw=1, label="dense")
     axis.set_xlabel("weights pruned (%)")
     axis.set_ylabel("test accuracy")
-    axis.set_title("(a) IMP, survivors rewound to iteration k")
+    axis.set_title(f"(a) IMP, survivors rewound to iteration k\n{spread}")
     axis.legend()
 
     # (b) perturbations and (c) pre-training tasks, at their round
@@ -136,26 +177,28 @@ def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
             continue
         round_index, rewind_step = int(part["round"].iloc[0]), int(part["rewind_step"].iloc[0])
         sparsity = float(part["sparsity"].iloc[0])
-        bars = [(f"rewind k=0", _accuracy(table, "imp", "rewind k=0", round_index)),
-                (f"rewind k={rewind_step}", _accuracy(table, "imp", f"rewind k={rewind_step}", round_index))]
-        bars += [(names.get(variant, variant), float(value)) for variant, value in
-                 part[part["round"] == round_index][["variant", "value"]].itertuples(index=False)]
+        bars = [("rewind k=0", _values(table, "imp", "rewind k=0", round_index)),
+                (f"rewind k={rewind_step}", _values(table, "imp", f"rewind k={rewind_step}", round_index))]
+        bars += [(names.get(variant, variant), _values(table, experiment, variant, round_index))
+                 for variant in part[part["round"] == round_index]["variant"].unique()]
         positions = np.arange(len(bars))
-        axis.bar(positions, [value for _, value in bars], color=["grey", "C0"] + ["C1"] * (len(bars) - 2))
+        means = np.array([values.mean() for _, values in bars])
+        lows, highs = np.array([values.min() for _, values in bars]), np.array([values.max() for _, values in bars])
+        axis.bar(positions, means, yerr=[means - lows, highs - means] if len(seeds) > 1 else None, capsize=2,
+                 color=["grey", "C0"] + ["C1"] * (len(bars) - 2))
         axis.set_xticks(positions)
         axis.set_xticklabels([name for name, _ in bars], rotation=30, ha="right", fontsize=7)
         axis.axhline(dense_accuracy, color="black", ls="--", lw=1)
-        low = min(value for _, value in bars)
-        axis.set_ylim(max(0.0, low - 0.1), min(1.0, max(dense_accuracy, max(v for _, v in bars)) + 0.05))
+        axis.set_ylim(max(0.0, lows.min() - 0.1), min(1.0, max(dense_accuracy, highs.max()) + 0.05))
         axis.set_ylabel("test accuracy")
-        axis.set_title(f"{title}\nk={rewind_step}, {sparsity:.1%} sparse (dashed: dense)")
+        axis.set_title(f"{title}\nk={rewind_step}, {sparsity:.1%} sparse (dashed: dense; bars: seed range)")
         lines += ["", f"{title[4:]} (k={rewind_step}, {sparsity:.1%} sparse):", "",
-                  "| start | test accuracy |", "|---|---|"] + [f"| {name} | {value:.3f} |" for name, value in bars]
-        headline.append(", ".join(f"{name} {value:.3f}" for name, value in bars))
+                  "| start | test accuracy |", "|---|---|"] + [f"| {name} | {_cell(values)} |" for name, values in bars]
+        headline.append(", ".join(f"{name} {values.mean():.3f}" for name, values in bars))
     pretrain = results[results["experiment"] == "pretrain"]
     if len(pretrain):
         lines += ["", "Accuracy on the pre-training task itself after k iterations (test split of that task): "
-                  + ", ".join(f"{TASK_NAMES.get(v, v)} {x:.3f}" for v, x in pretrain[["variant", "value"]].itertuples(index=False))]
+                  + ", ".join(f"{TASK_NAMES.get(v, v)} {_cell(_values(table, 'pretrain', v, 0))}" for v in pretrain["variant"].unique())]
 
     # (d) early-phase statistics
     axis = axes[3]
@@ -171,7 +214,7 @@ def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
     handles = axis.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     axis.legend(handles, [h.get_label() for h in handles], fontsize=6)
     axis.set_title("(d) dense run, first iterations")
-    lines += ["", "Early-phase statistics of the dense run:", "",
+    lines += ["", f"Early-phase statistics of the dense run ({'mean over seeds' if len(seeds) > 1 else 'one seed'}):", "",
               "| step | distance from init | sign flips | change per iteration | gradient norm | train acc | test acc |",
               "|---|---|---|---|---|---|---|"]
     for step, row in statistics.iterrows():
