@@ -230,6 +230,8 @@ class MeasureConfig:
     """Uniform bins per neuron over the layer's observed range for the binning estimator (Shwartz-Ziv & Tishby: 30)."""
     mi_noise_variance: float = 0.1
     """Variance of the Gaussian noise added to the layer for the KDE estimator (Saxe et al.: 0.1)."""
+    mi_relative_noise: float | None = None
+    """Also the scale-free KDE bound, noise variance this many times the layer's total variance (None: not computed)."""
     mi_samples: int = 1000
     """Test images (stratified subset of the measurement test split) both estimators use; KDE costs O(n^2)."""
 

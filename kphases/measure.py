@@ -8,7 +8,8 @@ and from scratch each time
 - linear transfer heads predict a target task: `color_dominance` (RGB images only) and
   `dataset_switch` (another dataset's images through the same network).
 Asked for with `metrics=("mutual_information",)` (issue 7, the information-bottleneck lens), the
-cells `binning:<bins>` and `kde:<noise variance>` add I(X;T) and I(T;Y) in bits (rows `mi_x_t`,
+cells `binning:<bins>` and `kde:<noise variance>` (and `kde_relative:<ratio>` with
+`mi_relative_noise`) add I(X;T) and I(T;Y) in bits (rows `mi_x_t`,
 `mi_t_y`) on a stratified subset of the test split (`kphases.information`).
 
 How each number was measured is stored next to it, as columns of `<run>/measurements.csv`:
@@ -44,7 +45,7 @@ from kphases.config import MeasureConfig
 from kphases.data import Dataset, load_dataset, stratified_subset
 from kphases.decoders import DECODER_KINDS, DecoderSettings, fit_decoder
 from kphases.features import BN_STATS_MODES, extract_features, recalibrate_batchnorm
-from kphases.information import InformationSettings, binning_information, kde_information
+from kphases.information import InformationSettings, binning_information, kde_information, relative_kde_information
 from kphases.models import build_model, probe_points
 from kphases.probes import ProbeSettings, color_dominance_labels, train_linear_head
 from kphases.claims import Claim, try_claim
@@ -54,7 +55,7 @@ MEASUREMENT_COLUMNS = ("run", "step", "layer", "metric", "split", "value", "inst
                        "update_steps", "epochs", "data", "seed", "protocol")
 TRANSFER_TASKS = ("color_dominance", "dataset_switch")
 # MeasureConfig.metrics: instruments beyond decoders and heads. mutual_information adds the cells
-# binning:<bins> and kde:<noise variance> with rows mi_x_t and mi_t_y in bits (kphases.information).
+# binning:<bins>, kde:<noise variance> (and kde_relative:<ratio>) with rows mi_x_t and mi_t_y in bits.
 EXTRA_METRICS = ("mutual_information",)
 # Source dataset -> the dataset-switch target (PROTOCOL.md), per data source. The embedded pair
 # (MNIST <-> scikit-learn digits) lets the quick profile run the study offline with no data directory.
@@ -278,8 +279,11 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
         cells.append(_Cell(instrument, _protocol(instrument, heads, splits.description, description)))
     information = None
     if "mutual_information" in config.metrics:
-        information = InformationSettings(config.mi_bins, config.mi_noise_variance, config.mi_samples)
-        for instrument in (f"binning:{information.bins}", f"kde:{information.noise_variance:g}"):
+        information = InformationSettings(config.mi_bins, config.mi_noise_variance, config.mi_samples, config.mi_relative_noise)
+        instruments = [f"binning:{information.bins}", f"kde:{information.noise_variance:g}"]
+        if information.relative_noise is not None:
+            instruments.append(f"kde_relative:{information.relative_noise:g}")
+        for instrument in instruments:
             cells.append(_Cell(instrument, _protocol(instrument, information.samples, splits.description, config.seed)))
 
     frame = read_measurements(run)
@@ -373,7 +377,7 @@ def _measure_group(run: Run, step: int, layer: str, mode: str, network: keras.Mo
                 row("reconstruction_mse", "test", result.mse_per_element_test, cell, result.update_steps, result.epochs, splits.description)
                 row("reconstruction_mse", "train", result.mse_per_element_train, cell, result.update_steps, result.epochs, splits.description)
                 row("reconstruction_authors_scale", "test", result.authors_scale_test, cell, result.update_steps, result.epochs, splits.description)
-            elif cell.instrument.startswith(("binning:", "kde:")):
+            elif cell.instrument.startswith(("binning:", "kde:", "kde_relative:")):
                 estimate, description = _mutual_information(cell.instrument, test_features, splits, information, seed)
                 row("mi_x_t", "test", estimate.mi_x_t, cell, 0, 0, description)
                 row("mi_t_y", "test", estimate.mi_t_y, cell, 0, 0, description)
@@ -416,6 +420,8 @@ def _mutual_information(instrument: str, test_features: np.ndarray, splits: _Spl
     features, labels = test_features[subset], splits.y_test[subset]
     if instrument.startswith("binning:"):
         estimate = binning_information(features, labels, information.bins)
+    elif instrument.startswith("kde_relative:"):
+        estimate = relative_kde_information(features, labels, information.relative_noise)
     else:
         estimate = kde_information(features, labels, information.noise_variance)
     return estimate, f"{splits.description} mi_samples={len(subset)} (test)"

@@ -8,8 +8,10 @@ the input does the layer keep?) with a decoder. This figure puts the two account
 for one network trained twice, with tanh and with ReLU after every BatchNorm (VGG-8 at width 1/8,
 so that the penultimate layer has 64 dimensions and the logits 10). Per activation (one row):
 - information plane by binning (30 uniform bins over the layer's observed range), and
-- information plane by the Kolchinsky-Tracey KDE upper bound (noise variance 0.1), one trajectory
-  per probe point, points coloured by iteration (`kphases.information`, bits, a stratified 1,000
+- information plane by the Kolchinsky-Tracey KDE upper bound (noise variance 0.1, Saxe et al.), and
+- information plane by the same bound with the noise scaled to each layer and snapshot (variance
+  0.1 x the layer's total variance: invariant to the activations' scale, `kphases.information`),
+  one trajectory per probe point in each, points coloured by iteration (bits, a stratified 1,000
   image subset of the measurement test split);
 - I(X;T) of each estimator against iteration, on the same log2 axis as
 - the reconstruction loss of the penultimate layer (best affine decoder, `linear_exact`, test MSE)
@@ -47,6 +49,8 @@ WIDTH = 0.125  # VGG-8 x1/8: penultimate 64-d, small enough that the estimators 
 DECODER_LAYER = "penultimate"
 INFORMATION_LAYERS = {"smoke": ("penultimate", "logits"), "quick": ("block4", "penultimate", "logits"),
                       "paper": ("block3", "block4", "penultimate", "logits")}
+RELATIVE_NOISE = 0.1  # the scale-free KDE: noise variance 0.1 x the layer's total variance (kphases.information)
+ESTIMATORS = ("binning", "kde", "kde_relative")
 # A compression phase: I(X;T) ends at least this far (bits) below its maximum, reached before the last snapshot.
 COMPRESSION_BITS = 0.1
 
@@ -55,7 +59,7 @@ def planned_runs(options: Options) -> list[PlannedRun]:
     """The tanh and ReLU variant of one network at the profile's scale, measured for this figure."""
     name = options.profile
     measure = dataclasses.replace(measure_profile(name), decoders=("linear_exact",), transfer=(), layers=(DECODER_LAYER,),
-                                  metrics=("mutual_information",))
+                                  metrics=("mutual_information",), mi_relative_noise=RELATIVE_NOISE)
     if name == "smoke":
         base = profile("smoke")
         data, training, pretty = base.data, base.training, "MNIST (embedded)"
@@ -125,7 +129,9 @@ def plot(table: pd.DataFrame, options: Options):
     from kphases.phases import detect_phases
 
     labels = list(dict.fromkeys(table["label"]))
-    figure, axes = plt.subplots(len(labels), 4, figsize=(18, 4.0 * len(labels) + 0.8), squeeze=False, layout="constrained")
+    columns = len(ESTIMATORS) + 2
+    figure, axes = plt.subplots(len(labels), columns, figsize=(4.5 * columns, 4.0 * len(labels) + 0.8), squeeze=False,
+                                layout="constrained")
     steps = sorted(int(step) for step in table["step"].unique())
     norm = LogNorm(vmin=1, vmax=max(steps[-1], 2))
     cmap = plt.get_cmap("viridis")
@@ -134,7 +140,7 @@ def plot(table: pd.DataFrame, options: Options):
              "|---|---|---|---|---|---|"]
     verdicts, handles = [], []
     for row, label in enumerate(labels):
-        for column, estimator in enumerate(("binning", "kde")):
+        for column, estimator in enumerate(ESTIMATORS):
             axis = axes[row][column]
             for layer, wide in information_curves(table, label, estimator).items():
                 x, y = wide["mi_x_t"].values, wide["mi_t_y"].values
@@ -157,8 +163,8 @@ def plot(table: pd.DataFrame, options: Options):
             axis.set_title(f"{label}\ninformation plane, {instrument} (dotted: log2 n, log2 10)", fontsize=8)
             axis.legend(loc="lower right", fontsize=6)
         # I(X;T) against iteration, both estimators, every layer.
-        axis = axes[row][2]
-        for estimator, style in (("binning", "-"), ("kde", "--")):
+        axis = axes[row][len(ESTIMATORS)]
+        for estimator, style in zip(ESTIMATORS, ("-", "--", ":")):
             for index, (layer, wide) in enumerate(information_curves(table, label, estimator).items()):
                 axis.plot(step_position(wide.index), wide["mi_x_t"].values, style, color=f"C{index}", marker=markers.get(layer, "o"),
                           ms=3, lw=1, label=f"{layer}, {estimator}")
@@ -167,7 +173,7 @@ def plot(table: pd.DataFrame, options: Options):
         axis.set_title("I(X;T) against iteration", fontsize=8)
         axis.legend(fontsize=6)
         # Reconstruction and accuracy: the other account of the same snapshots.
-        axis = axes[row][3]
+        axis = axes[row][len(ESTIMATORS) + 1]
         series = curve(table, label, "reconstruction_mse", instrument="linear_exact", layer=DECODER_LAYER, bn_stats="batch")
         if len(series) >= 3:
             phases = detect_phases(series.index.tolist(), series.tolist())
@@ -188,12 +194,12 @@ def plot(table: pd.DataFrame, options: Options):
         log_step_axis(axis, steps)
         axis.set_title(f"reconstruction: {lines_phase.split(':')[0]}", fontsize=8)
         lines.append(f"| {label} | {DECODER_LAYER} | reconstruction (linear_exact) | {lines_phase} | | |")
-    colourbar = figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[:, 1] if hasattr(axes, "shape") else [r[1] for r in axes],
+    colourbar = figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[:, len(ESTIMATORS) - 1],
                                 shrink=0.9, pad=0.01)
     colourbar.set_label("iteration (step 0 drawn at 1)")
     legend = handles + phase_legend_handles()
     figure.legend(legend, [h.get_label() for h in legend] , loc="outside lower center", ncol=5)
-    figure.suptitle(f"Information plane (binning, KDE) beside reconstruction ({options.profile} profile; BatchNorm batch statistics; bits)")
+    figure.suptitle(f"Information plane (binning, KDE, scale-free KDE) beside reconstruction ({options.profile} profile; BatchNorm batch statistics; bits)")
     save_figure(figure, options, NAME)
     compressed = [f"{label.split(' / ')[0].split()[-1]} {layer} {estimator}" for label, layer, estimator, yes in verdicts if yes]
     headline = (f"compression (I(X;T) falls >= {COMPRESSION_BITS} bits after its peak) in {len(compressed)} of {len(verdicts)} "

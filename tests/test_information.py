@@ -1,4 +1,5 @@
 """Known answers of the mutual-information estimators, their measurement cells and the information-plane figure."""
+import dataclasses
 import math
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig
 from kphases.information import (InformationSettings, binning_information, discretise, entropy_bits, kde_information,
-                                 pattern_ids)
+                                 pattern_ids, relative_kde_information)
 from kphases.models import build_model
 
 
@@ -127,6 +128,22 @@ def test_estimates_are_invariant_to_permuting_neurons():
     assert len(np.unique(pattern_ids(discretise(layer, 10)))) == len(np.unique(pattern_ids(discretise(permuted, 10))))
 
 
+def test_relative_kde_is_the_kde_at_a_noise_tied_to_the_layer_spread_and_ignores_scale():
+    inputs, labels = gaussian_sample(count=300, dimensions=5)
+    layer = np.maximum(inputs @ np.random.default_rng(4).normal(size=(5, 40)), 0.0)  # a wide ReLU layer
+    total_variance = float(layer.var(axis=0).sum())
+    relative = relative_kde_information(layer, labels, ratio=0.1)
+    absolute = kde_information(layer, labels, noise_variance=0.1 * total_variance)
+    assert (relative.mi_x_t, relative.mi_t_y) == pytest.approx((absolute.mi_x_t, absolute.mi_t_y), abs=1e-12)
+    assert relative.estimator == "kde_relative:0.1"
+    for scale in (1e-3, 7.0, 1e4):  # the fixed-noise bound moves with the scale, the relative one does not
+        scaled = relative_kde_information(scale * layer, labels, ratio=0.1)
+        assert (scaled.mi_x_t, scaled.mi_t_y) == pytest.approx((relative.mi_x_t, relative.mi_t_y), abs=1e-9)
+    assert kde_information(1e4 * layer, labels, 0.1).mi_x_t == pytest.approx(math.log2(300), abs=1e-6)  # saturated
+    assert kde_information(1e-3 * layer, labels, 0.1).mi_x_t < 0.01  # drowned in the noise
+    assert 0.0 < relative.mi_x_t < math.log2(300) - 0.5  # between the two at the relative resolution
+
+
 def test_bad_parameters_name_the_value():
     inputs, labels = gaussian_sample(count=10)
     with pytest.raises(ValueError, match=r"bins must be a positive integer .*got 0"):
@@ -143,6 +160,12 @@ def test_bad_parameters_name_the_value():
         binning_information(np.where(np.arange(10)[:, None] == 3, np.nan, inputs), labels)
     with pytest.raises(ValueError, match="samples must be an integer >= 2, got 1"):
         InformationSettings(samples=1)
+    with pytest.raises(ValueError, match=r"relative_noise must be a positive finite number .*got 0"):
+        relative_kde_information(inputs, labels, ratio=0)
+    with pytest.raises(ValueError, match=r"relative_noise must be a positive finite number .*got nan"):
+        InformationSettings(relative_noise=float("nan"))
+    with pytest.raises(ValueError, match=r"the layer is constant on this sample \(total variance 0\)"):
+        relative_kde_information(np.ones((10, 3)), labels)
 
 
 # --- models, config, measurement, figure -------------------------------------------------------
@@ -187,11 +210,14 @@ def test_measure_adds_mutual_information_rows(tiny_run):
     rows = frame[frame["metric"].isin(["mi_x_t", "mi_t_y"])]
     assert set(rows["instrument"]) == {"binning:20", "kde:0.5"} and sorted(rows["step"].unique()) == [0, 2, 4]
     assert len(rows) == 3 * 2 * 2 and (rows["update_steps"] == 0).all() and (rows["split"] == "test").all()
+    relative = measure(tiny_run, dataclasses.replace(config, mi_relative_noise=0.2), progress=False, log=lambda text: None)
+    added = relative[relative["metric"].isin(["mi_x_t", "mi_t_y"]) & (relative["instrument"] == "kde_relative:0.2")]
+    assert len(added) == 3 * 2 and len(relative) == len(frame) + len(added) + 3  # only the new cells (and their seconds)
     assert rows["data"].str.contains("mi_samples=60").all()
     assert ((rows["value"] >= 0) & (rows["value"] <= math.log2(60) + 1e-9)).all()
     assert (rows.loc[rows["metric"] == "mi_t_y", "value"] <= math.log2(10) + 1e-9).all()
     again = measure(tiny_run, config, progress=False, log=lambda text: None)
-    assert len(again) == len(frame)  # resumable: nothing recomputed
+    assert len(again) == len(relative)  # resumable: nothing recomputed (every row of the run is returned)
 
 
 def test_measure_rejects_unknown_metrics_and_bad_settings(tiny_run):
