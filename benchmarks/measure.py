@@ -4,7 +4,8 @@
 
 For the profile's network and data (quick: VGG-8 on the embedded MNIST, 4,000 / 1,000 images) it
 times, on one snapshot: feature extraction (train + test split, each BatchNorm mode), each
-decoder with the profile's step budget, the linear probe; then a sample of training steps. It
+decoder with the profile's step budget, the linear probe, the three mutual-information estimators
+(binning, KDE, scale-free KDE on the profile's 1,000-image subset); then a sample of training steps. It
 prints seconds per snapshot and per instrument, and the ratio of the whole measurement of a run
 (every snapshot of the schedule) to the whole training run. ClaDec is timed on a fraction of its
 budget and extrapolated (its full budget takes tens of minutes on a CPU); the line says so.
@@ -36,6 +37,7 @@ def main() -> None:
     from kphases.data import load_dataset
     from kphases.decoders import fit_decoder
     from kphases.features import extract_features, recalibrate_batchnorm
+    from kphases.information import binning_information, kde_information, relative_kde_information
     from kphases.measure import decoder_settings, probe_settings
     from kphases.models import build_model
     from kphases.probes import train_linear_head
@@ -78,6 +80,14 @@ def main() -> None:
     result = timed("linear probe", lambda: train_linear_head(train_features, dataset.y_train, test_features, dataset.y_test,
                                                           dataset.num_classes, heads))
     rows[-1] = (*rows[-1][:2], f"{result.update_steps} updates")
+    # The information-plane estimators (--metrics mutual_information) on the measured subset of the test split.
+    count = min(measure_config.mi_samples, len(dataset.y_test))
+    sample, sample_labels = test_features[:count].reshape(count, -1), dataset.y_test[:count]
+    information = (("binning", lambda: binning_information(sample, sample_labels, measure_config.mi_bins)),
+                   ("kde", lambda: kde_information(sample, sample_labels, measure_config.mi_noise_variance)),
+                   ("kde_relative", lambda: relative_kde_information(sample, sample_labels, 0.1)))
+    for name, estimate in information:
+        timed(f"mutual information {name}", estimate, f"{count} test images, {sample.shape[1]} features")
 
     optimizer = make_optimizer(config, plan)
     step = _make_step(model, optimizer, config.training.weight_decay)
@@ -101,6 +111,9 @@ def main() -> None:
                   if label in ("features batch (train+test)", "decoder linear_exact", "decoder linear", "linear probe"))
     print(f"default measurement (batch features, linear_exact + linear decoders, probe) per snapshot: {default:.1f} s; "
           f"x {snapshots} snapshots = {default * snapshots:.0f} s = {default * snapshots / training_seconds:.2f} x the training time")
+    information_seconds = sum(seconds for label, seconds, _ in rows if label.startswith("mutual information"))
+    print(f"mutual information (binning, kde, kde_relative) per snapshot and layer: {information_seconds:.2f} s = "
+          f"{information_seconds / default:.3f} x the default measurement of that snapshot")
 
 
 if __name__ == "__main__":
