@@ -116,10 +116,21 @@ def plot(table: pd.DataFrame, options: Options):
     save_figure(figure, options, NAME)
     lines = ["| iteration | quantity | authors | ours (mean over seeds) | ours min | ours max |", "|---|---|---|---|---|---|"]
     lines += [f"| {step} | {title} | {theirs:.4f} | {mean:.4f} | {low:.4f} | {high:.4f} |" for step, title, theirs, mean, low, high in sorted(rows)]
-    reconstruction = _by_seed(table, "reconstruction_mse", instrument="linear_exact", bn_stats="batch", layer="penultimate").mean(axis=1)
+    from kphases.measure import describe_phases
+    from kphases.phases import detect_phases
+
+    by_seed = _by_seed(table, "reconstruction_mse", instrument="linear_exact", bn_stats="batch", layer="penultimate")
+    reconstruction = by_seed.mean(axis=1)
     minimum = int(reconstruction.idxmin())
+    # The phase detector on each seed's curve and on the mean: a mean can look like three phases when few seeds have them.
+    verdicts = {str(column): detect_phases(by_seed.index.tolist(), by_seed[column].tolist()) for column in by_seed.columns}
+    detected = sum(result.three_phases for result in verdicts.values())
+    verdicts["mean of the seeds"] = detect_phases(reconstruction.index.tolist(), reconstruction.tolist())
+    lines += ["", "Phases of the reconstruction loss (linear_exact, batch BatchNorm, penultimate):", "",
+              "| curve | phases |", "|---|---|"] + [f"| {name} | {describe_phases(result)} |" for name, result in verdicts.items()]
     headline = (f"reconstruction minimum at iteration {minimum} (authors: 128 of their 17 points), "
-                f"{reconstruction.iloc[0]:.3f} -> {reconstruction.min():.3f} -> {reconstruction.iloc[-1]:.3f} (mean of {len(SEEDS)} seeds)")
+                f"{reconstruction.iloc[0]:.3f} -> {reconstruction.min():.3f} -> {reconstruction.iloc[-1]:.3f} (mean of {len(SEEDS)} seeds); "
+                f"three phases detected in {detected} of {len(by_seed.columns)} seeds")
     return headline, "\n".join(lines)
 
 
