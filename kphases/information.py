@@ -101,7 +101,7 @@ class InformationSettings:
         check_bins(self.bins)
         check_noise_variance(self.noise_variance)
         if self.relative_noise is not None:
-            check_noise_variance(self.relative_noise, "relative_noise", " (a ratio to the layer's total variance, e.g. 0.1)")
+            check_relative_noise(self.relative_noise)
         if not isinstance(self.samples, (int, np.integer)) or isinstance(self.samples, bool) or self.samples < 2:
             raise ValueError(f"mutual-information samples must be an integer >= 2, got {self.samples!r}")
 
@@ -115,6 +115,10 @@ def check_noise_variance(noise_variance: float, name: str = "noise_variance", hi
     if isinstance(noise_variance, bool) or not isinstance(noise_variance, (int, float, np.floating, np.integer)) \
             or not math.isfinite(noise_variance) or noise_variance <= 0:
         raise ValueError(f"{name} must be a positive finite number{hint}, got {noise_variance!r}")
+
+
+def check_relative_noise(ratio: float) -> None:
+    check_noise_variance(ratio, "relative_noise", " (a ratio to the layer's total variance, e.g. 0.1)")
 
 
 def entropy_bits(labels: np.ndarray) -> float:
@@ -212,7 +216,7 @@ def relative_kde_information(features: np.ndarray, labels: np.ndarray, ratio: fl
     See the module docstring ("Scale-free KDE"). A layer that is constant on the sample has no
     scale to relate the noise to: an error, not a number.
     """
-    check_noise_variance(ratio, "relative_noise", " (a ratio to the layer's total variance, e.g. 0.1)")
+    check_relative_noise(ratio)
     values, labels = _check_sample(features, labels)
     total_variance = float(values.var(axis=0).sum())
     if not total_variance > 0:

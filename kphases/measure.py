@@ -57,6 +57,7 @@ TRANSFER_TASKS = ("color_dominance", "dataset_switch")
 # MeasureConfig.metrics: instruments beyond decoders and heads. mutual_information adds the cells
 # binning:<bins>, kde:<noise variance> (and kde_relative:<ratio>) with rows mi_x_t and mi_t_y in bits.
 EXTRA_METRICS = ("mutual_information",)
+INFORMATION_PREFIXES = ("binning:", "kde:", "kde_relative:")  # instrument names of the mutual-information cells
 # Source dataset -> the dataset-switch target (PROTOCOL.md), per data source. The embedded pair
 # (MNIST <-> scikit-learn digits) lets the quick profile run the study offline with no data directory.
 SWITCH_PAIRS = {
@@ -377,7 +378,7 @@ def _measure_group(run: Run, step: int, layer: str, mode: str, network: keras.Mo
                 row("reconstruction_mse", "test", result.mse_per_element_test, cell, result.update_steps, result.epochs, splits.description)
                 row("reconstruction_mse", "train", result.mse_per_element_train, cell, result.update_steps, result.epochs, splits.description)
                 row("reconstruction_authors_scale", "test", result.authors_scale_test, cell, result.update_steps, result.epochs, splits.description)
-            elif cell.instrument.startswith(("binning:", "kde:", "kde_relative:")):
+            elif cell.instrument.startswith(INFORMATION_PREFIXES):
                 estimate, description = _mutual_information(cell.instrument, test_features, splits, information, seed)
                 row("mi_x_t", "test", estimate.mi_x_t, cell, 0, 0, description)
                 row("mi_t_y", "test", estimate.mi_t_y, cell, 0, 0, description)

@@ -167,12 +167,13 @@ def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
     # (a) IMP with rewinding: mean over seeds, the band is their range
     axis = axes[0]
     for variant in [v for v in imp["variant"].unique() if v != "dense"]:
-        part = imp[imp["variant"] == variant].groupby("round").agg(sparsity=("sparsity", "mean"), mean=("value", "mean"),
-                                                                   low=("value", "min"), high=("value", "max"))
-        line, = axis.plot(100 * part["sparsity"], part["mean"], "o-", ms=3, label=variant)
+        per_round = [_values(table, "imp", variant, r) for r in rounds]
+        pruned = [100 * imp[(imp["variant"] == variant) & (imp["round"] == r)]["sparsity"].mean() for r in rounds]
+        line, = axis.plot(pruned, [values.mean() for values in per_round], "o-", ms=3, label=variant)
         if len(seeds) > 1:
-            axis.fill_between(100 * part["sparsity"], part["low"], part["high"], color=line.get_color(), alpha=0.15, lw=0)
-        lines.append(f"| {variant} | " + " | ".join(_cell(_values(table, 'imp', variant, r)) for r in rounds) + " |")
+            axis.fill_between(pruned, [values.min() for values in per_round], [values.max() for values in per_round],
+                              color=line.get_color(), alpha=0.15, lw=0)
+        lines.append(f"| {variant} | " + " | ".join(_cell(values) for values in per_round) + " |")
     axis.axhline(dense_accuracy, color="black", ls="--", lw=1, label="dense")
     axis.set_xlabel("weights pruned (%)")
     axis.set_ylabel("test accuracy")
