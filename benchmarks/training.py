@@ -5,6 +5,10 @@
 Prints milliseconds per optimiser step (the real `kphases.training` step function, batch 128,
 32x32 inputs) and each network's ratio to VGG-8, so the `quick` profile can be sized from
 measurements rather than guesses. The first steps (graph tracing) are excluded.
+
+Rows marked "TF input gradient" time the same network with `kphases.models.Conv2D`'s forward-
+convolution input gradient switched off (TensorFlow's Conv2DBackpropInput kernel everywhere, as
+plain keras.layers.Conv2D), side by side with the default.
 """
 from __future__ import annotations
 
@@ -19,7 +23,20 @@ import time
 import numpy as np
 
 
-def time_steps(architecture: str, width: float, channels: int, steps: int, batch_size: int) -> float:
+def time_steps(architecture: str, width: float, channels: int, steps: int, batch_size: int,
+               forward_input_gradient: bool = True) -> float:
+    from kphases.models import FORWARD_INPUT_GRADIENT
+
+    saved = dict(FORWARD_INPUT_GRADIENT)
+    if not forward_input_gradient:
+        FORWARD_INPUT_GRADIENT["max_pixels"] = 0  # the rule is read when the step is traced
+    try:
+        return _time_steps(architecture, width, channels, steps, batch_size)
+    finally:
+        FORWARD_INPUT_GRADIENT.update(saved)
+
+
+def _time_steps(architecture: str, width: float, channels: int, steps: int, batch_size: int) -> float:
     import keras
 
     from kphases.config import ModelConfig
@@ -46,13 +63,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per network")
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
-    cases = [("vgg8", 1.0, 3), ("vgg8", 1.0, 1), ("vgg8", 0.5, 1), ("resnet10", 1.0, 3), ("resnet10", 0.25, 1),
-             ("resnet20", 1.0, 3), ("vgg11", 1.0, 3), ("simple3", 1.0, 1)]
-    results = [(case, time_steps(*case, args.steps, args.batch_size)) for case in cases]
+    cases = [("vgg8", 1.0, 3, True), ("vgg8", 1.0, 3, False), ("vgg8", 1.0, 1, True), ("vgg8", 0.5, 1, True),
+             ("vgg8", 0.25, 3, True), ("resnet10", 1.0, 3, True), ("resnet10", 1.0, 3, False), ("resnet10", 0.25, 1, True),
+             ("resnet20", 1.0, 3, True), ("vgg11", 1.0, 3, True), ("vgg11", 1.0, 3, False), ("simple3", 1.0, 1, True)]
+    results = [(case, time_steps(*case[:3], args.steps, args.batch_size, case[3])) for case in cases]
     reference = results[0][1]
-    print(f"{'network':<22}{'ms/step':>10}{'x vgg8':>9}   (batch {args.batch_size}, {os.cpu_count()} CPU cores)")
-    for (architecture, width, channels), milliseconds in results:
-        print(f"{architecture + f' x{width:g} c{channels}':<22}{milliseconds:>10.1f}{milliseconds / reference:>9.2f}")
+    default = {case[:3]: milliseconds for case, milliseconds in results if case[3]}
+    print(f"{'network':<44}{'ms/step':>10}{'x vgg8':>9}   (batch {args.batch_size}, {os.cpu_count()} CPU cores)")
+    for (architecture, width, channels, forward), milliseconds in results:
+        name = f"{architecture} x{width:g} c{channels}"
+        if not forward:
+            name += f" TF input gradient ({milliseconds / default[(architecture, width, channels)]:.1f}x)"
+        print(f"{name:<44}{milliseconds:>10.1f}{milliseconds / reference:>9.2f}")
 
 
 if __name__ == "__main__":

@@ -67,3 +67,61 @@ def test_linear_net_is_single_bias_free_dense():
 def test_unknown_architecture_is_named():
     with pytest.raises(ValueError, match=r"unknown architecture 'vgg9'; valid architectures: \['vgg8'"):
         build_model(ModelConfig("vgg9"), (32, 32, 3), 10)
+
+
+# --- Conv2D's forward-convolution input gradient ------------------------------------------------
+
+@pytest.mark.parametrize("size, channels, filters, kernel_size, stride, padding", [
+    (4, 256, 16, 3, 2, "valid"),   # VGG-8's last block (2x2 after its ZeroPadding2D(1))
+    (6, 128, 8, 3, 2, "valid"),    # VGG-8's block4
+    (3, 128, 8, 3, 2, "valid"),    # odd size: the last row and column of x reach no output
+    (4, 128, 8, 3, 1, "same"),     # ResNet stage-4 convs
+    (3, 128, 8, 3, 2, "same"),     # TensorFlow's asymmetric "same" at stride 2
+    (6, 128, 8, 1, 2, "same"),     # a 1x1 stride-2 shortcut
+    (5, 128, 8, 3, 1, "valid"),
+])
+def test_conv2d_gradients_equal_keras(size, channels, filters, kernel_size, stride, padding):
+    import keras
+    import tensorflow as tf
+
+    from kphases.models import FORWARD_INPUT_GRADIENT, Conv2D
+
+    assert size * size <= FORWARD_INPUT_GRADIENT["max_pixels"] and channels >= FORWARD_INPUT_GRADIENT["min_channels"]
+    rng = np.random.default_rng(size + 10 * stride)
+    x = tf.constant(rng.normal(size=(5, size, size, channels)).astype(np.float32))
+    ours = Conv2D(filters, kernel_size, strides=stride, padding=padding, use_bias=False)
+    theirs = keras.layers.Conv2D(filters, kernel_size, strides=stride, padding=padding, use_bias=False)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    theirs.set_weights(ours.get_weights())
+    target = tf.constant(rng.normal(size=theirs.compute_output_shape(x.shape)).astype(np.float32))
+    results = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * target)
+        results.append([layer(x), *tape.gradient(loss, [x, layer.kernel])])
+    for mine, reference in zip(*results):
+        assert mine.shape == reference.shape
+        np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_vgg8_uses_forward_input_gradient_only_on_its_small_wide_blocks():
+    import tensorflow as tf
+
+    from kphases.models import Conv2D
+
+    model = build_model(ModelConfig("vgg8", 1.0), (32, 32, 1), 10)
+    assert [layer.name for layer in model.layers if isinstance(layer, Conv2D)] == [f"block{i}_conv" for i in range(1, 6)]
+
+    def gradients(x):
+        return tf.gradients(tf.reduce_sum(model(x, training=True)), [w.value for w in model.trainable_weights])
+
+    graph = tf.function(gradients).get_concrete_function(tf.TensorSpec((2, 32, 32, 1))).graph
+    def layers_with(kind):
+        return sorted(op.name.split("/")[2].removesuffix("_1") for op in graph.get_operations() if op.type == kind)
+
+    # block1..3 (inputs 34x34x1, 18x18x32, 10x10x64 padded): TensorFlow's kernel; block4 (6x6x128)
+    # and block5 (4x4x256): the forward convolution. (block1's is built here but pruned when run.)
+    assert layers_with("Conv2DBackpropInput") == ["block1_conv", "block2_conv", "block3_conv"]
+    assert len(layers_with("Conv2DBackpropFilter")) == 5
