@@ -44,6 +44,7 @@ import scipy.linalg
 import tensorflow as tf
 
 from kphases.data import batch_bounds
+from kphases.models import Conv2DTranspose
 
 DECODER_KINDS = ("linear", "linear_exact", "cladec")
 AUTHORS_CIFAR10_UPDATE_STEPS = 7820  # 391 batches of 128 (50,000 images) x 20 epochs
@@ -436,7 +437,7 @@ def build_cladec_decoder(
         last = stage == stages
         channels = image_channels if last else base_channels * 2 ** (stages - 1 - stage)
         kernel_initializer, bias_initializer = _torch_default_initializers(16 * channels, next(layer_seeds))
-        x = keras.layers.Conv2DTranspose(
+        x = Conv2DTranspose(
             channels, 4, strides=2, padding="same", activation=None if last else "relu",
             kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
             name="image" if last else f"upsample{stage}",

@@ -78,19 +78,26 @@ def _dilate(gradient, stride: int):
     return spread[:, :(height - 1) * stride + 1, :(width - 1) * stride + 1, :]
 
 
+def _input_gradient(gradient, kernel, stride: int, size: tuple[int, int], crop: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))):
+    """The gradient of a VALID convolution's input of `size` from its output `gradient`, less `crop`
+    rows (columns) at each end, as one forward convolution: the stride-dilated gradient, padded by
+    kernel - 1 (minus the crop), with the flipped, transposed kernel. (That is also a transposed
+    convolution of `gradient`.) Its own input gradient is again a forward convolution."""
+    kernel_size = (kernel.shape[0], kernel.shape[1])
+    # Rows (columns) of the input the last output does not reach get zero gradient: pad for them too.
+    rest = [n - ((m - 1) * stride + k) for n, m, k in zip(size, gradient.shape[1:3], kernel_size)]
+    pads = [[k - 1 - before, k - 1 + extra - after] for k, extra, (before, after) in zip(kernel_size, rest, crop)]
+    spread = tf.pad(_dilate(gradient, stride), [[0, 0], *pads, [0, 0]])
+    return conv2d_valid(spread, tf.transpose(kernel[::-1, ::-1], (0, 1, 3, 2)), 1)
+
+
 def conv2d_valid(inputs, kernel, stride: int):
     """tf.nn.conv2d(inputs, kernel, stride, "VALID") whose input gradient is a forward convolution."""
 
     @tf.custom_gradient
     def convolve(x, w):
         def gradient(dy):
-            size, kernel_size = (x.shape[1], x.shape[2]), (w.shape[0], w.shape[1])
-            # Rows (columns) of x the last output does not reach get zero gradient: pad for them too.
-            rest = [n - ((m - 1) * stride + k) for n, m, k in zip(size, dy.shape[1:3], kernel_size)]
-            spread = tf.pad(_dilate(dy, stride), [[0, 0], [kernel_size[0] - 1, kernel_size[0] - 1 + rest[0]],
-                                                  [kernel_size[1] - 1, kernel_size[1] - 1 + rest[1]], [0, 0]])
-            flipped = tf.transpose(w[::-1, ::-1], (0, 1, 3, 2))
-            dx = tf.nn.conv2d(spread, flipped, 1, "VALID")
+            dx = _input_gradient(dy, w, stride, (x.shape[1], x.shape[2]))
             dw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=dy,
                                                  strides=[1, stride, stride, 1], padding="VALID")
             return dx, dw
@@ -100,24 +107,52 @@ def conv2d_valid(inputs, kernel, stride: int):
     return convolve(inputs, tf.convert_to_tensor(kernel))
 
 
+def _forward_input_gradient_applies(layer, inputs, channels: int) -> bool:
+    height, width = inputs.shape[1], inputs.shape[2]
+    return (None not in (height, width, channels) and height * width <= FORWARD_INPUT_GRADIENT["max_pixels"]
+            and channels >= FORWARD_INPUT_GRADIENT["min_channels"] and layer.data_format == "channels_last"
+            and tuple(layer.dilation_rate) == (1, 1) and len(set(layer.strides)) == 1)
+
+
 class Conv2D(layers.Conv2D):
     """keras.layers.Conv2D (square stride, no dilation, channels last) whose input gradient on
     small maps with many channels is a forward convolution (module docstring: 4-10x faster there)."""
 
     def convolution_op(self, inputs, kernel):
-        height, width, channels = inputs.shape[1], inputs.shape[2], inputs.shape[3]
-        if (None in (height, width, channels) or height * width > FORWARD_INPUT_GRADIENT["max_pixels"]
-                or channels < FORWARD_INPUT_GRADIENT["min_channels"] or self.data_format != "channels_last"
-                or tuple(self.dilation_rate) != (1, 1) or len(set(self.strides)) != 1):
+        if not _forward_input_gradient_applies(self, inputs, inputs.shape[3]):
             return super().convolution_op(inputs, kernel)
         stride = self.strides[0]
         if self.padding == "same":  # TensorFlow's "same": the extra pixel, if any, at the bottom/right
             pads = []
-            for size, kernel_size in ((height, kernel.shape[0]), (width, kernel.shape[1])):
+            for size, kernel_size in ((inputs.shape[1], kernel.shape[0]), (inputs.shape[2], kernel.shape[1])):
                 total = max((-(-size // stride) - 1) * stride + kernel_size - size, 0)
                 pads.append([total // 2, total - total // 2])
             inputs = tf.pad(inputs, [[0, 0], *pads, [0, 0]])
         return conv2d_valid(inputs, kernel, stride)
+
+
+class Conv2DTranspose(layers.Conv2DTranspose):
+    """keras.layers.Conv2DTranspose whose forward pass on small maps with many channels is the
+    forward convolution `_input_gradient` (TensorFlow runs a transposed convolution as the slow
+    Conv2DBackpropInput kernel: ClaDec's 1x1x512 -> 2x2x512 -> 4x4x256 stages). Padding "same"
+    without output_padding only; anything else is Keras' own."""
+
+    def call(self, inputs):
+        channels = inputs.shape[3]
+        kernel_size = self.kernel_size[0]
+        if (self.padding != "same" or self.output_padding is not None or len(set(self.kernel_size)) != 1
+                or kernel_size < self.strides[0] or not _forward_input_gradient_applies(self, inputs, channels)):
+            return super().call(inputs)
+        stride = self.strides[0]
+        # TensorFlow's "same" transposed convolution: output size x stride, the (k - s) pixels of
+        # padding of the matching convolution split with the extra one at the bottom/right.
+        before = (kernel_size - stride) // 2
+        after = kernel_size - stride - before
+        size = (inputs.shape[1] * stride + kernel_size - stride, inputs.shape[2] * stride + kernel_size - stride)
+        outputs = _input_gradient(inputs, tf.convert_to_tensor(self.kernel), stride, size, ((before, after), (before, after)))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
 
 
 def architectures() -> list[str]:

@@ -37,7 +37,7 @@ NAME = "decoders"
 MODES = ("batch", "stored", "recalibrated")
 MIN_POINTS = 6  # fewer measured steps than this: the curve is drawn and tabled, the phase detector is not applied
 # Steps at which the expensive trained decoders run, per profile (linear_exact runs at every snapshot).
-TRAINED_STEPS = {"smoke": (0, 4, 16), "quick": (0, 8, 64, 1024), "paper": (0, 8, 128, 1024, 8192, 65536)}
+TRAINED_STEPS = {"smoke": (0, 4, 16), "quick": (0, 64, 1024), "paper": (0, 8, 128, 1024, 8192, 65536)}
 CLADEC_STEPS = {"smoke": (0, 4, 16), "quick": (), "paper": (0, 128, 8192, 65536)}  # (): not in this profile
 CLADEC_EPOCHS = {"smoke": 1, "quick": 2, "paper": 20}
 CLADEC_SECONDS_PER_UPDATE = 3.3  # measured on this suite's 2-core CPU machine (batch 128, 512-d features to 32x32x1)

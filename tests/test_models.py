@@ -125,3 +125,37 @@ def test_vgg8_uses_forward_input_gradient_only_on_its_small_wide_blocks():
     # and block5 (4x4x256): the forward convolution. (block1's is built here but pruned when run.)
     assert layers_with("Conv2DBackpropInput") == ["block1_conv", "block2_conv", "block3_conv"]
     assert len(layers_with("Conv2DBackpropFilter")) == 5
+
+
+@pytest.mark.parametrize("size, channels, filters, kernel_size, stride", [
+    (1, 128, 16, 4, 2),   # ClaDec's first stage (1x1x512 -> 2x2x512 at 512-d features)
+    (2, 256, 8, 4, 2),
+    (3, 128, 8, 3, 2),    # odd kernel: TensorFlow's extra padding pixel at the bottom/right
+    (4, 128, 8, 3, 1),
+])
+def test_conv2d_transpose_equals_keras(size, channels, filters, kernel_size, stride):
+    import keras
+    import tensorflow as tf
+
+    from kphases.models import Conv2DTranspose
+
+    rng = np.random.default_rng(size + 10 * kernel_size)
+    x = tf.constant(rng.normal(size=(5, size, size, channels)).astype(np.float32))
+    ours = Conv2DTranspose(filters, kernel_size, strides=stride, padding="same", activation="relu")
+    theirs = keras.layers.Conv2DTranspose(filters, kernel_size, strides=stride, padding="same", activation="relu")
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    weights = ours.get_weights()
+    weights[1] = rng.normal(size=weights[1].shape).astype(np.float32)  # a nonzero bias
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    target = tf.constant(rng.normal(size=theirs.compute_output_shape(x.shape)).astype(np.float32))
+    results = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * target)
+        results.append([layer(x), *tape.gradient(loss, [x, layer.kernel, layer.bias])])
+    for mine, reference in zip(*results):
+        assert mine.shape == reference.shape
+        np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-4, atol=1e-4)
