@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
     cases = [("vgg8", 1.0, 3, True), ("vgg8", 1.0, 3, False), ("vgg8", 1.0, 1, True), ("vgg8", 0.5, 1, True),
-             ("vgg8", 0.25, 3, True), ("resnet10", 1.0, 3, True), ("resnet10", 1.0, 3, False), ("resnet10", 0.25, 1, True),
+             ("vgg8", 0.25, 3, True), ("resnet10", 1.0, 3, True), ("resnet10", 1.0, 3, False), ("resnet10", 0.25, 1, True), ("resnet10", 0.125, 1, True),
              ("resnet20", 1.0, 3, True), ("vgg11", 1.0, 3, True), ("vgg11", 1.0, 3, False), ("simple3", 1.0, 1, True)]
     results = [(case, time_steps(*case[:3], args.steps, args.batch_size, case[3])) for case in cases]
     reference = results[0][1]

@@ -18,7 +18,7 @@ summary.md (and the README) states which phases survive which control.
 
     python -m reproduce.decoders [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: quick 11 min after `phases` (measured by reproduce.all on 2 CPU cores, 2026-11-23) (the trained linear decoders dominate); paper: GPU.
+Runtime: quick 9 min after `phases` (measured by reproduce.all on 2 CPU cores, 2026-11-23) (the trained linear decoders dominate); paper: GPU.
 """
 from __future__ import annotations
 

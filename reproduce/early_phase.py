@@ -20,8 +20,8 @@ Profiles (the figure title states the scale):
   absent), 512 iterations (16 epochs) of the paper's recipe scaled (lr 0.1 / 10 at 256 and 384,
   momentum 0.9, weight decay 1e-4, flips and crops, batch 128), k in {0, 16, 64}, 3 rounds of 50%
   (sparsity 50 / 75 / 87.5%; the paper prunes 20% a round, which would need 9 rounds to reach
-  87%), perturbations and pre-training at k = 64 and 87.5%. ResNet-20 is 15x slower per step here
-  (454 vs 31 ms at width 1/4, measured), too slow for this budget. Runtime: 11 min for the 3 seeds
+  87%), perturbations and pre-training at k = 64 and 87.5%. ResNet-20 is 40x slower per step here
+  (589 vs 14.5 ms, benchmarks.training), too slow for this budget. Runtime: 12 min for the 3 seeds
   (measured by reproduce.all on 2 CPU cores, 2026-11-23).
 - paper: ResNet-20 on CIFAR-10 (tfds), PROTOCOL.md section 2 exactly (160 epochs, lr 0.1 / 10 at
   80 and 120 epochs, momentum 0.9, weight decay 1e-4, flips and crops, batch 128), 20% a round

@@ -17,7 +17,7 @@ increase follows.
 
     python -m reproduce.theory [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: NumPy only; quick 46 s (3 regimes x 3 seeds x 2^16 steps), smoke runs 2^12 steps.
+Runtime: NumPy only; quick 42 s (3 regimes x 3 seeds x 2^16 steps), smoke runs 2^12 steps.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ the gain of stopping early (best - final), with the spread over seeds where ther
 
     python -m reproduce.transfer [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: shares every run with `phases` and `reference_run` (nothing new to train); quick 19 s
+Runtime: shares every run with `phases` and `reference_run` (nothing new to train); quick 20 s
 after them (measured by reproduce.all on 2 CPU cores, 2026-11-23).
 """
 from __future__ import annotations
