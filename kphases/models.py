@@ -107,6 +107,12 @@ def conv2d_valid(inputs, kernel, stride: int):
     return convolve(inputs, tf.convert_to_tensor(kernel))
 
 
+def _same_padding(size: int, kernel_size: int, stride: int) -> list[int]:
+    """[before, after] of TensorFlow's "same" padding of one dimension: the extra pixel, if any, after."""
+    total = max((-(-size // stride) - 1) * stride + kernel_size - size, 0)
+    return [total // 2, total - total // 2]
+
+
 def _forward_input_gradient_applies(layer, inputs, channels: int) -> bool:
     height, width = inputs.shape[1], inputs.shape[2]
     return (None not in (height, width, channels) and height * width <= FORWARD_INPUT_GRADIENT["max_pixels"]
@@ -122,11 +128,8 @@ class Conv2D(layers.Conv2D):
         if not _forward_input_gradient_applies(self, inputs, inputs.shape[3]):
             return super().convolution_op(inputs, kernel)
         stride = self.strides[0]
-        if self.padding == "same":  # TensorFlow's "same": the extra pixel, if any, at the bottom/right
-            pads = []
-            for size, kernel_size in ((inputs.shape[1], kernel.shape[0]), (inputs.shape[2], kernel.shape[1])):
-                total = max((-(-size // stride) - 1) * stride + kernel_size - size, 0)
-                pads.append([total // 2, total - total // 2])
+        if self.padding == "same":
+            pads = [_same_padding(size, kernel_size, stride) for size, kernel_size in zip(inputs.shape[1:3], kernel.shape[:2])]
             inputs = tf.pad(inputs, [[0, 0], *pads, [0, 0]])
         return conv2d_valid(inputs, kernel, stride)
 
@@ -144,12 +147,12 @@ class Conv2DTranspose(layers.Conv2DTranspose):
                 or kernel_size < self.strides[0] or not _forward_input_gradient_applies(self, inputs, channels)):
             return super().call(inputs)
         stride = self.strides[0]
-        # TensorFlow's "same" transposed convolution: output size x stride, the (k - s) pixels of
-        # padding of the matching convolution split with the extra one at the bottom/right.
-        before = (kernel_size - stride) // 2
-        after = kernel_size - stride - before
-        size = (inputs.shape[1] * stride + kernel_size - stride, inputs.shape[2] * stride + kernel_size - stride)
-        outputs = _input_gradient(inputs, tf.convert_to_tensor(self.kernel), stride, size, ((before, after), (before, after)))
+        # TensorFlow's "same" transposed convolution is the input gradient of the "same" convolution
+        # of an input stride times larger: that input padded, less its padding.
+        sizes = [size * stride for size in inputs.shape[1:3]]
+        crop = [_same_padding(size, kernel_size, stride) for size in sizes]
+        padded = [size + before + after for size, (before, after) in zip(sizes, crop)]
+        outputs = _input_gradient(inputs, tf.convert_to_tensor(self.kernel), stride, padded, crop)
         if self.use_bias:
             outputs = outputs + self.bias
         return self.activation(outputs) if self.activation is not None else outputs

@@ -23,7 +23,6 @@ Runtime: quick 9 min after `phases` (measured by reproduce.all on 2 CPU cores, 2
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -112,7 +111,10 @@ def plot(table: pd.DataFrame, options: Options):
     omitted = "" if any(d.startswith("cladec") for d in decoders) else f"; cladec not run in this profile ({CLADEC_SECONDS_PER_UPDATE} s per update on CPU)"
     figure.suptitle(f"{label}, penultimate layer: reconstruction by decoder and BatchNorm mode ({options.profile} profile{omitted})")
     if omitted:
-        updates = 20 * math.ceil(10_000 / 128)
+        from kphases.decoders import DecoderSettings
+
+        authors = DecoderSettings(epochs=20)  # their epochs and batch size, on 10,000 images
+        updates = authors.epochs * authors.steps_per_epoch(10_000)
         lines.append(f"\ncladec is not in the {options.profile} profile: one update costs {CLADEC_SECONDS_PER_UPDATE} s on 2 CPU cores (measured), "
                      f"{updates * CLADEC_SECONDS_PER_UPDATE / 60:.0f} minutes per snapshot and BatchNorm mode for 20 epochs of 10,000 images "
                      f"({updates:,} updates); it runs in the smoke and paper profiles.")

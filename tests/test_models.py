@@ -71,6 +71,21 @@ def test_unknown_architecture_is_named():
 
 # --- Conv2D's forward-convolution input gradient ------------------------------------------------
 
+def _assert_matches_keras(ours, theirs, x, rng, variables):
+    """Same output, input gradient and gradients of `variables` as Keras' layer, for a random linear loss."""
+    import tensorflow as tf
+
+    target = tf.constant(rng.normal(size=theirs.compute_output_shape(x.shape)).astype(np.float32))
+    results = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * target)
+        results.append([layer(x), *tape.gradient(loss, [x, *(getattr(layer, name) for name in variables)])])
+    for mine, reference in zip(*results):
+        assert mine.shape == reference.shape
+        np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-4, atol=1e-4)
+
 @pytest.mark.parametrize("size, channels, filters, kernel_size, stride, padding", [
     (4, 256, 16, 3, 2, "valid"),   # VGG-8's last block (2x2 after its ZeroPadding2D(1))
     (6, 128, 8, 3, 2, "valid"),    # VGG-8's block4
@@ -94,16 +109,7 @@ def test_conv2d_gradients_equal_keras(size, channels, filters, kernel_size, stri
     ours.build(x.shape)
     theirs.build(x.shape)
     theirs.set_weights(ours.get_weights())
-    target = tf.constant(rng.normal(size=theirs.compute_output_shape(x.shape)).astype(np.float32))
-    results = []
-    for layer in (ours, theirs):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(layer(x) * target)
-        results.append([layer(x), *tape.gradient(loss, [x, layer.kernel])])
-    for mine, reference in zip(*results):
-        assert mine.shape == reference.shape
-        np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-4, atol=1e-4)
+    _assert_matches_keras(ours, theirs, x, rng, ("kernel",))
 
 
 def test_vgg8_uses_forward_input_gradient_only_on_its_small_wide_blocks():
@@ -149,13 +155,4 @@ def test_conv2d_transpose_equals_keras(size, channels, filters, kernel_size, str
     weights[1] = rng.normal(size=weights[1].shape).astype(np.float32)  # a nonzero bias
     ours.set_weights(weights)
     theirs.set_weights(weights)
-    target = tf.constant(rng.normal(size=theirs.compute_output_shape(x.shape)).astype(np.float32))
-    results = []
-    for layer in (ours, theirs):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(layer(x) * target)
-        results.append([layer(x), *tape.gradient(loss, [x, layer.kernel, layer.bias])])
-    for mine, reference in zip(*results):
-        assert mine.shape == reference.shape
-        np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-4, atol=1e-4)
+    _assert_matches_keras(ours, theirs, x, rng, ("kernel", "bias"))
