@@ -44,6 +44,7 @@ import scipy.linalg
 import tensorflow as tf
 
 from kphases.data import batch_bounds
+from kphases.epochs import train_epochs
 from kphases.models import Conv2DTranspose
 
 DECODER_KINDS = ("linear", "linear_exact", "cladec")
@@ -457,32 +458,21 @@ def train_decoder(
     num_train = len(train_features)
     optimizer = TorchAdam(learning_rate=settings.learning_rate, l2_coefficient=settings.weight_decay)
     optimizer.build(decoder.trainable_variables)
-    feature_spec = tf.TensorSpec((None, *train_features.shape[1:]), tf.float32)
-    image_spec = tf.TensorSpec((None, *train_images.shape[1:]), tf.float32)
+    features = tf.constant(np.asarray(train_features, dtype=np.float32))
+    images = tf.constant(np.asarray(train_images, dtype=np.float32))
 
-    @tf.function(input_signature=[feature_spec, image_spec])
-    def train_step(features_batch, images_batch):
+    def train_step(indices):
         with tf.GradientTape() as tape:
-            reconstruction = decoder(features_batch, training=True)
-            loss = tf.reduce_mean(tf.square(reconstruction - images_batch))
+            reconstruction = decoder(tf.gather(features, indices), training=True)
+            loss = tf.reduce_mean(tf.square(reconstruction - tf.gather(images, indices)))
         gradients = tape.gradient(loss, decoder.trainable_variables)
         optimizer.apply_gradients(zip(gradients, decoder.trainable_variables))
         return loss
 
-    shuffler = np.random.default_rng(settings.seed)
-    update_steps = 0
-    for epoch in range(settings.epochs_for(num_train)):
-        order = shuffler.permutation(num_train)
-        for start, stop in batch_bounds(num_train, settings.batch_size):
-            batch = order[start:stop]
-            loss = float(train_step(train_features[batch], train_images[batch]))
-            update_steps += 1
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"decoder loss is {loss} at update {update_steps} (epoch {epoch + 1}); "
-                    f"learning_rate={settings.learning_rate}"
-                )
-    return update_steps
+    # One call per epoch, its updates in a graph loop (kphases.epochs): bitwise the same decoder
+    # as one call per batch, without a Python round trip per update.
+    return train_epochs(train_step, num_train, settings.batch_size, settings.epochs_for(num_train), settings.seed,
+                        "decoder", lambda epoch: settings.learning_rate)
 
 
 def _fit_trained_decoder(
