@@ -458,20 +458,18 @@ def train_decoder(
     num_train = len(train_features)
     optimizer = TorchAdam(learning_rate=settings.learning_rate, l2_coefficient=settings.weight_decay)
     optimizer.build(decoder.trainable_variables)
-    features = tf.constant(np.asarray(train_features, dtype=np.float32))
-    images = tf.constant(np.asarray(train_images, dtype=np.float32))
 
-    def train_step(indices):
+    def train_step(features, images):
         with tf.GradientTape() as tape:
-            reconstruction = decoder(tf.gather(features, indices), training=True)
-            loss = tf.reduce_mean(tf.square(reconstruction - tf.gather(images, indices)))
+            loss = tf.reduce_mean(tf.square(decoder(features, training=True) - images))
         gradients = tape.gradient(loss, decoder.trainable_variables)
         optimizer.apply_gradients(zip(gradients, decoder.trainable_variables))
         return loss
 
     # One call per epoch, its updates in a graph loop (kphases.epochs): bitwise the same decoder
     # as one call per batch, without a Python round trip per update.
-    return train_epochs(train_step, num_train, settings.batch_size, settings.epochs_for(num_train), settings.seed,
+    arrays = (np.asarray(train_features, dtype=np.float32), np.asarray(train_images, dtype=np.float32))
+    return train_epochs(train_step, arrays, settings.batch_size, settings.epochs_for(num_train), settings.seed,
                         "decoder", lambda epoch: settings.learning_rate)
 
 

@@ -117,7 +117,7 @@ def main_runs(options: Options) -> list[PlannedRun]:
                 PlannedRun("ResNet-10 x1/8 / MNIST (embedded)", resnet, measure)]
     if name == "quick":
         # linear_exact is the exact minimiser of the authors' decoder objective; the trained
-        # decoder with the authors' 7,820 updates reaches it (decoders figure), at ~50x the cost.
+        # decoder with the authors' 7,820 updates reaches it (decoders figure), at ~90x the cost (benchmarks.measure).
         measure = dataclasses.replace(measure, decoders=("linear_exact",))
         training = TrainingConfig(duration=QUICK_STEPS)
         runs = []

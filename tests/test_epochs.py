@@ -27,15 +27,14 @@ def _loss(model, features, targets):
 def test_graph_epochs_train_the_same_model_as_one_call_per_update(count):
     batch_size, epochs, seed = 64, 3, 11
     features, targets, model, optimizer = _problem(count)
-    constant_features, constant_targets = tf.constant(features), tf.constant(targets)
 
-    def update(indices):
+    def update(batch_features, batch_targets):
         with tf.GradientTape() as tape:
-            loss = _loss(model, tf.gather(constant_features, indices), tf.gather(constant_targets, indices))
+            loss = _loss(model, batch_features, batch_targets)
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return loss
 
-    updates = train_epochs(update, count, batch_size, epochs, seed, "test model", lambda epoch: 0.01)
+    updates = train_epochs(update, (features, targets), batch_size, epochs, seed, "test model", lambda epoch: 0.01)
 
     _, _, twin, twin_optimizer = _problem(count)
 
@@ -64,17 +63,33 @@ def test_start_epoch_runs_before_every_epoch_and_a_non_finite_loss_names_its_upd
         return tf.where(largest >= 9, np.inf, tf.cast(largest, tf.float32))
 
     with pytest.raises(FloatingPointError, match=r"probe loss is inf at update (\d+) \(epoch 1\); learning_rate=0.5") as error:
-        train_epochs(update, 10, 3, 2, 0, "probe", lambda epoch: started.append(epoch) or 0.5)
+        train_epochs(update, (np.arange(10),), 3, 2, 0, "probe", lambda epoch: started.append(epoch) or 0.5)
     order = np.random.default_rng(0).permutation(10)
     first_bad = next(index for index, (start, stop) in enumerate(batch_bounds(10, 3)) if 9 in order[start:stop]) + 1
     assert f"at update {first_bad} " in str(error.value)
     assert started == [1]
-    assert train_epochs(lambda indices: tf.constant(0.0), 10, 3, 2, 0, "probe", lambda epoch: started.append(epoch) or 0.5) == 8
+    assert train_epochs(lambda indices: tf.constant(0.0), (np.arange(10),), 3, 2, 0, "probe", lambda epoch: started.append(epoch) or 0.5) == 8
     assert started == [1, 1, 2]
 
 
-def test_empty_epochs_are_refused_naming_the_values():
-    with pytest.raises(ValueError, match="count=0, batch_size=4"):
-        epoch_function(lambda indices: tf.constant(0.0), 0, 4)
-    with pytest.raises(ValueError, match="count=4, batch_size=0"):
-        epoch_function(lambda indices: tf.constant(0.0), 4, 0)
+def test_empty_or_mismatched_epochs_are_refused_naming_the_values():
+    def zero(*batch):
+        return tf.constant(0.0)
+
+    with pytest.raises(ValueError, match=r"got \[\(0, 3\)\] and batch_size=4"):
+        epoch_function(zero, [tf.TensorSpec((0, 3), tf.float32)], 4)
+    with pytest.raises(ValueError, match=r"got \[\(4,\)\] and batch_size=0"):
+        epoch_function(zero, [tf.TensorSpec((4,), tf.float32)], 0)
+    with pytest.raises(ValueError, match=r"got \[\(4, 3\), \(5,\)\] and batch_size=2"):
+        train_epochs(zero, (np.zeros((4, 3)), np.zeros(5)), 2, 1, 0, "probe", lambda epoch: 0.1)
+    with pytest.raises(ValueError, match=r"got \[\] and batch_size=2"):
+        epoch_function(zero, [], 2)
+
+
+def test_the_arrays_are_arguments_of_the_traced_epoch_not_captured_copies():
+    # A captured copy per fit stayed in TensorFlow's function registry after the fit (the quick
+    # run's peak memory grew from 2.6 to 8.6 GB): the epoch's graph captures nothing of its own.
+    rows = np.arange(40, dtype=np.float32).reshape(20, 2)  # row i holds 2i and 2i + 1: sum 4i + 1
+    epoch = epoch_function(lambda batch: tf.reduce_sum(batch), [tf.TensorSpec((20, 2), tf.float32)], 8)
+    assert len(epoch.get_concrete_function().graph.captures) == 0
+    np.testing.assert_array_equal(epoch(tf.range(20, dtype=tf.int64), rows).numpy(), [120, 376, 284])
