@@ -4,7 +4,7 @@ Trains and measures what each figure needs (runs are shared through the run stor
 is trained twice), draws every figure into `paper_figures/` (or `--out DIR`), writes the CSV each
 was drawn from and `summary.md`, and prints one line per figure with its headline number.
 
-    python -m reproduce.all                    # quick profile: 1 h 4 min on 2 CPU cores (measured), offline data
+    python -m reproduce.all                    # quick profile: 24.5 min on 2 CPU cores (measured 2026-11-30; 53.5 min on a slower 2-core machine), offline data
     python -m reproduce.all --profile smoke    # seconds per figure, tiny data (the CI test)
     python -m reproduce.all --profile paper    # the papers' settings on tfds data, for GPU machines
     python -m reproduce.all --plot-only        # redraw every figure from the stored CSVs

@@ -5,7 +5,7 @@ loss measured with every decoder and BatchNorm mode the suite has:
 - decoders: `linear_exact` (the exact affine least-squares decoder), `linear` trained with the
   authors' 7,820 Adam updates, `linear` trained for 20 epochs only (what the authors' epoch count
   gives on a subset: far fewer updates), and `cladec` (deconvolution decoder; smoke and paper
-  profiles only: an update costs 1.9 s on this machine's 2 CPU cores at batch 128 for 512-d
+  profiles only: an update cost 1.9 s on the 2 CPU cores of the machine of 2026-11-23 at batch 128 for 512-d
   features to 32x32x1 images (`python -m benchmarks.measure`), so 20 epochs of 10,000 images
   (1,580 updates) take 50 minutes per snapshot and BatchNorm mode, and the authors' 7,820 updates
   4 hours; the quick figure omits it and says so);
@@ -18,7 +18,7 @@ summary.md (and the README) states which phases survive which control.
 
     python -m reproduce.decoders [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: quick 9 min after `phases` (measured by reproduce.all on 2 CPU cores, 2026-11-23) (the trained linear decoders dominate); paper: GPU.
+Runtime: quick 2.7 min after `phases` (measured by reproduce.all on 2 CPU cores, 2026-11-30) (the trained linear decoders dominate); paper: GPU.
 """
 from __future__ import annotations
 

@@ -20,9 +20,10 @@ Profiles (the figure title states the scale):
   absent), 512 iterations (16 epochs) of the paper's recipe scaled (lr 0.1 / 10 at 256 and 384,
   momentum 0.9, weight decay 1e-4, flips and crops, batch 128), k in {0, 16, 64}, 3 rounds of 50%
   (sparsity 50 / 75 / 87.5%; the paper prunes 20% a round, which would need 9 rounds to reach
-  87%), perturbations and pre-training at k = 64 and 87.5%. ResNet-20 is 40x slower per step here
-  (589 vs 14.5 ms, benchmarks.training), too slow for this budget. Runtime: 12 min for the 3 seeds
-  (measured by reproduce.all on 2 CPU cores, 2026-11-23).
+  87%), perturbations and pre-training at k = 64 and 87.5%. ResNet-20 is 18-40x slower per step
+  (benchmarks.training: 186 vs 10.5 ms on the 2026-11-30 machine, 589 vs 14.5 ms on that of
+  2026-11-23), too slow for this budget. Runtime: 7.0 min for the 3 seeds
+  (measured by reproduce.all on 2 CPU cores, 2026-11-30; 12.6 min on the slower machine of 2026-11-23).
 - paper: ResNet-20 on CIFAR-10 (tfds), PROTOCOL.md section 2 exactly (160 epochs, lr 0.1 / 10 at
   80 and 120 epochs, momentum 0.9, weight decay 1e-4, flips and crops, batch 128), 20% a round
   for 12 rounds (93% sparse), k in {0, 100, 250, 500, 1000, 2000}, perturbations and pre-training
@@ -33,17 +34,19 @@ seeds and the figure draws the range, so a difference can be read against it.
 
 Measured at quick scale (3 seeds; mean and min .. max; 1,000 test images, so one accuracy has a
 binomial standard error of about 0.016; paper_figures/summary.md has every number):
-- dense network 0.506; IMP at 87.5% sparsity: rewind to k=0 0.511 (0.507 .. 0.517), k=16 0.531
-  (0.496 .. 0.555), k=64 0.525 (0.512 .. 0.539): the ranges overlap, the benefit of rewinding
+- dense network 0.510; IMP at 87.5% sparsity: rewind to k=0 0.520 (0.514 .. 0.524), k=16 0.531
+  (0.524 .. 0.541), k=64 0.525 (0.504 .. 0.544): the ranges overlap, the benefit of rewinding
   past iteration 0 does not show at this scale;
-- perturbations at k=64: random reinit 0.489 (0.482 .. 0.496) and shuffle 0.488 (0.479 .. 0.500)
+- perturbations at k=64: random reinit 0.489 (0.486 .. 0.492) and shuffle 0.487 (0.481 .. 0.492)
   fall below the unperturbed rewind with ranges that do not overlap it; reinit keeping signs
-  0.520, shuffle keeping signs 0.523 and Gaussian noise 0.527 do not: signs carry what matters,
+  0.527, shuffle keeping signs 0.530 and Gaussian noise 0.526 do not: signs carry what matters,
   as Frankle et al. report;
-- pre-training 64 iterations on random labels 0.492, blurred images 0.501, rotations 0.491: no
+- pre-training 64 iterations on random labels 0.495, blurred images 0.502, rotations 0.494: no
   better than k=0;
 - early statistics: by iteration 64, 13% of weights have flipped sign and the weights have moved
-  0.99 of their initial norm; by 512, 17% and 1.55.
+  0.99 of their initial norm; by 512, 17% and 1.54.
+These numbers are from the 2026-11-30 machine; on another CPU they move by up to about 0.01 (means)
+and 0.03 (one seed), README "Reproducing the figures".
 """
 from __future__ import annotations
 

@@ -26,8 +26,8 @@ KPHASES_DATA_DIR), or on the embedded 4,000 / 1,000 MNIST when there is none (sa
 smoke: 16 iterations on 256 embedded images; paper: the same two networks at full width on
 MNIST from tfds for 257 epochs (GPU).
 
-Runtime: quick 137 s with training (2 runs of 1,024 iterations) and all three estimators (measured
-by reproduce.all on 2 CPU cores, 2026-11-23). Quick numbers (1,000 test images):
+Runtime: quick 51 s with training (2 runs of 1,024 iterations) and all three estimators (measured
+by reproduce.all on 2 CPU cores, 2026-11-30). Quick numbers (1,000 test images):
 - binning and the fixed-noise KDE are at their ceiling log2 1000 = 9.97 bits (I(T;Y) at
   log2 10) for block4 and penultimate at every snapshot, tanh and ReLU: these estimators cannot
   see training on layers this wide; only the KDE on the 10 logits moves (tanh 8.21 -> 9.95 bits);
@@ -35,7 +35,7 @@ by reproduce.all on 2 CPU cores, 2026-11-23). Quick numbers (1,000 test images):
   9.40 -> 6.05, ReLU 8.81 -> 5.63 bits) while I(T;Y) rises (tanh 3.02 -> 3.20), with no rise of
   I(X;T) before it, for tanh and ReLU alike;
 - reconstruction (penultimate) has three phases in both: tanh constant to 8, -13.4% to 64, +10.9%;
-  ReLU constant to 8, -23.0% to 128, +7.5%.
+  ReLU constant to 8, -22.9% to 128, +7.3%.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ snapshot on 2 cores).
 
     python -m reproduce.layers [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: smoke ~1 min; quick 6 min after `phases` (measured by reproduce.all on 2 CPU cores, 2026-11-23) (the network is shared); paper: GPU.
+Runtime: smoke ~1 min; quick 2.6 min after `phases` (measured by reproduce.all on 2 CPU cores, 2026-11-30) (the network is shared); paper: GPU.
 """
 from __future__ import annotations
 

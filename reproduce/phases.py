@@ -9,7 +9,7 @@ test accuracy on the right axis; shading marks the phases `kphases.phases.detect
 
     python -m reproduce.phases [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: smoke ~1 min; quick 21 min (measured by reproduce.all on 2 CPU cores, 2026-11-23) (VGG-8 and ResNet-10 x1/8 on MNIST and
+Runtime: smoke ~1 min; quick 6.2 min (measured by reproduce.all on 2 CPU cores, 2026-11-30; 14.5 min on the slower machine of 2026-11-23) (VGG-8 and ResNet-10 x1/8 on MNIST and
 Fashion-MNIST, 1,024 iterations each; needs KPHASES_DATA_DIR, else the embedded MNIST only);
 paper: 20 runs of 257 epochs, for GPUs. The numbers you should see are in paper_figures/summary.md
 and the README.

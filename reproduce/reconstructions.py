@@ -9,7 +9,7 @@ prototype, losing what distinguishes the sample.
 
     python -m reproduce.reconstructions [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: quick 17 s after `phases` (measured by reproduce.all on 2 CPU cores, 2026-11-23) (the network is shared).
+Runtime: quick 9 s after `phases` (measured by reproduce.all on 2 CPU cores, 2026-11-30) (the network is shared).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ figure is skipped (said so). `paper` runs the authors' settings in full (tfds CI
 
     python -m reproduce.reference_run [--profile quick|paper] [--plot-only] [--out DIR]
 
-Runtime: quick 11 min (measured by reproduce.all on 2 CPU cores, 2026-11-23); paper: 3 x 257 epochs on a GPU.
+Runtime: quick 4.4 min (measured by reproduce.all on 2 CPU cores, 2026-11-30); paper: 3 x 257 epochs on a GPU.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ increase follows.
 
     python -m reproduce.theory [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: NumPy only; quick 42 s (3 regimes x 3 seeds x 2^16 steps), smoke runs 2^12 steps.
+Runtime: NumPy only; quick 14 s, measured by reproduce.all on 2 CPU cores, 2026-11-30 (3 regimes x 3 seeds x 2^16 steps), smoke runs 2^12 steps.
 """
 from __future__ import annotations
 

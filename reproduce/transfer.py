@@ -11,8 +11,8 @@ the gain of stopping early (best - final), with the spread over seeds where ther
 
     python -m reproduce.transfer [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: shares every run with `phases` and `reference_run` (nothing new to train); quick 20 s
-after them (measured by reproduce.all on 2 CPU cores, 2026-11-23).
+Runtime: shares every run with `phases` and `reference_run` (nothing new to train); quick 9 s
+after them (measured by reproduce.all on 2 CPU cores, 2026-11-30).
 """
 from __future__ import annotations
 
