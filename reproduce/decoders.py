@@ -5,10 +5,10 @@ loss measured with every decoder and BatchNorm mode the suite has:
 - decoders: `linear_exact` (the exact affine least-squares decoder), `linear` trained with the
   authors' 7,820 Adam updates, `linear` trained for 20 epochs only (what the authors' epoch count
   gives on a subset: far fewer updates), and `cladec` (deconvolution decoder; smoke and paper
-  profiles only: an update cost 1.9 s on the 2 CPU cores of the machine of 2026-11-23 at batch 128 for 512-d
-  features to 32x32x1 images (`python -m benchmarks.measure`), so 20 epochs of 10,000 images
-  (1,580 updates) take 50 minutes per snapshot and BatchNorm mode, and the authors' 7,820 updates
-  4 hours; the quick figure omits it and says so);
+  profiles only: an update costs 0.54 s on 2 CPU cores at batch 128 for 512-d features to 32x32x1 images
+  (`python -m benchmarks.measure`, 2026-11-30; 1.9 s on the slower machine of 2026-11-23), so 20
+  epochs of 10,000 images (1,580 updates) take 14 minutes per snapshot and BatchNorm mode, and the
+  authors' 7,820 updates 70 minutes; the quick figure omits it and says so);
 - BatchNorm statistics while extracting features: `batch` (the authors' protocol: each batch of 128
   normalised by its own statistics), `stored` (inference mode with the snapshot's running
   statistics, which have not warmed up near iteration 0) and `recalibrated` (running statistics
@@ -40,8 +40,9 @@ MIN_POINTS = 6  # fewer measured steps than this: the curve is drawn and tabled,
 TRAINED_STEPS = {"smoke": (0, 4, 16), "quick": (0, 64, 1024), "paper": (0, 8, 128, 1024, 8192, 65536)}
 CLADEC_STEPS = {"smoke": (0, 4, 16), "quick": (), "paper": (0, 128, 8192, 65536)}  # (): not in this profile
 CLADEC_EPOCHS = {"smoke": 1, "quick": 2, "paper": 20}
-CLADEC_SECONDS_PER_UPDATE = 1.9  # python -m benchmarks.measure on this suite's 2-core CPU machine, 2026-11-23
-# (batch 128, VGG-8's 512-d penultimate features to 32x32x1 images; 3.3 s before Conv2DTranspose's forward path)
+CLADEC_SECONDS_PER_UPDATE = 0.54  # python -m benchmarks.measure on the 2-core CPU machine of the committed figures, 2026-11-30
+# (batch 128, VGG-8's 512-d penultimate features to 32x32x1 images; 1.9 s on the slower machine of 2026-11-23,
+# 3.3 s there before Conv2DTranspose's forward path)
 
 
 def work(options: Options) -> list[Work]:
