@@ -19,6 +19,14 @@ summary.md (and the README) states which phases survive which control.
     python -m reproduce.decoders [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
 Runtime: quick 2.7 min after `phases` (measured by reproduce.all on 2 CPU cores, 2026-11-30) (the trained linear decoders dominate); paper: GPU.
+
+Numbers you should see (quick, KPHASES_DATA_DIR set; reproduce.all on a 2-core CPU, 2026-11-30; another CPU moves
+the third decimal, README "Reproducing the figures"): `linear_exact` has
+three phases with batch statistics (-15.2% to 64, +13.1%) and recalibrated ones (-16.3%, +13.2%),
+not with stored ones (0.156 at 0, no constant phase, no decrease, +31.0%); the trained `linear`
+decoder (7,821 updates; at 0, 64, 1,024) follows `linear_exact` within 0.001 under batch and
+recalibrated statistics, and under stored ones starts at 0.668 (0.691 after 1,580 updates), an
+optimisation artefact.
 """
 from __future__ import annotations
 

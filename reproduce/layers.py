@@ -12,6 +12,12 @@ snapshot on 2 cores).
     python -m reproduce.layers [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
 Runtime: smoke ~1 min; quick 2.6 min after `phases` (measured by reproduce.all on 2 CPU cores, 2026-11-30) (the network is shared); paper: GPU.
+
+Numbers you should see (quick, KPHASES_DATA_DIR set; reproduce.all on a 2-core CPU, 2026-11-30; another CPU moves
+the third decimal, README "Reproducing the figures"): three phases at
+block4 (constant to 8, -13.3% to 64, +5.3%) and penultimate (-15.2% to 64, +13.1%); none at
+block2 (no decrease) and, just, none at block3 (constant to 16, -7.1% to 128, +6.5% against a
+threshold of 7.2%; on the machine of 2026-11-23 -7.4% and +7.4%, three phases).
 """
 from __future__ import annotations
 
