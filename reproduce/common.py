@@ -278,7 +278,14 @@ def run_figure(module_name: str, compute, plot, argv: Sequence[str] | None, desc
         table = read_table(options, module_name)
     else:
         table = compute(options)  # with --plot-only: read-only from the run store, or an error naming what is missing
-        write_table(table, options, module_name)
+        if not table.empty:
+            write_table(table, options, module_name)
+    if table.empty:
+        # Nothing measured (reference_run without a CIFAR-10 copy, said by compute): what an earlier
+        # run wrote to --out for this figure (CSV, PNG, PDF, summary section) stays as it was.
+        line = f"{module_name}: skipped, nothing measured; its files in {options.out}, if any, are left as they were"
+        print(line)
+        return line
     headline, summary = plot(table, options)
     update_summary(options, module_name, f"{description.splitlines()[0]}\n\n{summary}")
     line = f"{module_name}: {options.out / (module_name + '.png')} - {headline}"

@@ -81,3 +81,27 @@ def test_early_phase_table_has_every_experiment(smoke_output):
     assert {"imp", "perturbation", "pretrain", "data", "statistics"} <= set(table["experiment"])
     imp = table[(table["experiment"] == "imp") & (table["round"] == 1)]
     assert ((imp["sparsity"] - 0.2).abs() < 0.01).all()
+
+
+def test_a_skipped_figure_leaves_earlier_results_in_out_as_they_were(tmp_path):
+    """reference_run without a CIFAR-10 copy measures nothing: it must not replace the CSV, figure and
+    summary section an earlier run wrote to --out (an empty CSV beside the old PNG lost the data)."""
+    from reproduce import reference_run
+
+    out, empty_data = tmp_path / "out", tmp_path / "data"
+    out.mkdir()
+    empty_data.mkdir()
+    earlier = {"reference_run.csv": "label,step,metric,value\nseed 0,0,reconstruction_mse,0.5\n",
+               "reference_run.png": "an earlier figure", "reference_run.pdf": "an earlier figure"}
+    for name, text in earlier.items():
+        (out / name).write_text(text)
+    update_summary(Options("smoke", out, plot_only=False, runs_dir=None, data_dir=None, progress=False), "reference_run",
+                   "the earlier run's table")
+    summary = (out / "summary.md").read_text()
+
+    line = reference_run.main(["--profile", "smoke", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
+                               "--data-dir", str(empty_data), "--no-progress"])
+
+    assert "skipped" in line and "reference_run.png" not in line
+    assert {name: (out / name).read_text() for name in earlier} == earlier
+    assert (out / "summary.md").read_text() == summary
