@@ -103,6 +103,18 @@ def max_margin_classifier(inputs: np.ndarray, labels: np.ndarray, num_classes: i
     return weights
 
 
+_MAX_MARGIN_CACHE: dict[tuple[bytes, bytes, int], np.ndarray | None] = {}
+
+
+def _cached_max_margin_classifier(inputs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
+    """max_margin_classifier, computed once per training sample: runs that differ only in the
+    optimiser (the regime map's learning rate x initial scale plane) share the quadratic programme."""
+    key = (np.ascontiguousarray(inputs, dtype=np.float64).tobytes(), np.ascontiguousarray(labels).tobytes(), int(num_classes))
+    if key not in _MAX_MARGIN_CACHE:
+        _MAX_MARGIN_CACHE[key] = max_margin_classifier(inputs, labels, num_classes)
+    return _MAX_MARGIN_CACHE[key]
+
+
 def predict_phases(trajectory: Trajectory, tolerances: PhaseTolerances = PhaseTolerances()) -> PhasePrediction:
     """The theory's prediction for the run `trajectory` (same W0, sample and learning rate)."""
     model, config, dataset = trajectory.model, trajectory.config, trajectory.dataset
@@ -112,7 +124,7 @@ def predict_phases(trajectory: Trajectory, tolerances: PhaseTolerances = PhaseTo
     gradient_zero = gradient_at_zero(dataset.inputs, dataset.labels, model.num_classes)
     initial_level = reconstruction_loss(initial, covariance)
     phase2_level = reconstruction_loss(np.vstack([gradient_zero, conserved_row_sum]), covariance)
-    margin_weights = max_margin_classifier(dataset.inputs, dataset.labels, model.num_classes)
+    margin_weights = _cached_max_margin_classifier(dataset.inputs, dataset.labels, model.num_classes)
     asymptotic_level = None if margin_weights is None else reconstruction_loss(np.vstack([margin_weights, conserved_row_sum]), covariance)
 
     linearised = tuple(reconstruction_loss(linearised_weights(initial, gradient_zero, config.learning_rate, int(step)), covariance)
