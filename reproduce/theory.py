@@ -119,12 +119,12 @@ def _format(value: float, pattern: str = "{:.2f}") -> str:
 
 def map_table(summaries) -> list[str]:
     """The map's markdown table: one line per cell, both planes."""
-    from theory.regime_map import MAP_MIN_EFFECT
+    from theory.regime_map import MAP_MIN_EFFECT, SMALL_RISE_MIN_EFFECT
 
     lines = [f"Regime map (`theory.regime_map`; {summaries[0].seeds} seeds per cell; verdict: `phase_verdict` across seeds, "
              f"95% t-intervals, min_effect={MAP_MIN_EFFECT:g} of R(W0); per-seed: `detect_phases`; prediction: `predict_phases`):",
              "",
-             "| plane | rho | tau | eta | init | verdict (C/D/I confident) | increase [95%] | any rise confident | seeds 3 phases (detector) | "
+             f"| plane | rho | tau | eta | init | verdict (C/D/I confident) | increase [95%] | rise >= {SMALL_RISE_MIN_EFFECT:.0%} confident | seeds 3 phases (detector) | "
              "seeds 3 phases predicted | predicted asymptotic increase (separable seeds) | outlier acc at min / final | "
              "rise done before outliers fitted | tilt in outlier noise (chance) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -135,7 +135,7 @@ def map_table(summaries) -> list[str]:
         lines.append(
             f"| {cell.plane} | {cell.outlier_fraction:g} | {'-' if cell.outlier_distance is None else f'{cell.outlier_distance:g}'} | "
             f"{cell.learning_rate:g} | {cell.init_scale:g} | {'**three phases**' if verdict.three_phases else phases} | "
-            f"{verdict.increase.describe()} | {'yes' if summary.rise_confident else 'no'} | "
+            f"{verdict.increase.describe()} | {'yes' if summary.small_rise_confident else 'no'} | "
             f"{summary.seeds_three_phases_detected} of {summary.seeds} | {summary.seeds_predicted_three_phases} of {summary.seeds} | "
             f"{_format(summary.asymptotic_relative_increase, '{:.1%}')} ({summary.separable_seeds}) | "
             f"{_format(summary.outlier_accuracy_at_minimum)} / {_format(summary.outlier_accuracy_final)} | "

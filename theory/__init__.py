@@ -12,6 +12,8 @@ Modules, in the order data flows:
 - bounds: the explicit bounds of propositions 2 and 3;
 - predictions: the theory's phase levels and boundaries for a simulated run;
 - regimes: named parameter settings with and without three phases;
+- regime_map: where in (outlier fraction x position) and (learning rate x initial scale) the
+  simulator shows three phases, with seed-level verdicts and what it says about the mechanism;
 - symbolic: sympy derivations (imported on demand: `from theory import symbolic`);
 - keras_check: the same training in the project's Keras "F" net (imports TensorFlow on call).
 """
@@ -51,7 +53,7 @@ from theory.reconstruction import (
     reconstruction_loss_from_angles,
 )
 from theory.regimes import near_outlier_regime, no_outlier_regime, three_phase_regime
-from theory.simulate import SimulationConfig, Trajectory, cross_entropy_gradient, doubling_steps, initial_weights, simulate
+from theory.simulate import SimulationConfig, Trajectory, cross_entropy_gradient, doubling_steps, initial_weights, simulate, simulate_many
 
 __all__ = [
     "DataModel", "Dataset", "PhasePrediction", "SimulationConfig", "Trajectory",
@@ -62,5 +64,5 @@ __all__ = [
     "phase1_reconstruction_change_bound", "population_covariance", "population_mean",
     "predict_phases", "principal_angles", "projector_perturbation_bound", "prototype_eigenvalue",
     "prototype_span_basis", "prototypes", "reconstruction_loss", "reconstruction_loss_closed_form",
-    "reconstruction_loss_from_angles", "sample_dataset", "simulate", "three_phase_regime",
+    "reconstruction_loss_from_angles", "sample_dataset", "simulate", "simulate_many", "three_phase_regime",
 ]

@@ -14,9 +14,10 @@ training sample, the test sample and W0 change with the seed). Each cell's verdi
 `kphases.phases.phase_verdict` on the seeds' curves (t-intervals across seeds, 95%), with a
 minimum effect `MAP_MIN_EFFECT` = 5% of R(W0): a phase counts only if its interval clears 5%
 (the size the per-curve detector has always required). Beside it: the per-seed verdicts of
-`kphases.phases.detect_phases` (how many seeds show three phases), whether any rise at all is
-confident (the same verdict with minimum effect 0), and the theory's per-seed predictions from
-`theory.predictions.predict_phases`.
+`kphases.phases.detect_phases` (how many seeds show three phases), whether a smaller rise is
+confident (the same verdict with minimum effect `SMALL_RISE_MIN_EFFECT` = 1%; with 0, rises of
+0.01% that every seed repeats would count, e.g. without outliers at eta = 0.01), and the theory's
+per-seed predictions from `theory.predictions.predict_phases`.
 
 Mechanism measurements (what the simulator says about "fitting a few"), per seed, after the
 measured minimum of R:
@@ -49,6 +50,8 @@ PLANES = (FRACTION_POSITION, RATE_SCALE)
 
 MAP_MIN_EFFECT = 0.05
 """Smallest change (fraction of R(W0)) the seed-level verdict counts as a phase: its 95% interval must clear it."""
+SMALL_RISE_MIN_EFFECT = 0.01
+"""The minimum effect of `CellSummary.small_rise_confident`: a rise of at least 1% of R(W0), confident across seeds."""
 
 
 @dataclass(frozen=True)
@@ -187,8 +190,8 @@ class CellSummary:
     seeds: int
     verdict: PhaseVerdict
     """phase_verdict across seeds, min_effect = MAP_MIN_EFFECT."""
-    rise_confident: bool
-    """Any rise after the minimum is confident (the same verdict with min_effect 0)."""
+    small_rise_confident: bool
+    """A rise of at least SMALL_RISE_MIN_EFFECT after the minimum is confident (the same verdict, that minimum effect)."""
     seeds_three_phases_detected: int
     """Seeds for which detect_phases (fixed 5% thresholds, one curve) finds three phases."""
     seeds_predicted_three_phases: int
@@ -233,10 +236,10 @@ def summarise_cell(runs: Sequence[SeedRun], min_effect: float = MAP_MIN_EFFECT) 
     steps = list(runs[0].steps)
     curves = np.array([run.reconstruction_loss for run in runs])
     verdict = phase_verdict(steps, seed_curves=curves, settings=VerdictSettings(min_effect=min_effect))
-    any_rise = phase_verdict(steps, seed_curves=curves, settings=VerdictSettings(min_effect=0.0)).has_increase
+    small_rise = phase_verdict(steps, seed_curves=curves, settings=VerdictSettings(min_effect=SMALL_RISE_MIN_EFFECT)).has_increase
     minima = [int(np.argmin(run.reconstruction_loss)) for run in runs]
     return CellSummary(
-        cell=runs[0].cell, seeds=len(runs), verdict=verdict, rise_confident=bool(any_rise),
+        cell=runs[0].cell, seeds=len(runs), verdict=verdict, small_rise_confident=bool(small_rise),
         seeds_three_phases_detected=sum(detect_phases(steps, list(run.reconstruction_loss)).three_phases for run in runs),
         seeds_predicted_three_phases=sum(run.predicted_three_phases for run in runs),
         seeds_predicted_constant=sum(run.predicted_constant for run in runs),
