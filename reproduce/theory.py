@@ -1,28 +1,47 @@
-"""Figure `theory`: the single-layer theory's simulation, its three phases and the predicted boundaries.
+"""Figure `theory`: the single-layer theory's simulation, its three phases, the predicted boundaries and where they hold.
 
 The paper's explanation (PROTOCOL.md section 1) is a single-layer network ("F" net, z = W x) on a
 "fitting the majority, then a few" data model. `theory/` restates it as our own propositions
-(theory/README.md) and simulates gradient descent on the data model (`theory.simulate`). Panels,
-one per named regime of `theory.regimes` (three seeds each: mean and min-max band):
+(theory/README.md) and simulates gradient descent on the data model (`theory.simulate`). Top row,
+one panel per named regime of `theory.regimes` (three seeds each: mean and min-max band):
 - with 10% outliers at another class's prototype: constant, decrease, increase;
 - without outliers: constant, decrease, no increase;
 - with outliers only a quarter of the way to another prototype: no increase.
 Each panel shows the reconstruction loss R(W_t) of the best affine decoder (relative to the
-Eckart-Young minimum and tr S, dotted), train accuracy on the majority and on the outliers, the
-phases `kphases.phases.detect_phases` finds, and the theory's predictions (`theory.predictions`):
-the step until which proposition 2 certifies near-constancy and the step at which the outliers'
+Eckart-Young minimum, dotted), train accuracy on the majority and on the outliers, the phases
+`kphases.phases.detect_phases` finds, and the theory's predictions (`theory.predictions`): the
+step until which proposition 2 certifies near-constancy and the step at which the outliers'
 share of the gradient first reaches 45% (proposition 4). That step is a measured condition, not a
 prediction on its own: in the near-outlier regime it is reached too (quick: step 4096) and no
 increase follows.
 
+Bottom row, the regime map (`theory.regime_map`, theory/README.md "Regime map"): outlier fraction
+x position at eta = 0.001, init_scale = 0.5, and learning rate x initial scale at rho = 0.1,
+tau = 1, three seeds per cell. Colour: mean increase after the minimum; box: three phases by
+`phase_verdict` across seeds (95% t-intervals, min_effect 5% of R(W0)); text: the confident
+phases, the increase, the seeds with three phases by `detect_phases`. The summary's table adds
+the intervals, the predictions and whether the outliers are fitted when R rises.
+
+    KPHASES_DATA_DIR=/work/shared/data python -m reproduce.theory --out /tmp/theory_out --runs-dir /tmp/theory_runs
     python -m reproduce.theory [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: NumPy only; quick 14 s, measured by reproduce.all on 2 CPU cores, 2026-11-30 (3 regimes x 3 seeds x 2^16 steps), smoke runs 2^12 steps.
+Runtime: NumPy only, no data or run store used. Quick (3 regimes x 3 seeds, 36 map cells x 3
+seeds, 2^16 steps each, run as one stack by `theory.simulate_many`, plus one max-margin
+programme per training sample): 166 s of CPU time, measured under heavy load from other jobs
+(load average ~30 on 2 cores, so wall time meant nothing; the figure without the map was 14 s
+of wall time alone). Smoke (2^12 steps, a 2 x 2 map per plane): 11 s of CPU time under
+the same load. Paper: the same as quick.
 
-Numbers you should see (quick; NumPy, identical to 1e-15 across two machines): three phases in 3 of
-3 seeds with 10% outliers at another prototype (R 107.85 -> 65.88 -> 75.49, seed 0; the outliers
-reach 45% of the gradient at step 512), 0 of 3 without outliers (107.85 -> 61.49, stays) and 0 of
-3 with outliers a quarter of the way (105.72 -> 61.50, stays).
+Numbers you should see (quick; NumPy, identical to 1e-15 across two machines for the regimes):
+three phases in 3 of 3 seeds with 10% outliers at another prototype (R 107.85 -> 65.88 -> 75.49,
+seed 0; the outliers reach 45% of the gradient at step 512), 0 of 3 without outliers (107.85 ->
+61.49, stays) and 0 of 3 with outliers a quarter of the way (105.72 -> 61.50, stays). Regime map:
+three phases (confident, >= 5%) in 13 of 37 cells. Fraction plane: only tau = 1 with rho = 0.1
+(increase 9.7% [8.1, 11.2]) and rho = 0.2 (13.9% [6.1, 21.7]); tau = 0.75 rises 0.2-7.1%,
+tau <= 0.5 at most 1.0%, no outliers 0.0%. Rate plane: 11 of 20 cells; no constant phase for
+eta / init_scale >= 0.02 (per seed), no rise beyond 2.3% at init_scale = 1.5. In the committed
+cell no outlier is fitted at the minimum, 74% of the rise comes before they all are, and the
+rows' growth lies 0.79 in the outliers' own noise span (chance 0.20).
 """
 from __future__ import annotations
 
@@ -125,9 +144,9 @@ def map_table(summaries) -> list[str]:
              f"95% t-intervals, min_effect={MAP_MIN_EFFECT:g} of R(W0); per-seed: `detect_phases`; prediction: `predict_phases`):",
              "",
              f"| plane | rho | tau | eta | init | verdict (C/D/I confident) | increase [95%] | rise >= {SMALL_RISE_MIN_EFFECT:.0%} confident | seeds 3 phases (detector) | "
-             "seeds 3 phases predicted | predicted asymptotic increase (separable seeds) | outlier acc at min / final | "
+             "seeds 3 phases predicted | seeds phase 1 predicted / detected | predicted asymptotic increase (separable seeds) | outlier acc at min / final | "
              "rise done before outliers fitted | tilt in outlier noise (chance) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for summary in summaries:
         cell, verdict = summary.cell, summary.verdict
         phases = "".join(letter if present else "-" for letter, present in
@@ -137,6 +156,7 @@ def map_table(summaries) -> list[str]:
             f"{cell.learning_rate:g} | {cell.init_scale:g} | {'**three phases**' if verdict.three_phases else phases} | "
             f"{verdict.increase.describe()} | {'yes' if summary.small_rise_confident else 'no'} | "
             f"{summary.seeds_three_phases_detected} of {summary.seeds} | {summary.seeds_predicted_three_phases} of {summary.seeds} | "
+            f"{summary.seeds_predicted_constant} / {summary.seeds_constant_detected} | "
             f"{_format(summary.asymptotic_relative_increase, '{:.1%}')} ({summary.separable_seeds}) | "
             f"{_format(summary.outlier_accuracy_at_minimum)} / {_format(summary.outlier_accuracy_final)} | "
             f"{_format(summary.rise_before_outliers_fitted)} | "

@@ -17,11 +17,16 @@ predictions on `theory.simulate` trajectories). What each number is, and how muc
   so R(W_t) -> R_inf, logarithmically slowly. None when the sample is not linearly separable.
 - `three_phases_expected`: phase 1 (linearised_constant_end >= 2), phase 2 ((R0 - R_2) / R0 at
   least the detector's threshold) and phase 3 ((R_inf - R_2) / R0 at least the threshold). The
-  phase-3 part is asymptotic: a run must be long enough to realise it.
+  phase-3 part is asymptotic: a run must be long enough to realise it. Where this is right and
+  wrong is measured by `theory.regime_map`: it expects a rise where 2^16 steps do not show one
+  (large init_scale, small eta) and expects none on samples that are not separable, where R rises
+  anyway (theory/README.md, "What the simulator says about fitting a few").
 - `outlier_dominance_step` (proposition 4, measured, not predicted from W0): the first step at
   which the outliers' part of the gradient is at least 45% of the gradient mass (majority +
   outliers). From then on the two parts nearly cancel and the outliers set the direction of
-  learning; R's minimum falls within a factor two of it in the three-phase regime.
+  learning; R's minimum falls within a factor two of it in the three-phase regime. It marks when
+  the outliers start to move the rows, not when they are fitted: at the minimum none is, and the
+  rise goes on after all are.
 """
 from __future__ import annotations
 

@@ -196,6 +196,8 @@ class CellSummary:
     """Seeds for which detect_phases (fixed 5% thresholds, one curve) finds three phases."""
     seeds_predicted_three_phases: int
     seeds_predicted_constant: int
+    seeds_constant_detected: int
+    """Seeds for which detect_phases finds phase 1 (its band: 5% of R0 from the fitted start)."""
     asymptotic_relative_increase: float
     """Mean over the seeds whose sample is separable (NaN when none is)."""
     separable_seeds: int
@@ -238,9 +240,11 @@ def summarise_cell(runs: Sequence[SeedRun], min_effect: float = MAP_MIN_EFFECT) 
     verdict = phase_verdict(steps, seed_curves=curves, settings=VerdictSettings(min_effect=min_effect))
     small_rise = phase_verdict(steps, seed_curves=curves, settings=VerdictSettings(min_effect=SMALL_RISE_MIN_EFFECT)).has_increase
     minima = [int(np.argmin(run.reconstruction_loss)) for run in runs]
+    detected = [detect_phases(steps, list(run.reconstruction_loss)) for run in runs]
     return CellSummary(
         cell=runs[0].cell, seeds=len(runs), verdict=verdict, small_rise_confident=bool(small_rise),
-        seeds_three_phases_detected=sum(detect_phases(steps, list(run.reconstruction_loss)).three_phases for run in runs),
+        seeds_three_phases_detected=sum(result.three_phases for result in detected),
+        seeds_constant_detected=sum(result.constant_end is not None for result in detected),
         seeds_predicted_three_phases=sum(run.predicted_three_phases for run in runs),
         seeds_predicted_constant=sum(run.predicted_constant for run in runs),
         asymptotic_relative_increase=_nanmean([run.asymptotic_relative_increase for run in runs]),
