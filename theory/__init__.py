@@ -4,6 +4,10 @@ The paper proves, for a single-layer network and a "fitting the majority, then a
 that reconstruction loss goes through three phases. Its theorem statements are not available to
 us, so this package states its own propositions (theory/README.md), derives what it can with
 sympy (`theory.symbolic`), and property-tests the rest on a NumPy simulator (`theory.simulate`).
+The simulator shows three phases only in a regime (`theory.regime_map`: outliers the majority
+classifier gets wrong, tau > 1/2, in sufficient number; a learning rate small against the initial
+scale; an initial scale small enough for the rise to come within the run), and its rise is driven
+by the few without needing them to be fitted (theory/README.md).
 
 Modules, in the order data flows:
 - data_model: the data model and its exact population covariance;
