@@ -244,6 +244,9 @@ def plot(table: pd.DataFrame, options: Options):
     unique = {h.get_label(): h for h in handles + phase_legend_handles()}
     figure.legend(list(unique.values()), list(unique), loc="upper center", ncol=5, bbox_to_anchor=(0.5, 0.0), fontsize=7)
 
+    if "outlier_fraction" not in table.columns or not table["regime"].str.startswith(MAP_PREFIX).any():
+        raise SystemExit(f"{options.out / (NAME + '.csv')} has no regime-map rows (written before the map existed): "
+                         f"run python -m reproduce.theory without --plot-only")
     summaries = summarise_map(map_runs(table))
     half = len(names)
     for index, plane in enumerate((FRACTION_POSITION, RATE_SCALE)):
