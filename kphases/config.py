@@ -200,8 +200,8 @@ class MeasureConfig:
 
     layers: tuple[str, ...] = ("penultimate",)
     """Probe points: penultimate, logits, stem (ResNets), block1..blockN (an unknown name lists the valid ones)."""
-    decoders: tuple[str, ...] = ("linear_exact", "linear")
-    """Reconstruction decoders: linear (authors'), linear_exact (closed form), cladec (deconvolution)."""
+    decoders: tuple[str, ...] = ("linear_ridge", "linear")
+    """Reconstruction decoders: linear (authors'), linear_ridge (closed form, ridge chosen by GCV on the train split), linear_exact (closed form, unregularised), cladec (deconvolution)."""
     bn_stats: tuple[str, ...] = ("batch",)
     """BatchNorm statistics while extracting features: batch (authors'), stored, recalibrated."""
     probe: bool = True
@@ -222,6 +222,8 @@ class MeasureConfig:
     """Raise decoder epochs until at least this many updates (authors' CIFAR-10 count: 7820); None: epochs as given."""
     probe_epochs: int = 20
     """Epochs of probe and transfer heads (authors: 20, learning rate / 10 after half)."""
+    probe_min_update_steps: int | None = None
+    """Raise probe and transfer-head epochs until at least this many updates (authors' CIFAR-10 count: 7820; the drop stays at half); None: epochs as given."""
     seed: int = 0
     """Seed of decoder and head initialisation, their shuffles, and the subsets."""
     metrics: tuple[str, ...] = ()

@@ -1,39 +1,65 @@
-"""Figure `theory`: the single-layer theory's simulation, its three phases and the predicted boundaries.
+"""Figure `theory`: the single-layer theory's simulation, its three phases, the predicted boundaries and where they hold.
 
 The paper's explanation (PROTOCOL.md section 1) is a single-layer network ("F" net, z = W x) on a
 "fitting the majority, then a few" data model. `theory/` restates it as our own propositions
-(theory/README.md) and simulates gradient descent on the data model (`theory.simulate`). Panels,
-one per named regime of `theory.regimes` (three seeds each: mean and min-max band):
+(theory/README.md) and simulates gradient descent on the data model (`theory.simulate`). Top row,
+one panel per named regime of `theory.regimes` (three seeds each: mean and min-max band):
 - with 10% outliers at another class's prototype: constant, decrease, increase;
 - without outliers: constant, decrease, no increase;
 - with outliers only a quarter of the way to another prototype: no increase.
 Each panel shows the reconstruction loss R(W_t) of the best affine decoder (relative to the
-Eckart-Young minimum and tr S, dotted), train accuracy on the majority and on the outliers, the
-phases `kphases.phases.detect_phases` finds, and the theory's predictions (`theory.predictions`):
-the step until which proposition 2 certifies near-constancy and the step at which the outliers'
+Eckart-Young minimum, dotted), train accuracy on the majority and on the outliers, the phases
+`kphases.phases.detect_phases` finds, and the theory's predictions (`theory.predictions`): the
+step until which proposition 2 certifies near-constancy and the step at which the outliers'
 share of the gradient first reaches 45% (proposition 4). That step is a measured condition, not a
 prediction on its own: in the near-outlier regime it is reached too (quick: step 4096) and no
 increase follows.
 
+Bottom row, the regime map (`theory.regime_map`, theory/README.md "Regime map"): outlier fraction
+x position at eta = 0.001, init_scale = 0.5, and learning rate x initial scale at rho = 0.1,
+tau = 1, three seeds per cell. Colour: mean increase after the minimum; box: three phases by
+`phase_verdict` across seeds (95% t-intervals, min_effect 5% of R(W0)); text: the confident
+phases, the increase, the seeds with three phases by `detect_phases`. The summary's table adds
+the intervals, the predictions and whether the outliers are fitted when R rises.
+
+    KPHASES_DATA_DIR=/work/shared/data python -m reproduce.theory --out /tmp/theory_out --runs-dir /tmp/theory_runs
     python -m reproduce.theory [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: NumPy only; quick 14 s, measured by reproduce.all on 2 CPU cores, 2026-11-30 (3 regimes x 3 seeds x 2^16 steps), smoke runs 2^12 steps.
+Runtime: NumPy only, no data or run store used. Quick (3 regimes x 3 seeds, 36 map cells x 3
+seeds, 2^16 steps each, run as one stack by `theory.simulate_many`, plus one max-margin
+programme per training sample): 166 s of CPU time, measured under heavy load from other jobs
+(load average ~30 on 2 cores, so wall time meant nothing; the figure without the map was 14 s
+of wall time alone). Smoke (2^12 steps, a 2 x 2 map per plane): 11 s of CPU time under
+the same load. Paper: the same as quick.
 
-Numbers you should see (quick; NumPy, identical to 1e-15 across two machines): three phases in 3 of
-3 seeds with 10% outliers at another prototype (R 107.85 -> 65.88 -> 75.49, seed 0; the outliers
-reach 45% of the gradient at step 512), 0 of 3 without outliers (107.85 -> 61.49, stays) and 0 of
-3 with outliers a quarter of the way (105.72 -> 61.50, stays).
+Numbers you should see (quick; NumPy, identical to 1e-15 across two machines for the regimes):
+three phases in 3 of 3 seeds with 10% outliers at another prototype (R 107.85 -> 65.88 -> 75.49,
+seed 0; the outliers reach 45% of the gradient at step 512), 0 of 3 without outliers (107.85 ->
+61.49, stays) and 0 of 3 with outliers a quarter of the way (105.72 -> 61.50, stays). Regime map:
+three phases (confident, >= 5%) in 13 of 37 cells. Fraction plane: only tau = 1 with rho = 0.1
+(increase 9.7% [8.1, 11.2]) and rho = 0.2 (13.9% [6.1, 21.7]); tau = 0.75 rises 0.2-7.1%,
+tau <= 0.5 at most 1.0%, no outliers 0.0%. Rate plane: 11 of 20 cells; no constant phase for
+eta / init_scale >= 0.02 (per seed), no rise beyond 2.3% at init_scale = 1.5. In the committed
+cell no outlier is fitted at the minimum, 74% of the rise comes before they all are, and the
+rows' growth lies 0.79 in the outliers' own noise span (chance 0.20).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 
 from reproduce.common import Options, run_figure, save_figure
-from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_phases, step_position
+from reproduce.plotting import log_step_axis, phase_legend_handles, plt, shade_phases, step_position
 
 NAME = "theory"
 SEEDS = (0, 1, 2)
+COLUMNS = ["regime", "seed", "step", "metric", "value", "outlier_fraction", "outlier_distance", "learning_rate", "init_scale"]
+MAP_PREFIX = "map: "
+MAP_CURVES = ("reconstruction_loss", "outlier_accuracy", "majority_accuracy")
+MAP_SCALARS = ("predicted_constant", "predicted_three_phases", "asymptotic_relative_increase", "tilt_in_outlier_noise",
+               "tilt_in_outlier_noise_by_chance")
 
 
 def regimes():
@@ -44,40 +70,150 @@ def regimes():
             "10% outliers a quarter of the way": named.near_outlier_regime}
 
 
+def map_grid(profile: str):
+    """The regime map's grid: the full one (theory.regime_map defaults) except at smoke (2 x 2 cells per plane, 2^12 steps)."""
+    from theory.regime_map import RegimeMapGrid
+
+    if profile == "smoke":
+        return RegimeMapGrid(outlier_fractions=(0.0, 0.1), outlier_distances=(0.25, 1.0), learning_rates=(0.001, 0.01),
+                             init_scales=(0.05, 0.5), last_step=2**12)
+    return RegimeMapGrid()
+
+
 def compute(options: Options) -> pd.DataFrame:
     from theory.predictions import predict_phases
-    from theory.simulate import simulate
+    from theory.regime_map import run_map
+    from theory.simulate import simulate_many
 
     rows = []
-    for regime, make in regimes().items():
-        for seed in SEEDS:
-            model, config = make(seed)
-            if options.profile == "smoke":
-                config = config.replace(last_step=2**12)
-            trajectory = simulate(model, config)
-            prediction = predict_phases(trajectory)
-            for index, step in enumerate(trajectory.steps):
-                for metric in ("reconstruction_loss", "majority_accuracy", "outlier_accuracy", "test_accuracy"):
-                    rows.append((regime, seed, int(step), metric, float(getattr(trajectory, metric)[index])))
-            for metric, value in (("eckart_young_minimum", trajectory.reconstruction_minimum),
-                                  ("trace_covariance", trajectory.reconstruction_maximum),
-                                  ("predicted_certified_constant_steps", prediction.certified_constant_steps),
-                                  ("predicted_outlier_dominance_step", prediction.outlier_dominance_step),
-                                  ("predicted_three_phases", float(prediction.three_phases_expected))):
-                rows.append((regime, seed, -1, metric, np.nan if value is None else float(value)))
-    return pd.DataFrame(rows, columns=["regime", "seed", "step", "metric", "value"])
+    named = [(regime, seed, *make(seed)) for regime, make in regimes().items() for seed in SEEDS]
+    if options.profile == "smoke":
+        named = [(regime, seed, model, config.replace(last_step=2**12)) for regime, seed, model, config in named]
+    for (regime, seed, model, config), trajectory in zip(named, simulate_many([(model, config) for _, _, model, config in named])):
+        parameters = (model.outlier_fraction, model.outlier_distance, config.learning_rate, config.init_scale)
+        prediction = predict_phases(trajectory)
+        for index, step in enumerate(trajectory.steps):
+            for metric in ("reconstruction_loss", "majority_accuracy", "outlier_accuracy", "test_accuracy"):
+                rows.append((regime, seed, int(step), metric, float(getattr(trajectory, metric)[index]), *parameters))
+        for metric, value in (("eckart_young_minimum", trajectory.reconstruction_minimum),
+                              ("trace_covariance", trajectory.reconstruction_maximum),
+                              ("predicted_certified_constant_steps", prediction.certified_constant_steps),
+                              ("predicted_outlier_dominance_step", prediction.outlier_dominance_step),
+                              ("predicted_three_phases", float(prediction.three_phases_expected))):
+            rows.append((regime, seed, -1, metric, np.nan if value is None else float(value), *parameters))
+    for run in run_map(map_grid(options.profile)):
+        cell = run.cell
+        parameters = (cell.outlier_fraction, np.nan if cell.outlier_distance is None else cell.outlier_distance,
+                      cell.learning_rate, cell.init_scale)
+        for metric in MAP_CURVES:
+            rows += [(MAP_PREFIX + cell.plane, run.seed, step, metric, value, *parameters)
+                     for step, value in zip(run.steps, getattr(run, metric))]
+        rows += [(MAP_PREFIX + cell.plane, run.seed, -1, metric, float(getattr(run, metric)), *parameters) for metric in MAP_SCALARS]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def map_runs(table: pd.DataFrame):
+    """The regime map's SeedRuns rebuilt from the figure's rows (figures read results, never live runs)."""
+    from theory.regime_map import MapCell, SeedRun
+
+    part = table[table["regime"].str.startswith(MAP_PREFIX)]
+    runs = []
+    keys = ["regime", "outlier_fraction", "outlier_distance", "learning_rate", "init_scale", "seed"]
+    for key, rows in part.groupby(keys, dropna=False, sort=False):
+        regime, fraction, distance, rate, scale, seed = key
+        cell = MapCell(regime[len(MAP_PREFIX):], float(fraction), None if pd.isna(distance) else float(distance), float(rate), float(scale))
+        curves = rows[rows["step"] >= 0].pivot(index="step", columns="metric", values="value").sort_index()
+        scalars = rows[rows["step"] < 0].set_index("metric")["value"]
+        runs.append(SeedRun(cell=cell, seed=int(seed), steps=tuple(int(step) for step in curves.index),
+                            **{metric: tuple(float(v) for v in curves[metric]) for metric in MAP_CURVES},
+                            predicted_constant=bool(scalars["predicted_constant"]),
+                            predicted_three_phases=bool(scalars["predicted_three_phases"]),
+                            **{metric: float(scalars[metric]) for metric in MAP_SCALARS[2:]}))
+    return runs
+
+
+def _format(value: float, pattern: str = "{:.2f}") -> str:
+    return "-" if not math.isfinite(value) else pattern.format(value)
+
+
+def map_table(summaries) -> list[str]:
+    """The map's markdown table: one line per cell, both planes."""
+    from theory.regime_map import MAP_MIN_EFFECT, SMALL_RISE_MIN_EFFECT
+
+    lines = [f"Regime map (`theory.regime_map`; {summaries[0].seeds} seeds per cell; verdict: `phase_verdict` across seeds, "
+             f"95% t-intervals, min_effect={MAP_MIN_EFFECT:g} of R(W0); per-seed: `detect_phases`; prediction: `predict_phases`):",
+             "",
+             f"| plane | rho | tau | eta | init | verdict (C/D/I confident) | increase [95%] | rise >= {SMALL_RISE_MIN_EFFECT:.0%} confident | seeds 3 phases (detector) | "
+             "seeds 3 phases predicted | seeds phase 1 predicted / detected | predicted asymptotic increase (separable seeds) | outlier acc at min / final | "
+             "rise done before outliers fitted | tilt in outlier noise (chance) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for summary in summaries:
+        cell, verdict = summary.cell, summary.verdict
+        phases = "".join(letter if present else "-" for letter, present in
+                         (("C", verdict.has_constant), ("D", verdict.has_decrease), ("I", verdict.has_increase)))
+        lines.append(
+            f"| {cell.plane} | {cell.outlier_fraction:g} | {'-' if cell.outlier_distance is None else f'{cell.outlier_distance:g}'} | "
+            f"{cell.learning_rate:g} | {cell.init_scale:g} | {'**three phases**' if verdict.three_phases else phases} | "
+            f"{verdict.increase.describe()} | {'yes' if summary.small_rise_confident else 'no'} | "
+            f"{summary.seeds_three_phases_detected} of {summary.seeds} | {summary.seeds_predicted_three_phases} of {summary.seeds} | "
+            f"{summary.seeds_predicted_constant} / {summary.seeds_constant_detected} | "
+            f"{_format(summary.asymptotic_relative_increase, '{:.1%}')} ({summary.separable_seeds}) | "
+            f"{_format(summary.outlier_accuracy_at_minimum)} / {_format(summary.outlier_accuracy_final)} | "
+            f"{_format(summary.rise_before_outliers_fitted)} | "
+            f"{_format(summary.tilt_in_outlier_noise)} ({_format(summary.tilt_in_outlier_noise_by_chance)}) |")
+    return lines
+
+
+def draw_map(axis, summaries, plane: str, figure) -> None:
+    """One plane as a heatmap: colour = mean relative increase; text = confident phases; box = three phases."""
+    from theory.regime_map import FRACTION_POSITION
+
+    cells = [s for s in summaries if s.cell.plane == plane]
+    if plane == FRACTION_POSITION:
+        rows = sorted({s.cell.outlier_fraction for s in cells})
+        columns = sorted({s.cell.outlier_distance for s in cells if s.cell.outlier_distance is not None})
+        position = {(s.cell.outlier_fraction, s.cell.outlier_distance): s for s in cells}
+        lookup = lambda r, c: position.get((r, c), position.get((r, None)))  # rho = 0: one cell for every tau
+        row_label, column_label = "outlier fraction rho", "outlier position tau (1 = at another prototype)"
+    else:
+        rows = sorted({s.cell.learning_rate for s in cells})
+        columns = sorted({s.cell.init_scale for s in cells})
+        position = {(s.cell.learning_rate, s.cell.init_scale): s for s in cells}
+        lookup = lambda r, c: position[(r, c)]
+        row_label, column_label = "learning rate eta", "initial row norm (init_scale)"
+    values = np.array([[lookup(r, c).verdict.increase.estimate for c in columns] for r in rows])
+    image = axis.imshow(values, origin="lower", cmap="Reds", vmin=0.0, vmax=max(0.15, float(np.nanmax(values))), aspect="auto")
+    for i, r in enumerate(rows):
+        for j, c in enumerate(columns):
+            summary = lookup(r, c)
+            verdict = summary.verdict
+            phases = "".join(letter if present else "-" for letter, present in
+                             (("C", verdict.has_constant), ("D", verdict.has_decrease), ("I", verdict.has_increase)))
+            axis.text(j, i, f"{phases}\n{verdict.increase.estimate:.1%}\n{summary.seeds_three_phases_detected}/{summary.seeds}",
+                      ha="center", va="center", fontsize=6)
+            if verdict.three_phases:
+                axis.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black"))
+    axis.set_xticks(range(len(columns)), [f"{c:g}" for c in columns])
+    axis.set_yticks(range(len(rows)), [f"{r:g}" for r in rows])
+    axis.set_xlabel(column_label)
+    axis.set_ylabel(row_label)
+    figure.colorbar(image, ax=axis, label="increase after the minimum (fraction of R(W0))", shrink=0.9)
 
 
 def plot(table: pd.DataFrame, options: Options):
     from kphases.phases import detect_phases
+    from theory.regime_map import FRACTION_POSITION, MAP_MIN_EFFECT, RATE_SCALE, summarise_map
 
-    names = list(dict.fromkeys(table["regime"]))
-    figure, axes = grid(len(names), columns=len(names), width=4.0, height=3.2)
+    named = table[~table["regime"].str.startswith(MAP_PREFIX)]
+    names = list(dict.fromkeys(named["regime"]))
+    figure = plt.figure(figsize=(4.0 * len(names), 3.2 + 4.2))
+    layout = figure.add_gridspec(2, 2 * len(names), height_ratios=(3.2, 4.2))
+    axes = [figure.add_subplot(layout[0, 2 * i : 2 * i + 2]) for i in range(len(names))]
     lines = ["| regime | seeds with three phases detected | theory expects three phases | R: initial -> min -> final (seed 0) | outliers reach 45% of the gradient at step (seed 0) |",
              "|---|---|---|---|---|"]
     handles = []
     for axis, regime in zip(axes, names):
-        part = table[table["regime"] == regime]
+        part = named[named["regime"] == regime]
         wide = part[part["step"] >= 0].pivot_table(index="step", columns=["metric", "seed"], values="value")
         loss = wide["reconstruction_loss"]
         verdicts = [detect_phases(loss.index.tolist(), loss[seed].tolist()) for seed in loss.columns]
@@ -106,12 +242,28 @@ def plot(table: pd.DataFrame, options: Options):
                      f"{'none' if not np.isfinite(dominance) else int(dominance)} |")
     axes[0].set_ylabel("reconstruction loss R(W) (sum over inputs)")
     unique = {h.get_label(): h for h in handles + phase_legend_handles()}
-    figure.legend(list(unique.values()), list(unique), loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.04))
+    figure.legend(list(unique.values()), list(unique), loc="upper center", ncol=5, bbox_to_anchor=(0.5, 0.0), fontsize=7)
+
+    if "outlier_fraction" not in table.columns or not table["regime"].str.startswith(MAP_PREFIX).any():
+        raise SystemExit(f"{options.out / (NAME + '.csv')} has no regime-map rows (written before the map existed): "
+                         f"run python -m reproduce.theory without --plot-only")
+    summaries = summarise_map(map_runs(table))
+    half = len(names)
+    for index, plane in enumerate((FRACTION_POSITION, RATE_SCALE)):
+        axis = figure.add_subplot(layout[1, index * half : (index + 1) * half])
+        draw_map(axis, summaries, plane, figure)
+        fixed = ("eta = 0.001, init_scale = 0.5" if plane == FRACTION_POSITION else "rho = 0.1, tau = 1")
+        axis.set_title(f"map: {plane} ({fixed}); box: three phases\n"
+                       f"text: confident phases C/D/I (95% across seeds, min_effect {MAP_MIN_EFFECT:g}),\n"
+                       f"mean increase, seeds with three phases by detect_phases", fontsize=7)
     figure.suptitle(f"Single-layer theory: gradient descent on the data model ({options.profile} profile)")
-    figure.tight_layout(rect=(0, 0.1, 1, 1))
+    figure.tight_layout(rect=(0, 0, 1, 0.97), h_pad=4.0)
     save_figure(figure, options, NAME)
+    in_map = sum(s.three_phases for s in summaries)
     headline = "; ".join(line.split(" | ")[0].lstrip("| ") + ": " + line.split(" | ")[1] for line in lines[2:])
-    return f"three phases detected in {headline}", "\n".join(lines)
+    headline = (f"three phases detected in {headline}; regime map: three phases (95% across seeds, >= {MAP_MIN_EFFECT:.0%}) "
+                f"in {in_map} of {len(summaries)} cells")
+    return headline, "\n".join(lines + [""] + map_table(summaries))
 
 
 def main(argv=None) -> str:

@@ -236,7 +236,7 @@ def test_non_finite_loss_raises_with_the_update_number():
 
 def test_invalid_arguments_name_the_bad_value():
     features, images = np.zeros((4, 3), np.float32), _images(4, seed=0)
-    with pytest.raises(ValueError, match=r"'pca'.*\['linear', 'linear_exact', 'cladec'\]"):
+    with pytest.raises(ValueError, match=r"'pca'.*\['linear', 'linear_exact', 'linear_ridge', 'cladec'\]"):
         fit_decoder("pca", features, images, features, images)
     with pytest.raises(ValueError, match="train_features has 3 rows but train_images has 4"):
         fit_decoder("linear", features[:3], images, features, images)

@@ -4,6 +4,10 @@ The paper proves, for a single-layer network and a "fitting the majority, then a
 that reconstruction loss goes through three phases. Its theorem statements are not available to
 us, so this package states its own propositions (theory/README.md), derives what it can with
 sympy (`theory.symbolic`), and property-tests the rest on a NumPy simulator (`theory.simulate`).
+The simulator shows three phases only in a regime (`theory.regime_map`: outliers the majority
+classifier gets wrong, tau > 1/2, in sufficient number; a learning rate small against the initial
+scale; an initial scale small enough for the rise to come within the run), and its rise is driven
+by the few without needing them to be fitted (theory/README.md).
 
 Modules, in the order data flows:
 - data_model: the data model and its exact population covariance;
@@ -12,6 +16,8 @@ Modules, in the order data flows:
 - bounds: the explicit bounds of propositions 2 and 3;
 - predictions: the theory's phase levels and boundaries for a simulated run;
 - regimes: named parameter settings with and without three phases;
+- regime_map: where in (outlier fraction x position) and (learning rate x initial scale) the
+  simulator shows three phases, with seed-level verdicts and what it says about the mechanism;
 - symbolic: sympy derivations (imported on demand: `from theory import symbolic`);
 - keras_check: the same training in the project's Keras "F" net (imports TensorFlow on call).
 """
@@ -51,7 +57,7 @@ from theory.reconstruction import (
     reconstruction_loss_from_angles,
 )
 from theory.regimes import near_outlier_regime, no_outlier_regime, three_phase_regime
-from theory.simulate import SimulationConfig, Trajectory, cross_entropy_gradient, doubling_steps, initial_weights, simulate
+from theory.simulate import SimulationConfig, Trajectory, cross_entropy_gradient, doubling_steps, initial_weights, simulate, simulate_many
 
 __all__ = [
     "DataModel", "Dataset", "PhasePrediction", "SimulationConfig", "Trajectory",
@@ -62,5 +68,5 @@ __all__ = [
     "phase1_reconstruction_change_bound", "population_covariance", "population_mean",
     "predict_phases", "principal_angles", "projector_perturbation_bound", "prototype_eigenvalue",
     "prototype_span_basis", "prototypes", "reconstruction_loss", "reconstruction_loss_closed_form",
-    "reconstruction_loss_from_angles", "sample_dataset", "simulate", "three_phase_regime",
+    "reconstruction_loss_from_angles", "sample_dataset", "simulate", "simulate_many", "three_phase_regime",
 ]

@@ -13,6 +13,7 @@ The update is W <- W - eta G, G = (1 / |B|) sum_{i in B} (softmax(W x_i) - e_{y_
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,6 +165,41 @@ def _outlier_gradient_share(weights: np.ndarray, dataset: Dataset) -> float:
     return float(outlier_part / total) if total > 0 else 0.0
 
 
+def _measure(weights: np.ndarray, dataset: Dataset, test: Dataset, covariance: np.ndarray, span: np.ndarray, records: dict[str, list]) -> None:
+    """Append one measurement of W_t to `records` (shared by `simulate` and `simulate_many`)."""
+    inputs, labels, outlier = dataset.inputs, dataset.labels, dataset.is_outlier
+    records["reconstruction_loss"].append(reconstruction_loss(weights, covariance))
+    records["train_accuracy"].append(_accuracy(weights, inputs, labels))
+    records["majority_accuracy"].append(_accuracy(weights, inputs[~outlier], labels[~outlier]))
+    records["outlier_accuracy"].append(_accuracy(weights, inputs[outlier], labels[outlier]))
+    records["test_accuracy"].append(_accuracy(weights, test.inputs, test.labels))
+    records["train_loss"].append(mean_cross_entropy(weights, inputs, labels))
+    records["outlier_gradient_share"].append(_outlier_gradient_share(weights, dataset))
+    records["prototype_angles"].append(principal_angles(weights, span))
+    records["weights"].append(weights.copy())
+
+
+_RECORDED = ("reconstruction_loss", "train_accuracy", "majority_accuracy", "outlier_accuracy", "test_accuracy",
+             "train_loss", "outlier_gradient_share", "prototype_angles", "weights")
+
+
+def _measurement_steps(config: SimulationConfig) -> np.ndarray:
+    return doubling_steps(config.last_step) if config.measure_steps is None else np.array(config.measure_steps, dtype=np.int64)
+
+
+def _trajectory(steps: np.ndarray, records: dict[str, list], covariance: np.ndarray, dataset: Dataset, model: DataModel,
+                config: SimulationConfig) -> Trajectory:
+    return Trajectory(
+        steps=steps,
+        **{name: np.array(values) for name, values in records.items()},
+        reconstruction_minimum=eckart_young_minimum(covariance, model.num_classes),
+        reconstruction_maximum=float(np.trace(covariance)),
+        dataset=dataset,
+        model=model,
+        config=config,
+    )
+
+
 def simulate(model: DataModel, config: SimulationConfig = SimulationConfig(), initial: np.ndarray | None = None) -> Trajectory:
     """Run (S)GD on a sample of the data model and measure it on the doubling schedule.
 
@@ -176,13 +212,11 @@ def simulate(model: DataModel, config: SimulationConfig = SimulationConfig(), in
     weights = initial_weights(model, config.init_scale, config.seed) if initial is None else np.array(initial, dtype=np.float64)
     if weights.shape != (model.num_classes, model.input_dim):
         raise ValueError(f"initial weights must have shape ({model.num_classes}, {model.input_dim}), got {weights.shape}")
-    steps = doubling_steps(config.last_step) if config.measure_steps is None else np.array(config.measure_steps, dtype=np.int64)
+    steps = _measurement_steps(config)
     rng = np.random.default_rng([config.seed, 3])
     order = np.arange(config.num_train)
     batch_start = config.num_train  # forces a fresh permutation at the first SGD step
-    records: dict[str, list] = {name: [] for name in (
-        "reconstruction_loss", "train_accuracy", "majority_accuracy", "outlier_accuracy", "test_accuracy",
-        "train_loss", "outlier_gradient_share", "prototype_angles", "weights")}
+    records: dict[str, list] = {name: [] for name in _RECORDED}
     inputs, labels = dataset.inputs, dataset.labels
     step = 0
     for measure_step in steps:
@@ -200,21 +234,61 @@ def simulate(model: DataModel, config: SimulationConfig = SimulationConfig(), in
             step += 1
         if not np.all(np.isfinite(weights)):
             raise FloatingPointError(f"weights became non-finite by step {step} (learning_rate={config.learning_rate}); lower the learning rate")
-        records["reconstruction_loss"].append(reconstruction_loss(weights, covariance))
-        records["train_accuracy"].append(_accuracy(weights, inputs, labels))
-        records["majority_accuracy"].append(_accuracy(weights, inputs[~dataset.is_outlier], labels[~dataset.is_outlier]))
-        records["outlier_accuracy"].append(_accuracy(weights, inputs[dataset.is_outlier], labels[dataset.is_outlier]))
-        records["test_accuracy"].append(_accuracy(weights, test.inputs, test.labels))
-        records["train_loss"].append(mean_cross_entropy(weights, inputs, labels))
-        records["outlier_gradient_share"].append(_outlier_gradient_share(weights, dataset))
-        records["prototype_angles"].append(principal_angles(weights, span))
-        records["weights"].append(weights.copy())
-    return Trajectory(
-        steps=steps,
-        **{name: np.array(values) for name, values in records.items()},
-        reconstruction_minimum=eckart_young_minimum(covariance, model.num_classes),
-        reconstruction_maximum=float(np.trace(covariance)),
-        dataset=dataset,
-        model=model,
-        config=config,
-    )
+        _measure(weights, dataset, test, covariance, span, records)
+    return _trajectory(steps, records, covariance, dataset, model, config)
+
+
+def simulate_many(runs: Sequence[tuple[DataModel, SimulationConfig]]) -> list[Trajectory]:
+    """`simulate(model, config)` for every (model, config) of `runs`, stepped together as one stack.
+
+    The same runs as one `simulate` call each (equal to round-off: the stacked products and the softmax
+    sum in another order; tests/theory/test_theory_regime_map.py compares them), at a fraction of the
+    cost for many small runs, where NumPy's per-call overhead dominates a single run. The runs may
+    differ in data model parameters, learning rate, initial scale and seed; they must share the
+    shapes (C, d, N), the measurement steps and full-batch gradient descent.
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("simulate_many needs at least one (model, config) pair, got none")
+    first_model, first_config = runs[0]
+    shape = (first_model.num_classes, first_model.input_dim, first_config.num_train)
+    steps = _measurement_steps(first_config)
+    for index, (model, config) in enumerate(runs):
+        if config.batch_size is not None:
+            raise ValueError(f"simulate_many runs full-batch gradient descent only; run {index} has batch_size={config.batch_size} (use simulate)")
+        if (model.num_classes, model.input_dim, config.num_train) != shape:
+            raise ValueError(f"simulate_many runs must share (num_classes, input_dim, num_train) = {shape}; "
+                             f"run {index} has {(model.num_classes, model.input_dim, config.num_train)}")
+        if not np.array_equal(_measurement_steps(config), steps):
+            raise ValueError(f"simulate_many runs must share the measurement steps; run {index} measures at "
+                             f"{_measurement_steps(config).tolist()}, run 0 at {steps.tolist()}")
+    datasets = [sample_dataset(model, config.num_train, seed=config.seed) for model, config in runs]
+    tests = [sample_dataset(model, config.num_test, seed=(config.seed, 1)) for model, config in runs]
+    covariances = [population_covariance(model) for model, _ in runs]
+    spans = [prototype_span_basis(model) for model, _ in runs]
+    # Class-major layout (runs, C, N) for logits and residuals: the softmax then reduces over an
+    # outer axis of length C, which NumPy vectorises along N (over the last axis of length C it is
+    # several times slower and dominates the step).
+    inputs = np.stack([dataset.inputs for dataset in datasets])  # (runs, N, d)
+    inputs_transposed = np.ascontiguousarray(inputs.transpose(0, 2, 1))  # (runs, d, N)
+    one_hot = np.zeros((len(runs), shape[0], shape[2]))
+    for index, dataset in enumerate(datasets):
+        one_hot[index, dataset.labels, np.arange(shape[2])] = 1.0
+    learning_rates = np.array([config.learning_rate for _, config in runs])[:, None, None]
+    weights = np.stack([initial_weights(model, config.init_scale, config.seed) for model, config in runs])  # (runs, C, d)
+    records = [{name: [] for name in _RECORDED} for _ in runs]
+    step = 0
+    for measure_step in steps:
+        while step < measure_step:
+            logits = weights @ inputs_transposed  # (runs, C, N)
+            logits -= logits.max(axis=1, keepdims=True)
+            np.exp(logits, out=logits)
+            residual = logits / logits.sum(axis=1, keepdims=True) - one_hot
+            weights = weights - learning_rates * (residual @ inputs / shape[2])
+            step += 1
+        for index, (model, config) in enumerate(runs):
+            if not np.all(np.isfinite(weights[index])):
+                raise FloatingPointError(f"weights became non-finite by step {step} (learning_rate={config.learning_rate}); lower the learning rate")
+            _measure(weights[index], datasets[index], tests[index], covariances[index], spans[index], records[index])
+    return [_trajectory(steps, records[index], covariances[index], datasets[index], model, config)
+            for index, (model, config) in enumerate(runs)]
