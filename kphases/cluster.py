@@ -93,8 +93,9 @@ class Resources:
 
 @dataclass(frozen=True)
 class Fault:
-    """Test hook: the worker training node `node` exits hard (`os._exit`) at `step`, on the first attempt only
-    (`marker` is created then; while it exists, the hook does nothing)."""
+    """Test hook: the worker training node `node` exits hard (`os._exit`) at `step` (after that step's
+    snapshot and checkpoint are written), on the first attempt only (`marker` is created then; while
+    it exists, the hook does nothing)."""
 
     node: str
     step: int
@@ -130,16 +131,19 @@ def _journal(path: str | None, node: Node, **values) -> None:
         os.close(descriptor)
 
 
-def _fault_callback(fault: Fault | None, node: Node):
-    def callback(run, step, model, optimizer):
-        if step == fault.step and not os.path.exists(fault.marker):
-            Path(fault.marker).write_text(f"{node.key} exited at step {step}\n")
-            os._exit(1)  # a worker dying without cleanup, as a killed process or a lost node does
+def _fault_callbacks(faults: Sequence[Fault], node: Node) -> list:
+    def make(fault: Fault):
+        def callback(run, step, model, optimizer):
+            if step == fault.step and not os.path.exists(fault.marker):
+                Path(fault.marker).write_text(f"{node.key} exited at step {step}\n")
+                os._exit(1)  # a worker dying without cleanup, as a killed process or a lost node does
 
-    return [callback] if fault is not None and fault.node == node.key else []
+        return callback
+
+    return [make(fault) for fault in faults if fault.node == node.key]
 
 
-def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, fault: Fault | None, *parents) -> str:
+def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, faults: tuple[Fault, ...], *parents) -> str:
     """Train (or resume, or reuse) the node's run; its parents' runs are complete when Ray starts this."""
     from kphases.early_phase import train_lineage
     from kphases.store import Run
@@ -148,11 +152,11 @@ def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | N
     state = Run(directory, node.config).checkpoint_state() if (directory / "config.json").is_file() else None
     _journal(journal, node, resume_step=state["step"] if state else None)
     train_lineage(node.config, runs_dir, data_dir, progress=False, dataset=_dataset(node.config.data, data_dir),
-                  callbacks=_fault_callback(fault, node))
+                  callbacks=_fault_callbacks(faults, node))
     return node.config.hash()
 
 
-def measure_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, fault: Fault | None, *parents) -> pd.DataFrame:
+def measure_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, faults: tuple[Fault, ...], *parents) -> pd.DataFrame:
     """The node's new measurement rows (computed here, written by the driver)."""
     from kphases.measure import PendingRows, measure
     from kphases.store import Run
@@ -198,7 +202,7 @@ def _gpus(resources: Resources) -> float:
 
 def execute(nodes: Sequence[Node], runs_dir: str | os.PathLike | None, data_dir: str | os.PathLike | None = None,
             address: str = "local", num_cpus: int | None = None, resources: Resources = Resources(), progress: bool = True,
-            log: Callable[[str], None] = print, journal: str | os.PathLike | None = None, fault: Fault | None = None,
+            log: Callable[[str], None] = print, journal: str | os.PathLike | None = None, faults: Sequence[Fault] = (),
             written: Callable | None = None) -> dict[str, str]:
     """Run the graph on Ray; return {node key: 'done' | 'reused'}. Raises ClusterError naming every failed task.
     `written(run, rows)`: called after the driver stored a measurement task's rows."""
@@ -224,7 +228,7 @@ def execute(nodes: Sequence[Node], runs_dir: str | os.PathLike | None, data_dir:
                 continue
         parents = [references[key] for key in node.parents if key in references]
         function = remote_train if node.kind == "train" else remote_measure
-        reference = function.options(name=node.key, **options).remote(node, runs_dir, data_dir, journal, fault, *parents)
+        reference = function.options(name=node.key, **options).remote(node, runs_dir, data_dir, journal, tuple(faults), *parents)
         references[node.key] = reference
         by_reference[reference] = node
     log(f"ray: {len(references)} tasks submitted ({len(status)} runs already complete), "

@@ -102,6 +102,11 @@ def main(argv=None) -> int:
         print(f"profile {options.profile}:")
         print(describe(plan(modules, options)))
         return 0
+    import tensorflow as tf
+
+    # Before any figure computes on this process: the driver-side numbers (early_phase's gradient norms)
+    # are then bit-identical whether this process trained the runs (serial) or Ray workers did.
+    tf.config.experimental.enable_op_determinism()
     began = time.perf_counter()
     if options.ray is not None:
         from kphases.store import resolve_runs_dir
