@@ -175,11 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         # Bad input (unknown dataset, layer, schedule; a corrupt snapshot; a missing directory): the
         # message names the value and what is valid. KPHASES_DEBUG=1 shows the traceback as well.
+        from kphases.cluster import ClusterError
         from kphases.measure import MissingMeasurementError
         from kphases.store import StoreError
         from kphases.training import TrainingError
 
-        if not isinstance(error, (ValueError, StoreError, TrainingError, MissingMeasurementError)) or os.environ.get("KPHASES_DEBUG"):
+        if not isinstance(error, (ValueError, StoreError, TrainingError, MissingMeasurementError, ClusterError)) or os.environ.get("KPHASES_DEBUG"):
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
