@@ -161,6 +161,11 @@ def measure_task(node: Node, runs_dir: str, data_dir: str | None, journal: str |
     from kphases.measure import PendingRows, measure
     from kphases.store import Run
 
+    import tensorflow as tf
+
+    # As in a process that trained first (training enables it): a worker that only measures would
+    # otherwise compute the same cells with other reduction orders.
+    tf.config.experimental.enable_op_determinism()
     _journal(journal, node)
     run = Run.open(Path(runs_dir) / node.config.hash())
     rows = PendingRows()
