@@ -101,12 +101,23 @@ class MeasureCommand:
     """Show a progress bar."""
     tensorboard: bool = False
     """Also write every new measurement as a TensorBoard scalar (reconstruction_mse/<layer>/<instrument>/<bn_stats>/<split>, ...) to <run>/tensorboard/measure."""
-    shard: str | None = None
-    """I/N: measure only the I-th of every N snapshot steps, into measurements.shard-I-of-N.csv (workers sharing the run directory; each step is claimed while measured)."""
+    ray: str | None = None
+    """Measure on a Ray cluster, one task per snapshot step: local (a cluster on this machine), auto (the cluster this machine is in) or the head's host:port; a bare --ray means local. This process writes the measurements (kphases.cluster)."""
     measure: MeasureConfig = dataclasses.field(default_factory=MeasureConfig)
 
 
+def bare_ray_flag(argv: Sequence[str]) -> list[str]:
+    """`--ray` without a value (last, or followed by another flag) means `--ray local`."""
+    argv = list(argv)
+    for index, argument in enumerate(argv):
+        if argument == "--ray" and (index + 1 == len(argv) or argv[index + 1].startswith("--")):
+            argv.insert(index + 1, "local")
+            break
+    return argv
+
+
 def parse_measure(argv: Sequence[str]) -> MeasureCommand:
+    argv = bare_ray_flag(argv)
     profile_name = _profile_from(argv)
     default = MeasureCommand(run=tyro.MISSING, profile=profile_name, measure=measure_profile(profile_name))
     return tyro.cli(MeasureCommand, default=default, args=list(argv), prog="python -m kphases measure",
@@ -115,16 +126,16 @@ def parse_measure(argv: Sequence[str]) -> MeasureCommand:
 
 def command_measure(argv: Sequence[str]) -> int:
     command = parse_measure(argv)
-    from kphases.claims import parse_shard
     from kphases.measure import measure
 
-    try:
-        shard = parse_shard(command.shard) if command.shard is not None else None
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if command.ray is not None:
+        from kphases.cluster import measure_on_ray
+
+        measure_on_ray(command.run, command.measure, address=command.ray, data_dir=command.data_dir, runs_dir=command.runs_dir,
+                       progress=command.progress, tensorboard=command.tensorboard)
+        return 0
     measure(command.run, command.measure, data_dir=command.data_dir, runs_dir=command.runs_dir, progress=command.progress,
-            shard=shard, tensorboard=command.tensorboard)
+            tensorboard=command.tensorboard)
     return 0
 
 
@@ -164,11 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         # Bad input (unknown dataset, layer, schedule; a corrupt snapshot; a missing directory): the
         # message names the value and what is valid. KPHASES_DEBUG=1 shows the traceback as well.
+        from kphases.cluster import ClusterError
         from kphases.measure import MissingMeasurementError
         from kphases.store import StoreError
         from kphases.training import TrainingError
 
-        if not isinstance(error, (ValueError, StoreError, TrainingError, MissingMeasurementError)) or os.environ.get("KPHASES_DEBUG"):
+        if not isinstance(error, (ValueError, StoreError, TrainingError, MissingMeasurementError, ClusterError)) or os.environ.get("KPHASES_DEBUG"):
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2

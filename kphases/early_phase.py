@@ -164,7 +164,7 @@ def build_start(config: RunConfig, runs_dir, dataset: Dataset) -> Start:
 
 
 def train_lineage(config: RunConfig, runs_dir=None, data_dir=None, progress: bool = False,
-                  dataset: Dataset | None = None, read_only: bool = False) -> Run:
+                  dataset: Dataset | None = None, read_only: bool = False, callbacks=()) -> Run:
     """Train (or reuse) the run of `config`, building its start from its lineage; parents must be trained.
 
     `read_only`: never train; the run must be complete already (StoreError naming it otherwise).
@@ -175,14 +175,14 @@ def train_lineage(config: RunConfig, runs_dir=None, data_dir=None, progress: boo
             raise StoreError(f"run {directory} ({config.lineage}) is not trained; run without --plot-only first")
         return Run.open(directory)
     if config.lineage == LineageConfig():
-        return train(config, runs_dir=runs_dir, data_dir=data_dir, progress=progress, dataset=dataset)
+        return train(config, runs_dir=runs_dir, data_dir=data_dir, progress=progress, dataset=dataset, callbacks=callbacks)
     existing = Run.create(runs_dir, config)
     if existing.complete:
         return existing
     base = dataset or load_dataset(config.data, data_dir)
     start = build_start(config, runs_dir, base)
     data = task_dataset(base, config.lineage.task, config.training.seed)
-    return train(config, runs_dir=runs_dir, data_dir=data_dir, progress=progress, dataset=data, start=start)
+    return train(config, runs_dir=runs_dir, data_dir=data_dir, progress=progress, dataset=data, start=start, callbacks=callbacks)
 
 
 # --- the experiment -------------------------------------------------------------------------------
@@ -253,6 +253,37 @@ def pretrain_config(experiment: ExperimentConfig, dense: Run, task: str) -> RunC
 
 def last_iteration(config: RunConfig, dataset: Dataset) -> int:
     return make_plan(config, len(dataset.y_train)).last_iteration
+
+
+def experiment_runs(experiment: ExperimentConfig, last: int) -> list[RunConfig]:
+    """Every run of the experiment, parents first, in the order `run_experiment` trains them (`last`:
+    the dense run's last iteration). A run's parents are its lineage's `rewind_run` and `mask_run`
+    (run hashes), so this list is the experiment's task graph (`reproduce.plan`)."""
+    base = experiment.base
+    dense, runs, chains = base.hash(), [base], {}
+    for rewind_step in experiment.rewind_steps:
+        parent, chains[rewind_step] = dense, []
+        for _ in range(experiment.rounds):
+            lineage = LineageConfig(rewind_run=dense, rewind_step=rewind_step, mask_run=parent, prune_fraction=experiment.prune_fraction)
+            runs.append(retrain_config(experiment, last, lineage))
+            parent = runs[-1].hash()
+            chains[rewind_step].append(parent)
+    k = experiment.perturbation_rewind_step
+    for round_index in experiment.perturbation_rounds:
+        mask_parent = dense if round_index == 1 else chains[k][round_index - 2]
+        for kind in experiment.perturbations:
+            runs.append(retrain_config(experiment, last, LineageConfig(
+                rewind_run=dense, rewind_step=k, mask_run=mask_parent, prune_fraction=experiment.prune_fraction,
+                perturbation=kind, perturbation_seed=base.training.seed)))
+    k = experiment.pretrain_steps
+    for task in experiment.tasks:
+        pretrained = pretrain_config(experiment, Run(resolve_runs_dir(None) / dense, base), task)
+        runs.append(pretrained)
+        for round_index in experiment.data_rounds:
+            mask_parent = dense if round_index == 1 else chains[k][round_index - 2]
+            runs.append(retrain_config(experiment, last, LineageConfig(
+                rewind_run=pretrained.hash(), rewind_step=k, mask_run=mask_parent, prune_fraction=experiment.prune_fraction)))
+    return runs
 
 
 def run_experiment(experiment: ExperimentConfig, runs_dir=None, data_dir=None, progress: bool = False,
@@ -378,5 +409,5 @@ def _variable(model: keras.Model, path: str) -> np.ndarray:
     raise KeyError(f"model has no variable {path!r}")
 
 
-__all__ = ["ExperimentConfig", "run_experiment", "train_lineage", "build_start", "lineage_masks", "rotate_images",
+__all__ = ["ExperimentConfig", "run_experiment", "experiment_runs", "train_lineage", "build_start", "lineage_masks", "rotate_images",
            "blur_images", "task_dataset", "early_statistics", "dense_schedule"]

@@ -48,7 +48,6 @@ from kphases.features import BN_STATS_MODES, extract_features, recalibrate_batch
 from kphases.information import InformationSettings, binning_information, kde_information, relative_kde_information
 from kphases.models import build_model, probe_points
 from kphases.probes import ProbeSettings, color_dominance_labels, train_linear_head
-from kphases.claims import Claim, try_claim
 from kphases.store import Run, write_text_atomic
 
 MEASUREMENT_COLUMNS = ("run", "step", "layer", "metric", "split", "value", "instrument", "bn_stats",
@@ -176,13 +175,10 @@ def read_measurements(run: Run, only: Path | None = None) -> pd.DataFrame:
 def _append_measurements(run: Run, rows: pd.DataFrame, shard: tuple[int, int] | None = None, patience: float = 120.0) -> None:
     """Add rows to this worker's measurement file: read, extend and atomically replace it while
     holding the file's claim, so workers writing the same file never lose each other's rows."""
+    import filelock  # interim (claims.py is gone); kphases.store's locked append replaces this function
+
     path = measurements_path(run, shard)
-    deadline = time.monotonic() + patience
-    while not isinstance(claim := try_claim(run.directory, f"write-{path.name}"), Claim):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} stayed claimed for writing by {claim.describe()} for {patience:.0f} s")
-        time.sleep(0.05)
-    with claim:
+    with filelock.FileLock(str(path) + ".lock", timeout=patience):
         frame = read_measurements(run, only=path)
         frame = pd.concat([frame, rows], ignore_index=True) if len(frame) else rows
         frame = frame.sort_values(["step", "layer", "bn_stats", "instrument", "metric", "split"], kind="stable", ignore_index=True)
@@ -226,15 +222,16 @@ def _run_dataset(run: Run, data_dir: str | os.PathLike | None) -> Dataset:
 
 def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(), data_dir: str | os.PathLike | None = None,
             runs_dir: str | os.PathLike | None = None, progress: bool = True, dataset: Dataset | None = None,
-            log=print, compute_missing: bool = True, shard: tuple[int, int] | None = None,
-            custom_objects: dict | None = None, tensorboard: bool | str | os.PathLike = False) -> pd.DataFrame:
+            log=print, compute_missing: bool = True, custom_objects: dict | None = None,
+            tensorboard: bool | str | os.PathLike = False, rows: "MeasurementRows | None" = None,
+            requested_only: bool = False) -> pd.DataFrame:
     """Measure the run's snapshots as `config` asks; return all of the run's measurement rows.
 
-    Several workers may measure one run at once (`kphases measure --shard I/N` on machines sharing
-    the run directory): `shard=(I, N)` takes only the I-th of every N requested snapshot steps and
-    writes its rows to its own file (`measurements.shard-I-of-N.csv`; `read_measurements` unions
-    them). Every worker, sharded or not, holds a claim on each snapshot step while measuring it
-    (`kphases.claims`) and skips steps another live worker holds, so no cell is computed twice.
+    `rows`: where the run's rows are read from and new ones written to (default: the run's
+    `measurements.csv`). A Ray worker (`kphases.cluster`) keeps its new rows in memory
+    (`PendingRows`) and returns them to the driver, the only writer of the file.
+    `requested_only`: return only the rows of the cells `config` asks for (a figure's table then
+    does not depend on what else was measured of the run before).
 
     `compute_missing=False` only reads: a cell that is not measured yet is an error naming it
     (`reproduce --plot-only` uses this to draw from a run directory other workers filled).
@@ -255,11 +252,6 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
     missing_steps = [step for step in steps if step not in available]
     if missing_steps:
         raise ValueError(f"run {run.name} has no snapshots at steps {missing_steps}; it has {available}")
-    if shard is not None:
-        index, count = shard
-        if not 1 <= index <= count:
-            raise ValueError(f"shard must be (I, N) with 1 <= I <= N, got {shard}")
-        steps = steps[index - 1::count]
     dataset = dataset or _run_dataset(run, data_dir)
     model, valid_layers = run_model(run, dataset, custom_objects)
     transfers = check_config(config, model, dataset, valid_layers)
@@ -291,8 +283,11 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
         for instrument in instruments:
             cells.append(_Cell(instrument, _protocol(instrument, information.samples, splits.description, config.seed)))
 
-    frame = read_measurements(run)
+    rows = rows or MeasurementRows()
+    frame = rows.read(run)
     done = _done_cells(frame)
+    requested = {(step, layer, mode, cell.instrument, cell.protocol) for step in steps for mode in config.bn_stats
+                 for layer in config.layers for cell in cells}
     work = [(step, mode, layer, [cell for cell in cells if (step, layer, mode, cell.instrument, cell.protocol) not in done])
             for step in steps for mode in config.bn_stats for layer in config.layers]
     work = [item for item in work if item[3]]
@@ -304,60 +299,73 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
             f"(python -m kphases measure {run.directory})")
     if not work:
         log(f"run {run.name}: every requested cell is already measured ({len(frame)} rows in {measurements_path(run)})")
-        return frame
+        return _only(frame, requested) if requested_only else frame
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=sum(len(item[3]) for item in work), desc=f"measure {run.name}", unit="cell", dynamic_ncols=True)
-    loaded_step, calibrated, claim, skipped = None, {}, None, []
-    try:
-        for step, mode, layer, todo in work:
-            if step in skipped:
-                continue
-            if loaded_step != step:
-                if claim is not None:
-                    claim.release()
-                claim = try_claim(run.directory, f"measure-step-{step}")
-                if not isinstance(claim, Claim):
-                    log(f"run {run.name}: step {step} is being measured by {claim.describe()}; skipped")
-                    skipped.append(step)
-                    claim = None
-                    continue
-                # Another worker may have finished this step since we listed the work: re-read.
-                done = _done_cells(read_measurements(run))
-                run.load_snapshot(model, step)
-                loaded_step, calibrated = step, {}
-            todo = [cell for cell in todo if (step, layer, mode, cell.instrument, cell.protocol) not in done]
-            if not todo:
-                continue
-            network = model
-            if mode == "recalibrated":
-                if "model" not in calibrated:
-                    calibrated["model"] = recalibrate_batchnorm(model, splits.x_train)
-                network = calibrated["model"]
-            extract_mode = "stored" if mode == "recalibrated" else mode
-            rows = _measure_group(run, step, layer, mode, network, extract_mode, todo, splits, target, decoders,
-                                  heads, config.seed, dataset.num_classes, bar, information)
-            _append_measurements(run, pd.DataFrame(rows, columns=list(MEASUREMENT_COLUMNS)), shard)
-            # --- TensorBoard hook: the new rows as scalars under <run>/tensorboard/measure (kphases.tensorboard) ---
-            if tensorboard:
-                from kphases.tensorboard import write_measurements
-                write_measurements(run, rows, tensorboard)
-            # --- end of TensorBoard hook ---
-            if bar is not None:
-                bar.set_postfix(step=step, layer=layer)
-    finally:
-        if claim is not None:
-            claim.release()
+    loaded_step, calibrated = None, {}
+    for step, mode, layer, todo in work:
+        if loaded_step != step:
+            run.load_snapshot(model, step)
+            loaded_step, calibrated = step, {}
+        network = model
+        if mode == "recalibrated":
+            if "model" not in calibrated:
+                calibrated["model"] = recalibrate_batchnorm(model, splits.x_train)
+            network = calibrated["model"]
+        extract_mode = "stored" if mode == "recalibrated" else mode
+        new = _measure_group(run, step, layer, mode, network, extract_mode, todo, splits, target, decoders,
+                             heads, config.seed, dataset.num_classes, bar, information)
+        rows.append(run, pd.DataFrame(new, columns=list(MEASUREMENT_COLUMNS)))
+        # --- TensorBoard hook: the new rows as scalars under <run>/tensorboard/measure (kphases.tensorboard) ---
+        if tensorboard:
+            from kphases.tensorboard import write_measurements
+            write_measurements(run, new, tensorboard)
+        # --- end of TensorBoard hook ---
+        if bar is not None:
+            bar.set_postfix(step=step, layer=layer)
     if bar is not None:
         bar.close()
-    frame = read_measurements(run)
-    if skipped:
-        log(f"run {run.name}: steps {skipped} were left to the workers measuring them; rerun to pick up what they leave")
+    frame = rows.read(run)
     log(summary_table(run, frame))
-    return frame
+    return _only(frame, requested) if requested_only else frame
+
+
+def _only(frame: pd.DataFrame, cells: set[tuple]) -> pd.DataFrame:
+    keys = zip(frame["step"].astype(int), frame["layer"], frame["bn_stats"], frame["instrument"], frame["protocol"])
+    return frame[[key in cells for key in keys]].reset_index(drop=True)
+
+
+class MeasurementRows:
+    """Where `measure` reads a run's rows and writes new ones: the run's measurements.csv."""
+
+    def read(self, run: Run) -> pd.DataFrame:
+        return read_measurements(run)
+
+    def append(self, run: Run, rows: pd.DataFrame) -> None:
+        _append_measurements(run, rows)
+
+
+class PendingRows(MeasurementRows):
+    """New rows kept in memory (a Ray worker returns them; the driver writes them): reads see the
+    stored rows and these."""
+
+    def __init__(self):
+        self.pending: list[pd.DataFrame] = []
+
+    def read(self, run: Run) -> pd.DataFrame:
+        stored = read_measurements(run)
+        frames = [frame for frame in (stored, *self.pending) if len(frame)]
+        return pd.concat(frames, ignore_index=True) if frames else stored
+
+    def append(self, run: Run, rows: pd.DataFrame) -> None:
+        self.pending.append(rows)
+
+    def new_rows(self) -> pd.DataFrame:
+        return pd.concat(self.pending, ignore_index=True) if self.pending else pd.DataFrame(columns=list(MEASUREMENT_COLUMNS))
 
 
 def _measure_group(run: Run, step: int, layer: str, mode: str, network: keras.Model, extract_mode: str, todo: list[_Cell],

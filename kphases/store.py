@@ -135,6 +135,33 @@ class Run:
     def name(self) -> str:
         return self.directory.name
 
+    # --- one trainer at a time ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def training_lock(self, wait: bool = True) -> Iterator[None]:
+        """Hold the run's training lock (`filelock`: an OS lock on `.train.lock`, freed when its process
+        dies, so a killed trainer never blocks the next). A second process waits for it, saying who
+        holds it (`.train.lock.holder`), or with `wait=False` gets a StoreError naming the holder."""
+        import socket
+        import sys
+
+        import filelock
+
+        lock, holder = filelock.FileLock(self.directory / ".train.lock"), self.directory / ".train.lock.holder"
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            who = holder.read_text().strip() if holder.is_file() else "another process"
+            if not wait:
+                raise StoreError(f"run {self.directory} is being trained by {who}") from None
+            print(f"run {self.name} is being trained by {who}; waiting for it", file=sys.stderr, flush=True)
+            lock.acquire()
+        try:
+            write_text_atomic(holder, f"{socket.gethostname()} pid {os.getpid()}\n")
+            yield
+        finally:
+            holder.unlink(missing_ok=True)
+            lock.release()
+
     # --- manifest -------------------------------------------------------------------------------
     @property
     def manifest_path(self) -> Path:

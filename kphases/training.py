@@ -305,6 +305,13 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
                          f"and only such a run takes one; got start={'given' if start is not None else 'None'}")
     strategy = make_strategy(devices)  # before anything else: an unknown device is named before any work
     run = Run.create(runs_dir, config)
+    with run.training_lock():  # a second `train` of this config waits, then finds it complete (issue 20 item 16)
+        return _train_locked(run, config, data_dir, progress, checkpoint_every, callbacks, dataset, start, strategy, tensorboard)
+
+
+def _train_locked(run: Run, config: RunConfig, data_dir, progress: bool, checkpoint_every: int, callbacks: Sequence[Callback],
+                  dataset: Dataset | None, start: Start | None, strategy: tf.distribute.Strategy,
+                  tensorboard: TensorBoardOption) -> Run:
     if run.complete:
         return run
     dataset = dataset or load_dataset(config.data, data_dir)

@@ -1,29 +1,20 @@
-"""Every figure of the suite from one command: `python -m reproduce.all`.
+"""Every figure of the suite from one command: `python -m reproduce.all` (`--help` lists the options).
 
 Trains and measures what each figure needs (runs are shared through the run store, so no network
 is trained twice), draws every figure into `paper_figures/` (or `--out DIR`), writes the CSV each
 was drawn from and `summary.md`, and prints one line per figure with its headline number.
 
-    python -m reproduce.all                    # quick profile: 24.5 min on 2 CPU cores (measured 2026-11-30; 53.5 min on a slower 2-core machine), offline data
+    python -m reproduce.all                    # quick profile: about 25 min on 2 CPU cores, offline data
     python -m reproduce.all --profile smoke    # seconds per figure, tiny data (the CI test)
     python -m reproduce.all --profile paper    # the papers' settings on tfds data, for GPU machines
     python -m reproduce.all --plot-only        # redraw every figure from the stored CSVs
+    python -m reproduce.all --profile paper --dry-run            # the task graph: size, longest chain, work per figure
+    python -m reproduce.all --profile paper --ray auto --runs-dir /shared/runs   # on a Ray cluster (docs/cluster.md)
 
-Options are those of every figure module (`--out`, `--runs-dir`, `--data-dir`, `--no-progress`),
-plus `--figures a,b,...` to run only some figures, in the order given.
-
-Many machines (a SLURM array, any scheduler) sharing one run directory:
-
-    python -m reproduce.all --profile paper --shard 3/16 --runs-dir /shared/runs   # on each worker, I = 1..16
-    python -m reproduce.all --profile paper --plot-only --runs-dir /shared/runs    # afterwards, anywhere
-
-`--shard I/N` collects the runs every selected figure needs (each figure module's `work`), merges
-the measurements different figures ask of the same run into one group per run, and trains and
-measures only the groups I, I+N, I+2N, ... of that list; figures whose runs depend on each other
-(`early_phase`: pruning rounds and rewinding) are one group each. It draws nothing. Every group is
-done under a claim in the shared directory (`kphases.claims`): a group another live worker holds
-is skipped with a message, a stale claim (dead process, or no heartbeat for 30 minutes) is taken
-over. Re-running a shard after a crash redoes only what is missing.
+With `--ray [ADDRESS]` the selected figures' work is planned as one task graph (`reproduce.plan`)
+and executed on a Ray cluster (`kphases.cluster`; `local`, the default of a bare `--ray`, starts
+one on this machine), then every figure is drawn here from the run store, as `--plot-only` would.
+Without `--ray`, everything runs in this process, figure after figure.
 """
 from __future__ import annotations
 
@@ -35,87 +26,41 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import importlib
 import sys
 import time
+from dataclasses import dataclass
+
+from reproduce.common import Options, parse_options
 
 FIGURES = ("data_model", "theory", "phases", "layers", "decoders", "reconstructions", "reference_run", "transfer", "early_phase", "information_plane")
 
 
-def shard_groups(modules: dict, options) -> list[tuple[str, object]]:
-    """The independent pieces of work of the selected figures, in a fixed order: ("run", Work) per
-    run (measurements of the same run from several figures merged, first-asked first) and
-    ("figure", name) per figure whose runs depend on each other."""
-    from reproduce.common import Work
+@dataclass(frozen=True)
+class AllOptions(Options):
+    """The options of every figure, and which figures to make and where."""
 
-    by_run: dict[str, Work] = {}
-    groups: list[tuple[str, object]] = []
-    for name, module in modules.items():
-        if getattr(module, "SHARD_AS_ONE", False):
-            groups.append(("figure", name))
-            continue
-        for item in getattr(module, "work", lambda options: [])(options):
-            key = item.planned.config.hash()
-            if key not in by_run:
-                by_run[key] = item
-                groups.append(("run", key))
-            else:
-                known = by_run[key]
-                by_run[key] = Work(known.planned, known.measures + tuple(m for m in item.measures if m not in known.measures))
-    return [(kind, by_run[value] if kind == "run" else value) for kind, value in groups]
+    figures: str = ",".join(FIGURES)
+    """Figures to make, comma-separated, in this order."""
+    dry_run: bool = False
+    """Print the task graph of the selected figures (size, longest chain in iterations, work per figure); train nothing."""
+    ray: str | None = None
+    """Execute the task graph on a Ray cluster: local (start one on this machine; a bare --ray), auto (the cluster this machine belongs to), or the head's host:port."""
+    ray_cpus: int | None = None
+    """CPUs of a local Ray cluster (default: every core of this machine)."""
+    cpus_per_task: float = 1.0
+    """CPUs Ray reserves for each training or measurement task."""
+    gpus_per_task: float | None = None
+    """GPUs (a fraction shares one) Ray reserves per task; default: 0.25 on a cluster with GPUs, else 0."""
+    max_retries: int = 3
+    """Times Ray reruns a task whose worker or node died (a training resumes from its checkpoint)."""
 
 
-def run_shard(modules: dict, argv: list[str]) -> int:
-    """Perform the I-th of N slices of the selected figures' work (see the module docstring)."""
-    from kphases.claims import Claim, try_claim
-    from kphases.store import resolve_runs_dir
-    from reproduce.common import ClaimedElsewhere, parse_options, perform
+def bare_ray_flag(argv: list[str]) -> list[str]:
+    """`--ray` without a value (last, or followed by another flag) means `--ray local`."""
+    from kphases.cli import bare_ray_flag as expand
 
-    options = parse_options(__doc__, argv)
-    if options.plot_only:
-        print("error: --shard computes and --plot-only draws; run them separately", file=sys.stderr)
-        return 2
-    index, count = options.shard
-    groups = shard_groups(modules, options)
-    mine = groups[index - 1::count]
-    print(f"shard {index}/{count}: {len(mine)} of {len(groups)} pieces of work")
-    skipped = 0
-    for kind, value in mine:
-        label = value.planned.label if kind == "run" else f"figure {value}"
-        began = time.perf_counter()
-        try:
-            if kind == "run":
-                run, _ = perform(value, options)
-                where = run.directory
-            else:
-                runs_dir = resolve_runs_dir(options.runs_dir)
-                runs_dir.mkdir(parents=True, exist_ok=True)
-                claim = try_claim(runs_dir, f"figure-{value}-{options.profile}")
-                if not isinstance(claim, Claim):
-                    raise ClaimedElsewhere(f"{label} is claimed by {claim.describe()}")
-                with claim:
-                    modules[value].compute(options)
-                where = runs_dir
-        except ClaimedElsewhere as error:
-            skipped += 1
-            print(f"skipped: {error}")
-            continue
-        print(f"done: {label} ({where}) in {time.perf_counter() - began:.0f} s")
-    print(f"shard {index}/{count} finished: {len(mine) - skipped} done, {skipped} held by other workers")
-    return 0
+    return expand(argv)
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
-        return 0
-    figures = list(FIGURES)
-    if "--figures" in argv:
-        position = argv.index("--figures")
-        figures = [name for name in argv[position + 1].split(",") if name]
-        del argv[position:position + 2]
-        unknown = [name for name in figures if name not in FIGURES]
-        if unknown:
-            print(f"error: unknown figure(s) {unknown}; valid figures: {list(FIGURES)}", file=sys.stderr)
-            return 2
+def load_modules(figures: list[str]) -> dict:
     modules = {}
     for name in figures:
         try:
@@ -124,14 +69,60 @@ def main(argv=None) -> int:
             if error.name != f"reproduce.{name}":
                 raise
             print(f"{name}: not available in this checkout", file=sys.stderr)
-    if any(argument == "--shard" or argument.startswith("--shard=") for argument in argv):
-        return run_shard(modules, argv)
+    return modules
+
+
+def run_on_ray(modules: dict, options: AllOptions) -> None:
+    """Plan the figures' work and execute it on Ray; the figures are drawn afterwards by `main`."""
+    from kphases.cluster import Resources, execute
+    from reproduce.plan import describe, plan
+
+    graph = plan(modules, options)
+    print(describe(graph))
+    execute(list(graph.nodes.values()), runs_dir=options.runs_dir, data_dir=options.data_dir, address=options.ray,
+            num_cpus=options.ray_cpus, progress=options.progress,
+            resources=Resources(options.cpus_per_task, options.gpus_per_task, options.max_retries))
+
+
+def main(argv=None) -> int:
+    argv = bare_ray_flag(list(sys.argv[1:] if argv is None else argv))
+    options = parse_options(__doc__, argv, AllOptions, prog="python -m reproduce.all")
+    figures = [name for name in options.figures.split(",") if name]
+    unknown = [name for name in figures if name not in FIGURES]
+    if unknown or not figures:
+        print(f"error: --figures {options.figures!r}: unknown figure(s) {unknown}; valid figures: {list(FIGURES)}", file=sys.stderr)
+        return 2
+    if options.ray is not None and (options.plot_only or options.dry_run):
+        print("error: --ray computes; --plot-only and --dry-run compute nothing: use one of them", file=sys.stderr)
+        return 2
+    modules = load_modules(figures)
+    if options.dry_run:
+        from reproduce.plan import describe, plan
+
+        print(f"profile {options.profile}:")
+        print(describe(plan(modules, options)))
+        return 0
+    import tensorflow as tf
+
+    # Before any figure computes on this process: the driver-side numbers (early_phase's gradient norms)
+    # are then bit-identical whether this process trained the runs (serial) or Ray workers did.
+    tf.config.experimental.enable_op_determinism()
     began = time.perf_counter()
+    if options.ray is not None:
+        from kphases.store import resolve_runs_dir
+
+        run_on_ray(modules, options)
+        root = resolve_runs_dir(options.runs_dir)
+        planned = {path.name for path in root.iterdir()} if root.is_dir() else set()
     lines = []
     for name, module in modules.items():
         started = time.perf_counter()
-        line = module.main(argv)
+        line = module.main(options)
         lines.append(f"{line} [{time.perf_counter() - started:.0f} s]")
+    if options.ray is not None:
+        unplanned = sorted({path.name for path in root.iterdir()} - planned) if root.is_dir() else []
+        if unplanned:  # the planner missed runs a figure needs: they were trained here, serially
+            print(f"warning: the figure pass trained {len(unplanned)} runs the task graph did not hold: {unplanned}", file=sys.stderr)
     print(f"\nreproduce.all finished in {time.perf_counter() - began:.0f} s:")
     print("\n".join(lines))
     return 0

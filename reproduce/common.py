@@ -8,11 +8,11 @@ draws from those rows only and returns a headline; `main(argv)` glues them with 
 section in `<out>/summary.md`.
 
 What a figure trains and measures is listed by its `work(options)` (a list of `Work`: one network
-and every measurement config the figure needs of it); `compute` performs that list. This is what
-makes the paper profile spread over many machines: `python -m reproduce.all --shard I/N` performs
-only the I-th of N slices of the union of all figures' work (claimed by atomic file creation in
-the shared run directory, `kphases.claims`) and draws nothing; `--plot-only` then draws on any
-machine, from the stored CSVs or, where a CSV is missing, read-only from the shared run store.
+and every measurement config it needs of it); `compute` performs that list. `reproduce.plan` turns
+every figure's work into one task graph (a training task per run, a measurement task per run and
+snapshot step, the `early_phase` lineages as chains) and `reproduce.cluster` executes that graph on
+a Ray cluster (`python -m reproduce.all --ray [ADDRESS]`); `--plot-only` then draws on any machine,
+from the stored CSVs or, where a CSV is missing, read-only from the shared run store.
 
 The runs of each profile are defined once here (`main_runs`), so figures share them:
 - smoke: the smoke config (VGG-8 at width 1/8, embedded MNIST, 16 iterations) and a ResNet-10 twin;
@@ -24,7 +24,6 @@ The runs of each profile are defined once here (`main_runs`), so figures share t
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import re
@@ -32,11 +31,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
+import tyro
 
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
-from kphases.claims import parse_shard
 from kphases.data import DATA_DIR_VARIABLE
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -44,34 +44,32 @@ FIGURES_DIR = REPOSITORY / "paper_figures"
 PROFILES = ("smoke", "quick", "paper")
 
 
+ProfileName = Literal["smoke", "quick", "paper"]
+
+
 @dataclass(frozen=True)
 class Options:
-    profile: str
-    out: Path
-    plot_only: bool
-    runs_dir: str | None
-    data_dir: str | None
-    progress: bool
-    shard: tuple[int, int] | None = None
-    """(I, N): perform only the I-th of N slices of the work (reproduce.all --shard I/N)."""
+    """The options every figure module takes (`python -m reproduce.<figure> --help` lists them)."""
+
+    profile: ProfileName = "quick"
+    """Scale of every run: smoke (seconds, tiny data), quick (minutes on 2 CPU cores, offline data), paper (the papers' settings, for GPU machines)."""
+    out: Path = FIGURES_DIR
+    """Where figures, CSVs and summary.md go."""
+    plot_only: bool = False
+    """Redraw from the stored CSVs in --out (or read-only from the run store where a CSV is missing); train and measure nothing."""
+    runs_dir: str | None = None
+    """Directory of run directories (default: $KPHASES_RUNS_DIR, else ./runs)."""
+    data_dir: str | None = None
+    """Directory of offline <name>.npz files (default: $KPHASES_DATA_DIR)."""
+    progress: bool = True
+    """Show progress bars."""
 
 
-def parse_options(description: str, argv: Sequence[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=PROFILES, default="quick", help="scale of every run (default: quick)")
-    parser.add_argument("--out", default=str(FIGURES_DIR), help="where figures, CSVs and summary.md go (default: paper_figures/)")
-    parser.add_argument("--plot-only", action="store_true", help="redraw from the stored CSVs in --out; train and measure nothing")
-    parser.add_argument("--runs-dir", default=None, help="run directories (default: $KPHASES_RUNS_DIR, else ./runs)")
-    parser.add_argument("--data-dir", default=None, help=f"offline <name>.npz directory (default: ${DATA_DIR_VARIABLE})")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--shard", default=None, metavar="I/N",
-                        help="reproduce.all only: train and measure the I-th of N slices of every figure's runs, draw nothing")
-    args = parser.parse_args(argv)
-    try:
-        shard = parse_shard(args.shard) if args.shard else None
-    except ValueError as error:
-        parser.error(str(error))
-    return Options(args.profile, Path(args.out), args.plot_only, args.runs_dir, args.data_dir, not args.no_progress, shard)
+def parse_options(description: str, argv: Sequence[str] | None = None, options_type: type = Options,
+                  prog: str | None = None) -> Options:
+    """`options_type` (Options or a dataclass extending it) from the command line, by tyro: the flags,
+    their help and defaults come from the dataclass's fields, so `--help` lists them all."""
+    return tyro.cli(options_type, args=None if argv is None else list(argv), description=description, prog=prog)
 
 
 def data_directory(options: Options) -> Path | None:
@@ -167,21 +165,15 @@ class Work:
     measures: tuple[MeasureConfig, ...]
 
 
-class ClaimedElsewhere(RuntimeError):
-    """Another live worker holds the run (it is being trained or measured right now)."""
-
-
 def perform(work: Work, options: Options):
     """Train the work's run and take each of its measurements (only what is not done yet);
     return (run, measurement rows). A measurement config's `steps` that the run has no snapshot
     of are dropped (figures ask for fixed steps; short profiles do not reach all of them).
 
     With `--plot-only` nothing is computed: the run and its cells must already be in the store
-    (filled by `--shard` workers or an earlier run), else the error names what is missing.
-    Training and measuring hold the run's claim (`kphases.claims`), so two workers sharing a run
-    directory never do the same work: the second gets `ClaimedElsewhere`.
+    (filled by `--ray` or an earlier run), else the error names what is missing. Two processes
+    on one run directory do not train it twice: `train` holds the run's file lock (`kphases.store`).
     """
-    from kphases.claims import Claim, try_claim
     from kphases.data import load_dataset
     from kphases.measure import measure as run_measure
     from kphases.store import Run, StoreError
@@ -194,34 +186,33 @@ def perform(work: Work, options: Options):
             raise StoreError(f"--plot-only: {work.planned.label} ({work.planned.config.hash()}) has not been trained: {error}") from None
         if not run.complete:
             raise StoreError(f"--plot-only: run {run.directory} ({work.planned.label}) is not complete; train it first")
-    else:
-        run = Run.create(options.runs_dir, work.planned.config)
     dataset = load_dataset(work.planned.config.data, options.data_dir)
-    claim = None
     if not options.plot_only:
-        claim = try_claim(run.directory, "work")
-        if not isinstance(claim, Claim):
-            raise ClaimedElsewhere(f"{work.planned.label}: run {run.directory} is claimed by {claim.describe()}")
-    try:
         run = train(work.planned.config, runs_dir=options.runs_dir, data_dir=options.data_dir, progress=options.progress,
-                    dataset=dataset) if not options.plot_only else run
-        frame = None
-        for config in work.measures:
-            if config.steps:
-                steps = tuple(step for step in config.steps if step in run.snapshot_steps())
-                if not steps:
-                    continue  # none of the asked steps exists in this profile's run (an empty tuple would mean all)
-                config = dataclasses.replace(config, steps=steps)
-            frame = run_measure(run, config, data_dir=options.data_dir, progress=options.progress, dataset=dataset,
-                                log=lambda text: None, compute_missing=not options.plot_only)
-        if frame is None:
-            from kphases.measure import read_measurements
+                    dataset=dataset)
+    frames = []
+    for config in work.measures:
+        config = steps_of_run(config, run.snapshot_steps())
+        if config is None:
+            continue  # none of the asked steps exists in this profile's run (an empty tuple would mean all)
+        frames.append(run_measure(run, config, data_dir=options.data_dir, progress=options.progress, dataset=dataset,
+                                  log=lambda text: None, compute_missing=not options.plot_only, requested_only=True))
+    # The rows this work asked for, not everything measured of the run so far: a figure's table must not
+    # depend on which other figures (or earlier invocations) measured the same run first.
+    from kphases.measure import CELL_COLUMNS, MEASUREMENT_COLUMNS
 
-            frame = read_measurements(run)
-    finally:
-        if claim is not None:
-            claim.release()
+    frames = [frame for frame in frames if len(frame)]
+    frame = (pd.concat(frames, ignore_index=True).drop_duplicates(CELL_COLUMNS, ignore_index=True) if frames
+             else pd.DataFrame(columns=list(MEASUREMENT_COLUMNS)))
     return run, frame
+
+
+def steps_of_run(config: MeasureConfig, snapshot_steps: Sequence[int]) -> MeasureConfig | None:
+    """`config` limited to the asked steps the run has (all of its steps if it asks for none); None if it has none of them."""
+    if not config.steps:
+        return config
+    steps = tuple(step for step in config.steps if step in snapshot_steps)
+    return dataclasses.replace(config, steps=steps) if steps else None
 
 
 def planned_directory(planned: PlannedRun, options: Options) -> Path:
@@ -268,12 +259,10 @@ def update_summary(options: Options, name: str, markdown: str) -> None:
     path.write_text(SUMMARY_HEADER + "\n" + body)
 
 
-def run_figure(module_name: str, compute, plot, argv: Sequence[str] | None, description: str) -> str:
-    """The `main` of every figure module: compute (unless --plot-only), write CSV, draw, summarise."""
-    options = parse_options(description, argv)
-    if options.shard is not None:
-        raise SystemExit(f"--shard {options.shard[0]}/{options.shard[1]} works on all figures at once: "
-                         f"python -m reproduce.all --shard I/N (then --plot-only to draw)")
+def run_figure(module_name: str, compute, plot, argv: Sequence[str] | Options | None, description: str) -> str:
+    """The `main` of every figure module: compute (unless --plot-only), write CSV, draw, summarise.
+    `argv`: the command line, or options already parsed (`reproduce.all` passes its own)."""
+    options = argv if isinstance(argv, Options) else parse_options(description, argv, prog=f"python -m reproduce.{module_name}")
     if options.plot_only and (options.out / f"{module_name}.csv").is_file():
         table = read_table(options, module_name)
     else:

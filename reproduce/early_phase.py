@@ -59,7 +59,6 @@ from reproduce.common import Options, has_offline, run_figure, save_figure
 from reproduce.plotting import grid, log_step_axis, step_position
 
 NAME = "early_phase"
-SHARD_AS_ONE = True  # its runs depend on each other (pruning rounds, rewinding): one piece of work for reproduce.all --shard
 PERTURBATION_NAMES = {"reinit": "random reinit", "reinit_signs": "reinit, signs kept", "shuffle": "shuffle in layer",
                       "shuffle_signs": "shuffle, signs kept", "noise": "Gaussian noise (init scale)"}
 TASK_NAMES = {"random_labels": "random labels", "blur": "blurred images", "rotation": "rotation prediction"}

@@ -1,0 +1,114 @@
+"""The smoke graph of two figures on a local 2-CPU Ray cluster, against the same figures run serially.
+
+One Ray execution (module fixture) with two workers killed mid-training (`kphases.cluster.Fault`:
+`os._exit` at step 8 on the first attempt): the `layers` run (it has a checkpoint at step 8) and
+one IMP round of `early_phase` (it has none between its rewind step and its end). Ray start-up and
+TensorFlow in each worker cost tens of seconds, so every assertion reads this one execution.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from kphases.cluster import Fault  # noqa: E402
+from kphases.store import Run, sha256_file  # noqa: E402
+from reproduce import all as reproduce_all  # noqa: E402
+
+pytestmark = pytest.mark.slow
+FIGURES = "layers,early_phase"
+ARGS = ["--profile", "smoke", "--figures", FIGURES, "--no-progress"]
+
+
+def _graph(options_args):
+    from reproduce.all import AllOptions, load_modules
+    from reproduce.common import parse_options
+    from reproduce.plan import plan
+
+    options = parse_options("", options_args, AllOptions)
+    return plan(load_modules(FIGURES.split(",")), options)
+
+
+@pytest.fixture(scope="module")
+def executions(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray")
+    serial_out, serial_runs = root / "serial" / "out", root / "serial" / "runs"
+    reproduce_all.main([*ARGS, "--out", str(serial_out), "--runs-dir", str(serial_runs)])
+
+    graph = _graph(ARGS)
+    layers_run = next(node for node in graph.nodes.values() if node.kind == "train" and "layers" in node.figures)
+    imp_round = next(node for node in graph.nodes.values() if node.kind == "train" and node.config.lineage.mask_run
+                     and node.config.lineage.perturbation == "none" and node.config.lineage.rewind_step == 4)
+    journal = root / "journal.jsonl"
+    faults = (Fault(layers_run.key, 8, str(root / "killed-layers")), Fault(imp_round.key, 8, str(root / "killed-imp")))
+
+    from kphases import cluster
+
+    cluster.connect("local", num_cpus=2)  # the local cluster of this module; --ray joins it
+    real_execute = cluster.execute
+    ray_out, ray_runs = root / "ray" / "out", root / "ray" / "runs"
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cluster, "execute", lambda *args, **kwargs: real_execute(*args, **kwargs, journal=journal, faults=faults))
+            reproduce_all.main([*ARGS, "--out", str(ray_out), "--runs-dir", str(ray_runs), "--ray"])
+    finally:
+        ray.shutdown()
+    attempts = [json.loads(line) for line in journal.read_text().splitlines()]
+    return {"serial": (serial_out, serial_runs), "ray": (ray_out, ray_runs), "graph": graph, "attempts": attempts,
+            "killed": (layers_run, imp_round), "markers": [Path(fault.marker) for fault in faults]}
+
+
+def test_ray_graph_gives_byte_identical_csvs_and_runs(executions):
+    (serial_out, serial_runs), (ray_out, ray_runs) = executions["serial"], executions["ray"]
+    for name in FIGURES.split(","):
+        assert (ray_out / f"{name}.csv").read_bytes() == (serial_out / f"{name}.csv").read_bytes(), name
+    assert sorted(path.name for path in ray_runs.iterdir()) == sorted(path.name for path in serial_runs.iterdir())
+    # The driver wrote the measurements; the rows are the serial run's (timings aside).
+    key = ["step", "layer", "bn_stats", "instrument", "protocol", "metric", "split"]
+    for directory in serial_runs.iterdir():
+        if (directory / "measurements.csv").is_file():
+            serial = pd.read_csv(directory / "measurements.csv").query("metric != 'seconds'").sort_values(key, ignore_index=True)
+            other = pd.read_csv(ray_runs / directory.name / "measurements.csv").query("metric != 'seconds'").sort_values(key, ignore_index=True)
+            pd.testing.assert_frame_equal(serial, other, check_exact=True)
+
+
+def test_each_task_ran_once_except_the_two_killed_ones(executions):
+    attempts, graph = executions["attempts"], executions["graph"]
+    layers_run, imp_round = executions["killed"]
+    assert all(marker.is_file() for marker in executions["markers"])  # both faults fired
+    counts = pd.Series([attempt["node"] for attempt in attempts]).value_counts().to_dict()
+    assert counts == {key: 2 if key in (layers_run.key, imp_round.key) else 1 for key in graph.nodes}
+
+
+def test_killed_training_resumed_from_its_checkpoint_bit_identically(executions):
+    (_, serial_runs), (_, ray_runs) = executions["serial"], executions["ray"]
+    layers_run, imp_round = executions["killed"]
+    tries = [attempt for attempt in executions["attempts"] if attempt["node"] == layers_run.key]
+    assert [attempt["resume_step"] for attempt in tries] == [None, 8]  # the retry resumed at step 8
+    assert tries[0]["pid"] != tries[1]["pid"]  # in a new worker process
+    for node in (layers_run, imp_round):
+        name = node.config.hash()
+        ours, theirs = Run.open(ray_runs / name), Run.open(serial_runs / name)
+        assert ours.complete and ours.snapshot_steps() == theirs.snapshot_steps()
+        for step in ours.snapshot_steps():
+            assert sha256_file(ours.snapshot_path(step)) == sha256_file(theirs.snapshot_path(step)), (name, step)
+
+
+def test_killed_imp_round_is_redone_alone(executions):
+    _, imp_round = executions["killed"]
+    tries = [attempt for attempt in executions["attempts"] if attempt["node"] == imp_round.key]
+    # No checkpoint between its rewind step (4) and its end (16): the round starts again from its start.
+    assert [attempt["resume_step"] for attempt in tries] == [None, None]
+    assert tries[0]["pid"] != tries[1]["pid"]
+
+
+def test_bare_ray_flag_means_local():
+    from kphases.cli import bare_ray_flag
+
+    assert bare_ray_flag(["--ray", "--no-progress"]) == ["--ray", "local", "--no-progress"]
+    assert bare_ray_flag(["--ray"]) == ["--ray", "local"]
+    assert bare_ray_flag(["--ray", "head:6379"]) == ["--ray", "head:6379"]
