@@ -18,6 +18,12 @@ by any later experiment that needs it, and a changed parent gives a new child. D
   the class head comes from the initialisation), then the round-r mask of rewind point k and
   retraining from those weights. Departure from the paper, for the compute budget: the paper runs
   IMP afresh from each pre-trained network; we reuse the unperturbed lineage's mask.
+- the output layer: `ExperimentConfig.prune_output_layer` (open_lth prunes it for its ResNets and
+  not for its VGGs); the pruned layers are also the ones a perturbation changes. A lineage prunes
+  one set of layers from its first round to its last (a mixed chain is refused by name).
+- `paired_sign_flip_test`: an exact permutation test over seeds of a perturbed start against the
+  unperturbed rewind (both share each seed's dense run, mask and data order); with n seeds its
+  two-sided p cannot go below 2 / 2^n.
 - `early_statistics`: from the dense run's snapshots, the change of the first iterations: relative
   distance from initialisation, fraction of signs flipped since initialisation, change per
   iteration since the previous snapshot, gradient norm on a fixed batch, and train/test accuracy.

@@ -1,52 +1,54 @@
 """Figure `early_phase`: IMP with rewinding, rewind-point perturbations, pre-training tasks, early statistics.
 
-Frankle, Schwab & Morcos, "The Early Phase of Neural Network Training" (ICLR 2020; PROTOCOL.md
-section 2), with `kphases.early_phase` on the run store (every training is reused across reruns):
-- (a) test accuracy against sparsity after iterative magnitude pruning (global over conv and dense
-  kernels) with the survivors rewound to iteration k, one line per k (k = 0: lottery ticket);
+Frankle, Schwab & Morcos, "The Early Phase of Neural Network Training" (ICLR 2020;
+docs/early_phase.md), with `kphases.early_phase` on the run store (every training is reused across reruns):
+- (a) test accuracy against sparsity after iterative magnitude pruning (global over the conv kernels,
+  and the output layer's for ResNets) with the survivors rewound to iteration k, one line per k (k = 0: lottery ticket);
 - (b) at one sparsity: the unperturbed rewind to k next to the same mask and retraining after a
   perturbation of the iteration-k weights (reinit, reinit keeping signs, shuffle within layers
   with and without signs kept, Gaussian noise of the initialisation's scale);
 - (c) at one sparsity: rewinding to weights pre-trained for k iterations on random labels, blurred
   images or rotation prediction, next to rewinding to iterations 0 and k of the real task;
-- (d) the dense run's first iterations on a log step axis: relative distance from initialisation,
-  fraction of signs flipped, change per iteration, gradient norm, accuracy.
+- (d) the dense run's first iterations on a log step axis: fraction of signs flipped and test
+  accuracy (left axis, 0..1), relative distance from initialisation and gradient norm (right axis;
+  the distance passes 1); the summary adds the change per iteration and train accuracy.
 
     python -m reproduce.early_phase [--profile smoke|quick|paper] [--out DIR] [--runs-dir DIR] [--data-dir DIR]
 
+Every profile uses open_lth's initialisation (kaiming normal kernels, BatchNorm scales uniform in
+[0, 1)) and open_lth's output-layer rule (not pruned for VGG-style networks, pruned for ResNets).
+docs/early_phase.md lists every remaining departure from the paper and open_lth.
+
 Profiles (the figure title states the scale):
-- smoke: VGG-8 x1/8 on 256 embedded MNIST images, 16 iterations, k in {0, 4}, one round; < 1 min.
+- smoke: VGG-8 x1/8 on 256 embedded MNIST images, 16 iterations, k in {0, 4}, one round, one seed; < 1 min.
 - quick: VGG-8 x1/4 on the offline CIFAR-10 copy (4,000 / 1,000 images; real MNIST if CIFAR-10 is
   absent), 512 iterations (16 epochs) of the paper's recipe scaled (lr 0.1 / 10 at 256 and 384,
   momentum 0.9, weight decay 1e-4, flips and crops, batch 128), k in {0, 16, 64}, 3 rounds of 50%
-  (sparsity 50 / 75 / 87.5%; the paper prunes 20% a round, which would need 9 rounds to reach
-  87%), perturbations and pre-training at k = 64 and 87.5%. ResNet-20 is 18-40x slower per step
-  (benchmarks.training: 186 vs 10.5 ms on the 2026-11-30 machine, 589 vs 14.5 ms on that of
-  2026-11-23), too slow for this budget. Runtime: 7.0 min for the 3 seeds
-  (measured by reproduce.all on 2 CPU cores, 2026-11-30; 12.6 min on the slower machine of 2026-11-23).
-- paper: ResNet-20 on CIFAR-10 (tfds), PROTOCOL.md section 2 exactly (160 epochs, lr 0.1 / 10 at
-  80 and 120 epochs, momentum 0.9, weight decay 1e-4, flips and crops, batch 128), 20% a round
-  for 12 rounds (93% sparse), k in {0, 100, 250, 500, 1000, 2000}, perturbations and pre-training
-  at k = 500 and rounds 4, 8, 12. For a GPU machine.
-Seeds: the whole experiment (dense run, every pruning lineage, perturbation and pre-training) runs
-for seeds 0, 1, 2 in quick and paper (one seed in smoke); tables give the mean with the range over
-seeds and the figure draws the range, so a difference can be read against it.
+  (87.5% sparse; the paper prunes 20% a round, 9 rounds to get there), perturbations and
+  pre-training at k = 64 and 87.5%. Seeds 0-2 run everything; seeds 3-5 run only the dense run,
+  the k = 64 lineage and the two sign-keeping perturbations (`PERTURBATION_SEEDS`). ResNet-20 is
+  18-40x slower per step on CPU (`python -m benchmarks.training`), too slow for this budget.
+  Runtime: 7.0 min for 3 seeds of everything (alone on 2 CPU cores); the 3 extra seeds train
+  about a third of a full seed's iterations each, an estimated 2-3 min more (not yet timed alone).
+- paper: ResNet-20 on CIFAR-10 (tfds), open_lth's recipe (160 epochs, lr 0.1 / 10 at 80 and 120
+  epochs, momentum 0.9, weight decay 1e-4, flips and crops, batch 128), 20% a round for 12 rounds
+  (93% sparse), k in {0, 100, 250, 500, 1000, 2000}, perturbations and pre-training at k = 500 and
+  rounds 4, 8, 12, seeds 0-2. For a GPU machine.
 
-Measured at quick scale (3 seeds; mean and min .. max; 1,000 test images, so one accuracy has a
-binomial standard error of about 0.016; paper_figures/summary.md has every number):
-- dense network 0.510; IMP at 87.5% sparsity: rewind to k=0 0.520 (0.514 .. 0.524), k=16 0.531
-  (0.524 .. 0.541), k=64 0.525 (0.504 .. 0.544): the ranges overlap, the benefit of rewinding
-  past iteration 0 does not show at this scale;
-- perturbations at k=64: random reinit 0.489 (0.486 .. 0.492) and shuffle 0.487 (0.481 .. 0.492)
-  fall below the unperturbed rewind with ranges that do not overlap it; reinit keeping signs
-  0.527, shuffle keeping signs 0.530 and Gaussian noise 0.526 do not: signs carry what matters,
-  as Frankle et al. report;
-- pre-training 64 iterations on random labels 0.495, blurred images 0.502, rotations 0.494: no
-  better than k=0;
-- early statistics: by iteration 64, 13% of weights have flipped sign and the weights have moved
-  0.99 of their initial norm; by 512, 17% and 1.54.
-These numbers are from the 2026-11-30 machine; on another CPU they move by up to about 0.01 (means)
-and 0.03 (one seed), README "Reproducing the figures".
+What to expect, and how to read it (docs/early_phase.md): each perturbation is compared with the
+unperturbed rewind seed by seed (same dense run, mask and data order), by an exact sign-flip
+permutation test over seeds; with n seeds no two-sided p is below 2 / 2^n (0.25 at 3 seeds, 0.031
+at 6), so 3 seeds alone cannot show a difference. Frankle et al. report that deep networks lose
+accuracy when the rewound weights are reinitialised or shuffled, even with their signs kept.
+At quick scale (PyTorch-default initialisation, output layer pruned, 3 seeds: the committed
+figure) destroying signs costs 0.036 (random reinit) and 0.038 (shuffle) in every seed, while
+keeping them costs nothing: reinit keeping signs +0.002 (-0.008 .. +0.020), shuffle keeping signs
++0.005 (-0.004 .. +0.017) against rewinding to k = 64 (two-sided p 1.0 and 0.75): the opposite of
+the paper. Rewinding to 64 is no better than to 0 (+0.004, p 0.75), and pre-training on blurred
+images or rotations falls below k = 0 in every seed (-0.018, -0.026), where the paper finds them
+close to rewinding. The numbers with the open_lth setting are in paper_figures/summary.md once it
+is regenerated, and in docs/early_phase.md. On another CPU, means move by up to about 0.01 and one
+seed's accuracy by up to 0.03 (README "Reproducing the figures").
 """
 from __future__ import annotations
 
