@@ -28,8 +28,9 @@ Profiles (the figure title states the scale):
   pre-training at k = 64 and 87.5%. Seeds 0-2 run everything; seeds 3-5 run only the dense run,
   the k = 64 lineage and the two sign-keeping perturbations (`PERTURBATION_SEEDS`). ResNet-20 is
   18-40x slower per step on CPU (`python -m benchmarks.training`), too slow for this budget.
-  Runtime: 7.0 min for 3 seeds of everything (alone on 2 CPU cores); the 3 extra seeds train
-  about a third of a full seed's iterations each, an estimated 2-3 min more (not yet timed alone).
+  Runtime: 7.0 min for 3 seeds of everything (alone on 2 CPU cores); an extra seed trains 2,752
+  of a full seed's 8,656 iterations, so the 3 extra seeds add about 2.2 min if time follows the
+  iteration count (not yet timed alone).
 - paper: ResNet-20 on CIFAR-10 (tfds), open_lth's recipe (160 epochs, lr 0.1 / 10 at 80 and 120
   epochs, momentum 0.9, weight decay 1e-4, flips and crops, batch 128), 20% a round for 12 rounds
   (93% sparse), k in {0, 100, 250, 500, 1000, 2000}, perturbations and pre-training at k = 500 and
@@ -46,8 +47,10 @@ keeping them costs nothing: reinit keeping signs +0.002 (-0.008 .. +0.020), shuf
 +0.005 (-0.004 .. +0.017) against rewinding to k = 64 (two-sided p 1.0 and 0.75): the opposite of
 the paper. Rewinding to 64 is no better than to 0 (+0.004, p 0.75), and pre-training on blurred
 images or rotations falls below k = 0 in every seed (-0.018, -0.026), where the paper finds them
-close to rewinding. The numbers with the open_lth setting are in paper_figures/summary.md once it
-is regenerated, and in docs/early_phase.md. On another CPU, means move by up to about 0.01 and one
+close to rewinding. With the open_lth setting (measured for seeds 0-2, the k = 64 lineage and the
+perturbations only; docs/early_phase.md) the reading holds: random reinit -0.060 and shuffle
+-0.045 in every seed, reinit keeping signs +0.003 (-0.002 .. +0.007), shuffle keeping signs
++0.004 (-0.002 .. +0.017), noise +0.000, rewind to 64 at 0.506 (0.493 .. 0.517). On another CPU, means move by up to about 0.01 and one
 seed's accuracy by up to 0.03 (README "Reproducing the figures").
 """
 from __future__ import annotations
@@ -203,7 +206,8 @@ def reading(test, paper: str) -> str:
     if test.p_value <= SIGNIFICANCE:
         shown = "lower" if test.mean_difference < 0 else "higher"
     else:
-        shown = f"no difference detected (p >= {SIGNIFICANCE}; {test.seeds} seeds cannot go below {test.smallest_p_value:.3g})"
+        shown = (f"no difference detected (p > {SIGNIFICANCE}; {test.seeds} seed{'s' if test.seeds != 1 else ''} "
+                 f"cannot go below {test.smallest_p_value:.3g})")
     if not paper:
         return shown
     if shown == paper:
@@ -294,10 +298,10 @@ def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
             tests += [_test_row(f"{names.get(v, v)} - rewind k=0", compare(_by_seed(full, experiment, v, round_index), baseline),
                                 PAPER_DIRECTION.get(v, "")) for v in part[part["round"] == round_index]["variant"].unique()]
     if tests:
-        lines += ["", "Seed-level tests: exact paired sign-flip permutation test over seeds (each seed has its own dense run, "
-                  "mask and trainings; all 2^n sign patterns of the n paired differences). p two-sided, and one-sided for "
-                  f"'the first is lower'. A difference is called at two-sided p <= {SIGNIFICANCE}; with n seeds no p is below "
-                  "2 / 2^n (3 seeds: 0.25, 6 seeds: 0.031), so 'no difference detected' at 3 seeds is no evidence of equality.", "",
+        lines += ["", ("Seed-level tests: exact paired sign-flip permutation test over seeds (each seed has its own dense run, "
+                       "mask and trainings; all 2^n sign patterns of the n paired differences). p two-sided, and one-sided for "
+                       f"'the first is lower'. A difference is called at two-sided p <= {SIGNIFICANCE}; with n seeds no p is below "
+                       "2 / 2^n (3 seeds: 0.25, 6 seeds: 0.031), so 'no difference detected' at 3 seeds is no evidence of equality."), "",
                   "| comparison | seeds | mean paired difference (min .. max) | p | p (lower) | this scale, against Frankle et al. |",
                   "|---|---|---|---|---|---|"] + tests
     pretrain = full[full["experiment"] == "pretrain"]
