@@ -47,11 +47,11 @@ keeping them costs nothing: reinit keeping signs +0.002 (-0.008 .. +0.020), shuf
 +0.005 (-0.004 .. +0.017) against rewinding to k = 64 (two-sided p 1.0 and 0.75): the opposite of
 the paper. Rewinding to 64 is no better than to 0 (+0.004, p 0.75), and pre-training on blurred
 images or rotations falls below k = 0 in every seed (-0.018, -0.026), where the paper finds them
-close to rewinding. With the open_lth setting (measured for seeds 0-3, the k = 64 lineage and the
-perturbations only; docs/early_phase.md) the reading holds: random reinit -0.056 and shuffle
--0.049 in every seed (p 0.125, the floor for 4 seeds), reinit keeping signs +0.007
-(-0.002 .. +0.021, p 0.25), shuffle keeping signs +0.006 (-0.002 .. +0.017, p 0.5), noise -0.000,
-rewind to 64 at 0.508 (0.493 .. 0.517). On another CPU, means move by up to about 0.01 and one
+close to rewinding. With the open_lth setting (measured for seeds 0-4, the k = 64 lineage and the
+perturbations only; docs/early_phase.md) the reading holds: random reinit -0.055 and shuffle
+-0.050 in every seed (one-sided p 0.031, the floor for 5 seeds), reinit keeping signs +0.008
+(-0.002 .. +0.021, two-sided p 0.125), shuffle keeping signs +0.006 (-0.002 .. +0.017, p 0.25),
+noise +0.001, rewind to 64 at 0.506 (0.493 .. 0.517). On another CPU, means move by up to about 0.01 and one
 seed's accuracy by up to 0.03 (README "Reproducing the figures").
 """
 from __future__ import annotations
