@@ -52,6 +52,8 @@ class ModelConfig:
     """Width multiplier applied to every conv width (1.0: the paper's widths)."""
     activation: str = "relu"
     """Nonlinearity after every conv's BatchNorm of the vgg and simple nets: relu (the paper's) or tanh (information-plane figure)."""
+    initialisation: str = "pytorch"
+    """pytorch (PyTorch's layer defaults, the phases paper) or open_lth (kaiming normal kernels, BatchNorm scales uniform in [0, 1): Frankle et al.)."""
 
 
 @dataclass(frozen=True)
@@ -111,10 +113,14 @@ class LineageConfig:
     """Change made to the rewound weights before masking (kphases.pruning.perturb)."""
     perturbation_seed: int = 0
     """Seed of the perturbation's randomness."""
+    prune_output_layer: bool = True
+    """Whether the output layer's kernel is pruned with the others (open_lth: yes for its ResNets, no for its VGGs)."""
 
 
 # (section, field) -> default omitted from RunConfig's canonical JSON (see RunConfig.to_dict).
-HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {("model", "activation"): "relu", ("training", "precision"): "float32"}
+HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {("model", "activation"): "relu", ("training", "precision"): "float32",
+                                                     ("model", "initialisation"): "pytorch",
+                                                     ("lineage", "prune_output_layer"): True}
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,7 @@ class RunConfig:
         # Fields added after runs existed are left out of the canonical JSON at their default, so
         # every earlier run keeps its directory name (the hash) and is not retrained.
         for (section, name), default in HASH_NEUTRAL_DEFAULTS.items():
-            if values[section].get(name) == default:
+            if section in values and values[section].get(name) == default:
                 del values[section][name]
         return values
 

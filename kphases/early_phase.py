@@ -18,6 +18,12 @@ by any later experiment that needs it, and a changed parent gives a new child. D
   the class head comes from the initialisation), then the round-r mask of rewind point k and
   retraining from those weights. Departure from the paper, for the compute budget: the paper runs
   IMP afresh from each pre-trained network; we reuse the unperturbed lineage's mask.
+- the output layer: `ExperimentConfig.prune_output_layer` (open_lth prunes it for its ResNets and
+  not for its VGGs); the pruned layers are also the ones a perturbation changes. A lineage prunes
+  one set of layers from its first round to its last (a mixed chain is refused by name).
+- `paired_sign_flip_test`: an exact permutation test over seeds of a perturbed start against the
+  unperturbed rewind (both share each seed's dense run, mask and data order); with n seeds its
+  two-sided p cannot go below 2 / 2^n.
 - `early_statistics`: from the dense run's snapshots, the change of the first iterations: relative
   distance from initialisation, fraction of signs flipped since initialisation, change per
   iteration since the previous snapshot, gradient norm on a fixed batch, and train/test accuracy.
@@ -127,8 +133,11 @@ def lineage_masks(config: RunConfig, runs_dir, dataset: Dataset) -> pruning.Mask
         return None
     parent = _open_parent(runs_dir, lineage.mask_run, "mask")
     weights = final_weights(parent, dataset)
-    paths = pruning.prunable_paths(_model(parent.config, dataset))
+    paths = pruning.prunable_paths(_model(parent.config, dataset), include_output=lineage.prune_output_layer)
     masks = lineage_masks(parent.config, runs_dir, dataset) or pruning.dense_masks(weights, paths)
+    if sorted(masks) != sorted(paths):
+        raise ValueError(f"mask run {parent.name} pruned {sorted(masks)} but this lineage prunes {sorted(paths)} "
+                         f"(prune_output_layer={lineage.prune_output_layer}): one lineage prunes one set of layers")
     return pruning.prune_globally(weights, masks, lineage.prune_fraction)
 
 
@@ -136,7 +145,6 @@ def build_start(config: RunConfig, runs_dir, dataset: Dataset) -> Start:
     """The weights, first step and masks of a run with a lineage (`dataset`: the base dataset of `config.data`)."""
     lineage = config.lineage
     model = _model(config, dataset)
-    paths = pruning.prunable_paths(model)
     weights = pruning.weights_by_path(model)  # the seed's initialisation
     if lineage.rewind_run:
         parent = _open_parent(runs_dir, lineage.rewind_run, "rewind")
@@ -156,7 +164,7 @@ def build_start(config: RunConfig, runs_dir, dataset: Dataset) -> Start:
         if masks is None:
             raise ValueError(f"perturbation {lineage.perturbation!r} acts on a pruned network; give a mask_run")
         fresh = pruning.weights_by_path(_model(config, dataset, seed=10_000 + lineage.perturbation_seed))
-        init_std = {path: float(np.std(fresh[path])) for path in paths}
+        init_std = {path: float(np.std(fresh[path])) for path in masks}  # the pruned layers are the perturbed ones
         weights = pruning.perturb(lineage.perturbation, weights, masks, lineage.perturbation_seed, fresh=fresh, init_std=init_std)
     if masks is not None:
         weights = pruning.rewind(weights, masks)
@@ -209,6 +217,8 @@ class ExperimentConfig:
     data_rounds: tuple[int, ...] = (5,)
     statistics_examples: int = 512
     """Training images (the first ones) of the fixed batch for the gradient norm."""
+    prune_output_layer: bool = True
+    """Prune the output layer's kernel with the others (open_lth: its ResNets yes, its VGGs no)."""
 
     def __post_init__(self):
         for name in ("perturbations",):
@@ -264,7 +274,8 @@ def experiment_runs(experiment: ExperimentConfig, last: int) -> list[RunConfig]:
     for rewind_step in experiment.rewind_steps:
         parent, chains[rewind_step] = dense, []
         for _ in range(experiment.rounds):
-            lineage = LineageConfig(rewind_run=dense, rewind_step=rewind_step, mask_run=parent, prune_fraction=experiment.prune_fraction)
+            lineage = LineageConfig(rewind_run=dense, rewind_step=rewind_step, mask_run=parent, prune_fraction=experiment.prune_fraction,
+                                    prune_output_layer=experiment.prune_output_layer)
             runs.append(retrain_config(experiment, last, lineage))
             parent = runs[-1].hash()
             chains[rewind_step].append(parent)
@@ -274,7 +285,7 @@ def experiment_runs(experiment: ExperimentConfig, last: int) -> list[RunConfig]:
         for kind in experiment.perturbations:
             runs.append(retrain_config(experiment, last, LineageConfig(
                 rewind_run=dense, rewind_step=k, mask_run=mask_parent, prune_fraction=experiment.prune_fraction,
-                perturbation=kind, perturbation_seed=base.training.seed)))
+                prune_output_layer=experiment.prune_output_layer, perturbation=kind, perturbation_seed=base.training.seed)))
     k = experiment.pretrain_steps
     for task in experiment.tasks:
         pretrained = pretrain_config(experiment, Run(resolve_runs_dir(None) / dense, base), task)
@@ -282,7 +293,8 @@ def experiment_runs(experiment: ExperimentConfig, last: int) -> list[RunConfig]:
         for round_index in experiment.data_rounds:
             mask_parent = dense if round_index == 1 else chains[k][round_index - 2]
             runs.append(retrain_config(experiment, last, LineageConfig(
-                rewind_run=pretrained.hash(), rewind_step=k, mask_run=mask_parent, prune_fraction=experiment.prune_fraction)))
+                rewind_run=pretrained.hash(), rewind_step=k, mask_run=mask_parent, prune_fraction=experiment.prune_fraction,
+                                    prune_output_layer=experiment.prune_output_layer)))
     return runs
 
 
@@ -310,7 +322,7 @@ def run_experiment(experiment: ExperimentConfig, runs_dir=None, data_dir=None, p
         parent, chain = dense, []
         for round_index in range(1, experiment.rounds + 1):
             lineage = LineageConfig(rewind_run=dense.name, rewind_step=rewind_step, mask_run=parent.name,
-                                    prune_fraction=experiment.prune_fraction)
+                                    prune_fraction=experiment.prune_fraction, prune_output_layer=experiment.prune_output_layer)
             run = train_lineage(retrain_config(experiment, last, lineage), runs_dir, data_dir, progress, dataset, read_only)
             chain.append(run)
             rows.append(_result("imp", f"rewind k={rewind_step}", rewind_step, round_index, _sparsity(run, runs_dir, dataset), run, last))
@@ -322,7 +334,8 @@ def run_experiment(experiment: ExperimentConfig, runs_dir=None, data_dir=None, p
         mask_parent = dense if round_index == 1 else lineages[k][round_index - 2]
         for kind in experiment.perturbations:
             lineage = LineageConfig(rewind_run=dense.name, rewind_step=k, mask_run=mask_parent.name,
-                                    prune_fraction=experiment.prune_fraction, perturbation=kind,
+                                    prune_fraction=experiment.prune_fraction, prune_output_layer=experiment.prune_output_layer,
+                                    perturbation=kind,
                                     perturbation_seed=base.training.seed)  # each seed of the experiment its own draw
             run = train_lineage(retrain_config(experiment, last, lineage), runs_dir, data_dir, progress, dataset, read_only)
             rows.append(_result("perturbation", kind, k, round_index, _sparsity(run, runs_dir, dataset), run, last))
@@ -334,7 +347,7 @@ def run_experiment(experiment: ExperimentConfig, runs_dir=None, data_dir=None, p
         for round_index in experiment.data_rounds:
             mask_parent = dense if round_index == 1 else lineages[k][round_index - 2]
             lineage = LineageConfig(rewind_run=pretrained.name, rewind_step=k, mask_run=mask_parent.name,
-                                    prune_fraction=experiment.prune_fraction)
+                                    prune_fraction=experiment.prune_fraction, prune_output_layer=experiment.prune_output_layer)
             run = train_lineage(retrain_config(experiment, last, lineage), runs_dir, data_dir, progress, dataset, read_only)
             rows.append(_result("data", task, k, round_index, _sparsity(run, runs_dir, dataset), run, last))
             log(f"pre-trained on {task} for {k} iterations, round {round_index}: test accuracy {rows[-1]['value']:.4f}")
@@ -409,5 +422,56 @@ def _variable(model: keras.Model, path: str) -> np.ndarray:
     raise KeyError(f"model has no variable {path!r}")
 
 
-__all__ = ["ExperimentConfig", "run_experiment", "experiment_runs", "train_lineage", "build_start", "lineage_masks", "rotate_images",
+# --- comparing two starts over seeds -------------------------------------------------------------
+
+MAX_PAIRED_SEEDS = 20  # the exact test enumerates 2^n sign patterns
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """An exact paired sign-flip permutation test of `treated - control` over seeds."""
+
+    seeds: int
+    """Number of seeds (pairs): each seed has its own dense run, mask, and both trainings."""
+    mean_difference: float
+    smallest_difference: float
+    largest_difference: float
+    p_value: float
+    """Two-sided: the fraction of the 2^seeds sign patterns whose |mean difference| is at least the observed one."""
+    p_lower: float
+    """One-sided, for "treated is lower" (Frankle et al.'s claim for a perturbation): patterns with a mean at most the observed one."""
+    smallest_p_value: float
+    """The smallest two-sided p-value this many seeds can give (2 / 2^seeds): the test's resolution."""
+
+
+def paired_sign_flip_test(treated, control) -> PairedComparison:
+    """Exact paired permutation test over seeds: under "no effect" each seed's difference is as likely
+    to have the other sign, so all 2^n sign patterns are equally likely (n: seeds, at most 20).
+
+    `treated[i]` and `control[i]` must come from the same seed. With n seeds no two-sided p-value is
+    below 2 / 2^n (0.25 for 3 seeds, 0.0625 for 5, 0.031 for 6): few seeds cannot reject anything.
+    """
+    treated, control = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
+    if treated.ndim != 1 or treated.shape != control.shape or len(treated) == 0:
+        raise ValueError(f"paired test needs two equally long, non-empty 1-d arrays (one value per seed), "
+                         f"got shapes {treated.shape} and {control.shape}")
+    if not (np.isfinite(treated).all() and np.isfinite(control).all()):
+        raise ValueError(f"paired test needs finite values, got {treated.tolist()} and {control.tolist()}")
+    if len(treated) > MAX_PAIRED_SEEDS:
+        raise ValueError(f"paired test enumerates 2^n sign patterns: at most {MAX_PAIRED_SEEDS} seeds, got {len(treated)}")
+    differences = treated - control
+    count = len(differences)
+    patterns = 1.0 - 2.0 * ((np.arange(2 ** count)[:, None] >> np.arange(count)) & 1)  # every +-1 vector
+    means = patterns @ differences / count
+    observed = differences.mean()
+    tolerance = 1e-12 * max(1.0, float(np.abs(differences).max()))  # float rounding of equal sums
+    return PairedComparison(
+        seeds=count, mean_difference=float(observed),
+        smallest_difference=float(differences.min()), largest_difference=float(differences.max()),
+        p_value=float(np.mean(np.abs(means) >= abs(observed) - tolerance)),
+        p_lower=float(np.mean(means <= observed + tolerance)),
+        smallest_p_value=min(1.0, 2.0 / 2 ** count))
+
+
+__all__ = ["ExperimentConfig", "PairedComparison", "paired_sign_flip_test", "run_experiment", "experiment_runs", "train_lineage", "build_start", "lineage_masks", "rotate_images",
            "blur_images", "task_dataset", "early_statistics", "dense_schedule"]

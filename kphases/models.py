@@ -12,6 +12,13 @@ PyTorch equivalence, on purpose, so results compare with the authors':
   (VarianceScaling(1/3, fan_in, uniform)), dense biases too.
 - BatchNorm: PyTorch momentum 0.1 is Keras momentum 0.9; epsilon 1e-5 (Keras' default is 1e-3).
 
+`ModelConfig.initialisation` "open_lth" (the Frankle et al. experiments) instead draws what
+open_lth's CIFAR models get by default (`model_init=kaiming_normal`, `batchnorm_init=uniform`):
+every Conv2D and Dense kernel from torch.nn.init.kaiming_normal_, an untruncated normal of std
+sqrt(2 / fan_in) (Keras' HeNormal is truncated, so VarianceScaling(2, fan_in, untruncated_normal)),
+BatchNorm scales uniform in [0, 1) and shifts 0; biases keep PyTorch's default, as there. Like
+open_lth's `model.apply(initializer)`, it re-draws the built network's weights.
+
 Probe points, the names every measurement uses: `stem` (ResNets' first conv), `block1` ...
 `blockN` (each conv block's or residual block's output after its ReLU), `penultimate` (the
 flattened input of the last Dense layer) and `logits`. `probe_points(model)` lists them.
@@ -63,6 +70,8 @@ BN_EPSILON = 1e-5
 PROBE_PATTERN = re.compile(r"^(stem|block\d+|penultimate|logits)$")
 # ModelConfig.activation: the paper's relu, or tanh (a saturating nonlinearity, for the information plane).
 ACTIVATIONS = ("relu", "tanh")
+# ModelConfig.initialisation: PyTorch's layer defaults (the phases paper), or open_lth's (Frankle et al.).
+INITIALISATIONS = ("pytorch", "open_lth")
 
 
 # Where Conv2D computes the input gradient by a forward convolution: inputs of at most this many
@@ -246,6 +255,8 @@ def build_model(config: ModelConfig, input_shape: tuple[int, int, int], num_clas
         raise ValueError(f"width multiplier must be positive, got {config.width}")
     if config.activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {config.activation!r}; valid activations: {list(ACTIVATIONS)}")
+    if config.initialisation not in INITIALISATIONS:
+        raise ValueError(f"unknown initialisation {config.initialisation!r}; valid initialisations: {list(INITIALISATIONS)}")
     if config.activation != "relu" and not (name in VGG_LAYOUTS or re.fullmatch(r"simple\d+", name)):
         raise ValueError(f"activation {config.activation!r} is available for the vgg and simple<n> nets only, "
                          f"not {name!r} (ResNets and the linear net use relu)")
@@ -262,7 +273,22 @@ def build_model(config: ModelConfig, input_shape: tuple[int, int, int], num_clas
         outputs = _head(inputs, num_classes, use_bias=False)
     else:
         raise ValueError(f"unknown architecture {name!r}; valid architectures: {architectures()}")
-    return keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, outputs, name=name)
+    if config.initialisation == "open_lth":
+        _initialise_as_open_lth(model)
+    return model
+
+
+def _initialise_as_open_lth(model: keras.Model) -> None:
+    """Re-draw the weights as open_lth's kaiming_normal + uniform BatchNorm initialisers (module docstring)."""
+    kaiming_normal = keras.initializers.VarianceScaling(scale=2.0, mode="fan_in", distribution="untruncated_normal")
+    scale = keras.initializers.RandomUniform(0.0, 1.0)
+    for layer in model.layers:  # layer order, so a seed gives one network
+        if isinstance(layer, (layers.Conv2D, layers.Dense)):
+            layer.kernel.assign(kaiming_normal(tuple(layer.kernel.shape), dtype=layer.kernel.dtype))
+        elif isinstance(layer, layers.BatchNormalization):
+            layer.gamma.assign(scale(tuple(layer.gamma.shape), dtype=layer.gamma.dtype))
+            layer.beta.assign(tf.zeros_like(layer.beta))
 
 
 def probe_points(model: keras.Model) -> list[str]:

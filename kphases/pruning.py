@@ -5,11 +5,14 @@ so each operation can be tested on hand-built arrays and the training loop only 
 (`kphases.training.Start.masks`), which it multiplies in after every optimiser update.
 
 Following open_lth's `sparse_global` strategy and the issue's wording:
-- prunable weights are the kernels of every Conv2D and Dense layer (including ResNet shortcuts and
-  the output layer); BatchNorm parameters and biases are never pruned;
+- prunable weights are the kernels of every Conv2D and Dense layer (including ResNet shortcuts),
+  and the output layer's kernel unless `include_output=False`: open_lth prunes it for its CIFAR
+  ResNets and leaves it out for its CIFAR VGGs (`pruning_layers_to_ignore='fc.weight'`);
+  BatchNorm parameters and biases are never pruned;
 - each round removes `round(fraction * remaining)` of the weights still alive, the smallest in
   magnitude over all prunable layers together (ties broken by layer order, then position, so the
-  count is exact and the result deterministic);
+  count is exact and the result deterministic; open_lth prunes every weight at or below the
+  magnitude at position ceil(fraction * remaining), one more or a few more at ties);
 - rewinding sets the surviving weights to their values at iteration k (and pruned ones to zero).
 
 Perturbations (PROTOCOL.md section 2) act on the rewound (iteration-k) weights before the mask:
@@ -32,9 +35,14 @@ Masks = dict[str, np.ndarray]
 PERTURBATIONS = ("none", "reinit", "reinit_signs", "shuffle", "shuffle_signs", "noise")
 
 
-def prunable_paths(model: keras.Model) -> list[str]:
-    """Paths of the kernels global pruning acts on: every Conv2D and Dense kernel, in layer order."""
-    return [layer.kernel.path for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
+OUTPUT_LAYER = "logits"  # kphases.models names the output Dense layer so
+
+
+def prunable_paths(model: keras.Model, include_output: bool = True) -> list[str]:
+    """Paths of the kernels global pruning acts on: every Conv2D and Dense kernel, in layer order
+    (the output layer's only if `include_output`)."""
+    return [layer.kernel.path for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+            and (include_output or layer.name != OUTPUT_LAYER)]
 
 
 def weights_by_path(model: keras.Model) -> Weights:

@@ -177,6 +177,70 @@ def test_perturbed_start_keeps_its_defining_property_and_the_mask(kind, dense, m
     assert np.array_equal(weights["block1_bn/gamma"], at_k["block1_bn/gamma"])
 
 
+def test_an_unpruned_output_layer_keeps_its_rewound_weights_and_the_conv_kernels_carry_the_pruning(dense, dataset):
+    runs_dir, dense_run = dense
+    config = lineage_config(rewind_run=dense_run.name, rewind_step=K, mask_run=dense_run.name, prune_fraction=0.5,
+                            prune_output_layer=False)
+    start = early_phase.build_start(config, runs_dir, dataset)
+    weights, at_k, final = start_by_path(start), load_weights(dense_run, K), load_weights(dense_run, LAST)
+    assert sorted(start.masks) == sorted(KERNELS[:-1])  # no mask on logits/kernel
+    assert np.array_equal(weights["logits/kernel"], at_k["logits/kernel"])
+    convs = KERNELS[:-1]
+    assert pruning.remaining(start.masks) == sum(final[p].size for p in convs) - round(0.5 * sum(final[p].size for p in convs))
+    # A child that would prune the output layer under a mask that never did is refused by name.
+    child = train(config, runs_dir=runs_dir, progress=False, dataset=dataset, start=start)
+    mixed = lineage_config(rewind_run=dense_run.name, rewind_step=K, mask_run=child.name, prune_fraction=0.5)
+    with pytest.raises(ValueError, match="prune_output_layer=True"):
+        early_phase.lineage_masks(mixed, runs_dir, dataset)
+
+
+def test_paired_sign_flip_test_on_hand_counted_patterns():
+    # Differences 1, -2, 3: the 8 sign patterns give sums 6, 4, 2, 0, 0, -2, -4, -6; observed 2.
+    test = early_phase.paired_sign_flip_test([1.0, 0.0, 3.0], [0.0, 2.0, 0.0])
+    assert test.seeds == 3 and test.mean_difference == pytest.approx(2 / 3)
+    assert (test.smallest_difference, test.largest_difference) == (-2.0, 3.0)
+    assert test.p_value == 6 / 8 and test.p_lower == 6 / 8 and test.smallest_p_value == 0.25
+    # Every seed lower: the most extreme of 2^n patterns, so p is exactly the resolution 2 / 2^n.
+    three = early_phase.paired_sign_flip_test([0.48, 0.47, 0.49], [0.50, 0.51, 0.52])
+    assert three.p_value == 0.25 and three.p_lower == 0.125
+    six = early_phase.paired_sign_flip_test(np.arange(6.0), np.arange(6.0) + [1, 2, 3, 4, 5, 6])
+    assert six.p_value == 2 / 64 and six.p_lower == 1 / 64 and six.smallest_p_value == 2 / 64
+    assert early_phase.paired_sign_flip_test([0.5, 0.5], [0.5, 0.5]).p_value == 1.0
+
+
+def test_paired_test_refuses_unpaired_or_missing_values():
+    with pytest.raises(ValueError, match=r"shapes \(3,\) and \(2,\)"):
+        early_phase.paired_sign_flip_test([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="finite"):
+        early_phase.paired_sign_flip_test([1, np.nan], [1, 2])
+    with pytest.raises(ValueError, match="non-empty"):
+        early_phase.paired_sign_flip_test([], [])
+
+
+def test_the_figure_pairs_by_seed_not_by_row_order():
+    import pandas as pd
+
+    from reproduce.early_phase import compare
+
+    treated = pd.Series([0.40, 0.50, 0.60], index=[2, 0, 1])  # seed 0: 0.50, 1: 0.60, 2: 0.40
+    control = pd.Series([0.51, 0.61, 0.41, 0.99], index=[0, 1, 2, 3])  # seed 3 has no partner
+    test = compare(treated, control)
+    assert test.seeds == 3 and test.mean_difference == pytest.approx(-0.01) and test.p_value == 0.25
+
+
+def test_the_frankle_profiles_follow_open_lth():
+    from reproduce.common import parse_options
+    from reproduce.early_phase import experiment, perturbation_only
+
+    for profile, architecture, prune_output in (("smoke", "vgg8", False), ("quick", "vgg8", False), ("paper", "resnet20", True)):
+        planned, _ = experiment(parse_options("", ["--profile", profile]))
+        assert planned.base.model.architecture == architecture and planned.base.model.initialisation == "open_lth"
+        assert planned.prune_output_layer is prune_output
+    part = perturbation_only(experiment(parse_options("", ["--profile", "quick"]))[0])
+    assert part.rewind_steps == (64,) and part.rounds == 3 and part.tasks == ()
+    assert part.perturbations == ("reinit_signs", "shuffle_signs")
+
+
 def test_rotation_pretraining_start_keeps_the_trunk_and_its_own_four_class_head(dense, dataset):
     runs_dir, dense_run = dense
     config = BASE.replace(lineage=LineageConfig(task="rotation", rewind_run=dense_run.name, rewind_step=0))

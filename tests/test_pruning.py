@@ -36,6 +36,16 @@ def test_prunable_paths_include_resnet_shortcuts():
     assert not any("_bn/" in path or path.endswith("/bias") for path in paths)
 
 
+def test_the_output_layer_is_left_out_on_request_and_only_it():
+    # open_lth prunes its ResNets' output layer and not its VGGs' (pruning_layers_to_ignore='fc.weight').
+    model = build_model(ModelConfig(architecture="vgg8", width=0.125), (32, 32, 1), 10)
+    without = pruning.prunable_paths(model, include_output=False)
+    assert without == [f"block{i}_conv/kernel" for i in range(1, 6)]
+    assert pruning.prunable_paths(model) == without + ["logits/kernel"]
+    resnet = build_model(ModelConfig(architecture="resnet20", width=0.25), (32, 32, 1), 10)
+    assert set(pruning.prunable_paths(resnet)) - set(pruning.prunable_paths(resnet, include_output=False)) == {"logits/kernel"}
+
+
 # --- global magnitude pruning ------------------------------------------------------------------------
 
 def test_one_round_prunes_the_globally_smallest_even_if_they_are_all_in_one_layer():
