@@ -131,21 +131,30 @@ def perturbation_only(planned):
                                perturbations=tuple(p for p in planned.perturbations if p in EXTRA_SEED_PERTURBATIONS))
 
 
+def seeded_experiments(planned, last: int, profile_name: str):
+    """(seed, experiment with its dense schedule and seed, whether it is the full experiment) for every
+    seed of the profile: the full experiment for `SEEDS`, `perturbation_only` for `PERTURBATION_SEEDS`.
+    The one list both the figure and the task graph (`reproduce.plan`) go through."""
+    from kphases.early_phase import dense_schedule
+
+    parts = [(seed, planned, True) for seed in SEEDS[profile_name]]
+    parts += [(seed, perturbation_only(planned), False) for seed in PERTURBATION_SEEDS[profile_name]]
+    for seed, part, full in parts:  # per seed its own initialisation, data order, masks and perturbations
+        yield seed, dataclasses.replace(part, base=part.base.replace(
+            schedule=dense_schedule(part.rewind_steps, last),
+            training=dataclasses.replace(part.base.training, seed=seed))), full
+
+
 def compute(options: Options) -> pd.DataFrame:
     from kphases.data import load_dataset
-    from kphases.early_phase import dense_schedule, last_iteration, run_experiment
+    from kphases.early_phase import last_iteration, run_experiment
 
     planned, setting = experiment(options)
     dataset = load_dataset(planned.base.data, options.data_dir)
     last = last_iteration(planned.base, dataset)
     log = print if options.progress else (lambda text: None)
     tables = []
-    parts = [(seed, planned, True) for seed in SEEDS[options.profile]]
-    parts += [(seed, perturbation_only(planned), False) for seed in PERTURBATION_SEEDS[options.profile]]
-    for seed, part, full in parts:  # per seed its own initialisation, data order, masks and perturbations
-        seeded = dataclasses.replace(part, base=part.base.replace(
-            schedule=dense_schedule(part.rewind_steps, last),
-            training=dataclasses.replace(part.base.training, seed=seed)))
+    for seed, seeded, full in seeded_experiments(planned, last, options.profile):
         table = run_experiment(seeded, runs_dir=options.runs_dir, data_dir=options.data_dir, progress=options.progress,
                                log=log, dataset=dataset, read_only=options.plot_only)
         table["seed"] = seed

@@ -122,14 +122,12 @@ def _work_nodes(nodes: dict[str, Node], figure: str, work: Sequence[Work], optio
 
 
 def _early_phase_nodes(nodes: dict[str, Node], module, options: Options) -> None:
-    from kphases.early_phase import dense_schedule, experiment_runs
+    from kphases.early_phase import experiment_runs
     from kphases.training import make_plan
 
     planned, _ = module.experiment(options)
     last = make_plan(planned.base, train_examples(planned.base.data, options)).last_iteration
-    planned = dataclasses.replace(planned, base=planned.base.replace(schedule=dense_schedule(planned.rewind_steps, last)))
-    for seed in module.SEEDS[options.profile]:
-        seeded = dataclasses.replace(planned, base=planned.base.replace(training=dataclasses.replace(planned.base.training, seed=seed)))
+    for _, seeded, _ in module.seeded_experiments(planned, last, options.profile):
         for config in experiment_runs(seeded, last):
             parents = tuple(dict.fromkeys(f"train:{name}" for name in (config.lineage.rewind_run, config.lineage.mask_run) if name))
             _add(nodes, _training_node(config, options, module.NAME, parents))
