@@ -55,7 +55,7 @@ import numpy as np
 import tensorflow as tf
 
 from kphases.config import LineageConfig, RunConfig, parse_steps
-from kphases.data import Dataset, batch_bounds, load_dataset, preprocess
+from kphases.data import IMAGE_SIZE, Dataset, batch_bounds, load_dataset, preprocess
 from kphases.models import build_model
 from kphases.schedule import snapshot_steps
 from kphases.store import Run
@@ -133,7 +133,7 @@ CROP_PADDING = 4
 
 def pad_value(dataset_name: str, channels: int) -> np.ndarray:
     """The normalised value of a black pixel, per channel: what a crop pads with (torchvision pads the raw image with 0)."""
-    return preprocess(np.zeros((1, 1, 1, channels), np.float32), dataset_name).reshape(channels)
+    return preprocess(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, channels), np.float32), dataset_name)[0, 0, 0]
 
 
 def crop_and_flip(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor, flips: tf.Tensor, fill: tf.Tensor) -> tf.Tensor:
@@ -467,11 +467,11 @@ def _train_chunked(run, plan, training, chunks, all_callbacks, start_step, point
     for here, following in zip(points, points[1:]):
         bounds.extend((begin, min(begin + steps_per_call, following)) for begin in range(here, following, steps_per_call))
     callback_steps = set(points)
+    call = _caller(all_callbacks, run, model, optimizer)
     pending = chunks.prepare(*bounds[0]) if bounds else None
     for number, (first, stop) in enumerate(bounds):
         if first in callback_steps:
-            for callback in all_callbacks:
-                callback(run, first, model, optimizer)
+            call(first)
         prepared = pending.result() if hasattr(pending, "result") else pending
         if number + 1 < len(bounds):
             pending = chunks.prepare(*bounds[number + 1])  # streaming: gathered on the host while the device computes
@@ -492,15 +492,27 @@ def _train_chunked(run, plan, training, chunks, all_callbacks, start_step, point
             bar.update(len(losses))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     chunks.close()
-    for callback in all_callbacks:
-        callback(run, plan.last_iteration, model, optimizer)
+    call(plan.last_iteration)
+
+
+def _caller(all_callbacks, run, model, optimizer) -> Callable[[int], None]:
+    """`call(step)`: every callback, except that one naming its `steps` is called there only."""
+    named = {id(callback): {int(step) for step in callback.steps} for callback in all_callbacks
+             if getattr(callback, "steps", None) is not None}
+
+    def call(step: int) -> None:
+        for callback in all_callbacks:
+            if id(callback) not in named or step in named[id(callback)]:
+                callback(run, step, model, optimizer)
+
+    return call
 
 
 def _train_per_step(run, plan, training, dataset, model, optimizer, step_function, all_callbacks, start_step, fill, summaries, bar):
     """One Python call per step, the batch gathered on the host (several devices; steps_per_call=1)."""
+    call = _caller(all_callbacks, run, model, optimizer)
     for step in range(start_step, plan.last_iteration + 1):
-        for callback in all_callbacks:
-            callback(run, step, model, optimizer)
+        call(step)
         if step == plan.last_iteration:
             break
         indices = batch_indices(step, len(dataset.y_train), training.batch_size, training.seed)
