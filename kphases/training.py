@@ -365,7 +365,7 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
     strategy = make_strategy(devices)  # before anything else: an unknown device is named before any work
     compute_devices = strategy_devices(strategy)
     if not deterministic and not any(device.startswith("GPU") for device in compute_devices):
-        raise ValueError(f"deterministic=False is for GPUs (cuDNN's faster non-deterministic kernels); the devices {compute_devices} "
+        raise DeviceError(f"deterministic=False is for GPUs (cuDNN's faster non-deterministic kernels); the devices {compute_devices} "
                          "have none, and on a CPU it gains nothing and loses bitwise reproducibility")
     run = Run.create(runs_dir, config)
     if run.complete:
