@@ -1,17 +1,31 @@
 """The classifier training loop: iteration-exact, snapshotting, deterministic, resumable.
 
 Keras guide style ("Writing a training loop from scratch"): one `tf.GradientTape` step inside
-`tf.function`. Like open_lth, the loop itself stays simple: before every step it calls each
-callback with one fixed signature, `callback(run, step, model, optimizer)`; snapshots, classifier
-metrics and resume checkpoints are such callbacks, at the schedule's steps (PROTOCOL.md: the
-measurement at iteration s happens before update s, so snapshot 0 is the initial network and
-snapshot s holds the weights after s updates).
+`tf.function`. Like open_lth, the loop itself stays simple: before a step it calls each callback
+with one fixed signature, `callback(run, step, model, optimizer)`; snapshots, classifier metrics
+and resume checkpoints are such callbacks, at the schedule's steps (PROTOCOL.md: the measurement
+at iteration s happens before update s, so snapshot 0 is the initial network and snapshot s holds
+the weights after s updates).
+
+So that a GPU is not left waiting for Python, the train set is copied to the device once (up to
+`DEVICE_DATA_MAX_BYTES`; a larger one streams from the host, one call ahead), each epoch's
+permutation is drawn once, and the steps between two callback points (snapshot and checkpoint
+steps, learning-rate boundaries, epoch ends, the steps a callback names in its `steps`
+attribute; every step for a callback without one) run in one compiled call of at most
+`STEPS_PER_CALL` steps, a graph loop gathering each batch on the device and returning the
+losses. Each step is the same ops on the same batch as a one-call-per-step loop, so the weights
+are bitwise the same on CPU (tests/test_loop.py; `train(steps_per_call=1)` is that loop). A
+non-finite loss stops training naming its step, as before.
 
 Matching the authors' PyTorch code on purpose:
 - batches of an epoch come from a fresh seeded permutation, and the last batch is smaller
   (DataLoader's drop_last=False), so CIFAR-10 has 391 iterations per epoch;
 - weight decay is L2 added to the gradient (PyTorch SGD's coupled weight_decay), on every
   trainable variable.
+- augmentation (Frankle et al. only, `TrainingConfig.augment`): open_lth's torchvision
+  RandomCrop(32, padding=4) and RandomHorizontalFlip: crops pad with black (0 before
+  normalisation, -mean/std after), drawn on the device by stateless Philox ops from (seed, step).
+  The draws are not torch's, so augmented runs match open_lth in distribution, not per image.
 Departure: Keras' SGD keeps its momentum buffer in units of the learning-rate-scaled step
 (m = mu m - lr g) where PyTorch keeps it unscaled (v = mu v + g; w -= lr v). The two are identical
 at constant learning rate (the phases paper); at a learning-rate drop (Frankle et al.) Keras'
@@ -19,7 +33,10 @@ buffer carries the old rate for the ~10 steps it takes to decay.
 
 Determinism: `keras.utils.set_random_seed` plus `tf.config.experimental.enable_op_determinism`,
 so a run on CPU gives bit-identical weights for a seed, and a run resumed from its checkpoint
-ends bit-identical to an uninterrupted one (tested by killing a real run).
+ends bit-identical to an uninterrupted one (tested by killing a real run). On GPUs
+`deterministic=False` skips the latter (docs/gpu.md); GPU memory growth is on unless
+$KPHASES_GPU_MEMORY_GROWTH=0. `TrainingConfig.jit_compile` compiles the steps with XLA (same
+numbers to float32 rounding, not bitwise).
 
 Devices (`train(devices=...)`, `--devices GPU:0,GPU:1`): the model, optimizer and step are built in
 a `tf.distribute` strategy's scope, `MirroredStrategy` over the named devices or the default
