@@ -173,3 +173,14 @@ def test_augmentation_is_seeded_by_seed_and_step_and_covers_every_offset():
                     found.add((row, col, flip))
     assert len(found) == 162
     assert source.shape == a.shape
+
+
+def test_mixed_precision_compiled_loop_equals_the_per_step_loop(tmp_path):
+    import warnings
+
+    config = DECAYED.replace(training=TrainingConfig(duration="9it", batch_size=32, learning_rate=0.05, precision="mixed_float16"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mixed_float16 on a CPU warns that it is slow
+        compiled = train(config, runs_dir=tmp_path / "compiled", progress=False, tensorboard=True)
+        per_step = train(config, runs_dir=tmp_path / "per_step", progress=False, steps_per_call=1, tensorboard=True)
+    assert_same_runs(compiled, per_step)
