@@ -39,6 +39,8 @@ class TrainCommand:
     """Show a progress bar."""
     devices: str | None = None
     """Train data-parallel (tf.distribute.MirroredStrategy) on these devices, e.g. GPU:0,GPU:1; the batch size stays the global batch, so the run (and its hash) is the same. Default: TensorFlow's default device."""
+    deterministic: bool = True
+    """tf.config.experimental.enable_op_determinism (bit-reproducible runs); --no-deterministic is for GPUs only: faster cuDNN kernels, numbers that vary from run to run (docs/gpu.md)."""
     tensorboard: bool = False
     """Write TensorBoard summaries (loss, learning rate, classifier accuracy) to <run>/tensorboard/train: tensorboard --logdir runs."""
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -73,7 +75,8 @@ def command_train(argv: Sequence[str]) -> int:
     config = command.run_config()
     try:
         run = train(config, runs_dir=command.runs_dir, data_dir=command.data_dir, progress=command.progress,
-                    checkpoint_every=command.checkpoint_every, devices=command.devices, tensorboard=command.tensorboard)
+                    checkpoint_every=command.checkpoint_every, devices=command.devices, tensorboard=command.tensorboard,
+                    deterministic=command.deterministic)
     except DeviceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

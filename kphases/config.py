@@ -78,6 +78,8 @@ class TrainingConfig:
     """Seed of initialisation and data order."""
     precision: Literal["float32", "mixed_float16"] = "float32"
     """float32, or mixed_float16 (Keras mixed precision: float16 activations, float32 variables and snapshots, dynamic loss scaling; for GPUs, slow on CPU)."""
+    jit_compile: bool = False
+    """Compile the training step with XLA (tf.function(jit_compile=True)); same numbers to float32 rounding, not bitwise (docs/gpu.md)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,8 @@ class LineageConfig:
 # (section, field) -> default omitted from RunConfig's canonical JSON (see RunConfig.to_dict).
 HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {("model", "activation"): "relu", ("training", "precision"): "float32",
                                                      ("model", "initialisation"): "pytorch",
-                                                     ("lineage", "prune_output_layer"): True}
+                                                     ("lineage", "prune_output_layer"): True,
+                                                     ("training", "jit_compile"): False}
 
 
 @dataclass(frozen=True)

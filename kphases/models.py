@@ -33,8 +33,9 @@ convolution's input gradient (Conv2DBackpropInput) was 4-10x slower than the for
 that computes the same numbers on small maps with many channels on one 2-core machine (2026-11-23):
 for VGG-8's last block (2x2x256 to 512, stride 2, batch 128) it took 383 ms of the 469 ms training
 step. On another (AMD EPYC with AVX-512, 2026-11-30) TensorFlow's kernel is the faster one (VGG-8
-34 ms against 44 ms a step): the rule below helps or costs by CPU, see the README. There
-(`FORWARD_INPUT_GRADIENT` below: inputs of at most 6x6, after any ZeroPadding2D, with at least 128
+34 ms against 44 ms a step): the rule below helps or costs by CPU, so it is off by default, never
+used on a GPU, and an opt-in ($KPHASES_FORWARD_INPUT_GRADIENT=1) for a CPU where the benchmark
+shows it faster. Where on (`FORWARD_INPUT_GRADIENT` below: inputs of at most 6x6, after any ZeroPadding2D, with at least 128
 channels) the input
 gradient is the forward convolution of the stride-dilated, padded output gradient with the flipped,
 transposed kernel; elsewhere TensorFlow's kernel is used. Same weights, same results to float32
@@ -43,6 +44,7 @@ rounding (tests/test_models.py); `python -m benchmarks.training` prints both sid
 from __future__ import annotations
 
 import math
+import os
 import re
 
 import keras
@@ -75,8 +77,12 @@ INITIALISATIONS = ("pytorch", "open_lth")
 
 
 # Where Conv2D computes the input gradient by a forward convolution: inputs of at most this many
-# pixels (6x6) with at least this many channels (measured, module docstring).
-FORWARD_INPUT_GRADIENT = {"max_pixels": 36, "min_channels": 128}
+# pixels (6x6) with at least this many channels (measured, module docstring). Conv2D's rule is off
+# unless enabled ($KPHASES_FORWARD_INPUT_GRADIENT=1, read when this module is imported, or
+# FORWARD_INPUT_GRADIENT["enabled"] = True before a step is traced), and never used where TensorFlow
+# sees a GPU (cuDNN's kernel is the one to use there).
+FORWARD_INPUT_GRADIENT = {"max_pixels": 36, "min_channels": 128,
+                          "enabled": os.environ.get("KPHASES_FORWARD_INPUT_GRADIENT", "0") == "1"}
 
 
 def _dilate(gradient, stride: int):
@@ -126,7 +132,7 @@ def _same_padding(size: int, kernel_size: int, stride: int) -> list[int]:
 
 def _forward_input_gradient_applies(layer, inputs, channels: int) -> bool:
     height, width = inputs.shape[1], inputs.shape[2]
-    return (None not in (height, width, channels) and height * width <= FORWARD_INPUT_GRADIENT["max_pixels"]
+    return (not tf.config.list_logical_devices("GPU") and None not in (height, width, channels) and height * width <= FORWARD_INPUT_GRADIENT["max_pixels"]
             and channels >= FORWARD_INPUT_GRADIENT["min_channels"] and layer.data_format == "channels_last"
             and tuple(layer.dilation_rate) == (1, 1) and len(set(layer.strides)) == 1)
 
@@ -136,7 +142,7 @@ class Conv2D(layers.Conv2D):
     small maps with many channels is a forward convolution (module docstring: 4-10x faster there)."""
 
     def convolution_op(self, inputs, kernel):
-        if not _forward_input_gradient_applies(self, inputs, inputs.shape[3]):
+        if not (FORWARD_INPUT_GRADIENT["enabled"] and _forward_input_gradient_applies(self, inputs, inputs.shape[3])):
             return super().convolution_op(inputs, kernel)
         stride = self.strides[0]
         if self.padding == "same":

@@ -1,17 +1,31 @@
 """The classifier training loop: iteration-exact, snapshotting, deterministic, resumable.
 
 Keras guide style ("Writing a training loop from scratch"): one `tf.GradientTape` step inside
-`tf.function`. Like open_lth, the loop itself stays simple: before every step it calls each
-callback with one fixed signature, `callback(run, step, model, optimizer)`; snapshots, classifier
-metrics and resume checkpoints are such callbacks, at the schedule's steps (PROTOCOL.md: the
-measurement at iteration s happens before update s, so snapshot 0 is the initial network and
-snapshot s holds the weights after s updates).
+`tf.function`. Like open_lth, the loop itself stays simple: before a step it calls each callback
+with one fixed signature, `callback(run, step, model, optimizer)`; snapshots, classifier metrics
+and resume checkpoints are such callbacks, at the schedule's steps (PROTOCOL.md: the measurement
+at iteration s happens before update s, so snapshot 0 is the initial network and snapshot s holds
+the weights after s updates).
+
+So that a GPU is not left waiting for Python, the train set is copied to the device once (up to
+`DEVICE_DATA_MAX_BYTES`; a larger one streams from the host, one call ahead), each epoch's
+permutation is drawn once, and the steps between two callback points (snapshot and checkpoint
+steps, learning-rate boundaries, epoch ends, the steps a callback names in its `steps`
+attribute; every step for a callback without one) run in one compiled call of at most
+`STEPS_PER_CALL` steps, a graph loop gathering each batch on the device and returning the
+losses. Each step is the same ops on the same batch as a one-call-per-step loop, so the weights
+are bitwise the same on CPU (tests/test_loop.py; `train(steps_per_call=1)` is that loop). A
+non-finite loss stops training naming its step, as before.
 
 Matching the authors' PyTorch code on purpose:
 - batches of an epoch come from a fresh seeded permutation, and the last batch is smaller
   (DataLoader's drop_last=False), so CIFAR-10 has 391 iterations per epoch;
 - weight decay is L2 added to the gradient (PyTorch SGD's coupled weight_decay), on every
   trainable variable.
+- augmentation (Frankle et al. only, `TrainingConfig.augment`): open_lth's torchvision
+  RandomCrop(32, padding=4) and RandomHorizontalFlip: crops pad with black (0 before
+  normalisation, -mean/std after), drawn on the device by stateless Philox ops from (seed, step).
+  The draws are not torch's, so augmented runs match open_lth in distribution, not per image.
 Departure: Keras' SGD keeps its momentum buffer in units of the learning-rate-scaled step
 (m = mu m - lr g) where PyTorch keeps it unscaled (v = mu v + g; w -= lr v). The two are identical
 at constant learning rate (the phases paper); at a learning-rate drop (Frankle et al.) Keras'
@@ -19,7 +33,10 @@ buffer carries the old rate for the ~10 steps it takes to decay.
 
 Determinism: `keras.utils.set_random_seed` plus `tf.config.experimental.enable_op_determinism`,
 so a run on CPU gives bit-identical weights for a seed, and a run resumed from its checkpoint
-ends bit-identical to an uninterrupted one (tested by killing a real run).
+ends bit-identical to an uninterrupted one (tested by killing a real run). On GPUs
+`deterministic=False` skips the latter (docs/gpu.md); GPU memory growth is on unless
+$KPHASES_GPU_MEMORY_GROWTH=0. `TrainingConfig.jit_compile` compiles the steps with XLA (same
+numbers to float32 rounding, not bitwise).
 
 Devices (`train(devices=...)`, `--devices GPU:0,GPU:1`): the model, optimizer and step are built in
 a `tf.distribute` strategy's scope, `MirroredStrategy` over the named devices or the default
@@ -55,7 +72,7 @@ import numpy as np
 import tensorflow as tf
 
 from kphases.config import LineageConfig, RunConfig, parse_steps
-from kphases.data import Dataset, batch_bounds, load_dataset
+from kphases.data import IMAGE_SIZE, Dataset, batch_bounds, load_dataset, preprocess
 from kphases.models import build_model
 from kphases.schedule import snapshot_steps
 from kphases.store import Run
@@ -116,26 +133,51 @@ def make_plan(config: RunConfig, train_size: int) -> Plan:
     return Plan(steps_per_epoch, last_iteration, tuple(snapshot_steps(config.schedule, last_iteration)), boundaries)
 
 
+def epoch_permutation(epoch: int, train_size: int, seed: int) -> np.ndarray:
+    """The order of the examples in epoch `epoch`: a permutation seeded by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(train_size)
+
+
 def batch_indices(step: int, train_size: int, batch_size: int, seed: int) -> np.ndarray:
     """Indices of the examples in iteration `step`: epoch `step // steps_per_epoch` is a seeded permutation."""
     steps_per_epoch = math.ceil(train_size / batch_size)
     epoch, position = divmod(step, steps_per_epoch)
-    permutation = np.random.default_rng([seed, epoch]).permutation(train_size)
-    return permutation[position * batch_size:(position + 1) * batch_size]
+    return epoch_permutation(epoch, train_size, seed)[position * batch_size:(position + 1) * batch_size]
 
 
-def augment_batch(images: np.ndarray, step: int, seed: int) -> np.ndarray:
-    """Random horizontal flips and 4-pixel crops (zero-padded), seeded by the step (Frankle et al.)."""
-    rng = np.random.default_rng([seed, step, 1])
-    count, height, width, _ = images.shape
-    padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
-    rows, cols = rng.integers(0, 9, size=count), rng.integers(0, 9, size=count)
-    flips = rng.random(count) < 0.5
-    out = np.empty_like(images)
-    for index in range(count):
-        crop = padded[index, rows[index]:rows[index] + height, cols[index]:cols[index] + width]
-        out[index] = crop[:, ::-1] if flips[index] else crop
-    return out
+CROP_PADDING = 4
+
+
+def pad_value(dataset_name: str, channels: int) -> np.ndarray:
+    """The normalised value of a black pixel, per channel: what a crop pads with (torchvision pads the raw image with 0)."""
+    return preprocess(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, channels), np.float32), dataset_name)[0, 0, 0]
+
+
+def crop_and_flip(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor, flips: tf.Tensor, fill: tf.Tensor) -> tf.Tensor:
+    """Each image padded by CROP_PADDING pixels of `fill` (per channel), cropped back to its size at
+    offset (rows[i], cols[i]) of the padded image (0..2*CROP_PADDING), then mirrored left-right if
+    flips[i]. Pure copies (no arithmetic on pixel values): a gather with a mask for the padding."""
+    height, width = images.shape[1], images.shape[2]
+    row_index = rows[:, None] + tf.range(height)[None, :] - CROP_PADDING  # (B, H) rows of the unpadded image
+    columns = tf.range(width)[None, :]
+    columns = tf.where(flips[:, None], width - 1 - columns, columns)  # flip after the crop = read the window mirrored
+    col_index = cols[:, None] + columns - CROP_PADDING
+    inside = ((row_index >= 0) & (row_index < height))[:, :, None] & ((col_index >= 0) & (col_index < width))[:, None, :]
+    gathered = tf.gather(images, tf.clip_by_value(row_index, 0, height - 1), axis=1, batch_dims=1)
+    gathered = tf.gather(gathered, tf.clip_by_value(col_index, 0, width - 1), axis=2, batch_dims=1)
+    return tf.where(inside[:, :, :, None], gathered, tf.cast(fill, images.dtype))
+
+
+def augment_batch(images: tf.Tensor, step, seed: int, fill) -> tf.Tensor:
+    """Random horizontal flips and 4-pixel crops padded with black (`fill`, see `pad_value`), as open_lth's
+    torchvision RandomCrop(32, padding=4) + RandomHorizontalFlip; drawn by stateless Philox ops from
+    (seed, step), so an iteration's augmentation is the same on any device and after a resume."""
+    count = tf.shape(images)[0]
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+    offsets = tf.random.stateless_uniform([2, count], seed=key, minval=0, maxval=2 * CROP_PADDING + 1, dtype=tf.int32, alg="philox")
+    flips = tf.random.stateless_uniform([count], seed=key + tf.constant([0, 1 << 40], tf.int64), minval=0, maxval=2,
+                                        dtype=tf.int32, alg="philox") > 0
+    return crop_and_flip(images, offsets[0], offsets[1], flips, fill)
 
 
 def make_optimizer(config: RunConfig, plan: Plan) -> keras.optimizers.Optimizer:
@@ -281,15 +323,41 @@ def checkpoint_callback(plan: Plan, every: int) -> Callback:
 
 # --- the loop -------------------------------------------------------------------------------------
 
-def set_determinism(seed: int) -> None:
+# A train set of at most this many bytes (CIFAR-10's 50,000 normalised images are 614 MB) is copied
+# to the compute device once and every batch is gathered there; a larger one streams: each call's
+# batches are gathered on the host, one call ahead of the device.
+DEVICE_DATA_MAX_BYTES = 2 * 1024**3
+# Iterations per compiled call at most: long enough that the per-call round trip vanishes against
+# the steps (a VGG-8 x1/8 step is ~1 ms on a CPU, a call's host work ~1 ms), short enough that the
+# progress bar and TensorBoard move every few seconds even on a CPU.
+STEPS_PER_CALL = 64
+MEMORY_GROWTH_VARIABLE = "KPHASES_GPU_MEMORY_GROWTH"
+
+
+def configure_gpu_memory() -> None:
+    """GPU memory growth on (unless $KPHASES_GPU_MEMORY_GROWTH=0), so several runs can share a GPU.
+
+    TensorFlow otherwise reserves nearly all of every visible GPU's memory in the first process.
+    Must run before TensorFlow initialises the GPUs; if they already are, it changes nothing.
+    """
+    growth = os.environ.get(MEMORY_GROWTH_VARIABLE, "1") != "0"
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, growth)
+        except RuntimeError:  # already initialised (an earlier run in this process): keep its setting
+            pass
+
+
+def set_determinism(seed: int, deterministic: bool = True) -> None:
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
           progress: bool = True, checkpoint_every: int = 1000, callbacks: Sequence[Callback] = (),
           dataset: Dataset | None = None, start: Start | None = None, devices: Devices = None,
-          tensorboard: TensorBoardOption = False) -> Run:
+          tensorboard: TensorBoardOption = False, deterministic: bool = True, steps_per_call: int = STEPS_PER_CALL) -> Run:
     """Train the run `config` describes into its run directory; return the run.
 
     A complete run is returned as it is; a partial one resumes from its checkpoint. `dataset`
@@ -299,11 +367,23 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
     `tf.distribute.Strategy`); None: the default strategy. The result does not depend on them
     beyond reduction order (see the module docstring). `tensorboard`: True writes summaries to
     `<run>/tensorboard/train`, a directory to `<directory>/<run hash>/train` (`kphases.tensorboard`).
+    `callbacks` are called before every step, unless a callback has a `steps` attribute (the
+    steps it acts at): then only there, and the loop runs the steps between in one compiled call.
+    `deterministic=False` (GPUs only) skips `enable_op_determinism`: faster cuDNN kernels, runs
+    no longer bit-reproducible (docs/gpu.md). `steps_per_call`: iterations per compiled call at
+    most (1: one Python call per step, the loop as it was; several devices always go one step per call).
     """
     if (config.lineage != LineageConfig()) != (start is not None):
         raise ValueError(f"a run with a lineage ({config.lineage}) needs its start (kphases.early_phase.train_lineage builds it), "
                          f"and only such a run takes one; got start={'given' if start is not None else 'None'}")
+    if steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
+    configure_gpu_memory()  # before anything touches the GPUs
     strategy = make_strategy(devices)  # before anything else: an unknown device is named before any work
+    compute_devices = strategy_devices(strategy)
+    if not deterministic and not any(device.startswith("GPU") for device in compute_devices):
+        raise DeviceError(f"deterministic=False is for GPUs (cuDNN's faster non-deterministic kernels); the devices {compute_devices} "
+                         "have none, and on a CPU it gains nothing and loses bitwise reproducibility")
     run = Run.create(runs_dir, config)
     with run.training_lock():  # a second `train` of this config waits, then finds it complete (issue 20 item 16)
         return _train_locked(run, config, data_dir, progress, checkpoint_every, callbacks, dataset, start, strategy, tensorboard)
@@ -322,11 +402,10 @@ def _train_locked(run: Run, config: RunConfig, data_dir, progress: bool, checkpo
     if smallest_batch < replicas:
         raise DeviceError(f"the smallest batch of an epoch has {smallest_batch} examples, fewer than the {replicas} replicas "
                          f"({strategy_devices(strategy)}): every replica needs at least one; use fewer devices")
-    compute_devices = strategy_devices(strategy)
     if training.precision == "mixed_float16" and not any(device.startswith("GPU") for device in compute_devices):
         warnings.warn(f"precision mixed_float16 on {compute_devices}: float16 is slow on CPUs (no float16 units); "
                       "it is meant for GPUs", stacklevel=2)
-    set_determinism(training.seed)
+    set_determinism(training.seed, deterministic)
     with strategy.scope():
         model = build_training_model(config, dataset.image_shape, dataset.num_classes)
         if replicas > 1:
@@ -354,39 +433,24 @@ def _train_locked(run: Run, config: RunConfig, data_dir, progress: bool, checkpo
     run.update_provenance(data=dataset.describe(), python=platform.python_version(), tensorflow=tf.__version__,
                           keras=keras.__version__, numpy=np.__version__, machine=platform.node(),
                           cpu_count=os.cpu_count(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                          strategy=strategy_name(strategy), devices=compute_devices, replicas=replicas, precision=training.precision)
+                          strategy=strategy_name(strategy), devices=compute_devices, replicas=replicas, precision=training.precision,
+                          deterministic=deterministic, jit_compile=training.jit_compile)
 
-    with strategy.scope():
-        step_function = _make_step(model, optimizer, training.weight_decay, start.masks if start else None, strategy)
+    masks = start.masks if start else None
+    fill = pad_value(dataset.name, dataset.image_shape[-1]) if training.augment else None
     summaries = training_summaries(run, tensorboard)
     try:
         all_callbacks = [snapshot_callback(dataset, plan, summaries), checkpoint_callback(plan, checkpoint_every), *callbacks]
         began = time.perf_counter()
         bar = _progress_bar(progress, plan.last_iteration, start_step, run.name)
-        for step in range(start_step, plan.last_iteration + 1):
-            for callback in all_callbacks:
-                callback(run, step, model, optimizer)
-            if step == plan.last_iteration:
-                break
-            indices = batch_indices(step, len(dataset.y_train), training.batch_size, training.seed)
-            images = dataset.x_train[indices]
-            if training.augment:
-                images = augment_batch(images, step, training.seed)
-            if summaries is not None:
-                learning_rate = float(tf.convert_to_tensor(optimizer.learning_rate))  # the rate of this update (read before it)
-            loss = float(step_function(images, dataset.y_train[indices]))
-            if not math.isfinite(loss):
-                raise TrainingError(f"loss is {loss} at step {step} of run {run.directory} (learning rate {training.learning_rate}); "
-                                    "stopping: nothing after this step would be meaningful")
-            if summaries is not None:
-                values = {"loss": loss, "learning_rate": learning_rate}
-                if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-                    values["loss_scale"] = float(tf.convert_to_tensor(optimizer.dynamic_scale))
-                summaries.scalars(step, values)
-            if bar is not None:
-                bar.update(1)
-                if step % 16 == 0:
-                    bar.set_postfix(loss=f"{loss:.3f}")
+        if replicas > 1 or steps_per_call == 1:
+            with strategy.scope():
+                step_function = _make_step(model, optimizer, training.weight_decay, masks, strategy, training.jit_compile)
+            _train_per_step(run, plan, training, dataset, model, optimizer, step_function, all_callbacks, start_step, fill, summaries, bar)
+        else:
+            points = call_points(plan, start_step, checkpoint_every, callbacks)
+            chunks = _Chunks(model, optimizer, training, masks, fill, dataset, compute_devices[0])
+            _train_chunked(run, plan, training, chunks, all_callbacks, start_step, points, steps_per_call, summaries, bar, model, optimizer)
         if bar is not None:
             bar.close()
     finally:
@@ -397,6 +461,163 @@ def _train_locked(run: Run, config: RunConfig, data_dir, progress: bool, checkpo
     run.update_manifest(complete=True)
     run.remove_checkpoint()  # resume state of a complete run is dead weight (the snapshots stay)
     return run
+
+
+def call_points(plan: Plan, start_step: int, checkpoint_every: int, callbacks: Sequence[Callback] = ()) -> list[int]:
+    """The steps, from `start_step` to the last, at which the loop returns to Python and calls the callbacks.
+
+    Snapshot steps, checkpoint steps, learning-rate boundaries, the steps of the callbacks that name
+    theirs (every step if one does not), every epoch's first step, and the step of an epoch's smaller
+    last batch (so that one compiled call sees one batch shape). The steps between two points run
+    in compiled calls of at most `steps_per_call`.
+    """
+    last = plan.last_iteration
+    if any(getattr(callback, "steps", None) is None for callback in callbacks):
+        return list(range(start_step, last + 1))
+    points = {start_step, last, *plan.snapshot_steps, *plan.lr_boundaries}
+    if checkpoint_every:
+        points.update(range(0, last + 1, checkpoint_every))
+    for callback in callbacks:
+        points.update(int(step) for step in callback.steps)
+    spe = plan.steps_per_epoch
+    points.update(range(0, last + 1, spe))
+    points.update(range(spe - 1, last + 1, spe))  # an epoch's last batch (the smaller one, if any) alone
+    return sorted(point for point in points if start_step <= point <= last)
+
+
+def _train_chunked(run, plan, training, chunks, all_callbacks, start_step, points, steps_per_call, summaries, bar, model, optimizer):
+    """Callbacks at each point; the steps up to the next point in compiled calls of at most `steps_per_call`."""
+    bounds = []
+    for here, following in zip(points, points[1:]):
+        bounds.extend((begin, min(begin + steps_per_call, following)) for begin in range(here, following, steps_per_call))
+    callback_steps = set(points)
+    call = _caller(all_callbacks, run, model, optimizer)
+    pending = chunks.prepare(*bounds[0]) if bounds else None
+    for number, (first, stop) in enumerate(bounds):
+        if first in callback_steps:
+            call(first)
+        prepared = pending.result() if hasattr(pending, "result") else pending
+        if number + 1 < len(bounds):
+            pending = chunks.prepare(*bounds[number + 1])  # streaming: gathered on the host while the device computes
+        losses, rates, scales = (values.numpy() for values in chunks.run(first, prepared))
+        finite = np.isfinite(losses)
+        done = len(losses) if finite.all() else int(np.argmin(finite)) + 1
+        if summaries is not None:
+            for offset in range(done - (0 if finite.all() else 1)):
+                values = {"loss": float(losses[offset]), "learning_rate": float(rates[offset])}
+                if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                    values["loss_scale"] = float(scales[offset])
+                summaries.scalars(first + offset, values)
+        if not finite.all():
+            chunks.close()
+            raise TrainingError(f"loss is {losses[done - 1]} at step {first + done - 1} of run {run.directory} (learning rate "
+                                f"{training.learning_rate}); stopping: nothing after this step would be meaningful")
+        if bar is not None:
+            bar.update(len(losses))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    chunks.close()
+    call(plan.last_iteration)
+
+
+def _caller(all_callbacks, run, model, optimizer) -> Callable[[int], None]:
+    """`call(step)`: every callback, except that one naming its `steps` is called there only."""
+    named = {id(callback): {int(step) for step in callback.steps} for callback in all_callbacks
+             if getattr(callback, "steps", None) is not None}
+
+    def call(step: int) -> None:
+        for callback in all_callbacks:
+            if id(callback) not in named or step in named[id(callback)]:
+                callback(run, step, model, optimizer)
+
+    return call
+
+
+def _train_per_step(run, plan, training, dataset, model, optimizer, step_function, all_callbacks, start_step, fill, summaries, bar):
+    """One Python call per step, the batch gathered on the host (several devices; steps_per_call=1)."""
+    call = _caller(all_callbacks, run, model, optimizer)
+    for step in range(start_step, plan.last_iteration + 1):
+        call(step)
+        if step == plan.last_iteration:
+            break
+        indices = batch_indices(step, len(dataset.y_train), training.batch_size, training.seed)
+        images = dataset.x_train[indices]
+        if training.augment:
+            images = augment_batch(tf.constant(images), step, training.seed, fill).numpy()
+        if summaries is not None:
+            learning_rate = float(tf.convert_to_tensor(optimizer.learning_rate))  # the rate of this update (read before it)
+        loss = float(step_function(images, dataset.y_train[indices]))
+        if not math.isfinite(loss):
+            raise TrainingError(f"loss is {loss} at step {step} of run {run.directory} (learning rate {training.learning_rate}); "
+                                "stopping: nothing after this step would be meaningful")
+        if summaries is not None:
+            values = {"loss": loss, "learning_rate": learning_rate}
+            if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                values["loss_scale"] = float(tf.convert_to_tensor(optimizer.dynamic_scale))
+            summaries.scalars(step, values)
+        if bar is not None:
+            bar.update(1)
+            if step % 16 == 0:
+                bar.set_postfix(loss=f"{loss:.3f}")
+
+
+class _Chunks:
+    """The compiled multi-step calls of one run (one device) and the data they read.
+
+    The train set is copied to `device` once when it fits `DEVICE_DATA_MAX_BYTES`; then a call
+    gets the (steps, batch) index matrix of its iterations and gathers each batch on the device.
+    Otherwise a call gets its iterations' images, gathered on the host by a worker thread one call
+    ahead. The epoch's permutation is drawn once per epoch (`epoch_permutation`, the same order as
+    `batch_indices`).
+    """
+
+    def __init__(self, model, optimizer, training, masks, fill, dataset: Dataset, device: str):
+        self.training, self.dataset = training, dataset
+        self.steps_per_epoch = math.ceil(len(dataset.y_train) / training.batch_size)
+        self.on_device = dataset.x_train.nbytes + dataset.y_train.nbytes <= DEVICE_DATA_MAX_BYTES
+        if self.on_device:
+            with tf.device(device):  # a copy on the device (tf.constant alone stays in host memory)
+                self.images = tf.identity(tf.constant(dataset.x_train))
+                self.labels = tf.identity(tf.constant(dataset.y_train))
+            self.worker = None
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.worker = ThreadPoolExecutor(max_workers=1)
+        self.functions: dict[int, Callable] = {}
+        self.make = lambda batch: _make_chunk(model, optimizer, training.weight_decay, masks, fill, training.seed, batch,
+                                              dataset.x_train.shape[1:], dataset.y_train.dtype, training.jit_compile)
+        self.epoch, self.permutation = None, None
+
+    def indices(self, first: int, stop: int) -> np.ndarray:
+        """(stop - first, batch) example indices of iterations first..stop-1 (one epoch, one batch size)."""
+        epoch, position = divmod(first, self.steps_per_epoch)
+        if epoch != self.epoch:
+            self.epoch, self.permutation = epoch, epoch_permutation(epoch, len(self.dataset.y_train), self.training.seed)
+        batch = self.training.batch_size
+        selected = self.permutation[position * batch:(position + stop - first) * batch]
+        return selected.reshape(stop - first, -1)
+
+    def _gather(self, indices: np.ndarray):
+        flat = indices.reshape(-1)
+        return (tf.constant(self.dataset.x_train[flat]), tf.constant(self.dataset.y_train[flat]),
+                tf.constant(np.arange(flat.size, dtype=np.int64).reshape(indices.shape)))
+
+    def prepare(self, first: int, stop: int):
+        indices = self.indices(first, stop)
+        if self.on_device:
+            return self.images, self.labels, tf.constant(indices.astype(np.int64))
+        return self.worker.submit(self._gather, indices)
+
+    def run(self, first: int, prepared):
+        images, labels, indices = prepared
+        batch = int(indices.shape[1])
+        if batch not in self.functions:
+            self.functions[batch] = self.make(batch)
+        return self.functions[batch](images, labels, indices, tf.constant(first, tf.int64))
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.shutdown(wait=True, cancel_futures=True)
 
 
 def _apply_masks(model: keras.Model, masks: dict[str, np.ndarray]) -> None:
@@ -423,22 +644,10 @@ def _synchronise_batchnorm(model: keras.Model) -> None:
             layer.synchronized = True
 
 
-def _make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight_decay: float,
-               masks: dict[str, np.ndarray] | None = None, strategy: tf.distribute.Strategy | None = None):
-    """`step(images, labels) -> mean loss`: one optimiser update on one global batch, under `strategy`.
-
-    One replica (the default strategy): the batch's mean cross-entropy, as in the Keras guide. Several:
-    the batch is split across the replicas; each replica's loss is its examples' summed cross-entropy
-    over the global batch size, so the optimizer's all-reduce (a sum) gives the global mean gradient.
-    Build it in `strategy.scope()`.
-    """
-    strategy = strategy or tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
+def _make_update(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight_decay: float, replicas: int):
+    """`update(images, labels, global_size) -> loss`: one replica's optimiser update (inside a traced function)."""
     variables = model.trainable_variables
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    # Momentum and weight decay would move a pruned weight off zero: re-zero it after every update.
-    masked = [(variable, tf.constant(masks[variable.path], dtype=variable.dtype)) for variable in variables
-              if masks and variable.path in masks]
 
     def replica_step(images, labels, global_size):
         with tf.GradientTape() as tape:
@@ -460,7 +669,31 @@ def _make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight
         optimizer.apply_gradients(zip(gradients, variables))
         return loss
 
-    @tf.function(reduce_retracing=True)
+    return replica_step
+
+
+def _mask_pairs(model: keras.Model, masks: dict[str, np.ndarray] | None):
+    # Momentum and weight decay would move a pruned weight off zero: re-zero it after every update.
+    return [(variable, tf.constant(masks[variable.path], dtype=variable.dtype)) for variable in model.trainable_variables
+            if masks and variable.path in masks]
+
+
+def _make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight_decay: float,
+               masks: dict[str, np.ndarray] | None = None, strategy: tf.distribute.Strategy | None = None,
+               jit_compile: bool = False):
+    """`step(images, labels) -> mean loss`: one optimiser update on one global batch, under `strategy`.
+
+    One replica (the default strategy): the batch's mean cross-entropy, as in the Keras guide. Several:
+    the batch is split across the replicas; each replica's loss is its examples' summed cross-entropy
+    over the global batch size, so the optimizer's all-reduce (a sum) gives the global mean gradient.
+    Build it in `strategy.scope()`.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    replica_step = _make_update(model, optimizer, weight_decay, replicas)
+    masked = _mask_pairs(model, masks)
+
+    @tf.function(reduce_retracing=True, jit_compile=jit_compile or None)
     def step_function(images, labels, global_size):
         losses = strategy.run(replica_step, args=(images, labels, global_size))
         for variable, mask in masked:
@@ -479,6 +712,45 @@ def _make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight
         return step_function(distributed_images, distributed_labels, global_size)
 
     return step
+
+
+def _make_chunk(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight_decay: float,
+                masks: dict[str, np.ndarray] | None, fill: np.ndarray | None, seed: int, batch_size: int,
+                image_shape, label_dtype, jit_compile: bool = False):
+    """`chunk(images, labels, indices, first_step) -> (losses, learning rates, loss scales)`: one replica.
+
+    Row i of `indices` (steps, batch_size) picks iteration first_step + i's batch from `images` and
+    `labels`; each iteration is the same update as `_make_step`'s (same ops on the same batch, so
+    the same numbers), augmented on the device when `fill` is given. Returns each iteration's loss,
+    the learning rate it used and the loss scale after it (1 without loss scaling).
+    """
+    update = _make_update(model, optimizer, weight_decay, 1)
+    masked = _mask_pairs(model, masks)
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    fill_tensor = None if fill is None else tf.constant(fill, tf.float32)
+    signature = [tf.TensorSpec((None, *image_shape), tf.float32), tf.TensorSpec((None,), tf.as_dtype(label_dtype)),
+                 tf.TensorSpec((None, batch_size), tf.int64), tf.TensorSpec((), tf.int64)]
+
+    @tf.function(input_signature=signature, jit_compile=jit_compile or None)
+    def chunk(images, labels, indices, first_step):
+        steps = tf.shape(indices)[0]
+        losses = tf.TensorArray(tf.float32, size=steps, element_shape=())
+        rates = tf.TensorArray(tf.float32, size=steps, element_shape=())
+        scales = tf.TensorArray(tf.float32, size=steps, element_shape=())
+        global_size = tf.constant(float(batch_size), tf.float32)
+        for index in tf.range(steps):
+            batch_images = tf.gather(images, indices[index])
+            if fill_tensor is not None:
+                batch_images = augment_batch(batch_images, first_step + tf.cast(index, tf.int64), seed, fill_tensor)
+            rates = rates.write(index, tf.cast(tf.convert_to_tensor(optimizer.learning_rate), tf.float32))
+            loss = update(batch_images, tf.gather(labels, indices[index]), global_size)
+            for variable, mask in masked:
+                variable.assign(variable * mask)
+            losses = losses.write(index, tf.cast(loss, tf.float32))
+            scales = scales.write(index, tf.cast(optimizer.dynamic_scale, tf.float32) if scaled else tf.constant(1.0))
+        return losses.stack(), rates.stack(), scales.stack()
+
+    return chunk
 
 
 def _agree_on_overflow(gradients):

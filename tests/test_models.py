@@ -71,6 +71,14 @@ def test_unknown_architecture_is_named():
 
 # --- Conv2D's forward-convolution input gradient ------------------------------------------------
 
+@pytest.fixture
+def forward_input_gradient(monkeypatch):
+    """The rule is off by default (an opt-in): these tests switch it on."""
+    from kphases.models import FORWARD_INPUT_GRADIENT
+
+    monkeypatch.setitem(FORWARD_INPUT_GRADIENT, "enabled", True)
+
+
 def _assert_matches_keras(ours, theirs, x, rng, variables):
     """Same output, input gradient and gradients of `variables` as Keras' layer, for a random linear loss."""
     import tensorflow as tf
@@ -95,7 +103,7 @@ def _assert_matches_keras(ours, theirs, x, rng, variables):
     (6, 128, 8, 1, 2, "same"),     # a 1x1 stride-2 shortcut
     (5, 128, 8, 3, 1, "valid"),
 ])
-def test_conv2d_gradients_equal_keras(size, channels, filters, kernel_size, stride, padding):
+def test_conv2d_gradients_equal_keras(size, channels, filters, kernel_size, stride, padding, forward_input_gradient):
     import keras
     import tensorflow as tf
 
@@ -112,7 +120,7 @@ def test_conv2d_gradients_equal_keras(size, channels, filters, kernel_size, stri
     _assert_matches_keras(ours, theirs, x, rng, ("kernel",))
 
 
-def test_vgg8_uses_forward_input_gradient_only_on_its_small_wide_blocks():
+def test_vgg8_uses_forward_input_gradient_only_on_its_small_wide_blocks(forward_input_gradient):
     import tensorflow as tf
 
     from kphases.models import Conv2D
@@ -156,3 +164,17 @@ def test_conv2d_transpose_equals_keras(size, channels, filters, kernel_size, str
     ours.set_weights(weights)
     theirs.set_weights(weights)
     _assert_matches_keras(ours, theirs, x, rng, ("kernel", "bias"))
+
+
+def test_forward_input_gradient_is_off_by_default():
+    import tensorflow as tf
+
+    from kphases.models import FORWARD_INPUT_GRADIENT
+
+    assert not FORWARD_INPUT_GRADIENT["enabled"]
+    model = build_model(ModelConfig("vgg8", 1.0), (32, 32, 1), 10)
+    graph = tf.function(lambda x: tf.gradients(tf.reduce_sum(model(x, training=True)), [w.value for w in model.trainable_weights])
+                        ).get_concrete_function(tf.TensorSpec((2, 32, 32, 1))).graph
+    # TensorFlow's input-gradient kernel in every block (block1's is built, then pruned when run).
+    assert sorted({op.name.split("/")[2].removesuffix("_1") for op in graph.get_operations() if op.type == "Conv2DBackpropInput"}) == \
+        [f"block{i}_conv" for i in range(1, 6)]

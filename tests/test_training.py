@@ -11,7 +11,7 @@ import pytest
 from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, profile
 from kphases.models import build_model
 from kphases.store import CorruptSnapshotError, Run
-from kphases.training import TrainingError, augment_batch, batch_indices, make_plan, train
+from kphases.training import TrainingError, batch_indices, make_plan, train
 
 TINY = RunConfig(
     data=DataConfig(name="digits", source="embedded", train_size=200, test_size=60),
@@ -38,13 +38,6 @@ def test_plan_arithmetic_matches_the_authors_cifar10_run():
     assert (plan.steps_per_epoch, plan.last_iteration, len(plan.snapshot_steps)) == (391, 100_487, 17)
     with pytest.raises(ValueError, match="lr_milestones"):
         make_plan(TINY.replace(training=TrainingConfig(duration="16it", lr_milestones=("20it",))), 200)
-
-
-def test_augment_keeps_shape_and_is_seeded():
-    images = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
-    a, b = augment_batch(images, 5, 0), augment_batch(images, 5, 0)
-    assert a.shape == images.shape and np.array_equal(a, b)
-    assert not np.array_equal(a, augment_batch(images, 6, 0))
 
 
 def test_run_writes_schedule_snapshots_metrics_and_calls_callbacks(tmp_path):
