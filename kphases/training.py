@@ -386,14 +386,16 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
                          "have none, and on a CPU it gains nothing and loses bitwise reproducibility")
     run = Run.create(runs_dir, config)
     with run.training_lock():  # a second `train` of this config waits, then finds it complete (issue 20 item 16)
-        return _train_locked(run, config, data_dir, progress, checkpoint_every, callbacks, dataset, start, strategy, tensorboard)
+        return _train_locked(run, config, data_dir, progress, checkpoint_every, callbacks, dataset, start, strategy, tensorboard,
+                             deterministic, steps_per_call)
 
 
 def _train_locked(run: Run, config: RunConfig, data_dir, progress: bool, checkpoint_every: int, callbacks: Sequence[Callback],
                   dataset: Dataset | None, start: Start | None, strategy: tf.distribute.Strategy,
-                  tensorboard: TensorBoardOption) -> Run:
+                  tensorboard: TensorBoardOption, deterministic: bool, steps_per_call: int) -> Run:
     if run.complete:
         return run
+    compute_devices = strategy_devices(strategy)
     dataset = dataset or load_dataset(config.data, data_dir)
     plan = make_plan(config, len(dataset.y_train))
     training = config.training
