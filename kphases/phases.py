@@ -314,7 +314,8 @@ class PhaseVerdict:
     curve: tuple[float, ...]
     """The curve the verdict is about: mean over images (image noise) or over seeds (seed noise)."""
     curve_low: tuple[float, ...]
-    """Pointwise lower end of each measurement's interval (for error bands in figures)."""
+    """Error band: each point minus the half-width of the 95% interval of its change from step 0 (paired
+    over images, or across seeds); zero width at step 0. For figures: the phases are changes."""
     curve_high: tuple[float, ...]
     noise_source: str
     """"images" (paired bootstrap over the test images) or "seeds" (t-interval across seeds)."""
@@ -351,9 +352,9 @@ class PhaseVerdict:
     def describe(self) -> str:
         """One line: which phases are confident, the sizes with intervals, the noise and the minimum effect."""
         parts = [f"constant until {self.constant_end} (drift {self.plateau.describe()})" if self.has_constant else "no constant phase",
-                 (f"decrease {self.decrease.start_step}->{self.decrease.end_step} by " if self.has_decrease else "no decrease: ")
+                 (f"decrease until {self.decrease.end_step} (largest fall from {self.decrease.start_step}) by " if self.has_decrease else "no decrease: ")
                  + self.decrease.describe(),
-                 (f"increase {self.increase.start_step}->{self.increase.end_step} by " if self.has_increase else "no increase: ")
+                 (f"increase until {self.increase.end_step} (from {self.increase.start_step}) by " if self.has_increase else "no increase: ")
                  + self.increase.describe()]
         noise = (f"{self.settings.confidence:.0%} intervals from {self.noise_units} "
                  + ("test images (paired bootstrap)" if self.noise_source == NOISE_IMAGES else "seeds (cross-fitted t-interval)"))
@@ -442,9 +443,13 @@ class _BootstrapContrasts:
         studentised = np.abs(differences - point[None]) / safe[None]
         critical = float(np.quantile(studentised.reshape(len(replicates), -1).max(axis=1), confidence))
         self.low, self.high = point - critical * spread, point + critical * spread
-        # Pointwise intervals of each measurement (percentile bootstrap) for error bands.
+        # Error bands: each point's paired change from step 0 (percentile bootstrap), drawn around the
+        # point. The levels' own intervals are far wider (a hard test set is hard at every step) and
+        # say nothing about the phases, which are changes.
         tail = (1 - confidence) / 2
-        self.curve_low, self.curve_high = np.quantile(replicates, tail, axis=0), np.quantile(replicates, 1 - tail, axis=0)
+        change = replicates - replicates[:, :1]
+        self.curve_low = curve + np.quantile(change, tail, axis=0) - (curve - curve[0])
+        self.curve_high = curve + np.quantile(change, 1 - tail, axis=0) - (curve - curve[0])
 
     def largest_change(self, sign: float, first: int) -> tuple[float, float, float, tuple]:
         """The largest sign * (curve[t] - curve[s]) over pairs first <= s < t, with its interval: on the
@@ -477,7 +482,7 @@ class _SeedContrasts:
         point = differences.mean(axis=0)
         half = self.critical * differences.std(axis=0, ddof=1) / math.sqrt(self.seeds)
         self.low, self.high = point - half, point + half  # pointwise, used for the plateau only
-        half_curve = self.critical * curves.std(axis=0, ddof=1) / math.sqrt(self.seeds)
+        half_curve = half[0]  # t-interval of each point's change from step 0 across seeds (see _BootstrapContrasts)
         self.curve_low, self.curve_high = self.curve - half_curve, self.curve + half_curve
 
     def _others(self, seed: int) -> np.ndarray:

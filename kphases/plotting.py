@@ -53,7 +53,7 @@ def shade_phases(axis, steps: Sequence[int], labels: Sequence[str]) -> None:
 
 
 def shade_verdict(axis, steps: Sequence[int], verdict, colour: str = "black") -> None:
-    """Shade the phases a verdict is confident of and show its noise: the curve's pointwise 95% band
+    """Shade the phases a verdict is confident of and show its noise: the band of each point's change from step 0
     (a `PhaseVerdict`) and the decrease and increase with their intervals in the panel's corner; a
     `PhaseResult` (`detect_phases`, no per-image or per-seed data) is marked "no noise interval"."""
     shade_phases(axis, steps, verdict.labels)
@@ -62,7 +62,7 @@ def shade_verdict(axis, steps: Sequence[int], verdict, colour: str = "black") ->
         axis.fill_between(positions, verdict.curve_low, verdict.curve_high, color=colour, alpha=0.18, lw=0, zorder=1)
         text = (f"decrease {verdict.decrease.describe()}{'' if verdict.has_decrease else ' (not confident)'}\n"
                 f"increase {verdict.increase.describe()}{'' if verdict.has_increase else ' (not confident)'}\n"
-                f"{verdict.settings.confidence:.0%} CI, {verdict.noise_units} {verdict.noise_source}")
+                f"{verdict.settings.confidence:.0%} CI, {verdict.noise_units} {verdict.noise_source}; band: change from step 0")
     else:
         text = (f"decrease {verdict.relative_decrease:.1%}, increase {verdict.relative_increase:.1%}\n"
                 "no noise interval (no per-image data)")
