@@ -76,7 +76,9 @@ def plot(table: pd.DataFrame, options: Options):
         plain = curve(table, label, "reconstruction_mse", instrument=UNREGULARISED, layer=layer, bn_stats="batch")
         if len(plain):
             handles += axis.plot(step_position(plain.index), plain.values, "x:", color="grey", ms=3, lw=0.8,
-                                 label=f"{UNREGULARISED} (unregularised, test MSE)")
+                                 label=f"{UNREGULARISED} (unregularised, test MSE; off scale where it explodes)")
+            if len(series) and plain.max() > 3 * series.max():  # it exploded (few train images): keep the judged curve readable
+                axis.set_ylim(0, 1.5 * series.max())
             plain_phases = verdicts.verdict(per_image, plain, label, layer, UNREGULARISED, "batch")
             lines.append(f"| {layer} | {UNREGULARISED} | {verdicts.describe(plain_phases, plain)} | "
                          f"{getattr(plain_phases, 'decrease_end', None)} | |")
