@@ -50,7 +50,7 @@ import pandas as pd
 
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
 from reproduce.common import Options, PlannedRun, Work, curve, has_offline, perform, run_figure, save_figure, tidy_rows
-from reproduce import verdicts
+from reproduce import verdicts as figure_verdicts
 from reproduce.plotting import log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "information_plane"
@@ -113,8 +113,8 @@ def compute(options: Options) -> pd.DataFrame:
         table = tidy_rows(item.planned, run, frame)
         table["activation"] = item.planned.config.model.activation
         tables.append(table)
-        per_image.update(verdicts.collect(run, frame, item.planned.label, [(DECODER_LAYER, DECODER, "batch")]))
-    verdicts.write_per_image(options.out, NAME, per_image)
+        per_image.update(figure_verdicts.collect(run, frame, item.planned.label, [(DECODER_LAYER, DECODER, "batch")]))
+    figure_verdicts.write_per_image(options.out, NAME, per_image)
     return pd.concat(tables, ignore_index=True)
 
 
@@ -140,7 +140,7 @@ def plot(table: pd.DataFrame, options: Options):
     from matplotlib.colors import LogNorm
 
     labels = list(dict.fromkeys(table["label"]))
-    per_image = verdicts.read_per_image(options.out, NAME)
+    per_image = figure_verdicts.read_per_image(options.out, NAME)
     columns = len(ESTIMATORS) + 2
     figure, axes = plt.subplots(len(labels), columns, figsize=(4.5 * columns, 4.0 * len(labels) + 0.8), squeeze=False,
                                 layout="constrained")
@@ -187,10 +187,10 @@ def plot(table: pd.DataFrame, options: Options):
         # Reconstruction and accuracy: the other account of the same snapshots.
         axis = axes[row][len(ESTIMATORS) + 1]
         series = curve(table, label, "reconstruction_mse", instrument=DECODER, layer=DECODER_LAYER, bn_stats="batch")
-        phases = verdicts.verdict(per_image, series, label, DECODER_LAYER, DECODER, "batch")
+        phases = figure_verdicts.verdict(per_image, series, label, DECODER_LAYER, DECODER, "batch")
         if phases is not None:
             shade_verdict(axis, series.index, phases)
-        lines_phase = verdicts.describe(phases, series)
+        lines_phase = figure_verdicts.describe(phases, series)
         handles = axis.plot(step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction, {DECODER_LAYER} (test MSE)")
         axis.set_ylabel("reconstruction loss (per-element MSE)")
         twin = axis.twinx()
