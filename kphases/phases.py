@@ -537,6 +537,8 @@ def _verdict(steps: np.ndarray, curve: np.ndarray, contrast, source: str, units:
         return contrast.low[s, t] / scale > effect or -contrast.high[s, t] / scale > effect
 
     limit = fall_end - 1 if has_decrease else count - 1
+    if has_increase:  # the plateau also ends where a confident rise starts (a rise without a decrease)
+        limit = min(limit, rise[3][0])
     constant_last = 0
     while constant_last + 1 <= limit and not any(confident_change(s, constant_last + 1) for s in range(constant_last + 1)):
         constant_last += 1
