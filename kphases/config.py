@@ -199,7 +199,8 @@ def _coerce(hint: Any, value: Any) -> Any:
 
 # --- Measurement -------------------------------------------------------------------------------
 
-# The authors' decoder got 391 batches x 20 epochs of Adam updates on CIFAR-10's 50,000 images.
+# The authors' decoder got 391 batches x 20 epochs of Adam updates on CIFAR-10's 50,000 images (their
+# probe and transfer heads as many SGD updates).
 AUTHORS_DECODER_UPDATE_STEPS = 7820
 
 
@@ -253,7 +254,8 @@ class MeasureConfig:
 MEASURE_PROFILES = {
     "smoke": MeasureConfig(decoder_epochs=2, probe_epochs=2, transfer=("dataset_switch",)),
     # Small splits give far fewer decoder updates per 20 epochs than the authors had: keep their count.
-    "quick": MeasureConfig(decoder_min_update_steps=AUTHORS_DECODER_UPDATE_STEPS),
+    # The same for the probe and transfer heads (the authors' heads also had 7,820 updates).
+    "quick": MeasureConfig(decoder_min_update_steps=AUTHORS_DECODER_UPDATE_STEPS, probe_min_update_steps=AUTHORS_DECODER_UPDATE_STEPS),
     "paper": MeasureConfig(),
 }
 

@@ -374,7 +374,7 @@ def fit_linear_ridge_decoder(
         weights = np.zeros((feature_dim, pixel_count))
         penalty = relative = effective = 0.0
     else:
-        eigenvalues, eigenvectors = scipy.linalg.eigh(moments.covariance, overwrite_a=True, check_finite=False)
+        eigenvalues, eigenvectors = scipy.linalg.eigh(moments.covariance, overwrite_a=True, check_finite=False, driver="evd")
         eigenvalues = np.maximum(eigenvalues, 0.0)  # rounding can leave a singular covariance a hair negative
         rotated_cross = eigenvectors.T @ moments.cross
         moments.covariance = moments.cross = None

@@ -473,17 +473,20 @@ def write_per_image_errors(run: Run, step: int, layer: str, bn_stats: str, instr
 
 def read_per_image_errors(run: Run, frame: pd.DataFrame, layer: str, instrument: str, bn_stats: str,
                           steps: list[int] | None = None) -> tuple[list[int], np.ndarray] | None:
-    """(steps, errors of shape steps x images) of one curve, from the protocol of its latest rows; None
-    when any of those steps has no per-image file (cells measured before the files existed).
+    """(steps, errors of shape steps x images) of one curve, the steps measured under the protocol of its
+    latest row; None when any of those steps has no per-image file (cells measured before the files existed).
 
     Raises ValueError if the steps' files hold different numbers of images (not one paired split)."""
     selected = frame[(frame["metric"] == "reconstruction_mse") & (frame["split"] == "test") & (frame["layer"] == layer)
                      & (frame["instrument"] == instrument) & (frame["bn_stats"] == bn_stats)]
-    latest = selected.drop_duplicates("step", keep="last").set_index("step").sort_index()
     if steps is not None:
-        latest = latest[latest.index.isin(steps)]
-    if latest.empty:
+        selected = selected[selected["step"].isin(steps)]
+    if selected.empty:
         return None
+    # One protocol: a curve measured under two settings (e.g. two update budgets) is two curves. The
+    # protocol of the latest row wins, as in `curves`.
+    protocol = selected["protocol"].iloc[-1]
+    latest = selected[selected["protocol"] == protocol].drop_duplicates("step", keep="last").set_index("step").sort_index()
     arrays = []
     for step, protocol in latest["protocol"].items():
         path = per_image_errors_path(run, int(step), layer, bn_stats, instrument, str(protocol))
