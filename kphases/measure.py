@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -49,10 +47,9 @@ from kphases.information import InformationSettings, binning_information, kde_in
 from kphases.models import build_model, probe_points
 from kphases.probes import ProbeSettings, color_dominance_labels, train_linear_head
 from kphases.claims import Claim, try_claim
-from kphases.store import Run, write_text_atomic
+# Reading, appending and locking measurements.csv is the store's (kphases.store); re-exported for callers.
+from kphases.store import MEASUREMENT_COLUMNS, Run, done_cells, read_measurements
 
-MEASUREMENT_COLUMNS = ("run", "step", "layer", "metric", "split", "value", "instrument", "bn_stats",
-                       "update_steps", "epochs", "data", "seed", "protocol")
 TRANSFER_TASKS = ("color_dominance", "dataset_switch")
 # MeasureConfig.metrics: instruments beyond decoders and heads. mutual_information adds the cells
 # binning:<bins>, kde:<noise variance> (and kde_relative:<ratio>) with rows mi_x_t and mi_t_y in bits.
@@ -147,50 +144,6 @@ def _protocol(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-CELL_COLUMNS = ["step", "layer", "bn_stats", "instrument", "protocol", "metric", "split"]
-
-
-def measurements_path(run: Run, shard: tuple[int, int] | None = None):
-    """`measurements.csv`, or `measurements.shard-I-of-N.csv` for a `--shard I/N` worker (each writes its own file)."""
-    return run.directory / ("measurements.csv" if shard is None else f"measurements.shard-{shard[0]}-of-{shard[1]}.csv")
-
-
-def read_measurements(run: Run, only: Path | None = None) -> pd.DataFrame:
-    """All measurement rows of a run, from `measurements.csv` and every shard worker's file (a cell
-    measured in several files is kept once, the main file first); empty frame with the columns if none.
-    `only`: that one file."""
-    paths = [only] if only is not None else [measurements_path(run), *sorted(run.directory.glob("measurements.shard-*-of-*.csv"))]
-    frames = [pd.read_csv(path) for path in paths if path.exists()]
-    frames = [frame for frame in frames if len(frame)]
-    if not frames:
-        return pd.DataFrame(columns=list(MEASUREMENT_COLUMNS))
-    if len(frames) == 1:
-        return frames[0]
-    return pd.concat(frames, ignore_index=True).drop_duplicates(CELL_COLUMNS, keep="first", ignore_index=True)
-
-
-def _append_measurements(run: Run, rows: pd.DataFrame, shard: tuple[int, int] | None = None, patience: float = 120.0) -> None:
-    """Add rows to this worker's measurement file: read, extend and atomically replace it while
-    holding the file's claim, so workers writing the same file never lose each other's rows."""
-    path = measurements_path(run, shard)
-    deadline = time.monotonic() + patience
-    while not isinstance(claim := try_claim(run.directory, f"write-{path.name}"), Claim):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} stayed claimed for writing by {claim.describe()} for {patience:.0f} s")
-        time.sleep(0.05)
-    with claim:
-        frame = read_measurements(run, only=path)
-        frame = pd.concat([frame, rows], ignore_index=True) if len(frame) else rows
-        frame = frame.sort_values(["step", "layer", "bn_stats", "instrument", "metric", "split"], kind="stable", ignore_index=True)
-        buffer = io.StringIO()
-        frame.to_csv(buffer, index=False, columns=list(MEASUREMENT_COLUMNS))
-        write_text_atomic(path, buffer.getvalue())
-
-
-def _done_cells(frame: pd.DataFrame) -> set[tuple]:
-    return set(zip(frame["step"].astype(int), frame["layer"], frame["bn_stats"], frame["instrument"], frame["protocol"]))
-
-
 @dataclass(frozen=True)
 class _Cell:
     instrument: str
@@ -223,14 +176,18 @@ def _run_dataset(run: Run, data_dir: str | os.PathLike | None) -> Dataset:
 def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(), data_dir: str | os.PathLike | None = None,
             runs_dir: str | os.PathLike | None = None, progress: bool = True, dataset: Dataset | None = None,
             log=print, compute_missing: bool = True, shard: tuple[int, int] | None = None,
-            custom_objects: dict | None = None, tensorboard: bool | str | os.PathLike = False) -> pd.DataFrame:
+            custom_objects: dict | None = None, tensorboard: bool | str | os.PathLike = False,
+            partial_verdicts: bool = False) -> pd.DataFrame:
     """Measure the run's snapshots as `config` asks; return all of the run's measurement rows.
 
     Several workers may measure one run at once (`kphases measure --shard I/N` on machines sharing
     the run directory): `shard=(I, N)` takes only the I-th of every N requested snapshot steps and
-    writes its rows to its own file (`measurements.shard-I-of-N.csv`; `read_measurements` unions
-    them). Every worker, sharded or not, holds a claim on each snapshot step while measuring it
+    all write to `measurements.csv` under its file lock (`Run.append_measurements`). Every worker, sharded or not, holds a claim on each snapshot step while measuring it
     (`kphases.claims`) and skips steps another live worker holds, so no cell is computed twice.
+
+    A run that is not complete (still training, or interrupted) is measured on the snapshots it has,
+    and says so; its summary leaves out phase verdicts, which a partial curve cannot support, unless
+    `partial_verdicts=True`.
 
     `compute_missing=False` only reads: a cell that is not measured yet is an error naming it
     (`reproduce --plot-only` uses this to draw from a run directory other workers filled).
@@ -251,6 +208,11 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
     missing_steps = [step for step in steps if step not in available]
     if missing_steps:
         raise ValueError(f"run {run.name} has no snapshots at steps {missing_steps}; it has {available}")
+    if not run.complete:
+        schedule = run.manifest().get("schedule") or "?"
+        log(f"run {run.name} is not complete (still training, or interrupted): measuring the snapshots it has, {available}, "
+            f"of its schedule {schedule}; " + ("phase verdicts on this partial curve were asked for" if partial_verdicts else
+                                               "no phase verdicts until it is complete (partial_verdicts=True to see them)"))
     if shard is not None:
         index, count = shard
         if not 1 <= index <= count:
@@ -288,7 +250,7 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
             cells.append(_Cell(instrument, _protocol(instrument, information.samples, splits.description, config.seed)))
 
     frame = read_measurements(run)
-    done = _done_cells(frame)
+    done = done_cells(frame)
     work = [(step, mode, layer, [cell for cell in cells if (step, layer, mode, cell.instrument, cell.protocol) not in done])
             for step in steps for mode in config.bn_stats for layer in config.layers]
     work = [item for item in work if item[3]]
@@ -299,7 +261,7 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
             f"(step {step}, layer {layer}, bn_stats {mode}, instrument {todo[0].instrument}); measure them first "
             f"(python -m kphases measure {run.directory})")
     if not work:
-        log(f"run {run.name}: every requested cell is already measured ({len(frame)} rows in {measurements_path(run)})")
+        log(f"run {run.name}: every requested cell is already measured ({len(frame)} rows in {run.measurements_path})")
         return frame
 
     bar = None
@@ -322,7 +284,7 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
                     claim = None
                     continue
                 # Another worker may have finished this step since we listed the work: re-read.
-                done = _done_cells(read_measurements(run))
+                done = done_cells(read_measurements(run))
                 run.load_snapshot(model, step)
                 loaded_step, calibrated = step, {}
             todo = [cell for cell in todo if (step, layer, mode, cell.instrument, cell.protocol) not in done]
@@ -336,7 +298,7 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
             extract_mode = "stored" if mode == "recalibrated" else mode
             rows = _measure_group(run, step, layer, mode, network, extract_mode, todo, splits, target, decoders,
                                   heads, config.seed, dataset.num_classes, bar, information)
-            _append_measurements(run, pd.DataFrame(rows, columns=list(MEASUREMENT_COLUMNS)), shard)
+            run.append_measurements(pd.DataFrame(rows, columns=list(MEASUREMENT_COLUMNS)))
             # --- TensorBoard hook: the new rows as scalars under <run>/tensorboard/measure (kphases.tensorboard) ---
             if tensorboard:
                 from kphases.tensorboard import write_measurements
@@ -352,7 +314,7 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
     frame = read_measurements(run)
     if skipped:
         log(f"run {run.name}: steps {skipped} were left to the workers measuring them; rerun to pick up what they leave")
-    log(summary_table(run, frame))
+    log(summary_table(run, frame, verdicts=partial_verdicts or run.complete))
     return frame
 
 
@@ -440,8 +402,8 @@ def curves(frame: pd.DataFrame, metric: str = "reconstruction_mse", split: str =
     return result
 
 
-def summary_table(run: Run, frame: pd.DataFrame) -> str:
-    """Steps x metrics, one column per (layer, instrument, bn_stats), plus classifier accuracy, and the phases."""
+def summary_table(run: Run, frame: pd.DataFrame, verdicts: bool = True) -> str:
+    """Steps x metrics, one column per (layer, instrument, bn_stats), plus classifier accuracy, and (`verdicts`) the phases."""
     from kphases.phases import detect_phases
 
     columns: dict[str, pd.Series] = {}
@@ -458,7 +420,7 @@ def summary_table(run: Run, frame: pd.DataFrame) -> str:
     table = table[table.index.isin(frame["step"].unique())]
     lines = [f"run {run.name}: test split (reconstruction: per-element MSE)", table.to_string(float_format=lambda v: f"{v:.4f}")]
     for (layer, instrument, mode), series in curves(frame, "reconstruction_mse").items():
-        if len(series) >= 3:
+        if verdicts and len(series) >= 3:
             phases = detect_phases(series.index.tolist(), series.tolist())
             lines.append(f"phases of reconstruction [{layer}, {instrument}, bn={mode}]: {describe_phases(phases)}")
     return "\n".join(lines)

@@ -258,6 +258,10 @@ def snapshot_callback(dataset: Dataset, plan: Plan, summaries: Summaries | None 
             for metric, value in evaluate(model, images, labels).items():
                 rows.append({"step": step, "split": split, "metric": f"classifier_{metric}", "value": value})
         run.append_metrics(rows)
+        if step > 0:
+            # The resume state of this step first, then the snapshot: a kill at any moment leaves no
+            # snapshot beyond the resume state, which could not be continued (no optimizer state).
+            run.save_checkpoint(model, [variable.numpy() for variable in optimizer.variables], step)
         run.save_snapshot(model, step)
         if summaries is not None:
             summaries.scalars(step, {f"{row['metric']}/{row['split']}": row["value"] for row in rows})
@@ -267,14 +271,18 @@ def snapshot_callback(dataset: Dataset, plan: Plan, summaries: Summaries | None 
 
 
 def checkpoint_callback(plan: Plan, every: int) -> Callback:
-    """Resume state at every schedule step and every `every` steps (0: schedule steps only)."""
+    """Resume state at every schedule step and every `every` steps (0: schedule steps only).
+
+    At a schedule step the snapshot callback has normally written it already (before its snapshot)."""
     scheduled = set(plan.snapshot_steps)
 
     def callback(run: Run, step: int, model: keras.Model, optimizer) -> None:
         if step == 0 or step == plan.last_iteration:
             return
         if step in scheduled or (every and step % every == 0):
-            run.save_checkpoint(model, [variable.numpy() for variable in optimizer.variables], step)
+            state = run.checkpoint_state()
+            if state is None or state["step"] != step:
+                run.save_checkpoint(model, [variable.numpy() for variable in optimizer.variables], step)
 
     return callback
 
@@ -304,9 +312,9 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
         raise ValueError(f"a run with a lineage ({config.lineage}) needs its start (kphases.early_phase.train_lineage builds it), "
                          f"and only such a run takes one; got start={'given' if start is not None else 'None'}")
     strategy = make_strategy(devices)  # before anything else: an unknown device is named before any work
-    run = Run.create(runs_dir, config)
-    if run.complete:
-        return run
+    existing = Run.find(runs_dir, config)  # creates nothing: a config refused below leaves no run directory
+    if existing is not None and existing.complete:
+        return existing  # (find verified its snapshots against the manifest)
     dataset = dataset or load_dataset(config.data, data_dir)
     plan = make_plan(config, len(dataset.y_train))
     training = config.training
@@ -327,6 +335,7 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
         optimizer = make_optimizer(config, plan)
         optimizer.build(model.trainable_variables)
 
+    run = Run.create(runs_dir, config)  # after every check of the config above
     start_step = 0
     if start is not None:
         model.set_weights(start.weights)
@@ -341,7 +350,10 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
     elif run.snapshot_steps():
         # Snapshots without a checkpoint: only possible if the run died right after snapshot 0.
         if run.snapshot_steps() != [start_step]:
-            raise TrainingError(f"run {run.directory} has snapshots {run.snapshot_steps()} but no resume checkpoint")
+            raise TrainingError(
+                f"run {run.directory} has snapshots {run.snapshot_steps()} but no resume checkpoint (a kphases older than this one "
+                "was killed between a snapshot and its checkpoint): without the optimizer state it cannot continue. Move it out of "
+                f"the runs directory (for example: mv {run.directory} ./{run.name}.unresumable) and train again, which starts afresh")
     run.update_manifest(schedule=list(plan.snapshot_steps), last_iteration=plan.last_iteration,
                         steps_per_epoch=plan.steps_per_epoch, complete=False)
     run.update_provenance(data=dataset.describe(), python=platform.python_version(), tensorflow=tf.__version__,
