@@ -353,3 +353,25 @@ def test_files_respect_the_umask(tmp_path, umask):
         os.umask(previous)
     for path in (run.directory / "config.json", run.manifest_path):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+# --- 5, 13. figure tables in --out ----------------------------------------------------------------
+
+def test_plot_only_refuses_a_figure_csv_cut_mid_row_naming_it(tmp_path, capsys):
+    from reproduce import phases
+    from reproduce.common import FIGURES_DIR
+
+    out = tmp_path / "out"
+    out.mkdir()
+    text = (FIGURES_DIR / "phases.csv").read_text()
+    argv = ["--profile", "quick", "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--plot-only", "--no-progress"]
+    (out / "phases.csv").write_text(text)
+    assert "phases.png" in phases.main(argv)  # the whole table draws
+    cut = text[: int(len(text) * 0.6)]
+    assert not cut.endswith("\n")
+    (out / "phases.csv").write_text(cut)
+    with pytest.raises(SystemExit) as exit_info:
+        phases.main(argv)
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(error.splitlines()) == 1, error
+    assert error.startswith(f"error: phases: {out / 'phases.csv'} is cut off"), error
