@@ -25,7 +25,6 @@ from pathlib import Path
 
 def serial(nodes, runs_dir: Path, data_dir) -> float:
     from kphases.cluster import measure_task, train_task
-    from kphases.measure import _append_measurements
     from kphases.store import Run
 
     began = time.perf_counter()
@@ -35,7 +34,7 @@ def serial(nodes, runs_dir: Path, data_dir) -> float:
         else:
             rows = measure_task(node, str(runs_dir), data_dir, None, ())
             if len(rows):
-                _append_measurements(Run.open(runs_dir / node.config.hash()), rows)
+                Run.open(runs_dir / node.config.hash()).append_measurements(rows)
     return time.perf_counter() - began
 
 

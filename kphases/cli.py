@@ -183,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kphases.store import StoreError
         from kphases.training import TrainingError
 
-        if not isinstance(error, (ValueError, StoreError, TrainingError, MissingMeasurementError, ClusterError)) or os.environ.get("KPHASES_DEBUG"):
+        # OSError: a file system refusing (permissions, a full disk outside the store's own checks); its text names the path.
+        if not isinstance(error, (ValueError, StoreError, TrainingError, MissingMeasurementError, ClusterError, OSError)) or os.environ.get("KPHASES_DEBUG"):
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print("error: " + " ".join(str(error).split()), file=sys.stderr)  # one line, whatever the message's own breaks
         return 2

@@ -213,7 +213,6 @@ def execute(nodes: Sequence[Node], runs_dir: str | os.PathLike | None, data_dir:
     `written(run, rows)`: called after the driver stored a measurement task's rows."""
     import ray
 
-    from kphases.measure import _append_measurements
     from kphases.store import Run, resolve_runs_dir
 
     connect(address, num_cpus)
@@ -255,7 +254,7 @@ def execute(nodes: Sequence[Node], runs_dir: str | os.PathLike | None, data_dir:
         else:
             if node.kind == "measure" and len(result):
                 run = Run.open(Path(runs_dir) / node.config.hash())
-                _append_measurements(run, result)  # the driver: the only writer
+                run.append_measurements(result)  # the driver: the only writer
                 if written is not None:
                     written(run, result)
             status[node.key] = "done"

@@ -99,7 +99,7 @@ def load_dataset(config: DataConfig, data_dir: str | os.PathLike | None = None) 
         raw = _load_tfds(config.name)
     else:
         raise DataError(f"unknown data source {config.source!r}; valid sources: {list(SOURCES)}")
-    x_train, y_train, x_test, y_test = raw
+    x_train, y_train, x_test, y_test = check_raw_splits(raw, config.name, f"{config.source}:{config.name}")
     train_index = stratified_subset(y_train, config.train_size, config.subset_seed, "train")
     test_index = stratified_subset(y_test, config.test_size, config.subset_seed, "test")
     x_train, y_train = x_train[train_index], y_train[train_index]
@@ -204,7 +204,34 @@ def _load_directory(name: str, directory: Path) -> RawSplits:
     except Exception as error:  # zipfile/numpy raise many kinds for a truncated or corrupt archive
         raise DataError(f"cannot read {path}: {error}") from error
     x_train, y_train, x_test, y_test = arrays
+    for key, images in (("x_train", x_train), ("x_test", x_test)):
+        if images.dtype != np.uint8:
+            # Preprocessing divides by 255: float images already in [0, 1] would be scaled twice, silently.
+            raise DataError(f"{path}:{key} has dtype {images.dtype}; the directory source reads uint8 pixels 0..255 "
+                            "(the layout of keras.datasets.<name>.load_data(): x (N, H, W[, C]) uint8, y (N,) integer class labels)")
     return _check_images(x_train, path, "x_train"), y_train.reshape(-1), _check_images(x_test, path, "x_test"), y_test.reshape(-1)
+
+
+def check_raw_splits(raw: "RawSplits", name: str, origin: str) -> "RawSplits":
+    """The raw splits, checked before anything uses them: finite pixels, integer labels in 0..classes-1,
+    one label per image. Without this a bad file fails deep inside TensorFlow (a gather index out of
+    range) or as a NaN loss blamed on the learning rate."""
+    x_train, y_train, x_test, y_test = raw
+    classes = NUM_CLASSES[name]
+    for split, images, labels in (("train", x_train, y_train), ("test", x_test, y_test)):
+        labels = np.asarray(labels)
+        if len(images) != len(labels):
+            raise DataError(f"{origin}: the {split} split has {len(images)} images but {len(labels)} labels")
+        if labels.dtype.kind not in "iu":
+            raise DataError(f"{origin}: {split} labels have dtype {labels.dtype}; expected integer class labels 0..{classes - 1}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+            bad = labels[(labels < 0) | (labels >= classes)]
+            raise DataError(f"{origin}: {split} labels include {sorted(set(bad.tolist()))[:5]} ({len(bad)} labels); "
+                            f"{name} has {classes} classes, so labels must be 0..{classes - 1}")
+        if images.dtype.kind == "f" and not np.isfinite(images).all():
+            count = int(np.size(images) - np.isfinite(images).sum())
+            raise DataError(f"{origin}: {split} images hold {count} NaN or infinite pixel values; every pixel must be a finite number")
+    return x_train, y_train, x_test, y_test
 
 
 def _check_images(images: np.ndarray, origin: Path | str, key: str) -> np.ndarray:

@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -48,10 +46,10 @@ from kphases.features import BN_STATS_MODES, extract_features, recalibrate_batch
 from kphases.information import InformationSettings, binning_information, kde_information, relative_kde_information
 from kphases.models import build_model, probe_points
 from kphases.probes import ProbeSettings, color_dominance_labels, train_linear_head
-from kphases.store import Run, write_text_atomic
+# Reading, appending and locking measurements.csv is the store's (kphases.store); re-exported for callers.
+from kphases.store import MEASUREMENT_COLUMNS, Run, done_cells, read_measurements
 
-MEASUREMENT_COLUMNS = ("run", "step", "layer", "metric", "split", "value", "instrument", "bn_stats",
-                       "update_steps", "epochs", "data", "seed", "protocol")
+CELL_COLUMNS = ["step", "layer", "bn_stats", "instrument", "protocol", "metric", "split"]  # one row of a cell
 TRANSFER_TASKS = ("color_dominance", "dataset_switch")
 # MeasureConfig.metrics: instruments beyond decoders and heads. mutual_information adds the cells
 # binning:<bins>, kde:<noise variance> (and kde_relative:<ratio>) with rows mi_x_t and mi_t_y in bits.
@@ -150,47 +148,6 @@ def _protocol(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-CELL_COLUMNS = ["step", "layer", "bn_stats", "instrument", "protocol", "metric", "split"]
-
-
-def measurements_path(run: Run, shard: tuple[int, int] | None = None):
-    """`measurements.csv`, or `measurements.shard-I-of-N.csv` for a `--shard I/N` worker (each writes its own file)."""
-    return run.directory / ("measurements.csv" if shard is None else f"measurements.shard-{shard[0]}-of-{shard[1]}.csv")
-
-
-def read_measurements(run: Run, only: Path | None = None) -> pd.DataFrame:
-    """All measurement rows of a run, from `measurements.csv` and every shard worker's file (a cell
-    measured in several files is kept once, the main file first); empty frame with the columns if none.
-    `only`: that one file."""
-    paths = [only] if only is not None else [measurements_path(run), *sorted(run.directory.glob("measurements.shard-*-of-*.csv"))]
-    frames = [pd.read_csv(path) for path in paths if path.exists()]
-    frames = [frame for frame in frames if len(frame)]
-    if not frames:
-        return pd.DataFrame(columns=list(MEASUREMENT_COLUMNS))
-    if len(frames) == 1:
-        return frames[0]
-    return pd.concat(frames, ignore_index=True).drop_duplicates(CELL_COLUMNS, keep="first", ignore_index=True)
-
-
-def _append_measurements(run: Run, rows: pd.DataFrame, shard: tuple[int, int] | None = None, patience: float = 120.0) -> None:
-    """Add rows to this worker's measurement file: read, extend and atomically replace it while
-    holding the file's claim, so workers writing the same file never lose each other's rows."""
-    import filelock  # interim (claims.py is gone); kphases.store's locked append replaces this function
-
-    path = measurements_path(run, shard)
-    with filelock.FileLock(str(path) + ".lock", timeout=patience):
-        frame = read_measurements(run, only=path)
-        frame = pd.concat([frame, rows], ignore_index=True) if len(frame) else rows
-        frame = frame.sort_values(["step", "layer", "bn_stats", "instrument", "metric", "split"], kind="stable", ignore_index=True)
-        buffer = io.StringIO()
-        frame.to_csv(buffer, index=False, columns=list(MEASUREMENT_COLUMNS))
-        write_text_atomic(path, buffer.getvalue())
-
-
-def _done_cells(frame: pd.DataFrame) -> set[tuple]:
-    return set(zip(frame["step"].astype(int), frame["layer"], frame["bn_stats"], frame["instrument"], frame["protocol"]))
-
-
 @dataclass(frozen=True)
 class _Cell:
     instrument: str
@@ -224,7 +181,7 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
             runs_dir: str | os.PathLike | None = None, progress: bool = True, dataset: Dataset | None = None,
             log=print, compute_missing: bool = True, custom_objects: dict | None = None,
             tensorboard: bool | str | os.PathLike = False, rows: "MeasurementRows | None" = None,
-            requested_only: bool = False) -> pd.DataFrame:
+            requested_only: bool = False, partial_verdicts: bool = False) -> pd.DataFrame:
     """Measure the run's snapshots as `config` asks; return all of the run's measurement rows.
 
     `rows`: where the run's rows are read from and new ones written to (default: the run's
@@ -232,6 +189,10 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
     (`PendingRows`) and returns them to the driver, the only writer of the file.
     `requested_only`: return only the rows of the cells `config` asks for (a figure's table then
     does not depend on what else was measured of the run before).
+
+    A run that is not complete (still training, or interrupted) is measured on the snapshots it has,
+    and says so; its summary leaves out phase verdicts, which a partial curve cannot support, unless
+    `partial_verdicts=True`.
 
     `compute_missing=False` only reads: a cell that is not measured yet is an error naming it
     (`reproduce --plot-only` uses this to draw from a run directory other workers filled).
@@ -252,6 +213,11 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
     missing_steps = [step for step in steps if step not in available]
     if missing_steps:
         raise ValueError(f"run {run.name} has no snapshots at steps {missing_steps}; it has {available}")
+    if not run.complete:
+        schedule = run.manifest().get("schedule") or "?"
+        log(f"run {run.name} is not complete (still training, or interrupted): measuring the snapshots it has, {available}, "
+            f"of its schedule {schedule}; " + ("phase verdicts on this partial curve were asked for" if partial_verdicts else
+                                               "no phase verdicts until it is complete (partial_verdicts=True to see them)"))
     dataset = dataset or _run_dataset(run, data_dir)
     model, valid_layers = run_model(run, dataset, custom_objects)
     transfers = check_config(config, model, dataset, valid_layers)
@@ -285,7 +251,7 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
 
     rows = rows or MeasurementRows()
     frame = rows.read(run)
-    done = _done_cells(frame)
+    done = done_cells(frame)
     requested = {(step, layer, mode, cell.instrument, cell.protocol) for step in steps for mode in config.bn_stats
                  for layer in config.layers for cell in cells}
     work = [(step, mode, layer, [cell for cell in cells if (step, layer, mode, cell.instrument, cell.protocol) not in done])
@@ -298,7 +264,7 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
             f"(step {step}, layer {layer}, bn_stats {mode}, instrument {todo[0].instrument}); measure them first "
             f"(python -m kphases measure {run.directory})")
     if not work:
-        log(f"run {run.name}: every requested cell is already measured ({len(frame)} rows in {measurements_path(run)})")
+        log(f"run {run.name}: every requested cell is already measured ({len(frame)} rows in {run.measurements_path})")
         return _only(frame, requested) if requested_only else frame
 
     bar = None
@@ -330,7 +296,7 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
     if bar is not None:
         bar.close()
     frame = rows.read(run)
-    log(summary_table(run, frame))
+    log(summary_table(run, frame, verdicts=partial_verdicts or run.complete))
     return _only(frame, requested) if requested_only else frame
 
 
@@ -346,7 +312,7 @@ class MeasurementRows:
         return read_measurements(run)
 
     def append(self, run: Run, rows: pd.DataFrame) -> None:
-        _append_measurements(run, rows)
+        run.append_measurements(rows)
 
 
 class PendingRows(MeasurementRows):
@@ -527,8 +493,8 @@ def curves(frame: pd.DataFrame, metric: str = "reconstruction_mse", split: str =
     return result
 
 
-def summary_table(run: Run, frame: pd.DataFrame) -> str:
-    """Steps x metrics, one column per (layer, instrument, bn_stats), plus classifier accuracy, and the phases
+def summary_table(run: Run, frame: pd.DataFrame, verdicts: bool = True) -> str:
+    """Steps x metrics, one column per (layer, instrument, bn_stats), plus classifier accuracy, and (`verdicts`) the phases
     (noise-aware verdicts where the cells have per-image errors, `reconstruction_verdict`)."""
     columns: dict[str, pd.Series] = {}
     classifier = run.metrics()
@@ -544,6 +510,8 @@ def summary_table(run: Run, frame: pd.DataFrame) -> str:
     table = table[table.index.isin(frame["step"].unique())]
     lines = [f"run {run.name}: test split (reconstruction: per-element MSE)", table.to_string(float_format=lambda v: f"{v:.4f}")]
     for (layer, instrument, mode), series in curves(frame, "reconstruction_mse").items():
+        if not verdicts:
+            continue
         verdict = reconstruction_verdict(run, frame, layer, instrument, mode)
         described = describe_phases(verdict) if verdict is not None else describe_too_short(series)
         lines.append(f"phases of reconstruction [{layer}, {instrument}, bn={mode}]: {described}")

@@ -300,6 +300,10 @@ def snapshot_callback(dataset: Dataset, plan: Plan, summaries: Summaries | None 
             for metric, value in evaluate(model, images, labels).items():
                 rows.append({"step": step, "split": split, "metric": f"classifier_{metric}", "value": value})
         run.append_metrics(rows)
+        if step > 0:
+            # The resume state of this step first, then the snapshot: a kill at any moment leaves no
+            # snapshot beyond the resume state, which could not be continued (no optimizer state).
+            run.save_checkpoint(model, [variable.numpy() for variable in optimizer.variables], step)
         run.save_snapshot(model, step)
         if summaries is not None:
             summaries.scalars(step, {f"{row['metric']}/{row['split']}": row["value"] for row in rows})
@@ -309,14 +313,18 @@ def snapshot_callback(dataset: Dataset, plan: Plan, summaries: Summaries | None 
 
 
 def checkpoint_callback(plan: Plan, every: int) -> Callback:
-    """Resume state at every schedule step and every `every` steps (0: schedule steps only)."""
+    """Resume state at every schedule step and every `every` steps (0: schedule steps only).
+
+    At a schedule step the snapshot callback has normally written it already (before its snapshot)."""
     scheduled = set(plan.snapshot_steps)
 
     def callback(run: Run, step: int, model: keras.Model, optimizer) -> None:
         if step == 0 or step == plan.last_iteration:
             return
         if step in scheduled or (every and step % every == 0):
-            run.save_checkpoint(model, [variable.numpy() for variable in optimizer.variables], step)
+            state = run.checkpoint_state()
+            if state is None or state["step"] != step:
+                run.save_checkpoint(model, [variable.numpy() for variable in optimizer.variables], step)
 
     return callback
 
@@ -384,18 +392,9 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
     if not deterministic and not any(device.startswith("GPU") for device in compute_devices):
         raise DeviceError(f"deterministic=False is for GPUs (cuDNN's faster non-deterministic kernels); the devices {compute_devices} "
                          "have none, and on a CPU it gains nothing and loses bitwise reproducibility")
-    run = Run.create(runs_dir, config)
-    with run.training_lock():  # a second `train` of this config waits, then finds it complete (issue 20 item 16)
-        return _train_locked(run, config, data_dir, progress, checkpoint_every, callbacks, dataset, start, strategy, tensorboard,
-                             deterministic, steps_per_call)
-
-
-def _train_locked(run: Run, config: RunConfig, data_dir, progress: bool, checkpoint_every: int, callbacks: Sequence[Callback],
-                  dataset: Dataset | None, start: Start | None, strategy: tf.distribute.Strategy,
-                  tensorboard: TensorBoardOption, deterministic: bool, steps_per_call: int) -> Run:
-    if run.complete:
-        return run
-    compute_devices = strategy_devices(strategy)
+    existing = Run.find(runs_dir, config)  # creates nothing: a config refused below leaves no run directory
+    if existing is not None and existing.complete:
+        return existing  # (find verified its snapshots against the manifest)
     dataset = dataset or load_dataset(config.data, data_dir)
     plan = make_plan(config, len(dataset.y_train))
     training = config.training
@@ -415,6 +414,18 @@ def _train_locked(run: Run, config: RunConfig, data_dir, progress: bool, checkpo
         optimizer = make_optimizer(config, plan)
         optimizer.build(model.trainable_variables)
 
+    run = Run.create(runs_dir, config)  # after every check of the config above
+    with run.training_lock():  # a second `train` of this config waits, then finds it complete (issue 20 item 16)
+        if run.complete:
+            return run
+        return _train_locked(run, config, plan, dataset, model, optimizer, start, strategy, compute_devices, progress,
+                             checkpoint_every, callbacks, tensorboard, deterministic, steps_per_call)
+
+
+def _train_locked(run: Run, config: RunConfig, plan: Plan, dataset: Dataset, model: keras.Model, optimizer, start: Start | None,
+                  strategy: tf.distribute.Strategy, compute_devices: list[str], progress: bool, checkpoint_every: int,
+                  callbacks: Sequence[Callback], tensorboard: TensorBoardOption, deterministic: bool, steps_per_call: int) -> Run:
+    training, replicas = config.training, strategy.num_replicas_in_sync
     start_step = 0
     if start is not None:
         model.set_weights(start.weights)
@@ -429,7 +440,10 @@ def _train_locked(run: Run, config: RunConfig, data_dir, progress: bool, checkpo
     elif run.snapshot_steps():
         # Snapshots without a checkpoint: only possible if the run died right after snapshot 0.
         if run.snapshot_steps() != [start_step]:
-            raise TrainingError(f"run {run.directory} has snapshots {run.snapshot_steps()} but no resume checkpoint")
+            raise TrainingError(
+                f"run {run.directory} has snapshots {run.snapshot_steps()} but no resume checkpoint (a kphases older than this one "
+                "was killed between a snapshot and its checkpoint): without the optimizer state it cannot continue. Move it out of "
+                f"the runs directory (for example: mv {run.directory} ./{run.name}.unresumable) and train again, which starts afresh")
     run.update_manifest(schedule=list(plan.snapshot_steps), last_iteration=plan.last_iteration,
                         steps_per_epoch=plan.steps_per_epoch, complete=False)
     run.update_provenance(data=dataset.describe(), python=platform.python_version(), tensorflow=tf.__version__,

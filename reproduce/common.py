@@ -223,15 +223,36 @@ def planned_directory(planned: PlannedRun, options: Options) -> Path:
 
 # --- results files -----------------------------------------------------------------------------
 
+class TableError(ValueError):
+    """A figure's CSV in --out is damaged (torn or unparsable); the message names the file."""
+
+
 def write_table(table: pd.DataFrame, options: Options, name: str) -> Path:
+    """Write `<out>/<name>.csv` atomically: a kill leaves the old file or the new one, never a torn one."""
+    from kphases.store import write_text_atomic
+
     options.out.mkdir(parents=True, exist_ok=True)
     path = options.out / f"{name}.csv"
-    table.to_csv(path, index=False)
+    write_text_atomic(path, table.to_csv(index=False))
     return path
 
 
 def read_table(options: Options, name: str) -> pd.DataFrame:
-    return pd.read_csv(options.out / f"{name}.csv")
+    """`<out>/<name>.csv`, refused (TableError) if a row is torn or has another number of fields than the header."""
+    import csv
+    import io
+
+    path = options.out / f"{name}.csv"
+    text = path.read_text()
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header or not text.endswith("\n"):
+        raise TableError(f"{path} is cut off (its last line has no end): redraw it without --plot-only, or restore it from git")
+    for fields in reader:
+        if len(fields) != len(header):
+            raise TableError(f"{path} line {reader.line_num} has {len(fields)} fields, the header {len(header)}: the file is damaged; "
+                             "redraw it without --plot-only, or restore it from git")
+    return pd.read_csv(io.StringIO(text))
 
 
 def save_figure(figure, options: Options, name: str) -> Path:
@@ -261,8 +282,26 @@ def update_summary(options: Options, name: str, markdown: str) -> None:
 
 def run_figure(module_name: str, compute, plot, argv: Sequence[str] | Options | None, description: str) -> str:
     """The `main` of every figure module: compute (unless --plot-only), write CSV, draw, summarise.
-    `argv`: the command line, or options already parsed (`reproduce.all` passes its own)."""
+    `argv`: the command line, or options already parsed (`reproduce.all` passes its own).
+
+    Bad input and a store in the wrong state (an untrained run for --plot-only, a corrupt snapshot, a
+    damaged CSV, a missing measurement) end it with one line on stderr naming the problem and exit
+    status 2, as the kphases CLI does; KPHASES_DEBUG=1 shows the traceback instead."""
     options = argv if isinstance(argv, Options) else parse_options(description, argv, prog=f"python -m reproduce.{module_name}")
+    from kphases.measure import MissingMeasurementError
+    from kphases.store import StoreError
+    from kphases.training import TrainingError
+
+    try:
+        return _run_figure(module_name, compute, plot, options, description)
+    except (ValueError, StoreError, TrainingError, MissingMeasurementError, OSError) as error:
+        if os.environ.get("KPHASES_DEBUG"):
+            raise
+        print(f"error: {module_name}: " + " ".join(str(error).split()), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run_figure(module_name: str, compute, plot, options: Options, description: str) -> str:
     if options.plot_only and (options.out / f"{module_name}.csv").is_file():
         table = read_table(options, module_name)
     else:

@@ -1,4 +1,6 @@
 """The whole `reproduce.all` at smoke scale: every figure, its CSV and the summary are written to --out."""
+import re
+
 import pandas as pd
 import pytest
 
@@ -49,13 +51,22 @@ def test_plot_only_redraws_from_csv_without_training(smoke_output):
     assert png.is_file() and sorted(p.name for p in runs.iterdir()) == before
 
 
-def test_plot_only_without_results_names_the_untrained_run(tmp_path):
-    from kphases.store import StoreError
+@pytest.mark.parametrize("runs_in_working_directory", [False, True])
+def test_plot_only_without_results_names_the_untrained_run(tmp_path, monkeypatch, capsys, runs_in_working_directory):
+    """One error line, no traceback; also after the README's first command made ./runs (an absolute
+    run path was once globbed under it, which pathlib refuses)."""
     from reproduce import phases
 
-    with pytest.raises(StoreError, match="--plot-only: .* has not been trained"):
-        phases.main(["--profile", "smoke", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), "--plot-only"])
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KPHASES_RUNS_DIR", raising=False)
+    if runs_in_working_directory:
+        (tmp_path / "runs").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        phases.main(["--profile", "smoke", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "other"), "--plot-only"])
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "Traceback" not in error and len(error.splitlines()) == 1
+    assert re.match(r"error: phases: --plot-only: .* has not been trained", error), error
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
 
 
 def test_summary_sections_are_replaced_not_duplicated(tmp_path):

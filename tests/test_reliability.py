@@ -1,0 +1,377 @@
+"""Nothing lost, nothing silently wrong: kills at exact moments, torn and edited files, bad data, a full disk.
+
+Each test stages one failure a user met (issue "Nothing lost, nothing silently wrong") and checks
+the store's answer: resumed bit-identically, detected and named, or refused in one line with
+nothing changed on disk. A kill is staged in-process by raising a BaseException (nothing in the
+store catches one) right after the write that opens the window; a full disk by a free-space reading
+of a few bytes, or by the OSError(ENOSPC) a full disk gives a writer.
+"""
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kphases.cli import main
+from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, ScheduleConfig, TrainingConfig
+from kphases.data import DataError, check_raw_splits, load_dataset
+from kphases.measure import measure
+from kphases.models import build_model
+from kphases.store import (CorruptSnapshotError, DamagedFileError, DamagedFileWarning, NoSpaceError, Run, StoreError,
+                           atomic_path, list_runs)
+from kphases.training import TrainingError, train
+
+TINY = RunConfig(
+    data=DataConfig(name="digits", source="embedded", train_size=200, test_size=60),
+    model=ModelConfig(architecture="vgg8", width=0.125),
+    training=TrainingConfig(duration="8it", batch_size=32, learning_rate=0.05),
+)
+FAST = MeasureConfig(decoders=("linear_exact",), probe_epochs=1, transfer=())
+QUIET = {"progress": False}
+
+
+class Killed(BaseException):
+    """A kill at this exact moment: nothing in kphases catches it, so nothing after it runs."""
+
+
+def weights(run: Run, step: int) -> list[np.ndarray]:
+    model = build_model(run.config.model, (32, 32, 1), 10)
+    run.load_snapshot(model, step)
+    return [w.copy() for w in model.get_weights()]
+
+
+def assert_same_run(a: Run, b: Run) -> None:
+    assert a.snapshot_steps() == b.snapshot_steps() and a.complete and b.complete
+    for step in a.snapshot_steps():
+        for x, y in zip(weights(a, step), weights(b, step), strict=True):
+            assert np.array_equal(x, y), step
+    assert a.metrics().equals(b.metrics())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Run:
+    """TINY trained without interruption: what every resumed run must equal bit for bit."""
+    return train(TINY, runs_dir=tmp_path_factory.mktemp("reference"), **QUIET)
+
+
+def copy_of(run: Run, tmp_path: Path) -> Run:
+    target = tmp_path / "copy" / run.name
+    shutil.copytree(run.directory, target)
+    return Run.open(target)
+
+
+def kill_after_snapshot(monkeypatch, step: int) -> None:
+    original = Run.save_snapshot
+
+    def save_then_die(self, model, at):
+        path = original(self, model, at)
+        if at == step:
+            raise Killed(f"killed right after snapshot {at} was recorded")
+        return path
+
+    monkeypatch.setattr(Run, "save_snapshot", save_then_die)
+
+
+# --- 1. a kill between a snapshot and its resume state ------------------------------------------
+
+@pytest.mark.parametrize("step", [2, 8])
+def test_a_kill_right_after_any_snapshot_resumes_bit_identically(tmp_path, monkeypatch, reference, step):
+    with monkeypatch.context() as patch:
+        kill_after_snapshot(patch, step)
+        with pytest.raises(Killed):
+            train(TINY, runs_dir=tmp_path, **QUIET)
+    killed = Run.open(tmp_path / TINY.hash())
+    assert step in killed.snapshot_steps() and not killed.complete
+    assert_same_run(train(TINY, runs_dir=tmp_path, **QUIET), reference)
+
+
+def test_a_store_without_resume_state_says_exactly_what_to_do(tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        kill_after_snapshot(patch, 2)
+        with pytest.raises(Killed):
+            train(TINY, runs_dir=tmp_path, **QUIET)
+    run = Run.open(tmp_path / TINY.hash())
+    run.remove_checkpoint()  # what a kphases that wrote the snapshot first left behind
+    with pytest.raises(TrainingError, match=rf"snapshots \[0, 2\] but no resume checkpoint .* mv {run.directory} "):
+        train(TINY, runs_dir=tmp_path, **QUIET)
+
+
+# --- 3, 9, 10, 14. bad data and bad configs: one line, nothing created ----------------------------
+
+def write_npz(directory: Path, **overrides) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (60, 28, 28), dtype=np.uint8), "y_train": np.tile(np.arange(10, dtype=np.uint8), 6),
+              "x_test": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), "y_test": np.tile(np.arange(10, dtype=np.uint8), 2)}
+    arrays.update(overrides)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.savez(directory / "mnist.npz", **arrays)
+    return directory
+
+
+def train_cli(tmp_path, data_dir, *flags):
+    return main(["train", "--profile", "smoke", "--data.source", "directory", "--data-dir", str(data_dir), "--data.train-size", "60",
+                 "--data.test-size", "20",
+                 "--runs-dir", str(tmp_path / "runs"), "--no-progress", *flags])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"x_train": np.random.default_rng(1).random((60, 28, 28)).astype(np.float32)},
+     r"x_train has dtype float32; the directory source reads uint8 pixels 0..255"),
+    ({"y_train": np.tile(np.arange(1, 11), 6)}, r"train labels include \[10\] \(6 labels\); mnist has 10 classes, so labels must be 0..9"),
+    ({"y_test": np.full(20, 255, np.uint8)}, r"test labels include \[255\] \(20 labels\)"),
+    ({"y_train": np.tile(np.arange(10.0), 6)}, r"train labels have dtype float64; expected integer class labels 0..9"),
+])
+def test_bad_data_is_one_line_naming_it_and_creates_no_run(tmp_path, capsys, overrides, message):
+    data = write_npz(tmp_path / "data", **overrides)
+    assert train_cli(tmp_path, data) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and error.startswith("error: "), error
+    assert __import__("re").search(message, error), error
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_nan_images_are_named_at_load_not_blamed_on_the_learning_rate():
+    images = np.zeros((10, 8, 8, 1), np.float32)
+    images[3, 2, 2, 0] = np.nan
+    images[4, 1, 1, 0] = np.inf
+    labels = np.arange(10)
+    with pytest.raises(DataError, match="test images hold 2 NaN or infinite pixel values"):
+        check_raw_splits((images[:0], labels[:0], images, labels), "digits", "embedded:digits")
+
+
+@pytest.mark.parametrize("change", [
+    {"model": ModelConfig(architecture="vgg99", width=0.125)},
+    {"model": ModelConfig(architecture="vgg8", width=0.0)},
+    {"training": TrainingConfig(duration="8it", batch_size=0)},
+    {"training": TrainingConfig(duration="8it", lr_milestones=("9it",))},
+    {"schedule": ScheduleConfig(kind="explicit", steps=(0, 4, 100))},
+])
+def test_an_invalid_config_creates_nothing(tmp_path, change):
+    with pytest.raises(ValueError):
+        train(TINY.replace(**change), runs_dir=tmp_path, **QUIET)
+    assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())
+
+
+# --- 4, 8. torn tables --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def measured(reference, tmp_path_factory):
+    run = Run.open(shutil.copytree(reference.directory, tmp_path_factory.mktemp("measured") / reference.name))
+    frame = measure(run, FAST, log=lambda text: None, **QUIET)
+    return run, frame, run.measurements_path.read_text()
+
+
+def rows_of(frame: pd.DataFrame) -> pd.DataFrame:
+    columns = ["step", "layer", "bn_stats", "instrument", "metric", "split"]
+    return frame[frame["metric"] != "seconds"].sort_values(columns).reset_index(drop=True)[columns + ["value"]]
+
+
+@pytest.mark.parametrize("damage", ["torn last row", "unparsable middle row"])
+def test_torn_measurement_rows_are_measured_again_and_the_damaged_file_kept(measured, damage):
+    run, frame, text = measured
+    lines = text.splitlines(keepends=True)
+    if damage == "torn last row":
+        damaged = "".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2]  # a kill or a full disk mid-line
+    else:
+        fields = lines[3].split(",")
+        fields[5] = "0.12x"
+        damaged = "".join(lines[:3]) + ",".join(fields) + "".join(lines[4:])
+    run.measurements_path.write_text(damaged)
+    with pytest.warns(DamagedFileWarning, match=r"torn or unparsable row.*a copy of the file is kept as measurements.csv.damaged-"):
+        again = measure(run, FAST, log=lambda text: None, **QUIET)
+    assert rows_of(again).equals(rows_of(frame))  # every value back, measured again (the decoder is exact, the probe seeded)
+    assert not again["value"].isna().any()
+    copies = list(run.directory.glob("measurements.csv.damaged-*"))
+    assert [copy.read_text() for copy in copies] == [damaged]
+    for copy in copies:
+        copy.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DamagedFileWarning)
+        assert len(run.read_measurements()) == len(frame)  # the rewritten file is whole
+
+
+def test_metrics_cut_mid_number_is_refused_naming_the_line(reference, tmp_path):
+    run = copy_of(reference, tmp_path)
+    text = run.metrics_path.read_text()
+    run.metrics_path.write_text(text[:-4])  # '...,0.1234567\n' -> '...,0.12345': still a number
+    with pytest.raises(DamagedFileError, match=rf"metrics.csv line {len(text.splitlines())} is cut off"):
+        run.metrics()
+
+
+# --- 6, 7. edited configs and files that went missing ----------------------------------------------
+
+def test_an_edited_config_is_refused_by_every_open(reference, tmp_path, capsys):
+    run = copy_of(reference, tmp_path)
+    edited = TINY.replace(data=DataConfig(name="digits", source="embedded", train_size=100, test_size=60))
+    (run.directory / "config.json").write_text(edited.to_json())
+    message = rf"hashes to {edited.hash()}, not to its directory's name {run.name}: config.json was edited"
+    with pytest.raises(StoreError, match=message):
+        Run.open(run.directory)
+    with pytest.raises(StoreError, match=message):
+        measure(run.directory, FAST, log=lambda text: None, **QUIET)
+    with pytest.raises(StoreError, match=message):
+        list_runs(run.directory.parent)
+    assert main(["measure", str(run.directory), "--no-progress"]) == 2
+    assert "config.json was edited" in capsys.readouterr().err
+    assert not run.measurements_path.exists()
+
+
+@pytest.mark.parametrize("damage", ["deleted", "corrupted"])
+def test_train_on_a_complete_run_checks_its_snapshots(reference, tmp_path, damage):
+    run = copy_of(reference, tmp_path)
+    path = run.snapshot_path(4)
+    if damage == "deleted":
+        path.unlink()
+    else:
+        payload = bytearray(path.read_bytes())
+        payload[len(payload) // 2] ^= 0xFF
+        path.write_bytes(bytes(payload))
+    with pytest.raises(CorruptSnapshotError, match="step_4.weights.h5 (is recorded .* but missing|does not match its manifest record)"):
+        train(TINY, runs_dir=run.directory.parent, **QUIET)
+
+
+def test_measure_on_an_incomplete_run_says_so_and_gives_no_verdict(tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        kill_after_snapshot(patch, 4)
+        with pytest.raises(Killed):
+            train(TINY, runs_dir=tmp_path, **QUIET)
+    run = Run.open(tmp_path / TINY.hash())
+    config = MeasureConfig(decoders=("linear_exact",), probe=False, transfer=())
+    lines = []
+    measure(run, config, log=lines.append, **QUIET)
+    text = "\n".join(lines)
+    assert f"run {run.name} is not complete" in text and "[0, 2, 4], of its schedule [0, 2, 4, 8]" in text
+    assert "phases of reconstruction" not in text
+    lines.clear()
+    measure(run, config, log=lines.append, partial_verdicts=True, **QUIET)
+    assert "phases of reconstruction" not in "\n".join(lines)  # every cell measured already: no table printed
+    run.measurements_path.unlink()
+    measure(run, config, log=lines.append, partial_verdicts=True, **QUIET)
+    assert "phases of reconstruction" in "\n".join(lines)
+
+
+# --- 11. a full disk --------------------------------------------------------------------------------
+
+def test_a_full_disk_during_train_is_named_and_the_run_resumes(tmp_path, monkeypatch, reference):
+    usage = shutil.disk_usage(tmp_path)
+
+    def fill_the_disk(run, step, model, optimizer):
+        if step == 5:
+            monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=4096))
+
+    with pytest.raises(NoSpaceError, match=rf"not enough space on the disk of {tmp_path / TINY.hash()}.*4.1 KB free; nothing was written"):
+        train(TINY, runs_dir=tmp_path, callbacks=[fill_the_disk], **QUIET)
+    monkeypatch.undo()
+    stopped = Run.open(tmp_path / TINY.hash())
+    assert stopped.snapshot_steps() == [0, 2, 4] and stopped.checkpoint_state()["step"] == 4
+    assert not [path for path in stopped.directory.rglob("*") if ".tmp" in path.name]
+    assert_same_run(train(TINY, runs_dir=tmp_path, **QUIET), reference)
+
+
+def test_enospc_from_the_weights_writer_is_a_store_error(tmp_path, monkeypatch, reference):
+    import keras
+
+    original = keras.Model.save_weights
+
+    def full_at_step_8(self, path, *args, **kwargs):
+        if "step_8" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save_weights", full_at_step_8)
+    with pytest.raises(NoSpaceError, match=rf"no space left on the disk of {tmp_path / TINY.hash()}/checkpoint .* free\) while writing"):
+        train(TINY, runs_dir=tmp_path, **QUIET)
+    monkeypatch.undo()
+    stopped = Run.open(tmp_path / TINY.hash())
+    assert stopped.snapshot_steps() == [0, 2, 4]
+    assert not [path for path in stopped.directory.rglob("*") if ".tmp" in path.name]
+    assert_same_run(train(TINY, runs_dir=tmp_path, **QUIET), reference)
+
+
+def test_a_full_disk_during_measure_is_one_line_and_changes_nothing(reference, tmp_path, monkeypatch, capsys):
+    run = copy_of(reference, tmp_path)
+    original = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name.startswith(".measurements.csv"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert main(["measure", str(run.directory), "--profile", "smoke", "--decoders", "linear_exact", "--no-probe", "--transfer",
+                 "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith(f"error: no space left on the disk of {run.directory}"), error
+    assert not run.measurements_path.exists() and not list(run.directory.glob(".measurements*"))
+
+
+# --- 12. paths that are not runs ---------------------------------------------------------------
+
+def test_an_absolute_path_that_is_not_a_run_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()  # the README's first command makes ./runs
+    missing = tmp_path / "absent" / "run"
+    with pytest.raises(StoreError, match=rf"'{missing}' is not a run directory \(it does not exist\)"):
+        Run.open(missing)
+    assert main(["measure", str(missing)]) == 2
+    error = capsys.readouterr().err
+    assert str(missing) in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
+
+
+# --- 15. temp files of killed writers, and permissions ------------------------------------------
+
+def test_temp_files_of_killed_writers_are_removed_on_open_and_live_ones_kept(reference, tmp_path):
+    run = copy_of(reference, tmp_path)
+    writer = ("import os, sys\nfrom pathlib import Path\nfrom kphases.store import atomic_path\n"
+              "with atomic_path(Path(sys.argv[1]), suffix='.weights.h5') as temp:\n"
+              "    temp.write_bytes(b'half a snapshot')\n    os._exit(9)\n")
+    target = run.snapshot_path(16)
+    result = subprocess.run([sys.executable, "-c", writer, str(target)], cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 9
+    orphans = [path for path in target.parent.iterdir() if ".tmp" in path.name]
+    assert len(orphans) == 1 and not target.exists()
+    with atomic_path(run.directory / "manifest.json") as live:  # this process, still writing
+        Run.open(run.directory)
+        assert live.exists()
+        live.write_text((run.directory / "manifest.json").read_text())
+    assert not [path for path in run.directory.rglob("*") if ".tmp" in path.name]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_files_respect_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        run = Run.create(tmp_path, TINY)
+        run.update_manifest(complete=False)
+    finally:
+        os.umask(previous)
+    for path in (run.directory / "config.json", run.manifest_path):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+# --- 5, 13. figure tables in --out ----------------------------------------------------------------
+
+def test_plot_only_refuses_a_figure_csv_cut_mid_row_naming_it(tmp_path, capsys):
+    from reproduce import phases
+    from reproduce.common import FIGURES_DIR
+
+    out = tmp_path / "out"
+    out.mkdir()
+    text = (FIGURES_DIR / "phases.csv").read_text()
+    argv = ["--profile", "quick", "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--plot-only", "--no-progress"]
+    (out / "phases.csv").write_text(text)
+    assert "phases.png" in phases.main(argv)  # the whole table draws
+    cut = text[: int(len(text) * 0.6)]
+    assert not cut.endswith("\n")
+    (out / "phases.csv").write_text(cut)
+    with pytest.raises(SystemExit) as exit_info:
+        phases.main(argv)
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(error.splitlines()) == 1, error
+    assert error.startswith(f"error: phases: {out / 'phases.csv'} is cut off"), error
