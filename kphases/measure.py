@@ -465,8 +465,15 @@ def summary_table(run: Run, frame: pd.DataFrame) -> str:
 
 
 def describe_phases(result) -> str:
-    """One line for people: which phases, where they end, and each change as a fraction of the initial loss."""
+    """One line for people: which phases, where they end, each change as a fraction of the initial loss.
+
+    A `PhaseVerdict` (noise-aware, `kphases.phases.phase_verdict`) gives its sizes with intervals, the
+    noise it was measured from and the minimum effect; a `PhaseResult` (`detect_phases`, a curve
+    without per-image or per-seed data) says that it has no measurement-noise interval."""
+    if hasattr(result, "describe"):
+        return result.describe()
     parts = [f"constant until {result.constant_end}" if result.constant_end is not None else "no constant phase",
              f"decrease until {result.decrease_end} (by {result.relative_decrease:.1%})" if result.decrease_end is not None else "no decrease",
              f"increase until {result.increase_end} (by {result.relative_increase:.1%})" if result.increase_end is not None else "no increase"]
-    return ("three phases: " if result.three_phases else "not three phases: ") + ", ".join(parts) + " (changes relative to the initial loss)"
+    return (("three phases: " if result.three_phases else "not three phases: ") + ", ".join(parts)
+            + f" (changes relative to the initial loss; no measurement-noise interval: fixed threshold {result.threshold:.1%})")

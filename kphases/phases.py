@@ -35,6 +35,43 @@ The criterion, with every threshold a field of `PhaseTolerances`:
 
 A curve that rises again after phase (iii) and falls (not the paper's shape) is still summarised by
 the valley fit: the increase is measured to the last step.
+
+`detect_phases` above sees one curve and nothing of its noise but the curve itself: its threshold
+is a fixed floor or a multiple of the curve's own roughness, and it has no measurement-noise
+interval. Use it for curves without per-image or per-seed data only.
+
+Noise-aware verdicts (`phase_verdict`, issue 17). A verdict says a phase is there only when the
+noise cannot explain it. The noise is measured, in one of two ways:
+
+- images: the per-image test errors of the decoder fitted at each step (`per_image_errors`,
+  steps x images, the same images in the same order at every step). The test images are
+  resampled with replacement, the same indices at every step (paired: a hard image is hard at
+  every step, so differences between steps are far less noisy than the levels), B = 1,000 times.
+  For every pair of steps s < t the difference curve[t] - curve[s] gets a simultaneous interval:
+  point +- q x (its bootstrap standard deviation), q the `confidence` quantile of the largest
+  studentised deviation over all pairs (max-|t|). This captures the sampling noise of the test
+  images, not the decoder's own training noise (the closed-form decoder has none) nor the
+  network's seed.
+- seeds: one curve per seed (`seed_curves`, >= 3 seeds). Each difference curve[t] - curve[s] of
+  the seed-mean curve gets a Student-t interval across seeds. These are pointwise, not
+  simultaneous (with 3 seeds a simultaneous interval over all pairs has no power), and the pair
+  is chosen on the same seeds, so they are somewhat optimistic: read them as the seed-to-seed
+  spread of each size.
+
+From the pairs' intervals, with scale = |first value| (every size is a fraction of it, so the
+verdict does not change when the curve is multiplied by a constant):
+- decrease (phase ii): the largest fall curve[s] - curve[t] over s < t; its interval runs from
+  the largest lower end to the largest upper end over all pairs (on the event that every pair's
+  interval covers, this covers the true largest fall). Present when the lower end exceeds
+  `min_effect` (default 0: any fall the noise cannot explain).
+- increase (phase iii): the largest rise over pairs starting at or after the decrease's minimum
+  (anywhere if there is no decrease), interval and presence the same way.
+- constant (phase i): the longest initial stretch, ending before the minimum, in which no pair of
+  measurements differs confidently (by more than `min_effect`), covering at least
+  `min_constant_points` measurements; its drift (last - first value) is reported with its
+  interval. A curve with no confident change at all is constant throughout: flat, no phases.
+- three phases: all three present. Only confident phases are labelled; steps between them are
+  "undetermined", so figures shade only what the verdict is sure of.
 """
 from __future__ import annotations
 
@@ -210,4 +247,279 @@ def detect_phases(steps: Sequence[int], values: Sequence[float], tolerances: Pha
         scale=float(scale),
         noise_level=noise,
         threshold=float(threshold),
+    )
+
+
+# --- Noise-aware verdicts (issue 17): a phase is present only when its 95% interval excludes no change ---
+
+NOISE_IMAGES, NOISE_SEEDS = "images", "seeds"
+
+
+@dataclass(frozen=True)
+class VerdictSettings:
+    """The settings of `phase_verdict` (module section "Noise-aware verdicts"); printed with every verdict."""
+
+    confidence: float = 0.95
+    """Coverage of every interval (the decrease, the increase, the plateau's drift)."""
+    min_effect: float = 0.0
+    """Smallest change, as a fraction of the scale, that counts as a phase: the interval's lower end must
+    exceed it. 0: any change the noise cannot explain counts. Printed beside every verdict."""
+    bootstrap_samples: int = 1000
+    """Paired bootstrap resamples of the test images (image noise only)."""
+    seed: int = 0
+    """Seed of the bootstrap resampling (the same resamples at every step: paired)."""
+    min_constant_points: int = 2
+    """Phase (i) must cover at least this many measurements (step 0 alone is not a phase)."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.confidence, float) and 0.5 <= self.confidence < 1):
+            raise ValueError(f"confidence must be a float in [0.5, 1), got {self.confidence!r}")
+        if not (isinstance(self.min_effect, (int, float)) and math.isfinite(self.min_effect) and self.min_effect >= 0):
+            raise ValueError(f"min_effect must be a finite number >= 0 (a fraction of the scale), got {self.min_effect!r}")
+        if not (isinstance(self.bootstrap_samples, int) and self.bootstrap_samples >= 100):
+            raise ValueError(f"bootstrap_samples must be an integer >= 100, got {self.bootstrap_samples!r}")
+        if not isinstance(self.min_constant_points, int) or self.min_constant_points < 2:
+            raise ValueError(f"min_constant_points must be an integer >= 2, got {self.min_constant_points!r}")
+
+
+@dataclass(frozen=True)
+class ChangeInterval:
+    """A change of the curve between two measured steps, as a fraction of the scale, with its interval."""
+
+    estimate: float
+    """Point estimate (>= 0 for a decrease or increase: the size of the fall or of the rise)."""
+    low: float
+    """Lower end of the interval."""
+    high: float
+    """Upper end of the interval."""
+    start_step: int | None
+    """Step the change starts at (None: no such pair of steps)."""
+    end_step: int | None
+    """Step the change ends at."""
+
+    def describe(self) -> str:
+        return f"{self.estimate:.1%} [{self.low:.1%}, {self.high:.1%}]"
+
+
+@dataclass(frozen=True)
+class PhaseVerdict:
+    """The phases of one curve with the measured noise: sizes with intervals, and where each phase is confident."""
+
+    steps: tuple[int, ...]
+    curve: tuple[float, ...]
+    """The curve the verdict is about: mean over images (image noise) or over seeds (seed noise)."""
+    curve_low: tuple[float, ...]
+    """Pointwise lower end of each measurement's interval (for error bands in figures)."""
+    curve_high: tuple[float, ...]
+    noise_source: str
+    """"images" (paired bootstrap over the test images) or "seeds" (t-interval across seeds)."""
+    noise_units: int
+    """How many test images or seeds the noise was measured from."""
+    scale: float
+    """|first value of the curve|: every size is a fraction of it (scale invariance)."""
+    decrease: ChangeInterval
+    """Phase (ii): the largest fall of the curve (start_step -> end_step, the minimum)."""
+    increase: ChangeInterval
+    """Phase (iii): the largest rise that starts at or after the decrease's minimum."""
+    plateau: ChangeInterval
+    """Phase (i): the change from step 0 to the plateau's last step (its drift; 0 when there is no plateau)."""
+    has_constant: bool
+    has_decrease: bool
+    has_increase: bool
+    three_phases: bool
+    """Phases (i), (ii) and (iii) all confident, in this order."""
+    constant_end: int | None
+    decrease_end: int | None
+    increase_end: int | None
+    labels: tuple[str, ...]
+    """One of "constant", "decrease", "increase", "undetermined" per step: only confident phases are labelled."""
+    settings: VerdictSettings
+
+    @property
+    def relative_decrease(self) -> float:
+        return self.decrease.estimate
+
+    @property
+    def relative_increase(self) -> float:
+        return self.increase.estimate
+
+    def describe(self) -> str:
+        """One line: which phases are confident, the sizes with intervals, the noise and the minimum effect."""
+        parts = [f"constant until {self.constant_end} (drift {self.plateau.describe()})" if self.has_constant else "no constant phase",
+                 (f"decrease {self.decrease.start_step}->{self.decrease.end_step} by " if self.has_decrease else "no decrease: ")
+                 + self.decrease.describe(),
+                 (f"increase {self.increase.start_step}->{self.increase.end_step} by " if self.has_increase else "no increase: ")
+                 + self.increase.describe()]
+        noise = (f"{self.settings.confidence:.0%} intervals from {self.noise_units} "
+                 + ("test images (paired bootstrap)" if self.noise_source == NOISE_IMAGES else "seeds (t-interval)"))
+        return (("three phases: " if self.three_phases else "not three phases: ") + ", ".join(parts)
+                + f" (fractions of the initial loss; {noise}; min_effect={self.settings.min_effect:g})")
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        for key in ("steps", "curve", "curve_low", "curve_high", "labels"):
+            values[key] = list(values[key])
+        return values
+
+
+def phase_verdict(steps: Sequence[int], per_image_errors: np.ndarray | None = None, seed_curves: np.ndarray | None = None,
+                  settings: VerdictSettings = VerdictSettings()) -> PhaseVerdict:
+    """The noise-aware verdict on one curve; exactly one of `per_image_errors` and `seed_curves`.
+
+    per_image_errors: (steps, images), each row the per-image errors of the fixed decoder at that
+        step on the same test images in the same order (the paired bootstrap needs the pairing).
+    seed_curves: (seeds, steps), one curve per seed (at least 3 seeds).
+    See the module section "Noise-aware verdicts" for the criterion.
+    """
+    if (per_image_errors is None) == (seed_curves is None):
+        raise ValueError("give exactly one of per_image_errors (steps x images) and seed_curves (seeds x steps)")
+    if per_image_errors is not None:
+        errors = np.asarray(per_image_errors, dtype=np.float64)
+        if errors.ndim != 2 or errors.shape[1] < 2:
+            raise ValueError(f"per_image_errors must be (steps, images) with at least 2 images, got shape {errors.shape}")
+        step_array, _ = _validated(steps, errors.mean(axis=1))
+        if not np.all(np.isfinite(errors)):
+            raise ValueError("per_image_errors must be finite")
+        curve = errors.mean(axis=1)
+        replicates = _paired_bootstrap(errors, settings)
+        contrast = _BootstrapContrasts(curve, replicates, settings.confidence)
+        source, units = NOISE_IMAGES, errors.shape[1]
+    else:
+        curves_array = np.asarray(seed_curves, dtype=np.float64)
+        if curves_array.ndim != 2 or curves_array.shape[0] < 3:
+            raise ValueError(f"seed_curves must be (seeds, steps) with at least 3 seeds, got shape {curves_array.shape}")
+        step_array, _ = _validated(steps, curves_array.mean(axis=0))
+        if not np.all(np.isfinite(curves_array)):
+            raise ValueError("seed_curves must be finite")
+        curve = curves_array.mean(axis=0)
+        contrast = _SeedContrasts(curves_array, settings.confidence)
+        source, units = NOISE_SEEDS, curves_array.shape[0]
+    return _verdict(step_array, curve, contrast, source, units, settings)
+
+
+def _paired_bootstrap(errors: np.ndarray, settings: VerdictSettings) -> np.ndarray:
+    """(resamples, steps): the mean error of each resample of image indices, the same indices at every step.
+
+    A resample is drawn as multinomial counts over the images (the ordinary bootstrap, written as
+    weights), so the replicate curves are one matrix product."""
+    rng = np.random.default_rng([settings.seed, 17])
+    count = errors.shape[1]
+    replicates = np.empty((settings.bootstrap_samples, errors.shape[0]))
+    chunk = max(1, 2_000_000 // count)  # bounded memory: chunk x images counts at a time
+    uniform = np.full(count, 1.0 / count)
+    for start in range(0, settings.bootstrap_samples, chunk):
+        stop = min(start + chunk, settings.bootstrap_samples)
+        weights = rng.multinomial(count, uniform, size=stop - start).astype(np.float64)
+        replicates[start:stop] = weights @ errors.T / count
+    return replicates
+
+
+class _BootstrapContrasts:
+    """Simultaneous intervals for every difference curve[t] - curve[s] (max-|t| over all pairs)."""
+
+    def __init__(self, curve: np.ndarray, replicates: np.ndarray, confidence: float) -> None:
+        self.curve = curve
+        differences = replicates[:, None, :] - replicates[:, :, None]  # [b, s, t] = rep[t] - rep[s]
+        point = curve[None, :] - curve[:, None]
+        spread = differences.std(axis=0)
+        safe = np.where(spread > 0, spread, 1.0)
+        studentised = np.abs(differences - point[None]) / safe[None]
+        critical = float(np.quantile(studentised.reshape(len(replicates), -1).max(axis=1), confidence))
+        self.low, self.high = point - critical * spread, point + critical * spread
+        # Pointwise intervals of each measurement (percentile bootstrap) for error bands.
+        tail = (1 - confidence) / 2
+        self.curve_low, self.curve_high = np.quantile(replicates, tail, axis=0), np.quantile(replicates, 1 - tail, axis=0)
+
+
+class _SeedContrasts:
+    """t-intervals across seeds of every difference curve[t] - curve[s] (pointwise; see the module docstring)."""
+
+    def __init__(self, curves: np.ndarray, confidence: float) -> None:
+        from scipy.stats import t as student_t
+
+        seeds = curves.shape[0]
+        self.curve = curves.mean(axis=0)
+        differences = curves[:, None, :] - curves[:, :, None]
+        point = differences.mean(axis=0)
+        critical = float(student_t.ppf(0.5 + confidence / 2, seeds - 1))
+        half = critical * differences.std(axis=0, ddof=1) / math.sqrt(seeds)
+        self.low, self.high = point - half, point + half
+        half_curve = critical * curves.std(axis=0, ddof=1) / math.sqrt(seeds)
+        self.curve_low, self.curve_high = self.curve - half_curve, self.curve + half_curve
+
+
+def _largest_change(contrast, sign: float, first: int, count: int, scale: float) -> ChangeInterval:
+    """The largest sign * (curve[t] - curve[s]) over pairs first <= s < t, with its interval.
+
+    With simultaneous intervals for every pair, the true largest change over any set of pairs lies
+    between the largest lower end and the largest upper end over that set."""
+    best, low, high, pair = 0.0, 0.0, 0.0, (None, None)
+    for s in range(first, count):
+        for t in range(s + 1, count):
+            change = sign * (contrast.curve[t] - contrast.curve[s])
+            lower = contrast.low[s, t] if sign > 0 else -contrast.high[s, t]
+            upper = contrast.high[s, t] if sign > 0 else -contrast.low[s, t]
+            if pair[0] is None or change > best:
+                best, pair = change, (s, t)
+            low, high = max(low, lower), max(high, upper)
+    return best / scale, low / scale, high / scale, pair
+
+
+def _verdict(steps: np.ndarray, curve: np.ndarray, contrast, source: str, units: int, settings: VerdictSettings) -> PhaseVerdict:
+    count = len(curve)
+    scale = abs(curve[0]) if curve[0] != 0 else float(np.max(np.abs(curve)))
+    scale = scale if scale > 0 else 1.0  # an all-zero curve: sizes stay 0 and nothing is significant
+    effect = settings.min_effect
+
+    def interval(estimate, low, high, pair) -> ChangeInterval:
+        start, end = pair
+        return ChangeInterval(float(estimate), float(low), float(high),
+                              None if start is None else int(steps[start]), None if end is None else int(steps[end]))
+
+    fall = _largest_change(contrast, -1.0, 0, count, scale)
+    has_decrease = fall[1] > effect
+    fall_end = fall[3][1]
+    # The rise is searched after the fall's minimum when there is a decrease, anywhere otherwise.
+    rise_first = fall_end if has_decrease else 0
+    rise = _largest_change(contrast, 1.0, rise_first, count, scale) if rise_first < count - 1 else (0.0, 0.0, 0.0, (None, None))
+    has_increase = rise[1] > effect
+
+    # Phase (i): the longest initial stretch in which no pair of measurements differs confidently,
+    # ending before the decrease starts (or anywhere when there is no decrease: a flat start).
+    def confident_change(s: int, t: int) -> bool:
+        return contrast.low[s, t] / scale > effect or -contrast.high[s, t] / scale > effect
+
+    limit = fall_end - 1 if has_decrease else count - 1
+    constant_last = 0
+    while constant_last + 1 <= limit and not any(confident_change(s, constant_last + 1) for s in range(constant_last + 1)):
+        constant_last += 1
+    has_constant = constant_last + 1 >= settings.min_constant_points
+    drift_pair = (0, constant_last) if has_constant else (None, None)
+    if has_constant:
+        plateau = interval((curve[constant_last] - curve[0]) / scale, contrast.low[0, constant_last] / scale,
+                           contrast.high[0, constant_last] / scale, drift_pair)
+    else:
+        plateau = interval(0.0, 0.0, 0.0, drift_pair)
+
+    labels = [UNDETERMINED] * count
+    if has_constant:
+        labels[: constant_last + 1] = [CONSTANT] * (constant_last + 1)
+    if has_decrease:
+        start, end = fall[3]
+        first = max(start + 1, constant_last + 1 if has_constant else 0)
+        labels[first : end + 1] = [DECREASE] * (end + 1 - first)
+    if has_increase:
+        start, end = rise[3]
+        labels[start + 1 : end + 1] = [INCREASE] * (end - start)
+    return PhaseVerdict(
+        steps=tuple(int(step) for step in steps), curve=tuple(float(v) for v in curve),
+        curve_low=tuple(float(v) for v in contrast.curve_low), curve_high=tuple(float(v) for v in contrast.curve_high),
+        noise_source=source, noise_units=int(units), scale=float(scale),
+        decrease=interval(*fall), increase=interval(*rise), plateau=plateau,
+        has_constant=bool(has_constant), has_decrease=bool(has_decrease), has_increase=bool(has_increase),
+        three_phases=bool(has_constant and has_decrease and has_increase),
+        constant_end=int(steps[constant_last]) if has_constant else None,
+        decrease_end=int(steps[fall_end]) if has_decrease else None,
+        increase_end=int(steps[rise[3][1]]) if has_increase else None,
+        labels=tuple(labels), settings=settings,
     )
