@@ -4,7 +4,8 @@
 
 For the profile's network and data (quick: VGG-8 on the embedded MNIST, 4,000 / 1,000 images) it
 times, on one snapshot: feature extraction (train + test split, each BatchNorm mode), each
-decoder with the profile's step budget, the linear probe, the three mutual-information estimators
+decoder with the profile's step budget (the ridge decoder `linear_ridge` beside the unregularised
+`linear_exact`, and their ratio), the linear probe, the three mutual-information estimators
 (binning, KDE, scale-free KDE on the profile's 1,000-image subset); then a sample of training steps. It
 prints seconds per snapshot and per instrument, and the ratio of the whole measurement of a run
 (every snapshot of the schedule) to the whole training run. ClaDec is timed on a fraction of its
@@ -65,9 +66,13 @@ def main() -> None:
                                                         for copy in [recalibrate_batchnorm(model, dataset.x_train)]
                                                         for split in (dataset.x_train, dataset.x_test)])
     settings = decoder_settings(measure_config)
-    for kind in ("linear_exact", "linear"):
+    for kind in ("linear_ridge", "linear_exact", "linear"):
         result = timed(f"decoder {kind}", lambda: fit_decoder(kind, train_features, dataset.x_train, test_features, dataset.x_test, settings))
-        rows[-1] = (*rows[-1][:2], f"{result.update_steps} updates")
+        note = (f"GCV over {settings.ridge_grid_points} penalties, chose {result.ridge_relative_penalty:.3g} x mean eigenvalue"
+                if kind == "linear_ridge" else "closed form, unregularised" if kind == "linear_exact" else f"{result.update_steps} updates")
+        rows[-1] = (*rows[-1][:2], note)
+    ridge_seconds = next(seconds for label, seconds, _ in rows if label == "decoder linear_ridge")
+    exact_seconds = next(seconds for label, seconds, _ in rows if label == "decoder linear_exact")
     if not args.skip_cladec:
         short = dataclasses.replace(settings, epochs=1, min_update_steps=None)
         subset = short.batch_size * args.cladec_steps
@@ -108,8 +113,9 @@ def main() -> None:
         print(f"{label:<38}{seconds:>9.2f}{seconds / step_seconds:>14.0f}   {note}")
     print(f"training: {step_seconds * 1000:.1f} ms/step x {plan.last_iteration} steps = {training_seconds:.0f} s")
     default = sum(seconds for label, seconds, _ in rows
-                  if label in ("features batch (train+test)", "decoder linear_exact", "decoder linear", "linear probe"))
-    print(f"default measurement (batch features, linear_exact + linear decoders, probe) per snapshot: {default:.1f} s; "
+                  if label in ("features batch (train+test)", "decoder linear_ridge", "decoder linear", "linear probe"))
+    print(f"linear_ridge / linear_exact: {ridge_seconds / exact_seconds:.1f} x (eigendecomposition and GCV grid against one Cholesky solve)")
+    print(f"default measurement (batch features, linear_ridge + linear decoders, probe) per snapshot: {default:.1f} s; "
           f"x {snapshots} snapshots = {default * snapshots:.0f} s = {default * snapshots / training_seconds:.2f} x the training time")
     information_seconds = sum(seconds for label, seconds, _ in rows if label.startswith("mutual information"))
     print(f"mutual information (binning, kde, kde_relative) per snapshot and layer: {information_seconds:.2f} s = "

@@ -22,6 +22,10 @@ Three decoders, one entry point `fit_decoder(kind, ...)`:
   closed form (streamed normal equations in float64). It is the limit the trained linear
   decoder approaches, free of optimisation noise; it omits the 1e-5 L2 term, which is
   negligible next to the data term.
+- "linear_ridge": the same affine decoder with a ridge penalty chosen on the train split alone
+  by generalised cross-validation (`fit_linear_ridge_decoder`); `linear_exact` interpolates wide
+  features (train MSE ~0.006 against a jagged test MSE of 0.08-0.13 on VGG-8/MNIST block2) and
+  is kept, unregularised, under its own name for comparison.
 - "cladec": the ClaDec-style deconvolution decoder of the authors' cladec.py (architecture in
   `build_cladec_decoder`), trained like "linear".
 
@@ -47,7 +51,10 @@ from kphases.data import batch_bounds
 from kphases.epochs import train_epochs
 from kphases.models import Conv2DTranspose
 
-DECODER_KINDS = ("linear", "linear_exact", "cladec")
+DECODER_KINDS = ("linear", "linear_exact", "linear_ridge", "cladec")
+# Settings fields that only linear_ridge reads: left out of the other decoders' protocol hashes, so
+# their measured cells are not recomputed because the ridge decoder was added.
+_RIDGE_FIELDS = ("ridge_grid_low", "ridge_grid_high", "ridge_grid_points")
 AUTHORS_CIFAR10_UPDATE_STEPS = 7820  # 391 batches of 128 (50,000 images) x 20 epochs
 CLADEC_BASE_CHANNELS = 64  # the authors' channel_mult (64 x their width multiplier, 1 by default)
 _EXACT_CHUNK_ROWS = 1024  # rows per float64 chunk when accumulating the normal equations
@@ -71,6 +78,9 @@ class DecoderSettings:
     exact_max_feature_dim: int = 16384  # linear_exact: refuse wider features (float64 normal matrix is 8 d^2 bytes)
     exact_relative_ridge: float = 1e-8  # linear_exact: ridge = this x trace(feature covariance) / d
     keep_reconstructions: int = 0  # return the reconstructions of the first this many test images (for figures)
+    ridge_grid_low: float = 1e-6  # linear_ridge: smallest candidate penalty, x the mean eigenvalue trace(C) / d
+    ridge_grid_high: float = 1e3  # linear_ridge: largest candidate penalty, same unit
+    ridge_grid_points: int = 46  # linear_ridge: candidates, log-spaced (46: 5 per decade over 1e-6 .. 1e3)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
@@ -89,6 +99,22 @@ class DecoderSettings:
             f"exact_max_feature_dim must be an integer >= 1, got {self.exact_max_feature_dim!r}",
         )
         _require(self.exact_relative_ridge > 0, f"exact_relative_ridge must be positive, got {self.exact_relative_ridge!r}")
+        _require(0 < self.ridge_grid_low < self.ridge_grid_high,
+                 f"need 0 < ridge_grid_low < ridge_grid_high, got {self.ridge_grid_low!r} and {self.ridge_grid_high!r}")
+        _require(isinstance(self.ridge_grid_points, int) and self.ridge_grid_points >= 2,
+                 f"ridge_grid_points must be an integer >= 2, got {self.ridge_grid_points!r}")
+
+    def protocol_dict(self, kind: str) -> dict:
+        """The fields that define decoder `kind`'s measurement (hashed into its cells' protocol)."""
+        values = dataclasses.asdict(self)
+        if kind != "linear_ridge":
+            for name in _RIDGE_FIELDS:
+                del values[name]
+        return values
+
+    def ridge_grid(self) -> np.ndarray:
+        """linear_ridge's candidate penalties, in units of the mean eigenvalue of the feature covariance."""
+        return np.logspace(math.log10(self.ridge_grid_low), math.log10(self.ridge_grid_high), self.ridge_grid_points)
 
     def steps_per_epoch(self, num_train_samples: int) -> int:
         """Updates per epoch: every batch counts, the last partial one too (PyTorch drop_last=False)."""
@@ -113,6 +139,10 @@ class ReconstructionResult:
     epochs: int  # epochs actually trained (0 for linear_exact)
     batch_size: int  # training batch size and the test batch size of authors_scale_test
     test_reconstructions: np.ndarray | None = None  # (keep_reconstructions, H, W, C) when asked for, else None
+    test_errors_per_image: np.ndarray | None = None  # (test images,) float32 MSE per image, mean over pixels
+    ridge_penalty: float | None = None  # linear_ridge: the chosen penalty (absolute, on the centred covariance sum)
+    ridge_relative_penalty: float | None = None  # linear_ridge: the same / the mean eigenvalue trace(C) / d
+    ridge_effective_parameters: float | None = None  # linear_ridge: sum of eigenvalue / (eigenvalue + penalty)
 
 
 class TorchAdam(keras.optimizers.Adam):
@@ -175,7 +205,7 @@ def fit_decoder(
     test_images: np.ndarray,
     settings: DecoderSettings = DecoderSettings(),
 ) -> ReconstructionResult:
-    """Fit decoder `kind` ("linear", "linear_exact" or "cladec") on the train split, evaluate on both.
+    """Fit decoder `kind` ("linear", "linear_exact", "linear_ridge" or "cladec") on the train split, evaluate on both.
 
     Features are (n, d) or (n, H', W', C') float arrays; images are the normalised (n, H, W, C)
     inputs the features came from, in the same order.
@@ -183,6 +213,7 @@ def fit_decoder(
     fitters: dict[str, Callable[..., ReconstructionResult]] = {
         "linear": fit_linear_decoder,
         "linear_exact": fit_linear_exact_decoder,
+        "linear_ridge": fit_linear_ridge_decoder,
         "cladec": fit_cladec_decoder,
     }
     if kind not in fitters:
@@ -281,8 +312,8 @@ def fit_linear_exact_decoder(
     def predict(features_batch: np.ndarray) -> np.ndarray:
         return features_batch.astype(np.float64) @ weights + bias
 
-    train_mse, _ = _reconstruction_errors(predict, train_flat, train_targets, settings.batch_size)
-    test_mse, authors_scale = _reconstruction_errors(predict, test_flat, test_targets, settings.batch_size)
+    train_mse, _, _ = _reconstruction_errors(predict, train_flat, train_targets, settings.batch_size)
+    test_mse, authors_scale, test_per_image = _reconstruction_errors(predict, test_flat, test_targets, settings.batch_size)
     return ReconstructionResult(
         mse_per_element_test=test_mse,
         authors_scale_test=authors_scale,
@@ -292,7 +323,108 @@ def fit_linear_exact_decoder(
         epochs=0,
         batch_size=settings.batch_size,
         test_reconstructions=_kept_reconstructions(predict, test_flat, test_images, settings.keep_reconstructions),
+        test_errors_per_image=test_per_image,
     )
+
+
+def fit_linear_ridge_decoder(
+    train_features: np.ndarray,
+    train_images: np.ndarray,
+    test_features: np.ndarray,
+    test_images: np.ndarray,
+    settings: DecoderSettings = DecoderSettings(),
+) -> ReconstructionResult:
+    """The affine decoder with a ridge penalty chosen on the train split alone, by generalised cross-validation.
+
+    Why: `linear_exact` interpolates when the features are wide (block outputs of thousands of
+    dimensions fitted on 10,000 images): its train MSE falls towards 0 while its test MSE jumps
+    between neighbouring snapshots. Here W = (C + penalty I)^-1 X with C, X the centred covariance
+    and cross-covariance sums of `linear_exact` (the bias is never shrunk), and the penalty is the
+    minimiser over `settings.ridge_grid()` (log-spaced multiples of the mean eigenvalue
+    trace(C) / d; default 1e-6 .. 1e3, 46 points) of the GCV score
+        (RSS(penalty) / (n P)) / (1 - (df(penalty) + 1) / n)^2,
+    RSS the train residual sum of squares over all P pixels, df = sum_i e_i / (e_i + penalty) the
+    effective number of parameters per pixel, +1 for the bias (Golub, Heath & Wahba 1979; GCV is
+    the rotation-invariant form of leave-one-out cross-validation). One eigendecomposition
+    C = V diag(e) V^T in float64 gives every candidate: with z_i = ||(V^T X)_i||^2 and T the total
+    centred sum of squares of the targets, RSS = T - sum_i z_i (e_i + 2 penalty) / (e_i + penalty)^2.
+    One penalty is shared by all pixels (one decoder). The test split is never looked at; the
+    chosen penalty, relative penalty and df are returned (and stored with the cell's rows).
+
+    Cost: the eigendecomposition is several times slower than `linear_exact`'s Cholesky solve
+    (d^3 with a larger constant; `python -m benchmarks.measure` prints both); memory as
+    `linear_exact` plus one d x d matrix of eigenvectors. Features wider than
+    `exact_max_feature_dim` raise ValueError.
+    """
+    train_flat, train_targets, test_flat, test_targets = _check_splits(
+        train_features, train_images, test_features, test_images
+    )
+    num_train, feature_dim = train_flat.shape
+    pixel_count = train_targets.shape[1]
+    if feature_dim > settings.exact_max_feature_dim:
+        raise ValueError(
+            f"linear_ridge would need a {feature_dim} x {feature_dim} float64 covariance and its eigenvectors for "
+            f"{feature_dim}-dimensional features; the limit is exact_max_feature_dim={settings.exact_max_feature_dim}. "
+            "Use the trained 'linear' decoder, or raise the limit."
+        )
+    moments = _centred_moments(train_flat, train_targets)
+    target_total = _centred_sum_of_squares(train_targets, moments.target_mean)
+    average_eigenvalue = float(np.trace(moments.covariance)) / feature_dim
+    if average_eigenvalue <= 0:  # constant features: the mean image, whatever the penalty
+        weights = np.zeros((feature_dim, pixel_count))
+        penalty = relative = effective = 0.0
+    else:
+        eigenvalues, eigenvectors = scipy.linalg.eigh(moments.covariance, overwrite_a=True, check_finite=False)
+        eigenvalues = np.maximum(eigenvalues, 0.0)  # rounding can leave a singular covariance a hair negative
+        rotated_cross = eigenvectors.T @ moments.cross
+        moments.covariance = moments.cross = None
+        energy = np.sum(np.square(rotated_cross), axis=1)  # z_i
+        relative_grid = settings.ridge_grid()
+        scores = []
+        for candidate in relative_grid * average_eigenvalue:
+            residual = target_total - float(np.sum(energy * (eigenvalues + 2 * candidate) / (eigenvalues + candidate) ** 2))
+            dof = float(np.sum(eigenvalues / (eigenvalues + candidate)))
+            room = 1.0 - (dof + 1.0) / num_train
+            scores.append(max(residual, 0.0) / (num_train * pixel_count) / room**2 if room > 0 else math.inf)
+        best = int(np.argmin(scores))
+        if not math.isfinite(scores[best]):
+            raise ValueError(f"linear_ridge: every candidate penalty leaves no residual degrees of freedom "
+                             f"({num_train} train images, {feature_dim} features); raise ridge_grid_high")
+        relative = float(relative_grid[best])
+        penalty = relative * average_eigenvalue
+        effective = float(np.sum(eigenvalues / (eigenvalues + penalty)))
+        weights = eigenvectors @ (rotated_cross / (eigenvalues + penalty)[:, None])
+        del eigenvectors, rotated_cross
+    moments.covariance = moments.cross = None
+    bias = moments.target_mean - moments.feature_mean @ weights
+
+    def predict(features_batch: np.ndarray) -> np.ndarray:
+        return features_batch.astype(np.float64) @ weights + bias
+
+    train_mse, _, _ = _reconstruction_errors(predict, train_flat, train_targets, settings.batch_size)
+    test_mse, authors_scale, test_per_image = _reconstruction_errors(predict, test_flat, test_targets, settings.batch_size)
+    return ReconstructionResult(
+        mse_per_element_test=test_mse,
+        authors_scale_test=authors_scale,
+        mse_per_element_train=train_mse,
+        update_steps=0,
+        decoder="linear_ridge",
+        epochs=0,
+        batch_size=settings.batch_size,
+        test_reconstructions=_kept_reconstructions(predict, test_flat, test_images, settings.keep_reconstructions),
+        test_errors_per_image=test_per_image,
+        ridge_penalty=float(penalty),
+        ridge_relative_penalty=relative,
+        ridge_effective_parameters=effective,
+    )
+
+
+def _centred_sum_of_squares(targets: np.ndarray, mean: np.ndarray) -> float:
+    """sum over images and pixels of (y - mean)^2, in float64 chunks."""
+    total = 0.0
+    for start, stop in batch_bounds(len(targets), _EXACT_CHUNK_ROWS):
+        total += float(np.sum(np.square(targets[start:stop].astype(np.float64) - mean)))
+    return total
 
 
 @dataclasses.dataclass
@@ -499,10 +631,10 @@ def _fit_trained_decoder(
         return reconstruct(features_batch).numpy().reshape(len(features_batch), -1)
 
     pixel_count = int(np.prod(train_images.shape[1:]))
-    train_mse, _ = _reconstruction_errors(
+    train_mse, _, _ = _reconstruction_errors(
         predict, train_features, train_images.reshape(-1, pixel_count), settings.batch_size
     )
-    test_mse, authors_scale = _reconstruction_errors(
+    test_mse, authors_scale, test_per_image = _reconstruction_errors(
         predict, test_features, test_images.reshape(-1, pixel_count), settings.batch_size
     )
     return ReconstructionResult(
@@ -514,6 +646,7 @@ def _fit_trained_decoder(
         epochs=settings.epochs_for(len(train_features)),
         batch_size=settings.batch_size,
         test_reconstructions=_kept_reconstructions(predict, test_features, test_images, settings.keep_reconstructions),
+        test_errors_per_image=test_per_image,
     )
 
 
@@ -527,16 +660,20 @@ def _kept_reconstructions(predict: Callable[[np.ndarray], np.ndarray], features:
 
 def _reconstruction_errors(
     predict: Callable[[np.ndarray], np.ndarray], features: np.ndarray, targets: np.ndarray, batch_size: int
-) -> tuple[float, float]:
-    """(per-element MSE over the whole split, sum over batches in order of the batch-mean MSE)."""
+) -> tuple[float, float, np.ndarray]:
+    """(per-element MSE over the whole split, sum over batches in order of the batch-mean MSE,
+    float32 MSE of each image: the per-image errors `kphases.phases.phase_verdict` resamples)."""
     squared_error_total = 0.0
     authors_scale = 0.0
+    per_image = np.empty(len(features), dtype=np.float32)
     for start, stop in batch_bounds(len(features), batch_size):
         error = predict(features[start:stop]) - targets[start:stop].astype(np.float64)
-        batch_squared_error = float(np.sum(np.square(error)))
+        image_squared_error = np.sum(np.square(error), axis=1)
+        per_image[start:stop] = image_squared_error / targets.shape[1]
+        batch_squared_error = float(np.sum(image_squared_error))
         squared_error_total += batch_squared_error
         authors_scale += batch_squared_error / error.size
-    return squared_error_total / (len(features) * targets.shape[1]), authors_scale
+    return squared_error_total / (len(features) * targets.shape[1]), authors_scale, per_image
 
 
 def _check_splits(

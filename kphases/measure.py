@@ -76,7 +76,8 @@ def decoder_settings(config: MeasureConfig) -> DecoderSettings:
 
 
 def probe_settings(config: MeasureConfig) -> ProbeSettings:
-    return ProbeSettings(epochs=config.probe_epochs, lr_drop_epoch=config.probe_epochs // 2, seed=config.seed)
+    return ProbeSettings(epochs=config.probe_epochs, lr_drop_epoch=config.probe_epochs // 2, seed=config.seed,
+                         min_update_steps=config.probe_min_update_steps)
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -143,7 +144,10 @@ def _measurement_splits(dataset: Dataset, train_size: int | None, test_size: int
 
 
 def _protocol(*parts) -> str:
-    text = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts], sort_keys=True, default=str)
+    # Settings with a protocol_dict(instrument) hash only the fields that instrument reads, so adding
+    # a field for one instrument does not recompute every other instrument's cells.
+    text = json.dumps([p.protocol_dict(parts[0]) if hasattr(p, "protocol_dict") else dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p
+                       for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -375,9 +379,14 @@ def _measure_group(run: Run, step: int, layer: str, mode: str, network: keras.Mo
             began = time.perf_counter()
             if cell.instrument in DECODER_KINDS:
                 result = fit_decoder(cell.instrument, train_features, splits.x_train, test_features, splits.x_test, decoder_settings)
+                # Per-image errors first: a cell whose rows exist always has its per-image file.
+                write_per_image_errors(run, step, layer, mode, cell.instrument, cell.protocol, result.test_errors_per_image)
                 row("reconstruction_mse", "test", result.mse_per_element_test, cell, result.update_steps, result.epochs, splits.description)
                 row("reconstruction_mse", "train", result.mse_per_element_train, cell, result.update_steps, result.epochs, splits.description)
                 row("reconstruction_authors_scale", "test", result.authors_scale_test, cell, result.update_steps, result.epochs, splits.description)
+                if result.ridge_penalty is not None:  # linear_ridge: the penalty GCV chose on the train split
+                    row("ridge_relative_penalty", "train", result.ridge_relative_penalty, cell, 0, 0, splits.description)
+                    row("ridge_effective_parameters", "train", result.ridge_effective_parameters, cell, 0, 0, splits.description)
             elif cell.instrument.startswith(INFORMATION_PREFIXES):
                 estimate, description = _mutual_information(cell.instrument, test_features, splits, information, seed)
                 row("mi_x_t", "test", estimate.mi_x_t, cell, 0, 0, description)
@@ -428,6 +437,76 @@ def _mutual_information(instrument: str, test_features: np.ndarray, splits: _Spl
     return estimate, f"{splits.description} mi_samples={len(subset)} (test)"
 
 
+# --- per-image errors: what the noise-aware phase verdicts resample (kphases.phases.phase_verdict) ---
+
+PER_IMAGE_DIRECTORY = "per_image_errors"
+
+
+def per_image_errors_path(run: Run, step: int, layer: str, bn_stats: str, instrument: str, protocol: str) -> Path:
+    """`<run>/per_image_errors/<instrument>-<protocol>/<layer>/<bn_stats>/step-<step>.npy`: float32, one
+    MSE per test image, in the measurement test split's order (the same order at every step)."""
+    from urllib.parse import quote
+
+    parts = [quote(str(part), safe="") for part in (f"{instrument}-{protocol}", layer, bn_stats)]
+    return run.directory.joinpath(PER_IMAGE_DIRECTORY, *parts, f"step-{int(step)}.npy")
+
+
+def write_per_image_errors(run: Run, step: int, layer: str, bn_stats: str, instrument: str, protocol: str,
+                           errors: np.ndarray) -> Path:
+    """Write one cell's per-image errors atomically (a reader never sees half a file)."""
+    path = per_image_errors_path(run, step, layer, bn_stats, instrument, protocol)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with open(partial, "wb") as handle:
+        np.save(handle, np.asarray(errors, dtype=np.float32))
+    os.replace(partial, path)
+    return path
+
+
+def read_per_image_errors(run: Run, frame: pd.DataFrame, layer: str, instrument: str, bn_stats: str,
+                          steps: list[int] | None = None) -> tuple[list[int], np.ndarray] | None:
+    """(steps, errors of shape steps x images) of one curve, the steps measured under the protocol of its
+    latest row; None when any of those steps has no per-image file (cells measured before the files existed).
+
+    Raises ValueError if the steps' files hold different numbers of images (not one paired split)."""
+    selected = frame[(frame["metric"] == "reconstruction_mse") & (frame["split"] == "test") & (frame["layer"] == layer)
+                     & (frame["instrument"] == instrument) & (frame["bn_stats"] == bn_stats)]
+    if steps is not None:
+        selected = selected[selected["step"].isin(steps)]
+    if selected.empty:
+        return None
+    # One protocol: a curve measured under two settings (e.g. two update budgets) is two curves. The
+    # protocol of the latest row wins, as in `curves`.
+    protocol = selected["protocol"].iloc[-1]
+    latest = selected[selected["protocol"] == protocol].drop_duplicates("step", keep="last").set_index("step").sort_index()
+    arrays = []
+    for step, protocol in latest["protocol"].items():
+        path = per_image_errors_path(run, int(step), layer, bn_stats, instrument, str(protocol))
+        if not path.exists():
+            return None
+        arrays.append(np.load(path))
+    sizes = sorted({len(array) for array in arrays})
+    if len(sizes) != 1:
+        raise ValueError(f"run {run.name}: per-image errors of [{layer}, {instrument}, bn={bn_stats}] have different image "
+                         f"counts {sizes} across steps; they are not one paired test split")
+    return [int(step) for step in latest.index], np.stack(arrays)
+
+
+def reconstruction_verdict(run: Run, frame: pd.DataFrame, layer: str, instrument: str, bn_stats: str, settings=None):
+    """The noise-aware `PhaseVerdict` of one reconstruction curve from its per-image errors, or, when the
+    cells have no per-image files, `detect_phases`' `PhaseResult` (which says it has no noise interval);
+    None for fewer than 3 steps."""
+    from kphases.phases import VerdictSettings, detect_phases, phase_verdict
+
+    per_image = read_per_image_errors(run, frame, layer, instrument, bn_stats)
+    if per_image is not None and len(per_image[0]) >= 3:
+        return phase_verdict(per_image[0], per_image_errors=per_image[1], settings=settings or VerdictSettings())
+    series = curves(frame).get((layer, instrument, bn_stats))
+    if series is None or len(series) < 3:
+        return None
+    return detect_phases(series.index.tolist(), series.tolist())
+
+
 # --- summaries ---------------------------------------------------------------------------------
 
 def curves(frame: pd.DataFrame, metric: str = "reconstruction_mse", split: str = "test") -> dict[tuple[str, str, str], pd.Series]:
@@ -441,9 +520,8 @@ def curves(frame: pd.DataFrame, metric: str = "reconstruction_mse", split: str =
 
 
 def summary_table(run: Run, frame: pd.DataFrame) -> str:
-    """Steps x metrics, one column per (layer, instrument, bn_stats), plus classifier accuracy, and the phases."""
-    from kphases.phases import detect_phases
-
+    """Steps x metrics, one column per (layer, instrument, bn_stats), plus classifier accuracy, and the phases
+    (noise-aware verdicts where the cells have per-image errors, `reconstruction_verdict`)."""
     columns: dict[str, pd.Series] = {}
     classifier = run.metrics()
     if len(classifier):
@@ -458,10 +536,16 @@ def summary_table(run: Run, frame: pd.DataFrame) -> str:
     table = table[table.index.isin(frame["step"].unique())]
     lines = [f"run {run.name}: test split (reconstruction: per-element MSE)", table.to_string(float_format=lambda v: f"{v:.4f}")]
     for (layer, instrument, mode), series in curves(frame, "reconstruction_mse").items():
-        if len(series) >= 3:
-            phases = detect_phases(series.index.tolist(), series.tolist())
-            lines.append(f"phases of reconstruction [{layer}, {instrument}, bn={mode}]: {describe_phases(phases)}")
+        verdict = reconstruction_verdict(run, frame, layer, instrument, mode)
+        described = describe_phases(verdict) if verdict is not None else describe_too_short(series)
+        lines.append(f"phases of reconstruction [{layer}, {instrument}, bn={mode}]: {described}")
     return "\n".join(lines)
+
+
+def describe_too_short(series: pd.Series) -> str:
+    """The line for a curve too short for any verdict (three phases need at least three measurements)."""
+    values = ", ".join(f"{step}: {value:.4f}" for step, value in series.items())
+    return f"not three phases: only {len(series)} measurement(s) ({values}); three phases need at least 3"
 
 
 def describe_phases(result) -> str:

@@ -3,7 +3,8 @@
 Iteration 0 cannot sit on a log axis, so it is drawn at x = 1 (the schedule never measures
 iteration 1, so the position is free) and labelled "0".
 
-Used by `kphases.plot_phases` and by every `reproduce/` figure. Importing this module changes no
+`shade_verdict` shades only the phases a noise-aware verdict (`kphases.phases.phase_verdict`) is
+confident of and draws its intervals. Used by `kphases.plot_phases` and by every `reproduce/` figure. Importing this module changes no
 global matplotlib state (backend, rcParams): `reproduce.plotting` selects the file-only Agg
 backend and applies `STYLE` for the figure scripts; `kphases.plot_phases` draws inside
 `plt.rc_context(STYLE)`, so a user's interactive backend keeps working.
@@ -49,6 +50,24 @@ def shade_phases(axis, steps: Sequence[int], labels: Sequence[str]) -> None:
     for left, right, label in zip(lefts, rights, labels):
         if label in PHASE_COLOURS:
             axis.axvspan(left, right, color=PHASE_COLOURS[label], alpha=0.6, lw=0, zorder=0)
+
+
+def shade_verdict(axis, steps: Sequence[int], verdict, colour: str = "black") -> None:
+    """Shade the phases a verdict is confident of and show its noise: the band of each point's change from step 0
+    (a `PhaseVerdict`) and the decrease and increase with their intervals in the panel's corner; a
+    `PhaseResult` (`detect_phases`, no per-image or per-seed data) is marked "no noise interval"."""
+    shade_phases(axis, steps, verdict.labels)
+    if hasattr(verdict, "curve_low"):
+        positions = step_position(verdict.steps)
+        axis.fill_between(positions, verdict.curve_low, verdict.curve_high, color=colour, alpha=0.18, lw=0, zorder=1)
+        text = (f"decrease {verdict.decrease.describe()}{'' if verdict.has_decrease else ' (not confident)'}\n"
+                f"increase {verdict.increase.describe()}{'' if verdict.has_increase else ' (not confident)'}\n"
+                f"{verdict.settings.confidence:.0%} CI, {verdict.noise_units} {verdict.noise_source}; band: change from step 0")
+    else:
+        text = (f"decrease {verdict.relative_decrease:.1%}, increase {verdict.relative_increase:.1%}\n"
+                "no noise interval (no per-image data)")
+    axis.text(0.02, 0.02, text, transform=axis.transAxes, fontsize=6, va="bottom", ha="left", zorder=5,
+              bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.7))
 
 
 def phase_legend_handles():

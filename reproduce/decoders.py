@@ -13,8 +13,12 @@ loss measured with every decoder and BatchNorm mode the suite has:
   normalised by its own statistics), `stored` (inference mode with the snapshot's running
   statistics, which have not warmed up near iteration 0) and `recalibrated` (running statistics
   recomputed on the train split, weights untouched).
-Each curve is labelled with the phases `kphases.phases.detect_phases` finds in it; the table in
-summary.md (and the README) states which phases survive which control.
+- `linear_ridge` (the closed-form decoder with its ridge chosen by GCV on the train split) beside
+  the unregularised `linear_exact`.
+Each curve is labelled with its verdict: the closed-form decoders' by the noise-aware
+`kphases.phases.phase_verdict` (paired bootstrap over the test images, band: pointwise 95%
+interval), the trained ones (a few steps, two update budgets) by `detect_phases`, which says it has
+no noise interval; the table in summary.md (and the README) states which phases survive which control.
 
     python -m reproduce.decoders [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
@@ -39,11 +43,11 @@ import pandas as pd
 
 from kphases.config import AUTHORS_DECODER_UPDATE_STEPS
 from reproduce.common import Options, Work, main_runs, perform, run_figure, save_figure, tidy_rows
+from reproduce import verdicts
 from reproduce.plotting import log_step_axis, step_position
 
 NAME = "decoders"
 MODES = ("batch", "stored", "recalibrated")
-MIN_POINTS = 6  # fewer measured steps than this: the curve is drawn and tabled, the phase detector is not applied
 # Steps at which the expensive trained decoders run, per profile (linear_exact runs at every snapshot).
 TRAINED_STEPS = {"smoke": (0, 4, 16), "quick": (0, 64, 1024), "paper": (0, 8, 128, 1024, 8192, 65536)}
 CLADEC_STEPS = {"smoke": (0, 4, 16), "quick": (), "paper": (0, 128, 8192, 65536)}  # (): not in this profile
@@ -59,7 +63,7 @@ def work(options: Options) -> list[Work]:
     base = dataclasses.replace(planned.measure, layers=("penultimate",), probe=False, transfer=(), bn_stats=MODES)
     budget = AUTHORS_DECODER_UPDATE_STEPS if options.profile != "smoke" else None
     variants = [
-        dataclasses.replace(base, decoders=("linear_exact",)),
+        dataclasses.replace(base, decoders=("linear_ridge", "linear_exact")),
         dataclasses.replace(base, decoders=("linear",), decoder_min_update_steps=budget, steps=TRAINED_STEPS[options.profile]),
         dataclasses.replace(base, decoders=("linear",), decoder_min_update_steps=None, decoder_epochs=20 if options.profile != "smoke" else 1,
                             steps=TRAINED_STEPS[options.profile], bn_stats=("stored", "recalibrated")),
@@ -73,7 +77,13 @@ def work(options: Options) -> list[Work]:
 
 def compute(options: Options) -> pd.DataFrame:
     (item,) = work(options)
-    table = tidy_rows(item.planned, *perform(item, options))
+    run, frame = perform(item, options)
+    table = tidy_rows(item.planned, run, frame)
+    wanted = [("penultimate", instrument, mode) for instrument in ("linear_ridge", "linear_exact", "linear", "cladec") for mode in MODES]
+    # The trained decoders are measured under two update budgets in the same cells' key: their
+    # per-image errors would mix them, so only the closed-form decoders' curves get a noise interval.
+    wanted = [key for key in wanted if key[1] in ("linear_ridge", "linear_exact")]
+    verdicts.write_per_image(options.out, NAME, verdicts.collect(run, frame, item.planned.label, wanted))
     table = table[(table["layer"] == "penultimate") & (table["metric"] == "reconstruction_mse")]
     return table.assign(decoder=lambda t: t["instrument"] + t["update_steps"].map(lambda n: f" ({int(float(n)):,} updates)" if float(n) > 0 else ""))
 
@@ -87,11 +97,10 @@ def curves(table: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
 def plot(table: pd.DataFrame, options: Options):
     import matplotlib.pyplot as plt
 
-    from kphases.measure import describe_phases
-    from kphases.phases import detect_phases
-
     found = curves(table)
-    decoders = sorted({decoder for decoder, _ in found}, key=lambda d: (not d.startswith("linear_exact"), d))
+    per_image = verdicts.read_per_image(options.out, NAME)
+    label = table["label"].iloc[0]
+    decoders = sorted({decoder for decoder, _ in found}, key=lambda d: (not d.startswith("linear_ridge"), not d.startswith("linear_exact"), d))
     figure, axes = plt.subplots(1, len(MODES), figsize=(4.4 * len(MODES), 3.6), sharey=True, squeeze=False)
     lines = ["| decoder | BatchNorm | phases |", "|---|---|---|"]
     survivors = {}
@@ -100,15 +109,20 @@ def plot(table: pd.DataFrame, options: Options):
             series = found.get((decoder, mode))
             if series is None or len(series) == 0:
                 continue
-            # Three phases need at least two points each side of both boundaries to be told from noise:
-            # the trained decoders run at a few steps only, so their curves are compared, not classified.
-            phases = detect_phases(series.index.tolist(), series.tolist()) if len(series) >= MIN_POINTS else None
-            verdict = "three phases" if phases and phases.three_phases else "not three phases" if phases else f"{len(series)} steps: not classified"
+            # The closed-form decoders' curves carry per-image errors (a noise-aware verdict); the
+            # trained ones, measured at a few steps, get detect_phases' verdict, which says it has no
+            # noise interval. A curve of 3 points is judged too: it can show three phases only
+            # if each of its points is its own phase, which the verdict then says.
+            instrument = decoder.split(" (")[0]
+            phases = verdicts.verdict(per_image, series, label, "penultimate", instrument, mode)
+            verdict = "three phases" if phases is not None and phases.three_phases else "not three phases"
             axis.plot(step_position(series.index), series.values, "o-", color=f"C{index}", ms=3, lw=1.2,
                       label=f"{decoder}: {verdict}")
+            if hasattr(phases, "curve_low"):
+                axis.fill_between(step_position(series.index), phases.curve_low, phases.curve_high, color=f"C{index}", alpha=0.2, lw=0)
             values = ", ".join(f"{step}: {value:.4f}" for step, value in series.items())
-            lines.append(f"| {decoder} | {mode} | {describe_phases(phases) if phases else f'not classified ({len(series)} steps): {values}'} |")
-            if phases:
+            lines.append(f"| {decoder} | {mode} | {verdicts.describe(phases, series)}; values {values} |")
+            if phases is not None:
                 survivors[(decoder, mode)] = phases.three_phases
         all_steps = sorted({step for (decoder, m), s in found.items() if m == mode for step in s.index})
         if all_steps:
@@ -116,7 +130,6 @@ def plot(table: pd.DataFrame, options: Options):
         axis.set_title(f"BatchNorm statistics: {mode}" + (" (authors' protocol)" if mode == "batch" else ""))
         axis.legend(loc="best")
     axes[0][0].set_ylabel("reconstruction loss (per-element test MSE)")
-    label = table["label"].iloc[0]
     omitted = "" if any(d.startswith("cladec") for d in decoders) else f"; cladec not run in this profile ({CLADEC_SECONDS_PER_UPDATE} s per update on CPU)"
     figure.suptitle(f"{label}, penultimate layer: reconstruction by decoder and BatchNorm mode ({options.profile} profile{omitted})")
     if omitted:

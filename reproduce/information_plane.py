@@ -14,7 +14,8 @@ so that the penultimate layer has 64 dimensions and the logits 10). Per activati
   one trajectory per probe point in each, points coloured by iteration (bits, a stratified 1,000
   image subset of the measurement test split);
 - I(X;T) of each estimator against iteration, on the same log2 axis as
-- the reconstruction loss of the penultimate layer (best affine decoder, `linear_exact`, test MSE)
+- the reconstruction loss of the penultimate layer (affine decoder with its ridge chosen by GCV on
+  the train split, `linear_ridge`, test MSE; shaded: the phases the noise-aware verdict is confident of)
   with its detected phases shaded, and the linear-probe and classifier test accuracies.
 Features are taken with BatchNorm in batch mode, as every other figure measures them.
 
@@ -49,12 +50,14 @@ import pandas as pd
 
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
 from reproduce.common import Options, PlannedRun, Work, curve, has_offline, perform, run_figure, save_figure, tidy_rows
-from reproduce.plotting import log_step_axis, phase_legend_handles, shade_phases, step_position
+from reproduce import verdicts
+from reproduce.plotting import log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "information_plane"
 ACTIVATIONS = ("tanh", "relu")
 WIDTH = 0.125  # VGG-8 x1/8: penultimate 64-d, small enough that the estimators are not all pinned at log2 n
 DECODER_LAYER = "penultimate"
+DECODER = "linear_ridge"  # the reconstruction curve beside the information plane
 INFORMATION_LAYERS = {"smoke": ("penultimate", "logits"), "quick": ("block4", "penultimate", "logits"),
                       "paper": ("block3", "block4", "penultimate", "logits")}
 RELATIVE_NOISE = 0.1  # the scale-free KDE: noise variance 0.1 x the layer's total variance (kphases.information)
@@ -66,7 +69,7 @@ COMPRESSION_BITS = 0.1
 def planned_runs(options: Options) -> list[PlannedRun]:
     """The tanh and ReLU variant of one network at the profile's scale, measured for this figure."""
     name = options.profile
-    measure = dataclasses.replace(measure_profile(name), decoders=("linear_exact",), transfer=(), layers=(DECODER_LAYER,),
+    measure = dataclasses.replace(measure_profile(name), decoders=(DECODER,), transfer=(), layers=(DECODER_LAYER,),
                                   metrics=("mutual_information",), mi_relative_noise=RELATIVE_NOISE)
     if name == "smoke":
         base = profile("smoke")
@@ -104,11 +107,14 @@ def work(options: Options) -> list[Work]:
 
 
 def compute(options: Options) -> pd.DataFrame:
-    tables = []
+    tables, per_image = [], {}
     for item in work(options):
-        table = tidy_rows(item.planned, *perform(item, options))
+        run, frame = perform(item, options)
+        table = tidy_rows(item.planned, run, frame)
         table["activation"] = item.planned.config.model.activation
         tables.append(table)
+        per_image.update(verdicts.collect(run, frame, item.planned.label, [(DECODER_LAYER, DECODER, "batch")]))
+    verdicts.write_per_image(options.out, NAME, per_image)
     return pd.concat(tables, ignore_index=True)
 
 
@@ -133,10 +139,8 @@ def plot(table: pd.DataFrame, options: Options):
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    from kphases.measure import describe_phases
-    from kphases.phases import detect_phases
-
     labels = list(dict.fromkeys(table["label"]))
+    per_image = verdicts.read_per_image(options.out, NAME)
     columns = len(ESTIMATORS) + 2
     figure, axes = plt.subplots(len(labels), columns, figsize=(4.5 * columns, 4.0 * len(labels) + 0.8), squeeze=False,
                                 layout="constrained")
@@ -182,13 +186,11 @@ def plot(table: pd.DataFrame, options: Options):
         axis.legend(fontsize=6)
         # Reconstruction and accuracy: the other account of the same snapshots.
         axis = axes[row][len(ESTIMATORS) + 1]
-        series = curve(table, label, "reconstruction_mse", instrument="linear_exact", layer=DECODER_LAYER, bn_stats="batch")
-        if len(series) >= 3:
-            phases = detect_phases(series.index.tolist(), series.tolist())
-            shade_phases(axis, series.index, phases.labels)
-            lines_phase = describe_phases(phases)
-        else:
-            lines_phase = "too few snapshots for phases"
+        series = curve(table, label, "reconstruction_mse", instrument=DECODER, layer=DECODER_LAYER, bn_stats="batch")
+        phases = verdicts.verdict(per_image, series, label, DECODER_LAYER, DECODER, "batch")
+        if phases is not None:
+            shade_verdict(axis, series.index, phases)
+        lines_phase = verdicts.describe(phases, series)
         handles = axis.plot(step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction, {DECODER_LAYER} (test MSE)")
         axis.set_ylabel("reconstruction loss (per-element MSE)")
         twin = axis.twinx()
@@ -201,7 +203,7 @@ def plot(table: pd.DataFrame, options: Options):
         twin.set_ylabel("accuracy")
         log_step_axis(axis, steps)
         axis.set_title(f"reconstruction: {lines_phase.split(':')[0]}", fontsize=8)
-        lines.append(f"| {label} | {DECODER_LAYER} | reconstruction (linear_exact) | {lines_phase} | | |")
+        lines.append(f"| {label} | {DECODER_LAYER} | reconstruction ({DECODER}) | {lines_phase} | | |")
     colourbar = figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[:, len(ESTIMATORS) - 1],
                                 shrink=0.9, pad=0.01)
     colourbar.set_label("iteration (step 0 drawn at 1)")

@@ -2,9 +2,13 @@
 
 The paper probes earlier conv blocks as well as the penultimate layer. One panel per probe point of
 the first network of the profile (VGG-8 on MNIST in quick), from an early block to the penultimate
-layer, with the detected phases shaded and the linear-probe accuracy of the same features. Decoder
-`linear_exact` (the exact affine least-squares decoder: block outputs of thousands of dimensions
-would need many more updates than the authors' budget to train), BatchNorm in batch mode.
+layer, with the phases the noise-aware verdict is confident of shaded (`kphases.phases.phase_verdict`,
+paired bootstrap over the test images; grey band: pointwise 95% interval) and the linear-probe
+accuracy of the same features. Decoder `linear_ridge` (the closed-form affine decoder with its
+ridge chosen by GCV on the train split: block outputs of thousands of dimensions would need many
+more updates than the authors' budget to train), drawn beside the unregularised `linear_exact`,
+which interpolates the 4,096-d block2 output (train MSE ~0.006) and jumps between snapshots;
+BatchNorm in batch mode.
 VGG-8's block5 output is 1x1x512, identical to `penultimate`, so it is not repeated; block1
 (16x16x32 = 8,192 dimensions) is left out of quick for time (its exact decoder takes ~1 min per
 snapshot on 2 cores).
@@ -29,7 +33,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pandas as pd
 
 from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
-from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_phases, step_position
+from reproduce import verdicts
+from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "layers"
 LAYERS = {"smoke": ("block3", "block4", "penultimate"), "quick": ("block2", "block3", "block4", "penultimate"),
@@ -39,44 +44,59 @@ LAYERS = {"smoke": ("block3", "block4", "penultimate"), "quick": ("block2", "blo
 def work(options: Options) -> list[Work]:
     """The first main run, with the exact decoder and the probe at every probe point of the figure."""
     planned = main_runs(options)[0]
-    return [Work(planned, (dataclasses.replace(planned.measure, layers=LAYERS[options.profile], decoders=("linear_exact",), transfer=()),))]
+    return [Work(planned, (dataclasses.replace(planned.measure, layers=LAYERS[options.profile], decoders=(INSTRUMENT, UNREGULARISED),
+                                               transfer=()),))]
+
+
+INSTRUMENT, UNREGULARISED = "linear_ridge", "linear_exact"  # judged; drawn beside it for comparison
 
 
 def compute(options: Options) -> pd.DataFrame:
     (item,) = work(options)
-    table = tidy_rows(item.planned, *perform(item, options))
+    run, frame = perform(item, options)
+    table = tidy_rows(item.planned, run, frame)
+    wanted = [(layer, instrument, "batch") for layer in LAYERS[options.profile] for instrument in (INSTRUMENT, UNREGULARISED)]
+    verdicts.write_per_image(options.out, NAME, verdicts.collect(run, frame, item.planned.label, wanted))
     return table[table["layer"].isin(LAYERS[options.profile]) | (table["instrument"] == "classifier")]
 
 
 def plot(table: pd.DataFrame, options: Options):
-    from kphases.measure import describe_phases
-    from kphases.phases import detect_phases
-
     label = table["label"].iloc[0]
+    per_image = verdicts.read_per_image(options.out, NAME)
     layers = [layer for layer in LAYERS[options.profile] if (table["layer"] == layer).any()]
     figure, axes = grid(len(layers), columns=len(layers) if len(layers) <= 4 else 3, width=3.6)
-    lines = ["| layer | phases | minimum at | decrease | increase | final probe acc |", "|---|---|---|---|---|---|"]
+    lines = ["| layer | decoder | phases | minimum at | final probe acc |", "|---|---|---|---|---|"]
     handles = []
     for axis, layer in zip(axes, layers):
-        series = curve(table, label, "reconstruction_mse", instrument="linear_exact", layer=layer, bn_stats="batch")
-        phases = detect_phases(series.index.tolist(), series.tolist())
-        shade_phases(axis, series.index, phases.labels)
-        handles = axis.plot(step_position(series.index), series.values, "o-", color="black", ms=3, label="reconstruction (test MSE)")
+        series = curve(table, label, "reconstruction_mse", instrument=INSTRUMENT, layer=layer, bn_stats="batch")
+        phases = verdicts.verdict(per_image, series, label, layer, INSTRUMENT, "batch")
+        if phases is not None:
+            shade_verdict(axis, series.index, phases)
+        handles = axis.plot(step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction, {INSTRUMENT} (test MSE)")
+        plain = curve(table, label, "reconstruction_mse", instrument=UNREGULARISED, layer=layer, bn_stats="batch")
+        if len(plain):
+            handles += axis.plot(step_position(plain.index), plain.values, "x:", color="grey", ms=3, lw=0.8,
+                                 label=f"{UNREGULARISED} (unregularised, test MSE; off scale where it explodes)")
+            if len(series) and plain.max() > 3 * series.max():  # it exploded (few train images): keep the judged curve readable
+                axis.set_ylim(0, 1.5 * series.max())
+            plain_phases = verdicts.verdict(per_image, plain, label, layer, UNREGULARISED, "batch")
+            lines.append(f"| {layer} | {UNREGULARISED} | {verdicts.describe(plain_phases, plain)} | "
+                         f"{getattr(plain_phases, 'decrease_end', None)} | |")
         probe = curve(table, label, "probe_accuracy", instrument="probe", layer=layer, bn_stats="batch")
         twin = axis.twinx()
         handles += twin.plot(step_position(probe.index), probe.values, "C2-", lw=1, label="linear probe test acc")
         twin.set_ylim(0, 1.02)
         log_step_axis(axis, series.index)
-        axis.set_title(f"{layer}: {'three phases' if phases.three_phases else 'not three phases'}")
-        lines.append(f"| {layer} | {describe_phases(phases)} | {phases.decrease_end} | {phases.relative_decrease:.1%} | "
-                     f"{phases.relative_increase:.1%} | {probe.iloc[-1]:.3f} |")
+        axis.set_title(f"{layer}: {'three phases' if phases is not None and phases.three_phases else 'not three phases'}")
+        lines.append(f"| {layer} | {INSTRUMENT} | {verdicts.describe(phases, series)} | {getattr(phases, 'decrease_end', None)} | "
+                     f"{probe.iloc[-1] if len(probe) else float('nan'):.3f} |")
     axes[0].set_ylabel("reconstruction loss (per-element MSE)")
     legend = handles + phase_legend_handles()
     figure.legend(legend, [h.get_label() for h in legend], loc="lower center", ncol=5, bbox_to_anchor=(0.5, -0.02))
-    figure.suptitle(f"{label}: reconstruction by probe point ({options.profile} profile; linear_exact decoder, BatchNorm batch statistics)")
+    figure.suptitle(f"{label}: reconstruction by probe point ({options.profile} profile; {INSTRUMENT} decoder, BatchNorm batch statistics; shaded: confident phases)")
     figure.tight_layout(rect=(0, 0.08, 1, 1))
     save_figure(figure, options, NAME)
-    three = [layer for layer, row in zip(layers, lines[2:]) if "| three phases" in row]
+    three = [row.split(" | ")[0].strip("| ") for row in lines[2:] if f"| {INSTRUMENT} | three phases" in row]
     return f"three phases at {len(three)} of {len(layers)} probe points ({', '.join(three) or 'none'})", "\n".join(lines)
 
 

@@ -3,9 +3,12 @@
 The paper's central claim (Schneider & Prabhushankar 2024, their Figure 1): the reconstruction loss
 of the input from the penultimate layer is first near constant, then falls, then rises, while the
 accuracy keeps improving. Each panel is one (architecture, dataset) run: reconstruction loss
-(per-element test MSE of the best affine decoder, `linear_exact`, features with BatchNorm in batch
-mode as the authors measure) on the left axis, classifier test/train accuracy and linear-probe
-test accuracy on the right axis; shading marks the phases `kphases.phases.detect_phases` finds.
+(per-element test MSE of the affine decoder with a ridge penalty chosen by GCV on the train split,
+`linear_ridge`, features with BatchNorm in batch mode as the authors measure; grey band: pointwise
+95% interval over the test images) on the left axis, classifier test/train accuracy and
+linear-probe test accuracy on the right axis; shading marks only the phases the noise-aware
+verdict (`kphases.phases.phase_verdict`, paired bootstrap over the test images) is confident of,
+and each panel prints the decrease and increase with their 95% intervals.
 
     python -m reproduce.phases [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
@@ -29,7 +32,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pandas as pd
 
 from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
-from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_phases, step_position
+from reproduce import verdicts
+from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "phases"
 DESCRIPTION = __doc__.splitlines()[0]
@@ -40,27 +44,34 @@ def work(options: Options) -> list[Work]:
     return [Work(planned, (planned.measure,)) for planned in main_runs(options)]
 
 
+INSTRUMENT, LAYER, BN_STATS = "linear_ridge", "penultimate", "batch"
+
+
 def compute(options: Options) -> pd.DataFrame:
-    tables = [tidy_rows(item.planned, *perform(item, options)) for item in work(options)]
+    tables, per_image = [], {}
+    for item in work(options):
+        run, frame = perform(item, options)
+        tables.append(tidy_rows(item.planned, run, frame))
+        per_image.update(verdicts.collect(run, frame, item.planned.label, [(LAYER, INSTRUMENT, BN_STATS)]))
+    verdicts.write_per_image(options.out, NAME, per_image)
     return pd.concat(tables, ignore_index=True)
 
 
-def phase_rows(table: pd.DataFrame, instrument: str = "linear_exact", layer: str = "penultimate", bn_stats: str = "batch"):
-    """(label, reconstruction curve, PhaseResult) per run of a figure table."""
-    from kphases.phases import detect_phases
-
+def phase_rows(table: pd.DataFrame, options: Options, instrument: str = INSTRUMENT, layer: str = LAYER, bn_stats: str = BN_STATS):
+    """(label, reconstruction curve, verdict) per run of a figure table (`reproduce.verdicts.verdict`)."""
+    per_image = verdicts.read_per_image(options.out, NAME)
     results = []
     for label in dict.fromkeys(table["label"]):
         series = curve(table, label, "reconstruction_mse", instrument=instrument, layer=layer, bn_stats=bn_stats)
         if len(series) >= 3:
-            results.append((label, series, detect_phases(series.index.tolist(), series.tolist())))
+            results.append((label, series, verdicts.verdict(per_image, series, label, layer, instrument, bn_stats)))
     return results
 
 
 def plot(table: pd.DataFrame, options: Options):
     from kphases.measure import describe_phases
 
-    detected = phase_rows(table)
+    detected = phase_rows(table, options)
     figure, axes = grid(len(detected), columns=2)
     lines = ["| run | phases | minimum at | decrease | increase | final test acc | final train acc |", "|---|---|---|---|---|---|---|"]
     accuracy_styles = [("classifier_accuracy", "test", None, None, "C0-", "classifier test acc"),
@@ -68,7 +79,7 @@ def plot(table: pd.DataFrame, options: Options):
                        ("probe_accuracy", "test", "probe", "batch", "C2-", "linear probe test acc")]
     handles = []
     for axis, (label, series, phases) in zip(axes, detected):
-        shade_phases(axis, series.index, phases.labels)
+        shade_verdict(axis, series.index, phases)
         handles = axis.plot(step_position(series.index), series.values, "o-", color="black", ms=3, label="reconstruction (test MSE)")
         axis.set_ylabel("reconstruction loss (per-element MSE)")
         accuracy_axis = axis.twinx()
@@ -81,15 +92,20 @@ def plot(table: pd.DataFrame, options: Options):
         log_step_axis(axis, series.index)
         axis.set_title(f"{label}: {'three phases' if phases.three_phases else 'not three phases'}")
         final = {split: curve(table, label, "classifier_accuracy", split).iloc[-1] for split in ("test", "train")}
-        lines.append(f"| {label} | {describe_phases(phases)} | {phases.decrease_end} | {phases.relative_decrease:.1%} | "
-                     f"{phases.relative_increase:.1%} | {final['test']:.3f} | {final['train']:.3f} |")
+        lines.append(f"| {label} | {describe_phases(phases)} | {phases.decrease_end} | {_size(phases, 'decrease')} | {_size(phases, 'increase')} | "
+                     f"{final['test']:.3f} | {final['train']:.3f} |")
     legend = handles + phase_legend_handles()
     figure.legend(legend, [handle.get_label() for handle in legend], loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.02))
-    figure.suptitle(f"Reconstruction loss phases ({options.profile} profile; decoder linear_exact, BatchNorm batch statistics)")
+    figure.suptitle(f"Reconstruction loss phases ({options.profile} profile; decoder {INSTRUMENT}, BatchNorm batch statistics; shaded: confident phases)")
     figure.tight_layout(rect=(0, 0.07, 1, 1))
     save_figure(figure, options, NAME)
     count = sum(phases.three_phases for _, _, phases in detected)
     return f"three phases detected in {count} of {len(detected)} runs", "\n".join(lines)
+
+
+def _size(result, phase: str) -> str:
+    """A change with its interval (noise-aware verdict) or alone (no per-image data)."""
+    return getattr(result, phase).describe() if hasattr(result, phase) else f"{getattr(result, 'relative_' + phase):.1%}"
 
 
 def main(argv=None) -> str:

@@ -11,8 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 from kphases.plotting import (PHASE_COLOURS, STYLE, grid, log_step_axis, phase_legend_handles, plt,  # noqa: E402
-                              shade_phases, step_position)
+                              shade_phases, shade_verdict, step_position)
 
 plt.rcParams.update(STYLE)
 
-__all__ = ["PHASE_COLOURS", "STYLE", "grid", "log_step_axis", "phase_legend_handles", "plt", "shade_phases", "step_position"]
+__all__ = ["PHASE_COLOURS", "STYLE", "grid", "log_step_axis", "phase_legend_handles", "plt", "shade_phases", "shade_verdict", "step_position"]

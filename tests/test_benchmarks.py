@@ -13,10 +13,11 @@ def test_measure_benchmark_prints_each_instrument_and_the_ratios():
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    for label in ("features batch (train+test)", "decoder linear_exact", "decoder linear ", "linear probe", "mutual information binning",
+    for label in ("features batch (train+test)", "decoder linear_ridge", "decoder linear_exact", "decoder linear ", "linear probe", "mutual information binning",
                   "mutual information kde ", "mutual information kde_relative"):
         row = next((line for line in lines if line.startswith(label)), None)
         assert row is not None, f"no line for {label!r} in:\n{result.stdout}"
         assert float(row[len(label):].split()[0]) >= 0.0  # seconds, a number
     assert any(line.startswith("default measurement") and "x the training time" in line for line in lines)
+    assert any(line.startswith("linear_ridge / linear_exact: ") for line in lines)
     assert any(line.startswith("mutual information (binning, kde, kde_relative) per snapshot") for line in lines)

@@ -236,7 +236,7 @@ def test_non_finite_loss_raises_with_the_update_number():
 
 def test_invalid_arguments_name_the_bad_value():
     features, images = np.zeros((4, 3), np.float32), _images(4, seed=0)
-    with pytest.raises(ValueError, match=r"'pca'.*\['linear', 'linear_exact', 'cladec'\]"):
+    with pytest.raises(ValueError, match=r"'pca'.*\['linear', 'linear_exact', 'linear_ridge', 'cladec'\]"):
         fit_decoder("pca", features, images, features, images)
     with pytest.raises(ValueError, match="train_features has 3 rows but train_images has 4"):
         fit_decoder("linear", features[:3], images, features, images)
@@ -244,3 +244,74 @@ def test_invalid_arguments_name_the_bad_value():
         fit_decoder("linear_exact", features, images, np.full((4, 3), np.nan, np.float32), images)
     with pytest.raises(ValueError, match="min_update_steps must be None or an integer >= 1, got 0"):
         DecoderSettings(min_update_steps=0)
+
+
+# --- linear_ridge: the penalty chosen by GCV on the train split ------------------------------------
+
+def _wide_noisy_problem(seed: int = 11):
+    """Features much wider than informative: 32 pixels mixed into 150 noisy features, 200 train images."""
+    rng = np.random.default_rng(seed)
+    train, test = _images(200, seed=seed), _images(400, seed=seed + 1)
+    mixing = rng.standard_normal((PIXELS, 150)).astype(np.float32)
+    noisy = lambda images: images.reshape(len(images), -1) @ mixing + 4.0 * rng.standard_normal((len(images), 150)).astype(np.float32)
+    return noisy(train), train, noisy(test), test
+
+
+def _gcv_by_brute_force(features: np.ndarray, images: np.ndarray, relative: float) -> tuple[float, float]:
+    """(GCV score, train per-element MSE) of the ridge decoder at one relative penalty, from the explicit hat matrix."""
+    features = features.astype(np.float64).reshape(len(features), -1)
+    targets = images.astype(np.float64).reshape(len(images), -1)
+    centred = features - features.mean(axis=0)
+    covariance = centred.T @ centred
+    penalty = relative * np.trace(covariance) / features.shape[1]
+    hat = centred @ np.linalg.solve(covariance + penalty * np.eye(len(covariance)), centred.T) + 1.0 / len(features)
+    residual = targets - hat @ targets
+    count = len(features)
+    mse = float(np.mean(residual**2))
+    return mse / (1 - np.trace(hat) / count) ** 2, mse
+
+
+def test_ridge_decoder_picks_the_gcv_minimiser_over_its_grid():
+    train_features, train, test_features, test = _wide_noisy_problem()
+    settings = DecoderSettings(ridge_grid_points=13, ridge_grid_low=1e-4, ridge_grid_high=1e2)
+    result = fit_decoder("linear_ridge", train_features, train, test_features, test, settings)
+    scores = [_gcv_by_brute_force(train_features, train, relative)[0] for relative in settings.ridge_grid()]
+    assert result.ridge_relative_penalty == pytest.approx(settings.ridge_grid()[int(np.argmin(scores))])
+    assert result.mse_per_element_train == pytest.approx(_gcv_by_brute_force(train_features, train, result.ridge_relative_penalty)[1], rel=1e-9)
+    assert 0 < result.ridge_effective_parameters < 150 and result.ridge_penalty > 0
+
+
+def test_ridge_decoder_generalises_where_the_unregularised_one_overfits():
+    train_features, train, test_features, test = _wide_noisy_problem()
+    ridge = fit_decoder("linear_ridge", train_features, train, test_features, test)
+    exact = fit_decoder("linear_exact", train_features, train, test_features, test)
+    assert exact.mse_per_element_train < ridge.mse_per_element_train  # the unregularised one fits the train split closer
+    assert ridge.mse_per_element_test < 0.8 * exact.mse_per_element_test  # and generalises worse
+    assert ridge.decoder == "linear_ridge" and exact.ridge_penalty is None
+
+
+def test_ridge_decoder_barely_regularises_a_noiseless_invertible_map():
+    train, test = _images(200, seed=1), _images(50, seed=2)
+    mapping = _invertible_map()
+    result = fit_decoder("linear_ridge", train.reshape(200, -1) @ mapping, train, test.reshape(50, -1) @ mapping, test)
+    assert result.ridge_relative_penalty == DecoderSettings().ridge_grid_low  # the smallest candidate
+    assert result.mse_per_element_test < 1e-6 * _mean_predictor_mse(train, test)
+
+
+@pytest.mark.parametrize("kind", ["linear_exact", "linear_ridge", "linear"])
+def test_per_image_errors_average_to_the_reported_test_mse(kind):
+    train_features, train, test_features, test = _wide_noisy_problem(seed=3)
+    result = fit_decoder(kind, train_features, train, test_features, test, DecoderSettings(min_update_steps=20))
+    assert result.test_errors_per_image.shape == (len(test),) and result.test_errors_per_image.dtype == np.float32
+    assert float(result.test_errors_per_image.astype(np.float64).mean()) == pytest.approx(result.mse_per_element_test, rel=1e-5)
+    by_hand = np.mean((test.reshape(len(test), -1).astype(np.float64) - test.reshape(len(test), -1).mean()) ** 2, axis=1)
+    assert not np.allclose(result.test_errors_per_image, by_hand)  # per image, not one number repeated
+
+
+def test_only_the_ridge_decoder_hashes_the_ridge_grid():
+    settings = DecoderSettings()
+    assert "ridge_grid_points" in settings.protocol_dict("linear_ridge")
+    for kind in ("linear", "linear_exact", "cladec"):
+        assert not any(name.startswith("ridge_") for name in settings.protocol_dict(kind))
+    with pytest.raises(ValueError, match="need 0 < ridge_grid_low < ridge_grid_high, got 1.0 and 0.1"):
+        DecoderSettings(ridge_grid_low=1.0, ridge_grid_high=0.1)

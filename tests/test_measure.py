@@ -63,3 +63,35 @@ def test_bad_requests_name_the_valid_values(tiny_run):
         measure(tiny_run, MeasureConfig(transfer=("color_dominance",)), progress=False)
     with pytest.raises(ValueError, match=r"no snapshots at steps \[3\]; it has \[0, 2, 4, 8\]"):
         measure(tiny_run, MeasureConfig(steps=(3,)), progress=False)
+
+
+def test_decoder_cells_store_per_image_errors_that_the_verdict_resamples(tiny_run):
+    import numpy as np
+
+    from kphases.measure import read_per_image_errors, reconstruction_verdict, summary_table
+    from kphases.phases import PhaseVerdict
+
+    frame = measure(tiny_run, MeasureConfig(decoders=("linear_ridge",), probe=False, transfer=()), progress=False, log=lambda text: None)
+    steps, errors = read_per_image_errors(tiny_run, frame, "penultimate", "linear_ridge", "batch")
+    assert steps == [0, 2, 4, 8] and errors.shape == (4, 100) and errors.dtype == np.float32
+    test_rows = frame[(frame["metric"] == "reconstruction_mse") & (frame["split"] == "test") & (frame["instrument"] == "linear_ridge")]
+    assert np.allclose(errors.astype(np.float64).mean(axis=1), test_rows.sort_values("step")["value"].to_numpy(), rtol=1e-5)
+    penalty = frame[frame["metric"] == "ridge_relative_penalty"]
+    assert len(penalty) == 4 and (penalty["value"] > 0).all() and (penalty["instrument"] == "linear_ridge").all()
+    verdict = reconstruction_verdict(tiny_run, frame, "penultimate", "linear_ridge", "batch")
+    assert isinstance(verdict, PhaseVerdict) and verdict.noise_units == 100
+    assert "paired bootstrap" in summary_table(tiny_run, frame)
+    # Cells without per-image files (measured before they existed) fall back to detect_phases, which says so.
+    for path in (tiny_run.directory / "per_image_errors").rglob("step-4.npy"):
+        path.unlink()
+    assert read_per_image_errors(tiny_run, frame, "penultimate", "linear_ridge", "batch") is None
+    assert "no measurement-noise interval" in summary_table(tiny_run, frame)
+
+
+def test_a_curve_too_short_for_a_verdict_says_why(tiny_run):
+    from kphases.measure import summary_table
+
+    frame = measure(tiny_run, MeasureConfig(layers=("block4",), decoders=("linear_exact",), probe=False, transfer=(), steps=(0, 8)),
+                    progress=False, log=lambda text: None)
+    line = next(line for line in summary_table(tiny_run, frame).splitlines() if "[block4, linear_exact" in line)
+    assert "not three phases: only 2 measurement(s) (0: " in line and "three phases need at least 3" in line

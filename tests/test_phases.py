@@ -216,3 +216,117 @@ def test_bad_input_raises_naming_the_bad_value(steps, values, message):
 def test_bad_tolerances_raise_naming_the_bad_value(changes, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         PhaseTolerances(**changes)
+
+
+# --- noise-aware verdicts (phase_verdict) ---------------------------------------------------------
+
+from kphases.phases import ChangeInterval, PhaseVerdict, VerdictSettings, phase_verdict  # noqa: E402
+
+VERDICT_STEPS = [0] + [2**power for power in range(1, 12)]  # 12 points, 0..2048, like the quick runs
+
+
+def per_image_errors(true_curve, images: int = 1000, noise: float = 0.05, seed: int = 0) -> np.ndarray:
+    """Per-image errors with a known mean curve: image difficulty (gamma, mean 1, the same at every
+    step: what the pairing removes) times the curve, times independent per-step noise of `noise`."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.gamma(2.0, 0.5, images)
+    return np.asarray(true_curve)[:, None] * difficulty[None, :] * (1 + noise * rng.standard_normal((len(true_curve), images)))
+
+
+U_CURVE = np.array([1, 1, 1, 1, 0.95, 0.85, 0.75, 0.70, 0.72, 0.76, 0.80, 0.85])
+
+
+def test_abrupt_u_with_plateau_gives_three_phases_with_intervals_that_cover_the_true_sizes():
+    verdict = phase_verdict(VERDICT_STEPS, per_image_errors(U_CURVE))
+    assert verdict.three_phases and (verdict.noise_source, verdict.noise_units) == ("images", 1000)
+    assert verdict.constant_end in (4, 8) and verdict.decrease_end == 128 and verdict.increase_end == 2048
+    # True sizes: 30% down (1 -> 0.70), 15% up (0.70 -> 0.85), relative to the initial 1.
+    assert verdict.decrease.low < 0.30 < verdict.decrease.high and verdict.decrease.high - verdict.decrease.low < 0.05
+    assert verdict.increase.low < 0.15 < verdict.increase.high
+    assert verdict.labels[-1] == "increase" and verdict.labels[0] == "constant"
+    assert "three phases" in verdict.describe() and "min_effect=0" in verdict.describe()
+
+
+def test_a_gradual_small_decrease_is_found_because_the_bootstrap_is_paired():
+    # 4% down over 8 points: the levels' own sampling noise (difficulty CV ~0.7 over 1,000 images: ~2%
+    # per level) would hide it; the paired differences (5% per-image noise: ~0.2%) do not.
+    gradual = np.concatenate([[1.0, 1.0, 1.0], np.linspace(1.0, 0.96, 9)])
+    verdict = phase_verdict(VERDICT_STEPS, per_image_errors(gradual, seed=1))
+    assert verdict.has_decrease and not verdict.has_increase and not verdict.three_phases
+    assert verdict.decrease.low < 0.04 < verdict.decrease.high
+
+
+def test_an_abrupt_six_percent_drop_is_found():
+    abrupt = np.array([1.0] * 6 + [0.94] * 6)
+    verdict = phase_verdict(VERDICT_STEPS, per_image_errors(abrupt, seed=2))
+    assert verdict.has_constant and verdict.has_decrease and verdict.constant_end == 32 and verdict.decrease_end >= 64
+    assert verdict.decrease.low < 0.06 < verdict.decrease.high
+
+
+def test_flat_noisy_curves_show_no_phase_in_at_most_a_few_of_twenty():
+    calls = [phase_verdict(VERDICT_STEPS, per_image_errors(np.ones(12), images=400, seed=seed), settings=VerdictSettings(seed=seed))
+             for seed in range(20)]
+    wrong = sum(verdict.has_decrease or verdict.has_increase for verdict in calls)
+    assert wrong <= 3  # two 5% tests: about 2 of 20 expected, 3 allowed
+    assert all(verdict.constant_end == 2048 or not verdict.has_constant for verdict in calls if not (verdict.has_decrease or verdict.has_increase))
+
+
+def test_a_pure_rise_is_an_increase_without_constant_phase_or_decrease():
+    rise = 1.0 + 0.03 * np.arange(12)  # +3% per point
+    verdict = phase_verdict(VERDICT_STEPS, per_image_errors(rise, seed=3))
+    assert verdict.has_increase and not verdict.has_decrease and not verdict.has_constant
+    assert verdict.increase.low < 0.33 < verdict.increase.high
+
+
+def test_a_u_without_plateau_is_a_decrease_and_an_increase_but_not_three_phases():
+    u = np.concatenate([np.linspace(1.0, 0.7, 6), np.linspace(0.7, 0.9, 7)[1:]])
+    verdict = phase_verdict(VERDICT_STEPS, per_image_errors(u, seed=4))
+    assert verdict.has_decrease and verdict.has_increase and not verdict.has_constant and not verdict.three_phases
+    assert verdict.labels[0] == "undetermined" and verdict.decrease.start_step == 0
+
+
+@pytest.mark.parametrize("factor", [1e-3, 37.5])
+def test_the_verdict_does_not_change_when_the_curve_is_multiplied_by_a_constant(factor):
+    errors = per_image_errors(U_CURVE, seed=5)
+    original, scaled = phase_verdict(VERDICT_STEPS, errors), phase_verdict(VERDICT_STEPS, factor * errors)
+    assert scaled.labels == original.labels and scaled.three_phases == original.three_phases
+    for name in ("decrease", "increase", "plateau"):
+        assert getattr(scaled, name).estimate == pytest.approx(getattr(original, name).estimate, rel=1e-9, abs=1e-12)
+        assert getattr(scaled, name).low == pytest.approx(getattr(original, name).low, rel=1e-9, abs=1e-12)
+    seeds = 1 + 0.01 * np.random.default_rng(0).standard_normal((3, 12)) + U_CURVE - 1
+    assert phase_verdict(VERDICT_STEPS, seed_curves=factor * seeds).labels == phase_verdict(VERDICT_STEPS, seed_curves=seeds).labels
+
+
+def test_min_effect_decides_a_small_but_certain_change_and_is_printed():
+    small = np.array([1.0] * 6 + [0.97] * 6)
+    errors = per_image_errors(small, noise=0.01, seed=6)
+    assert phase_verdict(VERDICT_STEPS, errors).has_decrease
+    strict = phase_verdict(VERDICT_STEPS, errors, settings=VerdictSettings(min_effect=0.05))
+    assert not strict.has_decrease and "min_effect=0.05" in strict.describe()
+
+
+def test_seed_curves_give_three_phases_for_a_u_and_rarely_a_phase_for_flat_seeds():
+    rng = np.random.default_rng(7)
+    verdict = phase_verdict(VERDICT_STEPS, seed_curves=U_CURVE + 0.02 * rng.standard_normal((3, 12)))
+    assert verdict.three_phases and (verdict.noise_source, verdict.noise_units) == ("seeds", 3)
+    assert verdict.decrease.low < 0.30 < verdict.decrease.high
+    flat = [phase_verdict(VERDICT_STEPS, seed_curves=1 + 0.02 * np.random.default_rng(seed).standard_normal((3, 12)))
+            for seed in range(40)]
+    assert sum(v.has_decrease or v.has_increase for v in flat) <= 8  # measured 8% at 300 runs; 20% allowed here
+
+
+def test_verdict_round_trips_to_a_dict_and_rejects_bad_input():
+    verdict = phase_verdict(VERDICT_STEPS, per_image_errors(U_CURVE, images=200))
+    values = verdict.to_dict()
+    assert values["labels"] == list(verdict.labels) and values["decrease"]["estimate"] == verdict.decrease.estimate
+    assert isinstance(verdict.decrease, ChangeInterval) and isinstance(verdict, PhaseVerdict)
+    with pytest.raises(ValueError, match="exactly one of per_image_errors"):
+        phase_verdict(VERDICT_STEPS)
+    with pytest.raises(ValueError, match="at least 3 seeds, got shape \\(2, 12\\)"):
+        phase_verdict(VERDICT_STEPS, seed_curves=np.ones((2, 12)))
+    with pytest.raises(ValueError, match="per_image_errors must be \\(steps, images\\)"):
+        phase_verdict(VERDICT_STEPS, np.ones(12))
+    with pytest.raises(ValueError, match="steps and values must have equal lengths"):
+        phase_verdict(VERDICT_STEPS[:-1], np.ones((12, 5)))
+    with pytest.raises(ValueError, match="min_effect must be a finite number >= 0"):
+        VerdictSettings(min_effect=-0.1)

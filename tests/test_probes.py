@@ -102,3 +102,18 @@ def test_invalid_labels_and_settings_name_the_bad_value():
         train_linear_head(features, np.zeros(4, int), features, np.zeros(3, int), num_classes=3)
     with pytest.raises(ValueError, match=r"momentum must be in \(0, 1\), got 1.5"):
         ProbeSettings(momentum=1.5)
+
+
+def test_min_update_steps_raises_the_epochs_and_moves_the_learning_rate_drop_with_them():
+    settings = ProbeSettings(min_update_steps=7820)
+    # 10,000 images: 79 batches per epoch, 99 epochs = 7,821 updates; the drop stays at half (after epoch 50).
+    assert (settings.epochs_for(10_000), settings.drop_epoch_for(10_000)) == (99, 50)
+    assert settings.learning_rate_in_epoch(50, 10_000) == 0.01 and settings.learning_rate_in_epoch(51, 10_000) == pytest.approx(0.001)
+    assert ProbeSettings().epochs_for(10_000) == 20 and ProbeSettings().drop_epoch_for(10_000) == 10
+    train_features, train_labels = _separable(600, seed=0)
+    result = train_linear_head(train_features, train_labels, train_features[:50], train_labels[:50], 3, ProbeSettings(min_update_steps=300))
+    assert (result.epochs, result.update_steps) == (60, 300)  # 5 batches per epoch
+    assert "min_update_steps" not in ProbeSettings().protocol_dict("probe")  # unset: old cells keep their protocol
+    assert ProbeSettings(min_update_steps=7820).protocol_dict("probe")["min_update_steps"] == 7820
+    with pytest.raises(ValueError, match="min_update_steps must be None or an integer >= 1, got 0"):
+        ProbeSettings(min_update_steps=0)
