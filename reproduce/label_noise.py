@@ -13,7 +13,7 @@ MNIST images from the offline data directory, 1,024 iterations, the authors' tra
 10% and 20% of the train labels replaced by another class (`DataConfig.label_noise`: exactly that
 fraction, the same in every class, fixed by the subset seed; the test labels are never changed),
 3 seeds each. The 0% / seed 0 run is the `phases` run itself (same config: trained once). Measured:
-reconstruction loss of the penultimate layer (`linear_exact`, BatchNorm batch statistics, as in
+reconstruction loss of the penultimate layer (`linear_ridge`, BatchNorm batch statistics, as in
 `phases`) and, at every snapshot, the classifier's accuracy on the test split, on the clean train
 examples and on the flipped ones (against the flipped label: how many it has fitted; and against
 the true label). The verdict on each noise level's reconstruction curve is
@@ -26,7 +26,7 @@ minimum to the last step.
 Runtime: smoke about a minute (nine 16-iteration runs on 256 embedded images); quick: eight new
 VGG-8 runs of 1,024 iterations beside the reused `phases` run, each about as costly as that run
 plus one inference pass over the train split per snapshot (the clean/flipped accuracies), measured
-with the closed-form decoder only (no probe, no transfer heads). Without a data directory it uses
+with the closed-form ridge decoder only (no probe, no transfer heads). Without a data directory it uses
 the embedded MNIST run of `phases` (4,000 images). paper: the paper profile's VGG-8/MNIST run.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ NAME = "label_noise"
 NOISE_LEVELS = (0.0, 0.1, 0.2)
 SEEDS = (0, 1, 2)
 CONFIDENCE = 0.95
-RECONSTRUCTION = dict(instrument="linear_exact", bn_stats="batch", layer="penultimate")
+RECONSTRUCTION = dict(instrument="linear_ridge", bn_stats="batch", layer="penultimate")
 
 
 def base_run(options: Options) -> PlannedRun:
@@ -59,10 +59,10 @@ def base_run(options: Options) -> PlannedRun:
 
 
 def planned_runs(options: Options) -> list[PlannedRun]:
-    """One run per (noise level, seed); labelled 'noise 10% / seed 1'. Measured with linear_exact only."""
+    """One run per (noise level, seed); labelled 'noise 10% / seed 1'. Measured with linear_ridge only."""
     base = base_run(options)
     # The closed-form decoder only: the probe and transfer heads are not what this figure asks about.
-    measure = dataclasses.replace(base.measure, decoders=("linear_exact",), probe=False, transfer=(), metrics=())
+    measure = dataclasses.replace(base.measure, decoders=("linear_ridge",), probe=False, transfer=(), metrics=())
     runs = []
     for level in NOISE_LEVELS:
         for seed in SEEDS:
@@ -171,7 +171,7 @@ def plot(table: pd.DataFrame, options: Options):
                      + (f"{flipped.mean(axis=1).iloc[-1]:.3f} | {flipped_true.mean(axis=1).iloc[-1]:.3f} |" if flipped is not None else "- | - |"))
         headline_parts.append(f"{level:.0%}: rise {rise_mean:.1%}" + (f" [{rise_low:.1%}, {rise_high:.1%}]" if not math.isnan(rise_low) else ""))
     reconstruction_axis.set_ylabel("reconstruction loss (per-element test MSE)")
-    reconstruction_axis.set_title("penultimate layer, linear_exact (mean; band: 95% seed interval)", fontsize=8)
+    reconstruction_axis.set_title("penultimate layer, linear_ridge (mean; band: 95% seed interval)", fontsize=8)
     reconstruction_axis.legend(fontsize=7)
     log_step_axis(reconstruction_axis, curves.index)
     accuracy_axis.set_ylim(0, 1.02)

@@ -30,7 +30,7 @@ def test_quick_runs_share_the_phases_run_and_differ_only_in_noise_and_seed(tmp_p
     for planned in runs:
         assert planned.config.data == dataclasses.replace(base.data, label_noise=planned.config.data.label_noise)
         assert planned.config.model == base.model and planned.config.training.duration == "1024it"
-        assert planned.measure.decoders == ("linear_exact",) and not planned.measure.probe and planned.measure.transfer == ()
+        assert planned.measure.decoders == ("linear_ridge",) and not planned.measure.probe and planned.measure.transfer == ()
     assert sorted({(p.config.data.label_noise, p.config.training.seed) for p in runs}) == [
         (level, seed) for level in (0.0, 0.1, 0.2) for seed in (0, 1, 2)]
     # reference_run at quick: the JPEG copy by name, 4,096 iterations, measured on fixed 10,000 / 2,000 subsets.
