@@ -28,6 +28,12 @@ VGG-8 runs of 1,024 iterations beside the reused `phases` run, each about as cos
 plus one inference pass over the train split per snapshot (the clean/flipped accuracies), measured
 with the closed-form ridge decoder only (no probe, no transfer heads). Without a data directory it uses
 the embedded MNIST run of `phases` (4,000 images). paper: the paper profile's VGG-8/MNIST run.
+
+Numbers you should see (quick, seed 0, iteration 128; another CPU moves the third decimal): with
+10% / 20% of the labels flipped the network fits 0.966 / 0.960 of the clean train examples and
+0.008 / 0.015 of the flipped ones, and predicts the true class of 0.947 / 0.925 of the flipped
+ones (test accuracy 0.943 / 0.932; clean labels: train 0.970, test 0.955): the majority is fitted
+first. paper_figures/summary.md has the rise per noise level with its intervals.
 """
 from __future__ import annotations
 
