@@ -33,7 +33,7 @@ paper: 3 x 257 epochs on a GPU.
 
 Numbers you should see (quick, seed 0; another CPU moves the third decimal): classifier test /
 train accuracy 0.455 / 0.494 at iteration 128, 0.560 / 0.670 at 512, 0.589 / 0.819 at 1,024,
-0.590 / 0.965 at 2,048 (authors, on the 50,000 official images: 0.450 / 0.475, 0.577 / 0.630,
+0.590 / 0.965 at 2,048, 0.600 / 1.000 at 4,096 (authors, on the 50,000 official images: 0.450 / 0.475, 0.577 / 0.630,
 0.614 / 0.718, and 0.666 / 0.989 at 4,096). Seed 0's reconstruction loss (linear_ridge, per-element
 test MSE on the 2,000-image subset): 0.601 at 0, 0.528 at 64, 0.500 at 256 (its minimum), 0.519 at
 512, 0.547 at 1,024, 0.592 at 2,048 (authors / 79: 0.591, 0.510 at 128, 0.528 at 512, 0.521 at
