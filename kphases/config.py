@@ -40,6 +40,10 @@ class DataConfig:
     """Stratified subset of the test split (None: all of it)."""
     subset_seed: int = 0
     """Seed of the stratified subsetting (and of the embedded sets' train/test split)."""
+    file: str | None = None
+    """npz file in the data directory for source 'directory' (None: <name>.npz), e.g. cifar10_jpeg_q75.npz; the directory itself is not part of the config."""
+    label_noise: float = 0.0
+    """Fraction of the train labels replaced by another class, the same in every class, fixed by subset_seed (kphases.data.flip_labels); test labels are never changed."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,8 @@ class LineageConfig:
 HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {("model", "activation"): "relu", ("training", "precision"): "float32",
                                                      ("model", "initialisation"): "pytorch",
                                                      ("lineage", "prune_output_layer"): True,
-                                                     ("training", "jit_compile"): False}
+                                                     ("training", "jit_compile"): False,
+                                                     ("data", "file"): None, ("data", "label_noise"): 0.0}
 
 
 @dataclass(frozen=True)

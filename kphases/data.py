@@ -8,6 +8,13 @@ Sources (`DataConfig.source`), never swapped silently:
 - `directory`: `<data_dir>/<name>.npz` with uint8 arrays `x_train, y_train, x_test, y_test` (NHWC,
   the layout of `keras.datasets.*.load_data()`); the directory comes from an argument or the
   `KPHASES_DATA_DIR` environment variable. This is how tests and CI read `../shared/data`.
+  `DataConfig.file` names another file of that directory for the dataset (for example a JPEG copy
+  `cifar10_jpeg_q75.npz`, a full 50,000-image `cifar10_full.npz`), so several copies of one dataset
+  can sit side by side without renaming; the file name is part of the run's config (its identity),
+  the directory is not. Whether the images were JPEG-compressed is read from an optional string
+  array `compression` in the file (e.g. "jpeg q75", "none"), else from a `jpeg`/`jpg` in its name,
+  else recorded as "not stated"; file, compression, sizes and fingerprint go into the run's
+  provenance and the `data` field of every measurement row.
 - `tfds`: `tensorflow_datasets.load` (the paper profile's default; needs a download or a prepared
   `TFDS_DATA_DIR`).
 
@@ -15,11 +22,19 @@ Preprocessing (authors' code): pixels / 255; 28x28 images upsampled to 32x32 by 
 (scipy.ndimage.zoom, 32/28, order 3, per image), 8x8 digits by 4; per-channel normalisation
 (x - mean) / std with the constants below; no augmentation. Subsets are stratified by class and
 deterministic in `subset_seed`, taken before the (slow) zoom.
+
+Label noise (`DataConfig.label_noise`, the data model's "few hard examples" on real data): after
+subsetting, that fraction of the train labels is replaced by a different class (`flip_labels`:
+exactly round(fraction x N) labels, shared among the classes in proportion to their size, chosen
+and reassigned by a generator seeded with `subset_seed`); the true labels are kept beside them
+(`Dataset.y_train_clean`) so training can report accuracy on the clean and the flipped examples.
+Not in the authors' experiments: it tests their mechanism, it does not reproduce a figure.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,17 +78,43 @@ class Dataset:
     num_classes: int
     fingerprint: str
     """sha256 of the raw (pre-preprocessing) arrays actually used: the data's identity in provenance."""
+    file: str = ""
+    """The npz file the images were read from (source 'directory'), '' for other sources."""
+    compression: str = ""
+    """Whether the file's images were JPEG-compressed, and how that is known (see `npz_compression`); '' for other sources."""
+    y_train_clean: np.ndarray | None = None
+    """The true train labels where `DataConfig.label_noise` flipped some of `y_train` (None: no noise)."""
+    label_noise: float = 0.0
+    """Fraction of train labels flipped (DataConfig.label_noise)."""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def origin(self) -> str:
+        """'name/source', with the file and its compression for source 'directory', and the label noise if any."""
+        text = f"{self.name}/{self.source}" + (f":{self.file} ({self.compression})" if self.file else "")
+        return text + (f" label_noise={self.label_noise:g}" if self.label_noise else "")
+
+    @property
+    def flipped(self) -> np.ndarray:
+        """Boolean mask of the train examples whose label was flipped (all False without label noise)."""
+        if self.y_train_clean is None:
+            return np.zeros(len(self.y_train), bool)
+        return self.y_train != self.y_train_clean
+
     def describe(self) -> dict:
-        return {
+        description = {
             "name": self.name, "source": self.source, "train_size": len(self.y_train),
             "test_size": len(self.y_test), "image_shape": list(self.image_shape),
             "num_classes": self.num_classes, "fingerprint": self.fingerprint,
         }
+        if self.file:
+            description.update(file=self.file, compression=self.compression)
+        if self.label_noise:
+            description.update(label_noise=self.label_noise, flipped_train_labels=int(self.flipped.sum()))
+        return description
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -91,10 +132,15 @@ def load_dataset(config: DataConfig, data_dir: str | os.PathLike | None = None) 
     """Load, subset and preprocess the dataset `config` names from the source it names."""
     if config.name not in NUM_CLASSES:
         raise DataError(f"unknown dataset {config.name!r}; valid datasets: {sorted(NUM_CLASSES)}")
+    file, compression = "", ""
+    if config.file is not None and config.source != "directory":
+        raise DataError(f"data file {config.file!r} is only read with source 'directory', not {config.source!r}")
     if config.source == "embedded":
         raw = _load_embedded(config.name, config.subset_seed)
     elif config.source == "directory":
-        raw = _load_directory(config.name, resolve_data_dir(data_dir))
+        file = npz_file_name(config)
+        raw = _load_directory(config.name, resolve_data_dir(data_dir), file)
+        compression = npz_compression(resolve_data_dir(data_dir) / file)
     elif config.source == "tfds":
         raw = _load_tfds(config.name)
     else:
@@ -104,13 +150,66 @@ def load_dataset(config: DataConfig, data_dir: str | os.PathLike | None = None) 
     test_index = stratified_subset(y_test, config.test_size, config.subset_seed, "test")
     x_train, y_train = x_train[train_index], y_train[train_index]
     x_test, y_test = x_test[test_index], y_test[test_index]
-    fingerprint = _fingerprint(x_train, y_train, x_test, y_test)
+    y_train_clean = None
+    if config.label_noise:
+        y_train_clean = y_train.astype(np.int64)
+        y_train = flip_labels(y_train_clean, config.label_noise, config.subset_seed, NUM_CLASSES[config.name])
+    fingerprint = _fingerprint(x_train, y_train, x_test, y_test)  # of the labels trained on (flipped ones included)
     return Dataset(
         name=config.name, source=config.source,
         x_train=preprocess(x_train, config.name), y_train=y_train.astype(np.int64),
         x_test=preprocess(x_test, config.name), y_test=y_test.astype(np.int64),
-        num_classes=NUM_CLASSES[config.name], fingerprint=fingerprint,
+        num_classes=NUM_CLASSES[config.name], fingerprint=fingerprint, file=file, compression=compression,
+        y_train_clean=y_train_clean, label_noise=config.label_noise,
     )
+
+
+def npz_file_name(config: DataConfig) -> str:
+    """The npz file of the data directory a 'directory' config reads: `file`, else <name>.npz."""
+    if config.file is None:
+        return f"{config.name}.npz"
+    if not config.file.endswith(".npz") or Path(config.file).name != config.file:
+        raise DataError(f"data file {config.file!r} must be a bare file name ending in .npz (the directory comes from "
+                        f"--data-dir or ${DATA_DIR_VARIABLE}), e.g. '{config.name}.npz'")
+    return config.file
+
+
+_JPEG_NAME = re.compile(r"jpe?g(?:[_-]?q(?:uality)?[_-]?(\d+))?", re.IGNORECASE)
+
+
+def npz_compression(path: Path) -> str:
+    """How the file's images were compressed: its `compression` array if it has one, else read off
+    its name (`jpeg`/`jpg`, optionally `_q75`), else 'not stated'. Says which of the two it came from."""
+    with np.load(path, allow_pickle=False) as archive:
+        if "compression" in archive.files:
+            return f"{str(archive['compression'].item())}, stated in the file"
+    match = _JPEG_NAME.search(path.name)
+    if match:
+        return f"JPEG{' q' + match.group(1) if match.group(1) else ''}, from the file name"
+    return "compression not stated"
+
+
+def flip_labels(labels: np.ndarray, fraction: float, seed: int, num_classes: int) -> np.ndarray:
+    """A copy of `labels` with exactly round(fraction x N) of them replaced by another class.
+
+    Stratified: each class gives its share of the flips (largest remainder, as `stratified_subset`);
+    within a class the flipped items are a seeded permutation's first ones, and each gets a class drawn
+    uniformly from the other num_classes - 1. Same (labels, fraction, seed) -> same result.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"label noise {fraction!r} is not a fraction of the train labels (valid: 0 <= label_noise < 1)")
+    labels = np.asarray(labels, np.int64)
+    if num_classes < 2:
+        raise DataError(f"label noise needs at least 2 classes, got num_classes={num_classes}")
+    count = int(round(fraction * len(labels)))
+    noisy = labels.copy()
+    if count == 0:
+        return noisy
+    chosen = stratified_subset(labels, count, seed, "label noise") if count < len(labels) else np.arange(len(labels))
+    rng = np.random.default_rng([seed, 17])  # its own stream: not the subsetting's
+    offsets = rng.integers(1, num_classes, size=len(chosen))
+    noisy[chosen] = (labels[chosen] + offsets) % num_classes
+    return noisy
 
 
 def stratified_subset(labels: np.ndarray, size: int | None, seed: int, split: str = "") -> np.ndarray:
@@ -188,11 +287,12 @@ def _load_embedded(name: str, seed: int) -> RawSplits:
     return images[train_mask], labels[train_mask], images[test_index], labels[test_index]
 
 
-def _load_directory(name: str, directory: Path) -> RawSplits:
-    path = directory / f"{name}.npz"
+def _load_directory(name: str, directory: Path, file: str | None = None) -> RawSplits:
+    file = file or f"{name}.npz"
+    path = directory / file
     if not path.is_file():
         present = sorted(p.name for p in directory.glob("*.npz"))
-        raise DataError(f"no {name}.npz in data directory {str(directory)!r}; it holds: {present or 'no .npz files'}")
+        raise DataError(f"no {file} in data directory {str(directory)!r} (dataset {name}); it holds: {present or 'no .npz files'}")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)

@@ -134,7 +134,7 @@ def _measurement_splits(dataset: Dataset, train_size: int | None, test_size: int
     rng = np.random.default_rng([seed, 7])
     train_index = rng.permutation(stratified_subset(dataset.y_train, train_size, seed, "measurement train"))
     test_index = rng.permutation(stratified_subset(dataset.y_test, test_size, seed, "measurement test"))
-    description = (f"{dataset.name}/{dataset.source} train={len(train_index)} test={len(test_index)} "
+    description = (f"{dataset.origin} train={len(train_index)} test={len(test_index)} "
                    f"fingerprint={dataset.fingerprint}")
     return _Splits(dataset.x_train[train_index], dataset.y_train[train_index], dataset.x_test[test_index],
                    dataset.y_test[test_index], description)

@@ -299,6 +299,7 @@ def snapshot_callback(dataset: Dataset, plan: Plan, summaries: Summaries | None 
         for split, images, labels in (("train", dataset.x_train, dataset.y_train), ("test", dataset.x_test, dataset.y_test)):
             for metric, value in evaluate(model, images, labels).items():
                 rows.append({"step": step, "split": split, "metric": f"classifier_{metric}", "value": value})
+        rows += label_noise_rows(model, dataset, step)
         run.append_metrics(rows)
         if step > 0:
             # The resume state of this step first, then the snapshot: a kill at any moment leaves no
@@ -310,6 +311,21 @@ def snapshot_callback(dataset: Dataset, plan: Plan, summaries: Summaries | None 
             summaries.flush()
 
     return callback
+
+
+def label_noise_rows(model: keras.Model, dataset: Dataset, step: int) -> list[dict]:
+    """Classifier accuracy on the clean and on the flipped train examples of a run with label noise
+    (splits train_clean, train_flipped: against the label trained on; train_flipped_true: against the
+    true label); no rows without label noise. One extra inference pass over the train split."""
+    if dataset.y_train_clean is None:
+        return []
+    flipped = dataset.flipped
+    predicted = np.concatenate([np.argmax(_predict(model, dataset.x_train[start:stop]), axis=-1)
+                                for start, stop in batch_bounds(len(flipped), EVAL_BATCH_SIZE)])
+    values = {"train_clean": np.mean(predicted[~flipped] == dataset.y_train[~flipped]),
+              "train_flipped": np.mean(predicted[flipped] == dataset.y_train[flipped]),
+              "train_flipped_true": np.mean(predicted[flipped] == dataset.y_train_clean[flipped])}
+    return [{"step": step, "split": split, "metric": "classifier_accuracy", "value": float(value)} for split, value in values.items()]
 
 
 def checkpoint_callback(plan: Plan, every: int) -> Callback:

@@ -4,7 +4,9 @@ The paper's practical consequence: pre-training for transfer should stop well be
 task's optimum. At every snapshot a fresh linear head is trained on the frozen penultimate features
 for a target task (`kphases.probes`, the authors' head optimiser); we plot its target test accuracy.
 Settings: colour dominance on CIFAR-10 (3 classes, argmax of the per-channel sums of the normalised
-image; the reference runs, 3 seeds: mean and min-max band) and dataset switch (MNIST features ->
+image; the `reference_run` runs, 3 seeds: mean and min-max band; at quick VGG-8 on the 30,000-image
+JPEG q75 copy for 4,096 iterations, heads fitted on 10,000 of its train images and scored on 2,000
+of its test images) and dataset switch (MNIST features ->
 Fashion-MNIST labels and back; embedded MNIST -> scikit-learn digits without a data directory).
 The table gives per setting the best checkpoint, its accuracy, the final checkpoint's accuracy and
 the gain of stopping early (best - final), with the spread over seeds where there are several.
@@ -15,9 +17,7 @@ Runtime: shares every run with `phases` and `reference_run` (nothing new to trai
 after them (measured by reproduce.all on 2 CPU cores, 2026-11-30).
 
 Numbers you should see (quick, KPHASES_DATA_DIR set; reproduce.all on a 2-core CPU, 2026-11-30; another CPU moves
-the third decimal, README "Reproducing the figures"): colour dominance
-(3 seeds) best at 64 with 0.822 against 0.773 at 1,024, a gain of +0.049 (seeds +0.041 .. +0.055);
-dataset switch (one seed each) VGG-8 MNIST->Fashion +0.000, VGG-8 Fashion->MNIST +0.011 (best
+the third decimal, README "Reproducing the figures"): dataset switch (one seed each) VGG-8 MNIST->Fashion +0.000, VGG-8 Fashion->MNIST +0.011 (best
 at 128), ResNet-10 x1/8 MNIST->Fashion +0.000, Fashion->MNIST +0.033 (best at 256).
 """
 from __future__ import annotations

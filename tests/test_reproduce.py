@@ -21,7 +21,7 @@ def smoke_output(tmp_path_factory):
 
 def expected_figures(data_available: bool) -> list[str]:
     names = ["data_model", "theory", "phases", "layers", "decoders", "reconstructions", "transfer", "early_phase",
-             "information_plane"]
+             "information_plane", "label_noise"]
     return names + (["reference_run"] if data_available else [])
 
 
@@ -116,3 +116,37 @@ def test_a_skipped_figure_leaves_earlier_results_in_out_as_they_were(tmp_path):
     assert "skipped" in line and "reference_run.png" not in line
     assert {name: (out / name).read_text() for name in earlier} == earlier
     assert (out / "summary.md").read_text() == summary
+
+
+def test_label_noise_table_has_every_level_and_clean_and_flipped_accuracies(smoke_output):
+    from kphases.store import Run
+    from reproduce import label_noise, phases
+    from reproduce.common import parse_options
+
+    out, runs = smoke_output
+    table = pd.read_csv(out / "label_noise.csv")
+    assert sorted(table["label_noise"].unique()) == [0.0, 0.1, 0.2]
+    assert table.groupby("label_noise")["seed"].nunique().tolist() == [3, 3, 3]
+    options = parse_options("", ["--profile", "smoke", "--runs-dir", str(runs)])
+    # The 0% / seed 0 run is the phases figure's VGG-8/MNIST run (trained once, shared).
+    zero = [p for p in label_noise.planned_runs(options) if p.label == "noise 0% / seed 0"][0]
+    assert zero.config.hash() in {item.planned.config.hash() for item in phases.work(options)}
+    accuracy = table[(table["metric"] == "classifier_accuracy") & (table["instrument"] == "classifier")]
+    for (level, seed), rows in accuracy.groupby(["label_noise", "seed"]):
+        splits = set(rows["split"])
+        run = Run.open(runs / rows["run"].iloc[0])
+        data = run.provenance()["data"]
+        if level == 0:
+            assert splits == {"train", "test"} and "flipped_train_labels" not in data
+            continue
+        assert {"train_clean", "train_flipped", "train_flipped_true"} <= splits
+        flipped = data["flipped_train_labels"]
+        assert flipped == round(level * data["train_size"])  # 26 and 51 of 256
+        # Clean and flipped accuracies are the two parts of the train accuracy, at every snapshot.
+        by_split = rows.pivot_table(index="step", columns="split", values="value")
+        combined = ((data["train_size"] - flipped) * by_split["train_clean"] + flipped * by_split["train_flipped"]) / data["train_size"]
+        assert (combined - by_split["train"]).abs().max() < 1e-9, (level, seed)
+        assert len(by_split) == len(run.snapshot_steps())
+    summary = (out / "summary.md").read_text().split("## label_noise\n")[1]
+    for level in ("| 0% | 3 |", "| 10% | 3 |", "| 20% | 3 |"):
+        assert level in summary
