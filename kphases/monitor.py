@@ -324,13 +324,14 @@ class PhaseMonitor(keras.callbacks.Callback):
 
 
 def replay_run(run, model: keras.Model, train_images: np.ndarray, test_images: np.ndarray,
-               settings: MonitorSettings = MonitorSettings()) -> tuple[MonitorRule, Probe]:
+               settings: MonitorSettings = MonitorSettings(), directory: Path | None = None) -> MonitorRule:
     """The monitor replayed on a run's stored snapshots, in step order, stopping at its decision.
 
     `model` is a network of the run's architecture to load the snapshots into. Each decision uses
     only the snapshots up to its step, so it is the decision a live monitor on the same schedule
     would have taken. The monitor's steps must be among the run's snapshot steps (the doubling
     schedule is the suite's default); a scheduled step without a snapshot is an error naming both.
+    With `directory`, the rule's state is saved there after every step and a replay resumes from it.
     """
     stored = run.snapshot_steps()
     wanted = settings.scheduled_steps(max(stored))
@@ -338,9 +339,16 @@ def replay_run(run, model: keras.Model, train_images: np.ndarray, test_images: n
     if missing:
         raise ValueError(f"run {run.name} has no snapshots at the monitor's steps {missing} (snapshots: {stored}); "
                          "use a monitor schedule within the snapshot steps (the doubling schedule, or every= their spacing)")
-    probe, rule = Probe(settings, train_images, test_images), MonitorRule(settings)
+    rule = MonitorRule.load(directory, settings) if directory is not None else MonitorRule(settings)
+    probe = None
     for step in wanted:
-        run.load_snapshot(model, step)
-        if rule.observe(step, probe(model)) is not None:
+        if rule.decision is not None:
             break
-    return rule, probe
+        if step in rule.steps:
+            continue
+        probe = probe or Probe(settings, train_images, test_images)
+        run.load_snapshot(model, step)
+        rule.observe(step, probe(model))
+        if directory is not None:
+            rule.save(directory)
+    return rule

@@ -36,7 +36,7 @@ import importlib
 import sys
 import time
 
-FIGURES = ("data_model", "theory", "phases", "layers", "decoders", "reconstructions", "reference_run", "transfer", "early_phase", "information_plane")
+FIGURES = ("data_model", "theory", "phases", "layers", "decoders", "reconstructions", "reference_run", "transfer", "early_stopping", "early_phase", "information_plane")
 
 
 def shard_groups(modules: dict, options) -> list[tuple[str, object]]:

@@ -18,7 +18,7 @@ def smoke_output(tmp_path_factory):
 
 
 def expected_figures(data_available: bool) -> list[str]:
-    names = ["data_model", "theory", "phases", "layers", "decoders", "reconstructions", "transfer", "early_phase",
+    names = ["data_model", "theory", "phases", "layers", "decoders", "reconstructions", "transfer", "early_stopping", "early_phase",
              "information_plane"]
     return names + (["reference_run"] if data_available else [])
 
@@ -105,3 +105,17 @@ def test_a_skipped_figure_leaves_earlier_results_in_out_as_they_were(tmp_path):
     assert "skipped" in line and "reference_run.png" not in line
     assert {name: (out / name).read_text() for name in earlier} == earlier
     assert (out / "summary.md").read_text() == summary
+
+
+def test_early_stopping_table_has_four_checkpoints_per_setting_and_seed(smoke_output):
+    out, runs = smoke_output
+    table = pd.read_csv(out / "early_stopping.csv")
+    counts = table.groupby(["setting", "seed"])["checkpoint"].apply(sorted)
+    assert all(value == ["final", "monitor", "oracle", "validation_loss"] for value in counts)
+    final = table[table["checkpoint"] == "final"]
+    assert (final["step"] == final["final_step"]).all()
+    oracle = table[table["checkpoint"] == "oracle"].set_index(["setting", "seed"])["target_accuracy"]
+    for checkpoint in ("monitor", "final", "validation_loss"):
+        other = table[table["checkpoint"] == checkpoint].set_index(["setting", "seed"])["target_accuracy"]
+        assert (other <= oracle + 1e-12).all(), f"{checkpoint} beats the hindsight oracle"
+    assert list(runs.glob("*/monitor_replay/*/state.json")), "the monitor replay keeps its state in the run directory"
