@@ -20,9 +20,9 @@ def test_three_seeds_give_a_t_interval_and_the_compute_saved():
         rows += _rows("colour", seed, {"monitor": 0.80 + gain, "oracle": 0.87, "final": 0.80, "validation_loss": 0.81}, decided_at=256)
     result = compare(pd.DataFrame(rows)).iloc[0]
     assert result["monitor_minus_final"] == pytest.approx(0.05)
-    half = 4.303 * 0.01 / math.sqrt(3)  # t(0.975, 2 dof) x sd / sqrt(n)
-    assert result["monitor_minus_final_low"] == pytest.approx(0.05 - half)
-    assert result["monitor_minus_final_high"] == pytest.approx(0.05 + half)
+    half = 4.30265 * 0.01 / math.sqrt(3)  # t(0.975, 2 dof) x sd / sqrt(n)
+    assert result["monitor_minus_final_low"] == pytest.approx(0.05 - half, rel=1e-5)
+    assert result["monitor_minus_final_high"] == pytest.approx(0.05 + half, rel=1e-5)
     assert result["compute_saved"] == pytest.approx(1 - 256 / 1024)
     assert reading(result["monitor_minus_final_low"], result["monitor_minus_final_high"], result["decided_in"]) == "helps"
 
