@@ -65,9 +65,9 @@ class MonitorSettings:
     """Layer whose output is decoded; None: `penultimate` if the model has it, else the layer before the last."""
     every: int | None = None
     """Measure every N steps (from step 0); None: the doubling schedule 0, 2, 4, 8, ..."""
-    train_images: int = 2000
+    train_subset: int = 2000
     """Size of the fixed, seeded subset of source train images the decoder is fitted on."""
-    test_images: int = 1000
+    test_subset: int = 1000
     """Size of the fixed, seeded subset of source test images its per-image errors come from."""
     seed: int = 0
     """Seed of the two subsets and of the bootstrap."""
@@ -87,7 +87,7 @@ class MonitorSettings:
     def __post_init__(self) -> None:
         if self.every is not None and (not isinstance(self.every, int) or self.every < 1):
             raise ValueError(f"every must be None (doubling schedule) or an integer >= 1, got {self.every!r}")
-        for name in ("train_images", "test_images"):
+        for name in ("train_subset", "test_subset"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 2:
                 raise ValueError(f"{name} must be an integer >= 2, got {value!r}")
@@ -209,8 +209,8 @@ class Probe:
     def __init__(self, settings: MonitorSettings, train_images: np.ndarray, test_images: np.ndarray):
         self.settings = settings
         rng = np.random.default_rng(settings.seed)
-        self.train = _subset(train_images, settings.train_images, rng, "train")
-        self.test = _subset(test_images, settings.test_images, rng, "test")
+        self.train = _subset(train_images, settings.train_subset, rng, "train")
+        self.test = _subset(test_images, settings.test_subset, rng, "test")
         self.seconds = 0.0
         """Time spent measuring (feature extraction, decoder, verdict excluded), for the cost benchmark."""
 

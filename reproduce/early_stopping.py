@@ -118,7 +118,7 @@ def compute(options: Options) -> pd.DataFrame:
                     "decided_at": rule.decision.decided_at if rule.decision is not None else None,
                     "final_step": final, "target_test_images": test_images,
                     "monitor_steps_seen": len(rule.steps),
-                    "monitor": f"layer={MONITOR.layer or 'penultimate'} train={MONITOR.train_images} test={MONITOR.test_images} "
+                    "monitor": f"layer={MONITOR.layer or 'penultimate'} train={MONITOR.train_subset} test={MONITOR.test_subset} "
                                f"seed={MONITOR.seed} confidence={MONITOR.confidence} min_effect={MONITOR.min_effect} "
                                f"patience={MONITOR.patience} decoder=linear_ridge schedule=doubling",
                 })

@@ -166,7 +166,26 @@ def test_real_probe_measures_a_layer_with_the_ridge_decoder():
 
     x = np.random.default_rng(2).normal(size=(300, 2, 3, 1)).astype("float32")
     model = _model()
-    probe = Probe(MonitorSettings(train_images=200, test_images=50), x, x[:100])
+    probe = Probe(MonitorSettings(train_subset=200, test_subset=50), x, x[:100])
     assert probe.layer(model) == "hidden" and probe.bn_stats(model) == "stored"
     errors = probe(model)
     assert errors.shape == (50,) and np.all(errors >= 0) and errors.mean() < np.mean(x[:100] ** 2)
+
+
+def test_worked_example_runs_at_its_small_size(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "stop_pretraining.py"
+    spec = importlib.util.spec_from_file_location("stop_pretraining_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    result = example.main([str(tmp_path), "--small"])
+    assert 0.0 <= result["last_accuracy"] <= 1.0
+    state = json.loads((tmp_path / MONITOR_DIRECTORY / STATE_FILE).read_text())
+    assert state["steps"][:4] == [0, 2, 4, 8]
+    if result["decision"] is not None:
+        assert result["last_iteration"] == result["decision"].decided_at + 1  # stop=True ended training there
+        assert (tmp_path / MONITOR_DIRECTORY / "chosen.weights.h5").is_file()
+    else:
+        assert result["last_iteration"] >= 200
