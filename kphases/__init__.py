@@ -21,7 +21,8 @@ import types
 
 __version__ = "0.1.0"
 
-_LAZY = {"SnapshotCallback": "kphases.callback", "plot_phases": "kphases.api"}
+_LAZY = {"SnapshotCallback": "kphases.callback", "plot_phases": "kphases.api", "PhaseMonitor": "kphases.monitor",
+         "MonitorSettings": "kphases.monitor"}
 
 
 class _CallableMeasureModule(types.ModuleType):

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 from reproduce.common import Options, parse_options
 
-FIGURES = ("data_model", "theory", "phases", "layers", "decoders", "reconstructions", "reference_run", "transfer", "early_phase", "information_plane", "label_noise")
+FIGURES = ("data_model", "theory", "phases", "layers", "decoders", "reconstructions", "reference_run", "transfer", "early_stopping",
+           "early_phase", "information_plane", "label_noise")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ def smoke_output(tmp_path_factory):
 
 
 def expected_figures(data_available: bool) -> list[str]:
-    names = ["data_model", "theory", "phases", "layers", "decoders", "reconstructions", "transfer", "early_phase",
+    names = ["data_model", "theory", "phases", "layers", "decoders", "reconstructions", "transfer", "early_stopping", "early_phase",
              "information_plane", "label_noise"]
     return names + (["reference_run"] if data_available else [])
 
@@ -150,3 +150,17 @@ def test_label_noise_table_has_every_level_and_clean_and_flipped_accuracies(smok
     summary = (out / "summary.md").read_text().split("## label_noise\n")[1]
     for level in ("| 0% | 3 |", "| 10% | 3 |", "| 20% | 3 |"):
         assert level in summary
+
+
+def test_early_stopping_table_has_four_checkpoints_per_setting_and_seed(smoke_output):
+    out, runs = smoke_output
+    table = pd.read_csv(out / "early_stopping.csv")
+    counts = table.groupby(["setting", "seed"])["checkpoint"].apply(sorted)
+    assert all(value == ["final", "monitor", "oracle", "validation_loss"] for value in counts)
+    final = table[table["checkpoint"] == "final"]
+    assert (final["step"] == final["final_step"]).all()
+    oracle = table[table["checkpoint"] == "oracle"].set_index(["setting", "seed"])["target_accuracy"]
+    for checkpoint in ("monitor", "final", "validation_loss"):
+        other = table[table["checkpoint"] == checkpoint].set_index(["setting", "seed"])["target_accuracy"]
+        assert (other <= oracle + 1e-12).all(), f"{checkpoint} beats the hindsight oracle"
+    assert list(runs.glob("*/monitor_replay/*/state.json")), "the monitor replay keeps its state in the run directory"

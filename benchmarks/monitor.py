@@ -1,0 +1,78 @@
+"""What `kphases.PhaseMonitor` costs, as a fraction of the training it watches, in one run.
+
+    python -m benchmarks.monitor [--profile quick] [--steps N]
+
+Trains the profile's network on its data with `model.fit` and a `PhaseMonitor` (default
+settings: doubling schedule, penultimate layer, 2,000 / 1,000 images, ridge decoder, paired
+bootstrap), never deciding early (`min_effect` set out of reach, so every scheduled step is
+measured: the monitor's worst case). Prints the time spent inside the monitor, the time of
+everything else in `fit`, and their ratio (the target at quick is <= 5%). Both are measured in
+the same process, one after the other within the same fit, so their ratio holds on another
+machine far better than either number.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import tempfile
+import time
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the profile's duration)")
+    args = parser.parse_args(argv)
+
+    import keras
+    import numpy as np
+
+    from kphases.config import parse_steps, profile
+    from kphases.data import load_dataset
+    from kphases.models import build_model
+    from kphases.monitor import MonitorSettings, PhaseMonitor
+
+    config = profile(args.profile)
+    dataset = load_dataset(config.data)
+    batch = config.training.batch_size
+    steps_per_epoch = -(-len(dataset.y_train) // batch)
+    steps = args.steps or parse_steps(config.training.duration, steps_per_epoch)
+    keras.utils.set_random_seed(config.training.seed)
+    model = build_model(config.model, dataset.image_shape, dataset.num_classes)
+    model.compile(optimizer=keras.optimizers.SGD(config.training.learning_rate, momentum=config.training.momentum),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with tempfile.TemporaryDirectory() as directory:
+        monitor = PhaseMonitor(directory, dataset.x_train, dataset.x_test, MonitorSettings(min_effect=1e9), log=None)
+        inside = {"seconds": 0.0, "measurements": 0}
+        observe = monitor.observe
+
+        def timed(step, model, save=None):
+            start = time.perf_counter()
+            before = len(monitor.rule.steps)
+            result = observe(step, model, save)
+            inside["seconds"] += time.perf_counter() - start
+            inside["measurements"] += len(monitor.rule.steps) - before
+            return result
+
+        monitor.observe = timed
+        epochs = -(-steps // steps_per_epoch)
+        start = time.perf_counter()
+        model.fit(dataset.x_train, dataset.y_train, batch_size=batch, epochs=epochs, steps_per_epoch=None, shuffle=True,
+                  verbose=0, callbacks=[monitor])
+        total = time.perf_counter() - start
+    training = total - inside["seconds"]
+    updates = int(np.asarray(model.optimizer.iterations))
+    print(f"profile {args.profile}: {config.model.architecture} on {dataset.name} ({len(dataset.y_train)} train images), "
+          f"{updates} updates at batch {batch}")
+    print(f"training (fit without the monitor's time)  {training:9.2f} s  ({1000 * training / max(updates, 1):.1f} ms per update)")
+    print(f"monitor ({inside['measurements']} measurements)            {inside['seconds']:9.2f} s  "
+          f"({inside['seconds'] / max(inside['measurements'], 1):.2f} s per measurement)")
+    print(f"monitor / training                         {inside['seconds'] / training:9.3f}  (target at quick: <= 0.05)")
+
+
+if __name__ == "__main__":
+    main()

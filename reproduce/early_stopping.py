@@ -1,0 +1,231 @@
+"""Figure `early_stopping`: does `kphases.PhaseMonitor` pick a good pre-training checkpoint for transfer?
+
+The first paper's practical claim is that pre-training for transfer should stop well before the
+source task's optimum. `kphases.PhaseMonitor` turns that into a rule that needs no target labels
+(it decodes source images from the penultimate layer and stops once the decrease and the rise
+after it are both confident, `kphases.monitor`). This figure tests it honestly on every transfer
+setting of the `transfer` figure (colour dominance on the CIFAR-10 reference runs, all seeds; the
+dataset switches), comparing the target test accuracy of the linear transfer head on the features
+of four checkpoints of the same run:
+
+- monitor: the checkpoint the monitor keeps (the final one where it never decides), replayed on the stored snapshots in step order
+  (`kphases.monitor.replay_run`: each decision sees only snapshots up to its step, exactly as a
+  live monitor on the doubling schedule would);
+- oracle: the best checkpoint in hindsight (chosen with the target test labels: an upper bound);
+- final: the last checkpoint;
+- validation loss: the checkpoint with the lowest source classifier loss, i.e. standard early
+  stopping on the source task (the source test split serves as its validation split here, which
+  favours this baseline, if anything).
+
+Plus the fraction of pre-training compute saved had training stopped at the monitor's decision
+(1 - decision step / final step). Intervals: over seeds (Student t, 95%) where a setting has
+several seeds; for a single seed, a 95% binomial interval of the accuracy difference over the
+target test images (unpaired, so conservative). A difference whose interval excludes 0 is called
+"helps" or "hurts"; otherwise "no detectable difference".
+
+    python -m reproduce.early_stopping [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+
+Runtime: shares every run and measurement with `transfer`; the monitor replay loads each
+snapshot up to its decision and fits one ridge decoder on 2,000 / 1,000 images (a few seconds per
+run on a CPU at quick). The numbers to expect are in the README's "When to stop pre-training".
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+
+import pandas as pd
+import scipy.stats
+
+from kphases.monitor import MonitorSettings
+from reproduce import reference_run as reference
+from reproduce.common import Options, Work, main_runs, perform, run_figure, save_figure
+from reproduce.plotting import grid, log_step_axis, step_position
+
+NAME = "early_stopping"
+MONITOR = MonitorSettings()
+CHECKPOINTS = ("monitor", "oracle", "final", "validation_loss")
+
+
+def work(options: Options) -> list[Work]:
+    """The same runs and measurements as `transfer` (nothing new to train or measure)."""
+    return [Work(planned, (planned.measure,)) for planned in _settings(options)]
+
+
+def _settings(options: Options):
+    return [*main_runs(options), *reference.seeded_runs(options)]
+
+
+def _monitor_directory(run) -> "os.PathLike":
+    key = hashlib.sha256(json.dumps(dataclasses.asdict(MONITOR), sort_keys=True).encode()).hexdigest()[:12]
+    return run.directory / "monitor_replay" / key
+
+
+def _replay(run, planned, options: Options):
+    """The monitor's decision on this run (replayed once, then read from the run directory)."""
+    from kphases.data import load_dataset
+    from kphases.measure import run_model
+    from kphases.monitor import MonitorRule, replay_run
+
+    directory = _monitor_directory(run)
+    if options.plot_only:
+        rule = MonitorRule.load(directory, MONITOR)
+        if not rule.steps:
+            raise ValueError(f"--plot-only: the monitor has not been replayed on {planned.label} ({run.directory}); run without --plot-only")
+        return rule
+    dataset = load_dataset(planned.config.data, options.data_dir)
+    model, _ = run_model(run, dataset)
+    return replay_run(run, model, dataset.x_train, dataset.x_test, MONITOR, directory=directory)
+
+
+def compute(options: Options) -> pd.DataFrame:
+    rows = []
+    for planned in _settings(options):
+        run, frame = perform(Work(planned, (planned.measure,)), options)
+        transfer = frame[(frame["metric"] == "transfer_accuracy") & (frame["split"] == "test") & (frame["bn_stats"] == "batch")]
+        if transfer.empty:
+            continue
+        rule = _replay(run, planned, options)
+        metrics = run.metrics()
+        source_loss = metrics[(metrics["metric"] == "classifier_loss") & (metrics["split"] == "test")].set_index("step")["value"]
+        for instrument, group in transfer.groupby("instrument", sort=False):
+            accuracy = group.drop_duplicates("step", keep="last").set_index("step")["value"].sort_index()
+            test_images = _test_size(group["data"].iloc[0])
+            if instrument == "color_dominance":
+                setting = "colour dominance / " + reference.reference_run(options).label
+            else:
+                setting = f"{planned.label} -> {str(instrument).split(':')[-1]}"
+            final = int(accuracy.index[-1])
+            chosen = {
+                # undecided: a user of the monitor trains to the end and keeps the final checkpoint
+                "monitor": rule.decision.chosen_step if rule.decision is not None else final,
+                "oracle": int(accuracy.idxmax()),
+                "final": final,
+                "validation_loss": int(source_loss.reindex(accuracy.index).idxmin()),
+            }
+            for checkpoint, step in chosen.items():
+                rows.append({
+                    "setting": setting, "label": planned.label, "run": run.name, "seed": planned.config.training.seed,
+                    "checkpoint": checkpoint, "step": step,
+                    "target_accuracy": float(accuracy.loc[step]),
+                    "decided_at": rule.decision.decided_at if rule.decision is not None else None,
+                    "final_step": final, "target_test_images": test_images,
+                    "monitor_steps_seen": len(rule.steps),
+                    "monitor": f"layer={MONITOR.layer or 'penultimate'} train={MONITOR.train_subset} test={MONITOR.test_subset} "
+                               f"seed={MONITOR.seed} confidence={MONITOR.confidence} min_effect={MONITOR.min_effect} "
+                               f"patience={MONITOR.patience} decoder=linear_ridge schedule=doubling",
+                })
+    return pd.DataFrame(rows)
+
+
+def _test_size(data: str) -> int:
+    match = re.search(r"test=(\d+)", str(data))
+    if not match:
+        raise ValueError(f"measurement rows' data field {data!r} does not name the test size")
+    return int(match.group(1))
+
+
+def compare(table: pd.DataFrame) -> pd.DataFrame:
+    """Per setting: the mean accuracy of each checkpoint, the monitor's differences with intervals, compute saved."""
+    results = []
+    for setting, group in table.groupby("setting", sort=False):
+        wide = group.pivot_table(index="seed", columns="checkpoint", values="target_accuracy", aggfunc="first")
+        decided = group[group["checkpoint"] == "monitor"]
+        seeds = len(wide)
+        row = {"setting": setting, "seeds": seeds, "decided_in": int(decided["decided_at"].notna().sum())}
+        for checkpoint in CHECKPOINTS:
+            row[checkpoint] = float(wide[checkpoint].mean()) if checkpoint in wide else math.nan
+        # undecided seeds trained to the end: nothing saved
+        saved = (1 - decided["decided_at"].astype(float) / decided["final_step"].astype(float)).fillna(0.0)
+        row["compute_saved"] = float(saved.mean())
+        row["chosen_steps"] = ",".join(str(int(step)) if decided_at == decided_at else f"{int(step)} (undecided: final)"
+                                       for step, decided_at in zip(decided["step"], decided["decided_at"].astype(float)))
+        for other in ("final", "oracle", "validation_loss"):
+            difference = (wide["monitor"] - wide[other]).dropna() if "monitor" in wide else pd.Series(dtype=float)
+            low, high = _interval(difference, group, other)
+            row[f"monitor_minus_{other}"] = float(difference.mean()) if len(difference) else math.nan
+            row[f"monitor_minus_{other}_low"], row[f"monitor_minus_{other}_high"] = low, high
+        results.append(row)
+    return pd.DataFrame(results)
+
+
+def _interval(difference: pd.Series, group: pd.DataFrame, other: str) -> tuple[float, float]:
+    if len(difference) == 0:
+        return math.nan, math.nan
+    if len(difference) >= 2:
+        half = float(scipy.stats.t.ppf(0.975, len(difference) - 1)) * float(difference.std(ddof=1)) / math.sqrt(len(difference))
+        return float(difference.mean()) - half, float(difference.mean()) + half
+    # one seed: binomial standard errors of the two accuracies on the target test images (unpaired)
+    monitor = group[group["checkpoint"] == "monitor"].iloc[0]
+    baseline = group[group["checkpoint"] == other].iloc[0]
+    size = float(monitor["target_test_images"])
+    p, q = float(monitor["target_accuracy"]), float(baseline["target_accuracy"])
+    half = 1.96 * math.sqrt(p * (1 - p) / size + q * (1 - q) / size)
+    return p - q - half, p - q + half
+
+
+def reading(low: float, high: float, decided: int) -> str:
+    if decided == 0:
+        return "no decision: kept the final checkpoint"
+    if low > 0:
+        return "helps"
+    if high < 0:
+        return "hurts"
+    return "no detectable difference"
+
+
+def plot(table: pd.DataFrame, options: Options):
+    import matplotlib.pyplot as plt  # noqa: F401  (reproduce.plotting set the backend)
+
+    summary = compare(table)
+    figure, axes = grid(len(summary), columns=min(3, len(summary)), width=3.8)
+    for axis, (_, row) in zip(axes, summary.iterrows()):
+        group = table[table["setting"] == row["setting"]]
+        for offset, checkpoint in enumerate(CHECKPOINTS):
+            values = group[group["checkpoint"] == checkpoint]["target_accuracy"].dropna()
+            axis.scatter([offset] * len(values), values, color=f"C{offset}", s=14, alpha=0.7)
+            if len(values):
+                axis.hlines(values.mean(), offset - 0.3, offset + 0.3, color=f"C{offset}")
+        axis.set_xticks(range(len(CHECKPOINTS)), ["monitor", "oracle", "final", "val. loss"], fontsize=7)
+        axis.set_ylabel("target test accuracy")
+        steps = row["chosen_steps"] or "none"
+        axis.set_title(f"{row['setting']}\nmonitor kept step {steps}; saved {row['compute_saved']:.0%} of compute", fontsize=7)
+    figure.suptitle(f"Which checkpoint to keep for transfer ({options.profile} profile): PhaseMonitor against hindsight, "
+                    "the end of training and source-loss early stopping", fontsize=9)
+    figure.tight_layout()
+    save_figure(figure, options, NAME)
+    lines = ["| setting | seeds | decided | monitor kept | monitor acc | oracle | final | val. loss | monitor - final [95%] | "
+             "monitor - oracle [95%] | monitor - val. loss [95%] | compute saved | reading vs final |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    readings = []
+    for _, row in summary.iterrows():
+        def diff(other):
+            return (f"{row[f'monitor_minus_{other}']:+.3f} [{row[f'monitor_minus_{other}_low']:+.3f}, "
+                    f"{row[f'monitor_minus_{other}_high']:+.3f}]") if not math.isnan(row[f"monitor_minus_{other}"]) else "-"
+        verdict = reading(row["monitor_minus_final_low"], row["monitor_minus_final_high"], row["decided_in"])
+        readings.append(verdict)
+        saved = f"{row['compute_saved']:.0%}"
+        lines.append(f"| {row['setting']} | {row['seeds']} | {row['decided_in']} of {row['seeds']} | {row['chosen_steps'] or '-'} | "
+                     f"{row['monitor']:.3f} | {row['oracle']:.3f} | {row['final']:.3f} | {row['validation_loss']:.3f} | "
+                     f"{diff('final')} | {diff('oracle')} | {diff('validation_loss')} | {saved} | {verdict} |")
+    lines.append("")
+    lines.append(f"Monitor: {table['monitor'].iloc[0]}. Intervals: Student t over seeds where a setting has several, else a "
+                 "binomial interval over the target test images (unpaired). Where the monitor did not decide, a user trains to the end and keeps the final checkpoint: that is its checkpoint here, with no compute saved.")
+    counts = {word: readings.count(word) for word in ("helps", "no detectable difference", "hurts", "no decision: kept the final checkpoint")}
+    headline = ", ".join(f"{word} in {count}" for word, count in counts.items() if count) + f" of {len(readings)} settings (against the final checkpoint)"
+    return headline, "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    return run_figure(NAME, compute, plot, argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()
