@@ -183,7 +183,7 @@ def test_tanh_variant_has_the_relu_parameters_and_tanh_outputs():
 
 def test_the_default_activation_leaves_every_run_hash_unchanged():
     config = RunConfig()
-    assert "activation" not in config.to_dict()["model"]
+    assert "activation" not in config.to_dict().get("model", {})
     tanh = config.replace(model=ModelConfig(activation="tanh"))
     assert tanh.to_dict()["model"]["activation"] == "tanh" and tanh.hash() != config.hash()
     assert RunConfig.from_json(tanh.to_json()) == tanh and RunConfig.from_json(config.to_json()) == config
