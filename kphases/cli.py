@@ -70,7 +70,11 @@ def command_train(argv: Sequence[str]) -> int:
     command = parse_train(argv)
     from kphases.training import DeviceError, train
 
+    from kphases.store import Run, resolve_runs_dir
+
     config = command.run_config()
+    directory = resolve_runs_dir(command.runs_dir) / config.hash()
+    finished_before = (directory / "config.json").is_file() and Run.open(directory).complete
     try:
         run = train(config, runs_dir=command.runs_dir, data_dir=command.data_dir, progress=command.progress,
                     checkpoint_every=command.checkpoint_every, devices=command.devices, tensorboard=command.tensorboard)
@@ -80,6 +84,9 @@ def command_train(argv: Sequence[str]) -> int:
     metrics = run.metrics()
     final = metrics[metrics["step"] == metrics["step"].max()]
     values = {f"{row.split}_{row.metric}": row.value for row in final.itertuples()}
+    if finished_before:
+        print(f"run {run.directory} was already complete: returned as it is, not trained again "
+              f"(the same config gives the same run; move the directory away to train it anew)")
     print(f"run {run.directory} complete: {len(run.snapshot_steps())} snapshots at steps {run.snapshot_steps()}")
     print("final classifier: " + ", ".join(f"{key} {value:.4f}" for key, value in sorted(values.items())))
     return 0
@@ -128,6 +135,31 @@ def command_measure(argv: Sequence[str]) -> int:
     return 0
 
 
+def distinguishing_settings(runs) -> list[str]:
+    """Per run, the config fields whose values differ between the listed runs ("training.seed=3 ..."),
+    so that runs the other columns show alike (seeds, activations, subset sizes, lineages) are told apart."""
+    flat = [_flatten(dataclasses.asdict(run.config)) for run in runs]
+    keys = sorted({key for values in flat for key in values})
+    varying = [key for key in keys if len({repr(values.get(key)) for values in flat}) > 1]
+    return [" ".join(f"{key}={_short_value(values[key])}" for key in varying if key in values) or "-" for values in flat]
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _short_value(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(item) for item in value) or "()"
+    return str(value)
+
+
 def command_list(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m kphases list", description="List runs with their configs and progress.")
     parser.add_argument("--runs-dir", default=None, help="directory of run directories (default: $KPHASES_RUNS_DIR, else ./runs)")
@@ -138,7 +170,7 @@ def command_list(argv: Sequence[str]) -> int:
     if not runs:
         print(f"no runs under {resolve_runs_dir(args.runs_dir)}")
         return 0
-    rows = [run.summary() for run in runs]
+    rows = [{**run.summary(), "differs in": setting} for run, setting in zip(runs, distinguishing_settings(runs))]
     columns = list(rows[0])
     widths = {column: max(len(column), *(len(str(row[column])) for row in rows)) for column in columns}
     print("  ".join(column.ljust(widths[column]) for column in columns))
