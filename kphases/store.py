@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from kphases.config import RunConfig
+from kphases.config import ModelRunConfig, RunConfig
 
 RUNS_DIR_VARIABLE = "KPHASES_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"
@@ -124,8 +124,6 @@ class Run:
             values = json.loads(path.read_text())
             if isinstance(values, dict) and values.get("kind") == "keras_model":
                 # A run recorded by kphases.SnapshotCallback from a user's own Keras model (kphases.callback).
-                from kphases.callback import ModelRunConfig
-
                 return ModelRunConfig.from_dict(values)
             return RunConfig.from_dict(values)
         except (json.JSONDecodeError, ValueError, TypeError) as error:
