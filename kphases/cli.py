@@ -123,7 +123,7 @@ def parse_measure(argv: Sequence[str]) -> MeasureCommand:
 def command_measure(argv: Sequence[str]) -> int:
     command = parse_measure(argv)
     from kphases.claims import parse_shard
-    from kphases.measure import measure
+    from kphases.measurement import measure
 
     try:
         shard = parse_shard(command.shard) if command.shard is not None else None
@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         # Bad input (unknown dataset, layer, schedule; a corrupt snapshot; a missing directory): the
         # message names the value and what is valid. KPHASES_DEBUG=1 shows the traceback as well.
-        from kphases.measure import MissingMeasurementError
+        from kphases.measurement import MissingMeasurementError
         from kphases.store import StoreError
         from kphases.training import TrainingError
 

@@ -183,7 +183,7 @@ def perform(work: Work, options: Options):
     """
     from kphases.claims import Claim, try_claim
     from kphases.data import load_dataset
-    from kphases.measure import measure as run_measure
+    from kphases.measurement import measure as run_measure
     from kphases.store import Run, StoreError
     from kphases.training import train
 
@@ -215,7 +215,7 @@ def perform(work: Work, options: Options):
             frame = run_measure(run, config, data_dir=options.data_dir, progress=options.progress, dataset=dataset,
                                 log=lambda text: None, compute_missing=not options.plot_only)
         if frame is None:
-            from kphases.measure import read_measurements
+            from kphases.measurement import read_measurements
 
             frame = read_measurements(run)
     finally:

@@ -87,7 +87,7 @@ def curves(table: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
 def plot(table: pd.DataFrame, options: Options):
     import matplotlib.pyplot as plt
 
-    from kphases.measure import describe_phases
+    from kphases.measurement import describe_phases
     from kphases.phases import detect_phases
 
     found = curves(table)

@@ -133,7 +133,7 @@ def plot(table: pd.DataFrame, options: Options):
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    from kphases.measure import describe_phases
+    from kphases.measurement import describe_phases
     from kphases.phases import detect_phases
 
     labels = list(dict.fromkeys(table["label"]))

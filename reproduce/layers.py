@@ -49,7 +49,7 @@ def compute(options: Options) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, options: Options):
-    from kphases.measure import describe_phases
+    from kphases.measurement import describe_phases
     from kphases.phases import detect_phases
 
     label = table["label"].iloc[0]

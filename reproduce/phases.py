@@ -58,7 +58,7 @@ def phase_rows(table: pd.DataFrame, instrument: str = "linear_exact", layer: str
 
 
 def plot(table: pd.DataFrame, options: Options):
-    from kphases.measure import describe_phases
+    from kphases.measurement import describe_phases
 
     detected = phase_rows(table)
     figure, axes = grid(len(detected), columns=2)

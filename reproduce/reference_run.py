@@ -121,7 +121,7 @@ def plot(table: pd.DataFrame, options: Options):
     save_figure(figure, options, NAME)
     lines = ["| iteration | quantity | authors | ours (mean over seeds) | ours min | ours max |", "|---|---|---|---|---|---|"]
     lines += [f"| {step} | {title} | {theirs:.4f} | {mean:.4f} | {low:.4f} | {high:.4f} |" for step, title, theirs, mean, low, high in sorted(rows)]
-    from kphases.measure import describe_phases
+    from kphases.measurement import describe_phases
     from kphases.phases import detect_phases
 
     by_seed = _by_seed(table, "reconstruction_mse", instrument="linear_exact", bn_stats="batch", layer="penultimate")

@@ -12,7 +12,7 @@ NUMBER = r"(\d+(?:\.\d+)?)"
 
 def test_measure_benchmark_prints_each_instrument_and_consistent_ratios():
     from kphases.config import measure_profile, profile
-    from kphases.measure import decoder_settings, probe_settings
+    from kphases.measurement import decoder_settings, probe_settings
     from kphases.training import make_plan
 
     result = subprocess.run([sys.executable, "-m", "benchmarks.measure", "--profile", "smoke", "--skip-cladec"], cwd=ROOT,

@@ -202,7 +202,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_measure_adds_mutual_information_rows(tiny_run):
-    from kphases.measure import measure
+    from kphases.measurement import measure
 
     config = MeasureConfig(layers=("logits",), decoders=(), probe=False, transfer=(), metrics=("mutual_information",),
                            mi_bins=20, mi_noise_variance=0.5, mi_samples=60)
@@ -221,7 +221,7 @@ def test_measure_adds_mutual_information_rows(tiny_run):
 
 
 def test_measure_rejects_unknown_metrics_and_bad_settings(tiny_run):
-    from kphases.measure import measure
+    from kphases.measurement import measure
 
     with pytest.raises(ValueError, match=r"unknown metric\(s\) \['entropy'\]; valid metrics: \['mutual_information'\]"):
         measure(tiny_run, MeasureConfig(metrics=("entropy",)), progress=False)

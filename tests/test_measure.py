@@ -1,7 +1,7 @@
 import pytest
 
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig
-from kphases.measure import MEASUREMENT_COLUMNS, measure, read_measurements
+from kphases.measurement import MEASUREMENT_COLUMNS, measure, read_measurements
 from kphases.store import sha256_file
 from kphases.training import train
 

@@ -110,7 +110,7 @@ def test_a_skipped_figure_leaves_earlier_results_in_out_as_they_were(tmp_path):
 def test_phases_table_holds_the_run_stores_own_rows(smoke_output):
     """Every row of phases.csv is a row of its run's metrics.csv or measurements.csv, with the same
     value; every snapshot step has its classifier rows; accuracies are fractions."""
-    from kphases.measure import read_measurements
+    from kphases.measurement import read_measurements
     from kphases.store import Run
 
     out, runs = smoke_output

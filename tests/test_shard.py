@@ -172,7 +172,7 @@ def test_measure_shards_and_a_duplicate_worker_split_the_steps_and_union_on_read
     import dataclasses
 
     from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile
-    from kphases.measure import measure, read_measurements
+    from kphases.measurement import measure, read_measurements
     from kphases.training import train
 
     config = RunConfig(data=DataConfig(name="digits", source="embedded", train_size=200, test_size=100),
