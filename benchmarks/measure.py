@@ -39,7 +39,7 @@ def main() -> None:
     from kphases.decoders import fit_decoder
     from kphases.features import extract_features, recalibrate_batchnorm
     from kphases.information import binning_information, kde_information, relative_kde_information
-    from kphases.measure import decoder_settings, probe_settings
+    from kphases.measurement import decoder_settings, probe_settings
     from kphases.models import build_model
     from kphases.probes import train_linear_head
     from kphases.training import _make_step, make_optimizer, make_plan

@@ -11,40 +11,16 @@ Bring your own Keras model (`kphases.callback`, `kphases.api`):
     kphases.measure(run_dir, layers=["my_layer"], train_data=(x, y), test_data=(x_test, y_test))
     kphases.plot_phases(run_dir).savefig("phases.png")
 
-These names load lazily, so `import kphases` stays free of TensorFlow. `kphases.measure` is also
-the measurement module (`from kphases.measure import measure`, the run-level function): the module
-object is made callable, `kphases.measure(...)` being `kphases.api.measure(...)`.
+These names load lazily (PEP 562), so `import kphases` stays free of TensorFlow. `kphases.measure`
+is the function `kphases.api.measure`; the run-level measurement module is `kphases.measurement`
+(a submodule named `measure` would be bound over the function by every import of it).
 """
 import importlib
-import sys
-import types
 
 __version__ = "0.1.0"
 
-_LAZY = {"SnapshotCallback": "kphases.callback", "plot_phases": "kphases.api", "PhaseMonitor": "kphases.monitor",
-         "MonitorSettings": "kphases.monitor"}
-
-
-class _CallableMeasureModule(types.ModuleType):
-    """The class given to the `kphases.measure` module: calling it is `kphases.api.measure`."""
-
-    def __call__(self, *args, **kwargs):
-        from kphases.api import measure
-
-        return measure(*args, **kwargs)
-
-
-class _Package(types.ModuleType):
-    @property
-    def measure(self):
-        module = sys.modules.get("kphases.measure") or importlib.import_module("kphases.measure")
-        if not isinstance(module, _CallableMeasureModule):
-            module.__class__ = _CallableMeasureModule
-        return module
-
-    @measure.setter
-    def measure(self, module):  # the import system binds the submodule here; the getter reads it from sys.modules
-        pass
+_LAZY = {"SnapshotCallback": "kphases.callback", "measure": "kphases.api", "plot_phases": "kphases.api",
+         "PhaseMonitor": "kphases.monitor", "MonitorSettings": "kphases.monitor"}
 
 
 def __getattr__(name):
@@ -54,7 +30,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted({*globals(), *_LAZY, "measure"})
-
-
-sys.modules[__name__].__class__ = _Package
+    return sorted({*globals(), *_LAZY})

@@ -4,7 +4,7 @@
     figure = kphases.plot_phases(run_dir)
 
 `measure` measures a run recorded by `kphases.SnapshotCallback` (a user's model and data) or an
-ordinary `kphases train` run with everything `kphases.measure.measure` has (every decoder, the
+ordinary `kphases train` run with everything `kphases.measurement.measure` has (every decoder, the
 linear probe, transfer heads; `MeasureConfig` fields as keyword arguments); rows land in the run's
 `measurements.csv` like every run's. `plot_phases` draws the standard phases figure
 (`reproduce/phases.py`): reconstruction loss and accuracy against iteration on a log2 axis, the
@@ -56,7 +56,7 @@ def measure(run_dir: str | os.PathLike | Run, layers: Sequence[str] | str | None
             BatchNormalization the default bn_stats is ("stored",) (inference mode); with
             BatchNorm it is the authors' ("batch",).
     """
-    from kphases.measure import measure as measure_run
+    from kphases.measurement import measure as measure_run
 
     run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir, runs_dir)
     if isinstance(layers, str):
@@ -176,7 +176,7 @@ def plot_phases(frame_or_run, *, layers: Sequence[str] | str | None = None, inst
         classifier: metrics rows (step, split, metric, value) when `frame_or_run` is a DataFrame.
         tolerances: a `kphases.phases.PhaseTolerances` (default: the suite's).
     """
-    from kphases.measure import curves
+    from kphases.measurement import curves
     from kphases.phases import PhaseTolerances, detect_phases
     from kphases.plotting import grid, log_step_axis, phase_legend_handles, shade_phases, step_position
 
@@ -239,7 +239,7 @@ def plot_phases(frame_or_run, *, layers: Sequence[str] | str | None = None, inst
 
 
 def _plot_inputs(frame_or_run, classifier, runs_dir):
-    from kphases.measure import read_measurements
+    from kphases.measurement import read_measurements
 
     if isinstance(frame_or_run, pd.DataFrame):
         frame = frame_or_run

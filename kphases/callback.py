@@ -34,7 +34,6 @@ refused rather than mixed into the old run.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -42,19 +41,16 @@ import platform
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from kphases.config import ScheduleConfig
+from kphases.config import RUN_KIND, ModelRunConfig, ScheduleConfig  # noqa: F401 (ModelRunConfig, RUN_KIND: re-exported)
 from kphases.schedule import doubling_schedule, explicit_schedule
 from kphases.store import Run, StoreError, write_json_atomic, write_text_atomic
 
-RUN_KIND = "keras_model"
-"""`config.json` "kind" of a run recorded by `SnapshotCallback` (runs of `kphases train` have none)."""
 ARCHITECTURE_FILE = "model.json"
 DEFAULT_EVAL_SAMPLES = 2048
 DEFAULT_MAX_SAMPLES = 10_000
@@ -64,49 +60,7 @@ REGISTRATION_ADVICE = ("custom layers (and custom models) must be registered wit
                        "before measuring (or pass custom_objects={'Name': cls} to kphases.measure)")
 
 
-# --- the run config --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ModelRunConfig:
-    """`config.json` of a run recorded by `SnapshotCallback`: which model, which snapshot schedule.
-
-    The architecture itself is `model.json` in the run directory (`architecture_sha256` is its
-    checksum when first written); how the model was trained is provenance, not config.
-    """
-
-    model_name: str
-    model_class: str
-    architecture_sha256: str
-    input_shapes: tuple[tuple[int | None, ...], ...]
-    output_shapes: tuple[tuple[int | None, ...], ...]
-    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
-    kind: str = RUN_KIND
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ModelRunConfig":
-        if not isinstance(values, dict) or values.get("kind") != RUN_KIND:
-            raise ValueError(f"not a {RUN_KIND!r} run config: {values!r}")
-        names = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown ModelRunConfig field(s) {unknown}; valid fields: {sorted(names)}")
-        values = dict(values)
-        schedule = values.get("schedule", {})
-        values["schedule"] = ScheduleConfig(kind=schedule.get("kind", "doubling"), steps=tuple(schedule.get("steps", ())))
-        for key in ("input_shapes", "output_shapes"):
-            values[key] = tuple(tuple(shape) for shape in values.get(key, ()))
-        return cls(**values)
-
-    def summary_fields(self) -> dict[str, str]:
-        """The dataset/model/duration columns of `kphases list` for this kind of run."""
-        return {"dataset": "user data (SnapshotCallback)", "model": f"{self.model_name} ({self.model_class})", "duration": "model.fit"}
-
+# --- the run config (kphases.config.ModelRunConfig) -----------------------------------------------
 
 def is_model_run(run: Run) -> bool:
     """True for a run recorded by `SnapshotCallback` (a user's model), False for a `kphases train` run."""

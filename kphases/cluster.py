@@ -158,7 +158,7 @@ def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | N
 
 def measure_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, faults: tuple[Fault, ...], *parents) -> pd.DataFrame:
     """The node's new measurement rows (computed here, written by the driver)."""
-    from kphases.measure import PendingRows, measure
+    from kphases.measurement import PendingRows, measure
     from kphases.store import Run
 
     import tensorflow as tf
@@ -275,7 +275,7 @@ def measure_on_ray(run, config: MeasureConfig = MeasureConfig(), address: str = 
     """`kphases measure <run> --ray`: one task per requested snapshot step; the rows are written here; return all of the run's rows."""
     import dataclasses
 
-    from kphases.measure import read_measurements, summary_table
+    from kphases.measurement import read_measurements, summary_table
     from kphases.store import Run
 
     run = run if isinstance(run, Run) else Run.open(run, runs_dir)

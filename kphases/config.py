@@ -3,8 +3,11 @@
 Follows open_lth's idea: the hyperparameters are dataclasses, the CLI flags and their help text
 are generated from them (by `tyro`, see `kphases.cli`), and a run's directory is named by a hash
 of the canonical JSON of its config, so a finished run is never recomputed and a killed run
-resumes. Nothing that does not change the result (data directory, runs directory, progress
-bars) is part of the config, so moving the data does not orphan a run.
+resumes. Only fields that differ from their defaults enter the JSON and the hash
+(`canonical_dict`, as open_lth does), so adding a field with a default renames no existing run;
+changing an existing field's default would silently change what earlier runs mean, so it is not
+done (add a field instead). Nothing that does not change the result (data directory, runs
+directory, progress bars) is part of the config, so moving the data does not orphan a run.
 
 Three named profiles fill the config in:
 - `smoke`: seconds, for tests (a tiny network on a few hundred embedded images);
@@ -100,8 +103,8 @@ class ScheduleConfig:
 class LineageConfig:
     """Where a run's starting weights, mask and task come from (Frankle et al. 2020; see kphases.early_phase).
 
-    The default (a fresh network trained on the class labels) is every ordinary run; it is left
-    out of the canonical JSON, so ordinary runs keep their hash. Runs with a lineage are trained
+    The default (a fresh network trained on the class labels) is every ordinary run; like every
+    field at its default it is left out of the canonical JSON (see `canonical_dict`). Runs with a lineage are trained
     by `kphases.early_phase.train_lineage` (plain `train` refuses them: it cannot build the start).
     """
 
@@ -123,14 +126,6 @@ class LineageConfig:
     """Whether the output layer's kernel is pruned with the others (open_lth: yes for its ResNets, no for its VGGs)."""
 
 
-# (section, field) -> default omitted from RunConfig's canonical JSON (see RunConfig.to_dict).
-HASH_NEUTRAL_DEFAULTS: dict[tuple[str, str], Any] = {("model", "activation"): "relu", ("training", "precision"): "float32",
-                                                     ("model", "initialisation"): "pytorch",
-                                                     ("lineage", "prune_output_layer"): True,
-                                                     ("training", "jit_compile"): False,
-                                                     ("data", "file"): None, ("data", "label_noise"): 0.0}
-
-
 @dataclass(frozen=True)
 class RunConfig:
     """One training run: data, network, training and snapshot schedule."""
@@ -142,15 +137,8 @@ class RunConfig:
     lineage: LineageConfig = field(default_factory=LineageConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        if self.lineage == LineageConfig():  # a section added after runs existed: same rule as below
-            del values["lineage"]
-        # Fields added after runs existed are left out of the canonical JSON at their default, so
-        # every earlier run keeps its directory name (the hash) and is not retrained.
-        for (section, name), default in HASH_NEUTRAL_DEFAULTS.items():
-            if section in values and values[section].get(name) == default:
-                del values[section][name]
-        return values
+        """The fields that differ from their defaults, nested sections likewise (`canonical_dict`)."""
+        return canonical_dict(self)
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no whitespace variation (the hash is taken over this)."""
@@ -171,6 +159,89 @@ class RunConfig:
     def replace(self, **sections: Any) -> "RunConfig":
         """Copy with some sections replaced, e.g. `config.replace(training=...)`."""
         return dataclasses.replace(self, **sections)
+
+
+# --- A run of a user's own Keras model (kphases.SnapshotCallback) -----------------------------
+
+RUN_KIND = "keras_model"
+"""`config.json` "kind" of a run recorded by `SnapshotCallback` (runs of `kphases train` have none)."""
+
+@dataclass(frozen=True)
+class ModelRunConfig:
+    """`config.json` of a run recorded by `SnapshotCallback`: which model, which snapshot schedule.
+
+    The architecture itself is `model.json` in the run directory (`architecture_sha256` is its
+    checksum when first written); how the model was trained is provenance, not config.
+    """
+
+    model_name: str
+    model_class: str
+    architecture_sha256: str
+    input_shapes: tuple[tuple[int | None, ...], ...]
+    output_shapes: tuple[tuple[int | None, ...], ...]
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    kind: str = RUN_KIND
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelRunConfig":
+        if not isinstance(values, dict) or values.get("kind") != RUN_KIND:
+            raise ValueError(f"not a {RUN_KIND!r} run config: {values!r}")
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown ModelRunConfig field(s) {unknown}; valid fields: {sorted(names)}")
+        values = dict(values)
+        schedule = values.get("schedule", {})
+        values["schedule"] = ScheduleConfig(kind=schedule.get("kind", "doubling"), steps=tuple(schedule.get("steps", ())))
+        for key in ("input_shapes", "output_shapes"):
+            values[key] = tuple(tuple(shape) for shape in values.get(key, ()))
+        return cls(**values)
+
+    def summary_fields(self) -> dict[str, str]:
+        """The dataset/model/duration columns of `kphases list` for this kind of run."""
+        return {"dataset": "user data (SnapshotCallback)", "model": f"{self.model_name} ({self.model_class})", "duration": "model.fit"}
+
+
+def canonical_dict(config: Any) -> dict[str, Any]:
+    """The fields of a (nested) frozen dataclass that differ from their defaults, as JSON values.
+
+    As open_lth names a run by its non-default hyperparameters: a field added later with a
+    default leaves every earlier run's JSON, and so its hash, unchanged (no hand-kept list of
+    hash-neutral fields). A nested dataclass is written relative to its own class's defaults and
+    left out when it equals the parent's default for that field. Fields without a default are
+    always written. `_from_dict` fills the omitted fields back in from the same defaults.
+    """
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(config):
+        value = getattr(config, spec.name)
+        if spec.default is not dataclasses.MISSING:
+            default = spec.default
+        elif spec.default_factory is not dataclasses.MISSING:
+            default = spec.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            if value != default:
+                values[spec.name] = canonical_dict(value)
+        elif default is dataclasses.MISSING or value != default:
+            values[spec.name] = _json_value(value)
+    return values
+
+
+def _json_value(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return canonical_dict(value)
+    if isinstance(value, (tuple, list)):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json_value(item) for key, item in value.items()}
+    return value
 
 
 def _from_dict(cls: type, values: dict[str, Any]) -> Any:

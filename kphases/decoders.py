@@ -50,6 +50,7 @@ import tensorflow as tf
 from kphases.data import batch_bounds
 from kphases.epochs import train_epochs
 from kphases.models import Conv2DTranspose
+from kphases.optimizers import TorchAdam  # noqa: F401 (re-exported: kphases.decoders.TorchAdam)
 
 DECODER_KINDS = ("linear", "linear_exact", "linear_ridge", "cladec")
 # Settings fields that only linear_ridge reads: left out of the other decoders' protocol hashes, so
@@ -143,58 +144,6 @@ class ReconstructionResult:
     ridge_penalty: float | None = None  # linear_ridge: the chosen penalty (absolute, on the centred covariance sum)
     ridge_relative_penalty: float | None = None  # linear_ridge: the same / the mean eigenvalue trace(C) / d
     ridge_effective_parameters: float | None = None  # linear_ridge: sum of eigenvalue / (eigenvalue + penalty)
-
-
-class TorchAdam(keras.optimizers.Adam):
-    """torch.optim.Adam(lr, betas, eps, weight_decay) as a Keras optimizer (amsgrad=False).
-
-    Per variable p with gradient g, at update t = 1, 2, ...:
-        g <- g + l2_coefficient * p        (coupled L2: PyTorch's Adam weight_decay)
-        m <- beta_1 m + (1 - beta_1) g;  v <- beta_2 v + (1 - beta_2) g^2
-        p <- p - learning_rate / (1 - beta_1^t) * m / (sqrt(v) / sqrt(1 - beta_2^t) + epsilon)
-    Keras' own `weight_decay` (decoupled, AdamW-style) is deliberately not used.
-
-    The update runs as TensorFlow's fused ResourceApplyAdam kernel (one pass over each variable:
-    a whole linear-decoder step is 1.5x faster than with Keras' Adam on two CPU cores). That
-    kernel adds its epsilon before the bias correction, as Keras does; passing it
-    epsilon * sqrt(1 - beta_2^t) turns its update into PyTorch's exactly. TensorFlow backend only.
-    """
-
-    def __init__(
-        self,
-        learning_rate: float = 3e-4,
-        l2_coefficient: float = 1e-5,
-        beta_1: float = 0.9,
-        beta_2: float = 0.999,
-        epsilon: float = 1e-8,  # PyTorch's default (Keras' is 1e-7)
-        name: str = "torch_adam",
-        **kwargs,
-    ) -> None:
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, name=name, **kwargs)
-        self.l2_coefficient = l2_coefficient
-
-    def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        gradient = tf.cast(gradient, dtype) + tf.cast(self.l2_coefficient, dtype) * tf.convert_to_tensor(variable)
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1_power = tf.pow(tf.cast(self.beta_1, dtype), step)
-        beta_2_power = tf.pow(tf.cast(self.beta_2, dtype), step)
-        index = self._get_variable_index(variable)
-        tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle,
-            m=self._momentums[index].handle,
-            v=self._velocities[index].handle,
-            beta1_power=beta_1_power,
-            beta2_power=beta_2_power,
-            lr=tf.cast(learning_rate, dtype),
-            beta1=tf.cast(self.beta_1, dtype),
-            beta2=tf.cast(self.beta_2, dtype),
-            epsilon=tf.cast(self.epsilon, dtype) * tf.sqrt(1 - beta_2_power),
-            grad=gradient,
-        )
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "l2_coefficient": self.l2_coefficient}
 
 
 def fit_decoder(

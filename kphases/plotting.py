@@ -30,7 +30,9 @@ def log_step_axis(axis, steps: Sequence[int], label: str = "iteration (log2 scal
     """log2 x axis with a tick at every snapshot step (every other one when crowded)."""
     steps = sorted(set(int(step) for step in steps))
     axis.set_xscale("log", base=2)
-    shown = steps if len(steps) <= 10 else steps[::2] + ([steps[-1]] if len(steps) % 2 == 0 else [])
+    # Crowded: every other snapshot counted back from the last, so the last is shown and no two
+    # labels sit one octave apart (1024 beside 2048 overlapped); 0 (at x = 1) stays, its label is narrow.
+    shown = steps if len(steps) <= 10 else sorted(set(steps[::-1][::2]) | {steps[0]})
     axis.set_xticks(step_position(shown))
     axis.set_xticklabels([_short(step) for step in shown], rotation=0)
     axis.minorticks_off()
@@ -38,7 +40,7 @@ def log_step_axis(axis, steps: Sequence[int], label: str = "iteration (log2 scal
 
 
 def _short(step: int) -> str:
-    return f"{step // 1024}k" if step >= 4096 and step % 1024 == 0 else str(step)
+    return f"{step // 1024}k" if step >= 1024 and step % 1024 == 0 else str(step)
 
 
 def shade_phases(axis, steps: Sequence[int], labels: Sequence[str]) -> None:

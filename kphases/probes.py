@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from kphases.data import batch_bounds
 from kphases.epochs import train_epochs
+from kphases.optimizers import TorchSGD  # noqa: F401 (re-exported: kphases.probes.TorchSGD)
 
 COLOR_DOMINANCE_CLASSES = ("red", "green", "blue")
 
@@ -108,31 +109,6 @@ class HeadResult:
     train_loss: float
     update_steps: int  # SGD updates
     epochs: int
-
-
-class TorchSGD(keras.optimizers.SGD):
-    """torch.optim.SGD(lr, momentum) as a Keras optimizer (no dampening, no Nesterov, no decay).
-
-    PyTorch: buffer <- momentum * buffer + g; p <- p - learning_rate * buffer, which is exactly
-    TensorFlow's fused ResourceApplyMomentum kernel, used here (TensorFlow backend only).
-    Keras' SGD keeps velocity <- momentum * velocity - learning_rate * g instead; the two agree
-    while the learning rate is constant and differ for a few dozen updates after it changes.
-    """
-
-    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.9, name: str = "torch_sgd", **kwargs) -> None:
-        if momentum <= 0:
-            raise ValueError(f"TorchSGD needs a positive momentum, got {momentum!r}; use keras.optimizers.SGD without momentum")
-        super().__init__(learning_rate=learning_rate, momentum=momentum, name=name, **kwargs)
-
-    def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        tf.raw_ops.ResourceApplyMomentum(
-            var=variable.handle,
-            accum=self.momentums[self._get_variable_index(variable)].handle,
-            lr=tf.cast(learning_rate, dtype),
-            grad=tf.cast(gradient, dtype),
-            momentum=tf.cast(self.momentum, dtype),
-        )
 
 
 def build_linear_head(feature_shape: tuple[int, ...], num_classes: int, seed: int = 0) -> keras.Model:

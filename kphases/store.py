@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from kphases.config import RunConfig
+from kphases.config import ModelRunConfig, RunConfig
 
 RUNS_DIR_VARIABLE = "KPHASES_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"
@@ -51,7 +51,7 @@ METRIC_COLUMNS = ("step", "split", "metric", "value")
 MEASUREMENT_COLUMNS = ("run", "step", "layer", "metric", "split", "value", "instrument", "bn_stats",
                        "update_steps", "epochs", "data", "seed", "protocol")
 MEASUREMENTS_FILE = "measurements.csv"
-# Fields of a measurement row that identify its cell (kphases.measure: a cell is computed at once).
+# Fields of a measurement row that identify its cell (kphases.measurement: a cell is computed at once).
 _CELL_FIELDS = ("step", "layer", "bn_stats", "instrument", "protocol")
 FREE_SPACE_MARGIN = 1 << 20  # bytes kept free beyond a write's own size: metadata and the file system's slack
 ORPHAN_AGE_SECONDS = 3600.0  # a temp file of another host (or an older kphases) this old has no live writer
@@ -319,8 +319,6 @@ class Run:
             values = json.loads(path.read_text())
             if isinstance(values, dict) and values.get("kind") == "keras_model":
                 # A run recorded by kphases.SnapshotCallback from a user's own Keras model (kphases.callback).
-                from kphases.callback import ModelRunConfig
-
                 return ModelRunConfig.from_dict(values)
             return RunConfig.from_dict(values)
         except (json.JSONDecodeError, ValueError, TypeError) as error:
@@ -534,7 +532,7 @@ class Run:
         return pd.DataFrame({"step": [int(row["step"]) for row in rows], "split": [row["split"] for row in rows],
                              "metric": [row["metric"] for row in rows], "value": [float(row["value"]) for row in rows]})
 
-    # --- measurements (kphases.measure) ---------------------------------------------------------
+    # --- measurements (kphases.measurement) ---------------------------------------------------------
     @property
     def measurements_path(self) -> Path:
         return self.directory / MEASUREMENTS_FILE

@@ -1,7 +1,7 @@
 """TensorBoard summaries of training and measurement, written with `tf.summary` (off by default).
 
 Asked for with `--tensorboard` (`python -m kphases train ... --tensorboard`, `python -m kphases
-measure <run> --tensorboard`) or `tensorboard=True` (`kphases.training.train`, `kphases.measure.measure`),
+measure <run> --tensorboard`) or `tensorboard=True` (`kphases.training.train`, `kphases.measurement.measure`),
 a run writes event files under
 
     <run>/tensorboard/train      loss and learning_rate at every step (the mini-batch of update s+1
@@ -84,7 +84,7 @@ _MEASUREMENT_WRITERS: dict[Path, Summaries] = {}
 
 
 def write_measurements(run, rows: Iterable[Mapping[str, Any]], tensorboard: TensorBoardOption) -> None:
-    """Write measurement rows (the tidy rows of `kphases.measure`) as scalars; nothing when off."""
+    """Write measurement rows (the tidy rows of `kphases.measurement`) as scalars; nothing when off."""
     directory = log_dir(run, tensorboard, MEASURE)
     if directory is None:
         return

@@ -180,7 +180,7 @@ def perform(work: Work, options: Options):
     on one run directory do not train it twice: `train` holds the run's file lock (`kphases.store`).
     """
     from kphases.data import load_dataset
-    from kphases.measure import measure as run_measure
+    from kphases.measurement import measure as run_measure
     from kphases.store import Run, StoreError
     from kphases.training import train
 
@@ -204,7 +204,7 @@ def perform(work: Work, options: Options):
                                   log=lambda text: None, compute_missing=not options.plot_only, requested_only=True))
     # The rows this work asked for, not everything measured of the run so far: a figure's table must not
     # depend on which other figures (or earlier invocations) measured the same run first.
-    from kphases.measure import CELL_COLUMNS, MEASUREMENT_COLUMNS
+    from kphases.measurement import CELL_COLUMNS, MEASUREMENT_COLUMNS
 
     frames = [frame for frame in frames if len(frame)]
     frame = (pd.concat(frames, ignore_index=True).drop_duplicates(CELL_COLUMNS, ignore_index=True) if frames
@@ -293,7 +293,7 @@ def run_figure(module_name: str, compute, plot, argv: Sequence[str] | Options | 
     damaged CSV, a missing measurement) end it with one line on stderr naming the problem and exit
     status 2, as the kphases CLI does; KPHASES_DEBUG=1 shows the traceback instead."""
     options = argv if isinstance(argv, Options) else parse_options(description, argv, prog=f"python -m reproduce.{module_name}")
-    from kphases.measure import MissingMeasurementError
+    from kphases.measurement import MissingMeasurementError
     from kphases.store import StoreError
     from kphases.training import TrainingError
 

@@ -71,7 +71,7 @@ def _monitor_directory(run) -> "os.PathLike":
 def _replay(run, planned, options: Options):
     """The monitor's decision on this run (replayed once, then read from the run directory)."""
     from kphases.data import load_dataset
-    from kphases.measure import run_model
+    from kphases.measurement import run_model
     from kphases.monitor import MonitorRule, replay_run
 
     directory = _monitor_directory(run)

@@ -69,7 +69,7 @@ def phase_rows(table: pd.DataFrame, options: Options, instrument: str = INSTRUME
 
 
 def plot(table: pd.DataFrame, options: Options):
-    from kphases.measure import describe_phases
+    from kphases.measurement import describe_phases
 
     detected = phase_rows(table, options)
     figure, axes = grid(len(detected), columns=2)

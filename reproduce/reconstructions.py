@@ -41,7 +41,7 @@ def compute(options: Options) -> pd.DataFrame:
     from kphases.data import load_dataset, unnormalise
     from kphases.decoders import DecoderSettings, fit_decoder
     from kphases.features import extract_features
-    from kphases.measure import _measurement_splits
+    from kphases.measurement import _measurement_splits
     from kphases.models import build_model
     (item,) = work(options)
     planned = item.planned

@@ -2,7 +2,7 @@
 
 A noise-aware verdict (`kphases.phases.phase_verdict`) resamples the per-image test errors of each
 reconstruction curve. Figures read results files only, so `compute` copies the per-image errors
-of the curves a figure judges out of the run directories (`kphases.measure.read_per_image_errors`)
+of the curves a figure judges out of the run directories (`kphases.measurement.read_per_image_errors`)
 into `<out>/<figure>_per_image.npz`, next to `<out>/<figure>.csv`; `plot` (also with
 `--plot-only`) reads them back. A curve whose cells predate the per-image files gets
 `detect_phases`' verdict instead, which says in every line that it has no measurement-noise
@@ -28,7 +28,7 @@ def per_image_path(out: Path, name: str) -> Path:
 
 def collect(run, frame: pd.DataFrame, label: str, curves_wanted: list[tuple[str, str, str]]) -> dict[str, tuple[list[int], np.ndarray]]:
     """key -> (steps, steps x images errors) for each (layer, instrument, bn_stats) of one run that has per-image files."""
-    from kphases.measure import read_per_image_errors
+    from kphases.measurement import read_per_image_errors
 
     found = {}
     for layer, instrument, bn_stats in curves_wanted:
@@ -79,6 +79,6 @@ def verdict(per_image: dict, series: pd.Series, label: str, layer: str, instrume
 
 def describe(result, series: pd.Series) -> str:
     """`describe_phases`, or for a curve too short for any verdict the 'not three phases: only n ...' line."""
-    from kphases.measure import describe_phases, describe_too_short
+    from kphases.measurement import describe_phases, describe_too_short
 
     return describe_phases(result) if result is not None else describe_too_short(series)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import kphases
 from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig
-from kphases.measure import MEASUREMENT_COLUMNS, read_measurements
+from kphases.measurement import MEASUREMENT_COLUMNS, read_measurements
 from kphases.store import Run, StoreError
 from kphases.training import train
 
@@ -114,7 +114,7 @@ def test_bad_measurement_requests_are_errors_naming_the_valid_values(user_run, t
     ordinary = Run.create(tmp_path / "runs", RunConfig())
     with pytest.raises(ValueError, match="trained by `kphases train` on mnist/embedded and is measured on that dataset"):
         kphases.measure(ordinary.directory, train_data=train_data, test_data=test_data, **quiet)
-    from kphases.measure import measure as measure_run
+    from kphases.measurement import measure as measure_run
 
     with pytest.raises(ValueError, match=r"recorded by kphases.SnapshotCallback .* stores no data"):
         measure_run(run_dir, progress=False)
@@ -164,10 +164,11 @@ def test_an_ordinary_run_through_the_same_api(tmp_path):
     matplotlib.pyplot.close("all")
 
 
-def test_kphases_measure_is_both_the_module_and_the_function():
-    import kphases.measure as module
+def test_kphases_measure_is_the_api_function_even_after_the_measurement_module_is_imported():
+    import kphases.measurement
 
-    assert callable(kphases.measure) and kphases.measure is module and module.measure.__module__ == "kphases.measure"
+    assert kphases.measure.__module__ == "kphases.api" and kphases.measure.__name__ == "measure"
+    assert kphases.measurement.measure.__module__ == "kphases.measurement"
     assert kphases.SnapshotCallback.__module__ == "kphases.callback" and kphases.plot_phases.__module__ == "kphases.api"
 
 

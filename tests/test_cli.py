@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import subprocess
 import sys
@@ -7,7 +8,8 @@ from kphases.config import profile
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    # Without the test session's TF_CPP_MIN_LOG_LEVEL: the entry point's own setting is what is tested.
+    env = {**{key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}, "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run([sys.executable, "-m", "kphases", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -31,17 +33,29 @@ def test_profile_sets_defaults_and_flags_override():
 
 def test_unknown_command_and_profile_are_named(capsys):
     assert main(["fit"]) == 2
-    assert "unknown command 'fit'; valid commands: ['train', 'measure', 'list']" in capsys.readouterr().err
+    assert "unknown command 'fit'; valid commands: ['train', 'measure', 'list', 'export-data']" in capsys.readouterr().err
     result = run_cli("train", "--profile", "huge")
     assert result.returncode != 0 and "unknown profile 'huge'" in result.stdout + result.stderr
 
 
-def test_train_then_list(tmp_path):
+def test_train_then_list(tmp_path, capsys):
     result = run_cli("train", "--profile", "smoke", "--runs-dir", str(tmp_path), "--no-progress")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "complete: 5 snapshots at steps [0, 2, 4, 8, 16]" in result.stdout
-    listing = run_cli("list", "--runs-dir", str(tmp_path))
-    assert profile("smoke").hash() in listing.stdout and "complete" in listing.stdout
+    assert "complete: 5 snapshots at steps [0, 2, 4, 8, 16]" in result.stdout and "already complete" not in result.stdout
+    assert "cuInit" not in result.stderr and "cuda_platform" not in result.stderr  # TensorFlow's start-up log is silenced
+    # The same config again is the same finished run: said, not retrained.
+    assert main(["train", "--profile", "smoke", "--runs-dir", str(tmp_path), "--no-progress"]) == 0
+    assert "was already complete: returned as it is, not trained again" in capsys.readouterr().out
+    assert main(["train", "--profile", "smoke", "--runs-dir", str(tmp_path), "--no-progress", "--training.seed", "1",
+                 "--training.duration", "2it"]) == 0
+    capsys.readouterr()
+    assert main(["list", "--runs-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "differs in" in lines[0]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    seed1 = profile("smoke").replace(training=dataclasses.replace(profile("smoke").training, seed=1, duration="2it"))
+    assert rows[profile("smoke").hash()].rstrip().endswith("training.duration=16it training.seed=0") and "complete" in rows[profile("smoke").hash()]
+    assert rows[seed1.hash()].rstrip().endswith("training.duration=2it training.seed=1")
 
 
 def test_bad_input_is_one_error_line_naming_the_value(tmp_path, capsys):

@@ -1,8 +1,9 @@
+import dataclasses
 import json
 
 import pytest
 
-from kphases.config import DataConfig, RunConfig, TrainingConfig, parse_steps, profile
+from kphases.config import DataConfig, LineageConfig, ModelConfig, RunConfig, TrainingConfig, canonical_dict, parse_steps, profile
 
 
 @pytest.mark.parametrize("name", ["smoke", "quick", "paper"])
@@ -19,11 +20,50 @@ def test_round_trip_keeps_tuples_and_optionals():
 
 
 def test_hash_is_stable_and_sensitive():
-    # Pinned: changing the canonical JSON (a field, a default, the key order) changes every run directory name.
     assert RunConfig().hash() == RunConfig().hash()
     assert len(RunConfig().hash()) == 12
     assert RunConfig().replace(training=TrainingConfig(seed=1)).hash() != RunConfig().hash()
-    assert json.loads(RunConfig().to_json())["training"]["learning_rate"] == 0.002
+    assert json.loads(RunConfig().replace(training=TrainingConfig(learning_rate=0.01)).to_json()) == {"training": {"learning_rate": 0.01}}
+
+
+def test_quick_profile_hash_is_pinned():
+    # Pinned: changing the canonical JSON (a default, the key order, the digest) renames every run directory.
+    assert json.loads(profile("quick").to_json()) == {"training": {"duration": "2048it"}}
+    assert profile("quick").hash() == "2c7e859928f2"
+    assert profile("smoke").hash() == "e090cb384af3"
+
+
+def test_only_non_default_fields_are_written_and_omitted_ones_read_back_as_defaults():
+    assert RunConfig().to_dict() == {} and RunConfig.from_dict({}) == RunConfig()
+    config = RunConfig(model=ModelConfig(activation="tanh"), lineage=LineageConfig(rewind_run="0123456789ab", rewind_step=4))
+    assert config.to_dict() == {"model": {"activation": "tanh"}, "lineage": {"rewind_run": "0123456789ab", "rewind_step": 4}}
+    assert RunConfig.from_json(config.to_json()) == config
+
+
+def test_adding_a_field_with_a_default_renames_no_run():
+    # A later version of TrainingConfig with one more field (as jit_compile, label noise, ... were added).
+    training = profile("quick").training
+    Extended = dataclasses.make_dataclass("TrainingConfig", [("jit_compile", bool, dataclasses.field(default=True))],
+                                          bases=(TrainingConfig,), frozen=True)
+    extended = Extended(**{spec.name: getattr(training, spec.name) for spec in dataclasses.fields(TrainingConfig)})
+    assert profile("quick").replace(training=extended).hash() == profile("quick").hash()
+    assert profile("quick").replace(training=dataclasses.replace(extended, jit_compile=False)).hash() != profile("quick").hash()
+    # A whole new section at its default (nested dataclasses are omitted recursively).
+    Section = dataclasses.make_dataclass("NoiseConfig", [("label_noise", float, dataclasses.field(default=0.0))], frozen=True)
+    Later = dataclasses.make_dataclass("RunConfig", [("noise", Section, dataclasses.field(default_factory=Section))],
+                                       bases=(RunConfig,), frozen=True)
+    later = Later(data=profile("smoke").data, model=profile("smoke").model, training=profile("smoke").training)
+    assert later.hash() == profile("smoke").hash()
+    assert Later(noise=Section(label_noise=0.1)).to_dict() == {"noise": {"label_noise": 0.1}}
+
+
+def test_a_nested_section_is_written_relative_to_its_own_defaults():
+    Inner = dataclasses.make_dataclass("Inner", [("a", int, dataclasses.field(default=0)), ("b", int, dataclasses.field(default=0))], frozen=True)
+    # The parent's default for the section is not Inner(): a value equal to Inner() must still be written.
+    Outer = dataclasses.make_dataclass("Outer", [("inner", Inner, dataclasses.field(default_factory=lambda: Inner(a=1)))], frozen=True)
+    assert canonical_dict(Outer()) == {}
+    assert canonical_dict(Outer(inner=Inner())) == {"inner": {}}
+    assert canonical_dict(Outer(inner=Inner(a=1, b=2))) == {"inner": {"a": 1, "b": 2}}
 
 
 def test_paper_profile_is_protocol_exactly():

@@ -24,7 +24,7 @@ def test_file_field_picks_the_named_npz_and_records_it(tmp_path):
     assert described["file"] == "cifar10_jpeg_q75.npz" and described["compression"] == "JPEG q75, from the file name"
     assert (described["train_size"], described["test_size"]) == (60, 30)
     assert default.describe()["file"] == "cifar10.npz" and default.describe()["compression"] == "compression not stated"
-    # The measurement rows' `data` field starts with this (kphases.measure._measurement_splits).
+    # The measurement rows' `data` field starts with this (kphases.measurement._measurement_splits).
     assert jpeg.origin == "cifar10/directory:cifar10_jpeg_q75.npz (JPEG q75, from the file name)"
 
 

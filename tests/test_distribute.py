@@ -116,7 +116,7 @@ def test_mixed_precision_computes_in_float16_and_stores_float32(report):
 
 def test_precision_is_hash_neutral_at_its_default():
     config = RunConfig()
-    assert "precision" not in config.to_dict()["training"]
+    assert "precision" not in config.to_dict().get("training", {})
     mixed = config.replace(training=TrainingConfig(precision="mixed_float16"))
     assert mixed.to_dict()["training"]["precision"] == "mixed_float16" and mixed.hash() != config.hash()
     assert RunConfig.from_json(mixed.to_json()) == mixed

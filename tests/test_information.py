@@ -183,7 +183,7 @@ def test_tanh_variant_has_the_relu_parameters_and_tanh_outputs():
 
 def test_the_default_activation_leaves_every_run_hash_unchanged():
     config = RunConfig()
-    assert "activation" not in config.to_dict()["model"]
+    assert "activation" not in config.to_dict().get("model", {})
     tanh = config.replace(model=ModelConfig(activation="tanh"))
     assert tanh.to_dict()["model"]["activation"] == "tanh" and tanh.hash() != config.hash()
     assert RunConfig.from_json(tanh.to_json()) == tanh and RunConfig.from_json(config.to_json()) == config
@@ -202,7 +202,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_measure_adds_mutual_information_rows(tiny_run):
-    from kphases.measure import measure
+    from kphases.measurement import measure
 
     config = MeasureConfig(layers=("logits",), decoders=(), probe=False, transfer=(), metrics=("mutual_information",),
                            mi_bins=20, mi_noise_variance=0.5, mi_samples=60)
@@ -221,7 +221,7 @@ def test_measure_adds_mutual_information_rows(tiny_run):
 
 
 def test_measure_rejects_unknown_metrics_and_bad_settings(tiny_run):
-    from kphases.measure import measure
+    from kphases.measurement import measure
 
     with pytest.raises(ValueError, match=r"unknown metric\(s\) \['entropy'\]; valid metrics: \['mutual_information'\]"):
         measure(tiny_run, MeasureConfig(metrics=("entropy",)), progress=False)

@@ -1,7 +1,7 @@
 import pytest
 
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig
-from kphases.measure import MEASUREMENT_COLUMNS, measure, read_measurements
+from kphases.measurement import MEASUREMENT_COLUMNS, measure, read_measurements
 from kphases.store import sha256_file
 from kphases.training import train
 
@@ -68,7 +68,7 @@ def test_bad_requests_name_the_valid_values(tiny_run):
 def test_decoder_cells_store_per_image_errors_that_the_verdict_resamples(tiny_run):
     import numpy as np
 
-    from kphases.measure import read_per_image_errors, reconstruction_verdict, summary_table
+    from kphases.measurement import read_per_image_errors, reconstruction_verdict, summary_table
     from kphases.phases import PhaseVerdict
 
     frame = measure(tiny_run, MeasureConfig(decoders=("linear_ridge",), probe=False, transfer=()), progress=False, log=lambda text: None)
@@ -89,7 +89,7 @@ def test_decoder_cells_store_per_image_errors_that_the_verdict_resamples(tiny_ru
 
 
 def test_a_curve_too_short_for_a_verdict_says_why(tiny_run):
-    from kphases.measure import summary_table
+    from kphases.measurement import summary_table
 
     frame = measure(tiny_run, MeasureConfig(layers=("block4",), decoders=("linear_exact",), probe=False, transfer=(), steps=(0, 8)),
                     progress=False, log=lambda text: None)

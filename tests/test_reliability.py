@@ -21,7 +21,7 @@ import pytest
 from kphases.cli import main
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, ScheduleConfig, TrainingConfig
 from kphases.data import DataError, check_raw_splits, load_dataset
-from kphases.measure import measure
+from kphases.measurement import measure
 from kphases.models import build_model
 from kphases.store import (CorruptSnapshotError, DamagedFileError, DamagedFileWarning, NoSpaceError, Run, StoreError,
                            atomic_path, list_runs)

@@ -164,3 +164,61 @@ def test_early_stopping_table_has_four_checkpoints_per_setting_and_seed(smoke_ou
         other = table[table["checkpoint"] == checkpoint].set_index(["setting", "seed"])["target_accuracy"]
         assert (other <= oracle + 1e-12).all(), f"{checkpoint} beats the hindsight oracle"
     assert list(runs.glob("*/monitor_replay/*/state.json")), "the monitor replay keeps its state in the run directory"
+
+
+def test_phases_table_holds_the_run_stores_own_rows(smoke_output):
+    """Every row of phases.csv is a row of its run's metrics.csv or measurements.csv, with the same
+    value; every snapshot step has its classifier rows; accuracies are fractions."""
+    from kphases.measurement import read_measurements
+    from kphases.store import Run
+
+    out, runs = smoke_output
+    table = pd.read_csv(out / "phases.csv")
+    assert set(table["run"]) and len(table) > 0
+    for name, rows in table.groupby("run"):
+        run = Run.open(runs / name)
+        classifier = rows[rows["instrument"] == "classifier"]
+        stored = run.metrics()
+        assert sorted(set(classifier["step"])) == run.snapshot_steps() == sorted(set(stored["step"]))
+        joined = classifier.merge(stored, on=["step", "split", "metric"], suffixes=("", "_stored"), validate="one_to_one")
+        assert len(joined) == len(classifier) == len(stored)
+        assert (joined["value"] - joined["value_stored"]).abs().max() < 1e-12
+        measured = rows[rows["instrument"] != "classifier"]
+        keys = ["step", "layer", "metric", "split", "instrument", "bn_stats"]
+        store_rows = read_measurements(run)
+        joined = measured.merge(store_rows[keys + ["value"]].drop_duplicates(keys, keep="last"), on=keys, suffixes=("", "_stored"),
+                                validate="one_to_one")
+        assert len(joined) == len(measured) and {"linear_exact", "probe"} <= set(measured["instrument"])
+        assert (joined["value"] - joined["value_stored"]).abs().max() < 1e-12
+        accuracy = rows[rows["metric"].str.endswith("accuracy")]["value"]
+        assert ((accuracy >= 0) & (accuracy <= 1)).all()
+        mse = measured[measured["metric"] == "reconstruction_mse"]["value"]
+        assert (mse > 0).all()
+
+
+def test_theory_table_has_the_known_answers(smoke_output):
+    """The simulation's numbers (NumPy, deterministic): the data model's Eckart-Young minimum 61 and
+    tr S 392/3 with outliers at another prototype; R(W_0) 107.854 and its minimum 65.879 (seed 0),
+    reached before 2^12 steps, then an increase; without outliers R stays at its minimum."""
+    import numpy as np
+
+    out, _ = smoke_output
+    table = pd.read_csv(out / "theory.csv")
+    scalars = table[table["step"] < 0].pivot_table(index=["regime", "seed"], columns="metric", values="value")
+    curves = table[table["step"] >= 0].pivot_table(index=["regime", "seed", "step"], columns="metric", values="value")
+    joined = curves.join(scalars)
+    assert ((joined["reconstruction_loss"] >= joined["eckart_young_minimum"] - 1e-9)
+            & (joined["reconstruction_loss"] <= joined["trace_covariance"] + 1e-9)).all()
+    three = "10% outliers at another prototype"
+    assert scalars.loc[(three, 0), "eckart_young_minimum"] == pytest.approx(61.0)
+    assert scalars.loc[(three, 0), "trace_covariance"] == pytest.approx(392 / 3)
+    assert scalars.loc[(three, 0), "predicted_outlier_dominance_step"] == 512
+    assert scalars.loc[(three, 0), "predicted_three_phases"] == 1 and scalars.loc[("no outliers", 0), "predicted_three_phases"] == 0
+    loss = curves.loc[(three, 0), "reconstruction_loss"]
+    assert loss.loc[0] == pytest.approx(107.8543, abs=1e-4) and loss.min() == pytest.approx(65.8786, abs=1e-4)
+    assert loss.iloc[-1] > loss.min() + 2.0
+    flat = curves.loc[("no outliers", 0), "reconstruction_loss"]
+    assert flat.loc[0] == pytest.approx(107.8543, abs=1e-4) and flat.iloc[-1] == pytest.approx(flat.min(), abs=1e-6)
+    assert curves.loc[("no outliers", 0), "outlier_accuracy"].isna().all()
+    accuracy = curves[["majority_accuracy", "test_accuracy"]].to_numpy()
+    assert np.all((accuracy >= 0) & (accuracy <= 1))

@@ -5,7 +5,7 @@ import tensorboard  # noqa: F401  (a dependency: tf.summary.scalar is implemente
 
 from kphases.cli import main
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig
-from kphases.measure import measure
+from kphases.measurement import measure
 from kphases.store import Run
 from kphases.tensorboard import read_scalars
 from kphases.training import train
