@@ -32,7 +32,11 @@ def test_paper_graph_size(paper):
     assert len(phases_runs) == 20
     assert all(len(node.snapshot_steps) == 17 for node in phases_runs)
     assert sum("phases" in node.figures for node in measuring) == 20 * 17
-    assert (len(training), len(measuring)) == (323, 391)
+    # label_noise: 3 levels x 3 seeds of the paper's VGG-8/MNIST run, its 0% / seed 0 run shared with phases:
+    # 8 more runs, 17 snapshots each.
+    label_noise = [node for node in training if node.figures == ("label_noise",)]
+    assert len(label_noise) == 8 and all(len(node.snapshot_steps) == 17 for node in label_noise)
+    assert (len(training), len(measuring)) == (323 + 8, 391 + 8 * 17)
 
 
 def test_paper_graph_edges(paper):
@@ -53,7 +57,7 @@ def test_paper_graph_edges(paper):
         assert set(node.parents) == expected and node.iterations == EARLY_DENSE - lineage.rewind_step
     # per seed: IMP 6 x (1 + 11 x 2), perturbations 15 x 2, pre-training 3 x 1, data 9 x 2 = 189
     assert sum(len(node.parents) for node in early) == 3 * 189
-    assert len(paper.edges()) == 3 * 189 + 391
+    assert len(paper.edges()) == 3 * 189 + 391 + 8 * 17
 
 
 def test_paper_longest_chain_is_one_imp_lineage(paper):
@@ -61,7 +65,7 @@ def test_paper_longest_chain_is_one_imp_lineage(paper):
     assert len(chain) == 13 and iterations == 13 * EARLY_DENSE  # dense run, then 12 rounds rewound to k = 0
     assert all(paper.nodes[later].parents and earlier in paper.nodes[later].parents for earlier, later in zip(chain, chain[1:]))
     report = describe(paper)
-    assert "714 tasks (323 training, 391 measurement), 958 dependency edges" in report
+    assert "858 tasks (331 training, 527 measurement), 1094 dependency edges" in report
     assert f"longest chain: {13 * EARLY_DENSE:,} iterations over 13 trainings" in report
 
 
