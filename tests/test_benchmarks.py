@@ -47,15 +47,16 @@ def test_measure_benchmark_prints_each_instrument_and_consistent_ratios():
     decoder, probe = decoder_settings(measure_config), probe_settings(measure_config)
     assert rows["decoder linear"][1] == f"{decoder.epochs_for(256) * decoder.steps_per_epoch(256)} updates"
     assert rows["linear probe"][1] == f"{probe.epochs * math.ceil(256 / probe.batch_size)} updates"
-    assert rows["decoder linear_exact"][1] == "0 updates"  # closed form
+    assert rows["decoder linear_exact"][1] == "closed form, unregularised"
+    assert rows["decoder linear_ridge"][1].startswith("GCV over ")
     assert rows["mutual information kde"][1] == "128 test images, 64 features"
 
-    default = re.fullmatch(rf"default measurement \(batch features, linear_exact \+ linear decoders, probe\) per snapshot: {NUMBER} s; "
+    default = re.fullmatch(rf"default measurement \(batch features, linear_ridge \+ linear decoders, probe\) per snapshot: {NUMBER} s; "
                            rf"x (\d+) snapshots = (\d+) s = {NUMBER} x the training time",
                            next(line for line in lines if line.startswith("default measurement")))
     assert default, result.stdout
     per_snapshot, snapshots = float(default[1]), int(default[2])
-    parts = sum(rows[label][0] for label in ("features batch (train+test)", "decoder linear_exact", "decoder linear", "linear probe"))
+    parts = sum(rows[label][0] for label in ("features batch (train+test)", "decoder linear_ridge", "decoder linear", "linear probe"))
     assert snapshots == len(plan.snapshot_steps) == 5
     assert abs(per_snapshot - parts) <= 0.05 + 0.02
     assert abs(int(default[3]) - per_snapshot * snapshots) <= 0.5 + 0.05 * snapshots
