@@ -126,6 +126,12 @@ def main(argv=None) -> int:
             print(f"warning: the figure pass trained {len(unplanned)} runs the task graph did not hold: {unplanned}", file=sys.stderr)
     print(f"\nreproduce.all finished in {time.perf_counter() - began:.0f} s:")
     print("\n".join(lines))
+    if set(figures) == set(FIGURES) and options.profile == "quick":  # the reference is of the whole quick run
+        from reproduce.common import FIGURES_DIR, has_offline
+        from reproduce.compare import reference_directory, report
+
+        real_data = all(has_offline(name, options) for name in ("mnist", "fashion_mnist", "cifar10"))
+        print("\n" + "\n".join(report(options.out, reference_directory(real_data, FIGURES_DIR))))
     return 0
 
 

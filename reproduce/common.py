@@ -54,8 +54,8 @@ class Options:
 
     profile: ProfileName = "quick"
     """Scale of every run: smoke (seconds, tiny data), quick (minutes on 2 CPU cores, offline data), paper (the papers' settings, for GPU machines)."""
-    out: Path = FIGURES_DIR
-    """Where figures, CSVs and summary.md go."""
+    out: Path = Path("results")
+    """Where figures, CSVs and summary.md go (untracked by default; the committed reference is paper_figures/: pass --out paper_figures to rewrite it)."""
     plot_only: bool = False
     """Redraw from the stored CSVs in --out (or read-only from the run store where a CSV is missing); train and measure nothing."""
     runs_dir: str | None = None
