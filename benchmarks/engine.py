@@ -10,6 +10,7 @@ processes importing TensorFlow, object transfer), and of 2 CPUs if this machine 
 speed-up two workers bring). Prints seconds and the ratios to the serial time. The figures are not
 drawn. Numbers depend on the machine and on what else runs on it: compare ratios from one run.
 """
+
 from __future__ import annotations
 
 import os
@@ -79,9 +80,11 @@ def main(argv=None) -> None:
         if args.ray_cpus != 2 and (os.cpu_count() or 1) >= 2:
             rows.append((2, *on_ray(nodes, scratch / "ray-2", data_dir, 2)))
         for cpus, startup, graph_seconds in rows:
-            print(f"ray local, {cpus} CPU{'s' if cpus > 1 else ' '}             {graph_seconds:8.1f} s  "
-                  f"(+ {startup:.1f} s cluster start-up)  ratio to serial {graph_seconds / seconds:.2f}, "
-                  f"with start-up {(graph_seconds + startup) / seconds:.2f}")
+            print(
+                f"ray local, {cpus} CPU{'s' if cpus > 1 else ' '}             {graph_seconds:8.1f} s  "
+                f"(+ {startup:.1f} s cluster start-up)  ratio to serial {graph_seconds / seconds:.2f}, "
+                f"with start-up {(graph_seconds + startup) / seconds:.2f}"
+            )
 
 
 if __name__ == "__main__":

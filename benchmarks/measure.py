@@ -11,6 +11,7 @@ prints seconds per snapshot and per instrument, and the ratio of the whole measu
 (every snapshot of the schedule) to the whole training run. ClaDec is timed on a fraction of its
 budget and extrapolated (its full budget takes tens of minutes on a CPU); the line says so.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,16 +61,33 @@ def main() -> None:
     extract_features(model, args.layer, dataset.x_test[:256], "batch")  # trace once, outside the timings
     train_features = timed("features batch (train+test)", lambda: extract_features(model, args.layer, dataset.x_train, "batch"))
     test_features = extract_features(model, args.layer, dataset.x_test, "batch")
-    timed("features stored (train+test)", lambda: (extract_features(model, args.layer, dataset.x_train, "stored"),
-                                                  extract_features(model, args.layer, dataset.x_test, "stored")))
-    timed("features recalibrated (train+test)", lambda: [extract_features(copy, args.layer, split, "stored")
-                                                        for copy in [recalibrate_batchnorm(model, dataset.x_train)]
-                                                        for split in (dataset.x_train, dataset.x_test)])
+    timed(
+        "features stored (train+test)",
+        lambda: (
+            extract_features(model, args.layer, dataset.x_train, "stored"),
+            extract_features(model, args.layer, dataset.x_test, "stored"),
+        ),
+    )
+    timed(
+        "features recalibrated (train+test)",
+        lambda: [
+            extract_features(copy, args.layer, split, "stored")
+            for copy in [recalibrate_batchnorm(model, dataset.x_train)]
+            for split in (dataset.x_train, dataset.x_test)
+        ],
+    )
     settings = decoder_settings(measure_config)
     for kind in ("linear_ridge", "linear_exact", "linear"):
-        result = timed(f"decoder {kind}", lambda: fit_decoder(kind, train_features, dataset.x_train, test_features, dataset.x_test, settings))
-        note = (f"GCV over {settings.ridge_grid_points} penalties, chose {result.ridge_relative_penalty:.3g} x mean eigenvalue"
-                if kind == "linear_ridge" else "closed form, unregularised" if kind == "linear_exact" else f"{result.update_steps} updates")
+        result = timed(
+            f"decoder {kind}", lambda: fit_decoder(kind, train_features, dataset.x_train, test_features, dataset.x_test, settings)
+        )
+        note = (
+            f"GCV over {settings.ridge_grid_points} penalties, chose {result.ridge_relative_penalty:.3g} x mean eigenvalue"
+            if kind == "linear_ridge"
+            else "closed form, unregularised"
+            if kind == "linear_exact"
+            else f"{result.update_steps} updates"
+        )
         rows[-1] = (*rows[-1][:2], note)
     ridge_seconds = next(seconds for label, seconds, _ in rows if label == "decoder linear_ridge")
     exact_seconds = next(seconds for label, seconds, _ in rows if label == "decoder linear_exact")
@@ -82,15 +100,19 @@ def main() -> None:
         full = settings.epochs_for(len(dataset.y_train)) * settings.steps_per_epoch(len(dataset.y_train))
         rows.append(("decoder cladec (extrapolated)", per_update * full, f"{full} updates at {per_update * 1000:.0f} ms each"))
     heads = probe_settings(measure_config)
-    result = timed("linear probe", lambda: train_linear_head(train_features, dataset.y_train, test_features, dataset.y_test,
-                                                          dataset.num_classes, heads))
+    result = timed(
+        "linear probe",
+        lambda: train_linear_head(train_features, dataset.y_train, test_features, dataset.y_test, dataset.num_classes, heads),
+    )
     rows[-1] = (*rows[-1][:2], f"{result.update_steps} updates")
     # The information-plane estimators (--metrics mutual_information) on the measured subset of the test split.
     count = min(measure_config.mi_samples, len(dataset.y_test))
     sample, sample_labels = test_features[:count].reshape(count, -1), dataset.y_test[:count]
-    information = (("binning", lambda: binning_information(sample, sample_labels, measure_config.mi_bins)),
-                   ("kde", lambda: kde_information(sample, sample_labels, measure_config.mi_noise_variance)),
-                   ("kde_relative", lambda: relative_kde_information(sample, sample_labels, 0.1)))
+    information = (
+        ("binning", lambda: binning_information(sample, sample_labels, measure_config.mi_bins)),
+        ("kde", lambda: kde_information(sample, sample_labels, measure_config.mi_noise_variance)),
+        ("kde_relative", lambda: relative_kde_information(sample, sample_labels, 0.1)),
+    )
     for name, estimate in information:
         timed(f"mutual information {name}", estimate, f"{count} test images, {sample.shape[1]} features")
 
@@ -106,20 +128,31 @@ def main() -> None:
     training_seconds = step_seconds * plan.last_iteration
     snapshots = len(plan.snapshot_steps)
 
-    print(f"profile {args.profile}: {config.model.architecture} on {dataset.name}/{dataset.source} "
-          f"({len(dataset.y_train)} train / {len(dataset.y_test)} test), layer {args.layer}, {os.cpu_count()} CPU cores")
+    print(
+        f"profile {args.profile}: {config.model.architecture} on {dataset.name}/{dataset.source} "
+        f"({len(dataset.y_train)} train / {len(dataset.y_test)} test), layer {args.layer}, {os.cpu_count()} CPU cores"
+    )
     print(f"{'per snapshot':<38}{'seconds':>9}{'x train step':>14}   note")
     for label, seconds, note in rows:
         print(f"{label:<38}{seconds:>9.2f}{seconds / step_seconds:>14.0f}   {note}")
     print(f"training: {step_seconds * 1000:.1f} ms/step x {plan.last_iteration} steps = {training_seconds:.0f} s")
-    default = sum(seconds for label, seconds, _ in rows
-                  if label in ("features batch (train+test)", "decoder linear_ridge", "decoder linear", "linear probe"))
-    print(f"linear_ridge / linear_exact: {ridge_seconds / exact_seconds:.1f} x (eigendecomposition and GCV grid against one Cholesky solve)")
-    print(f"default measurement (batch features, linear_ridge + linear decoders, probe) per snapshot: {default:.1f} s; "
-          f"x {snapshots} snapshots = {default * snapshots:.0f} s = {default * snapshots / training_seconds:.2f} x the training time")
+    default = sum(
+        seconds
+        for label, seconds, _ in rows
+        if label in ("features batch (train+test)", "decoder linear_ridge", "decoder linear", "linear probe")
+    )
+    print(
+        f"linear_ridge / linear_exact: {ridge_seconds / exact_seconds:.1f} x (eigendecomposition and GCV grid against one Cholesky solve)"
+    )
+    print(
+        f"default measurement (batch features, linear_ridge + linear decoders, probe) per snapshot: {default:.1f} s; "
+        f"x {snapshots} snapshots = {default * snapshots:.0f} s = {default * snapshots / training_seconds:.2f} x the training time"
+    )
     information_seconds = sum(seconds for label, seconds, _ in rows if label.startswith("mutual information"))
-    print(f"mutual information (binning, kde, kde_relative) per snapshot and layer: {information_seconds:.2f} s = "
-          f"{information_seconds / default:.3f} x the default measurement of that snapshot")
+    print(
+        f"mutual information (binning, kde, kde_relative) per snapshot and layer: {information_seconds:.2f} s = "
+        f"{information_seconds / default:.3f} x the default measurement of that snapshot"
+    )
 
 
 if __name__ == "__main__":

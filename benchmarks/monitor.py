@@ -10,6 +10,7 @@ everything else in `fit`, and their ratio (the target at quick is <= 5%). Both a
 the same process, one after the other within the same fit, so their ratio holds on another
 machine far better than either number.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,10 @@ def main(argv=None) -> None:
     steps = args.steps or parse_steps(config.training.duration, steps_per_epoch)
     keras.utils.set_random_seed(config.training.seed)
     model = build_model(config.model, dataset.image_shape, dataset.num_classes)
-    model.compile(optimizer=keras.optimizers.SGD(config.training.learning_rate, momentum=config.training.momentum),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.SGD(config.training.learning_rate, momentum=config.training.momentum),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     with tempfile.TemporaryDirectory() as directory:
         monitor = PhaseMonitor(directory, dataset.x_train, dataset.x_test, MonitorSettings(min_effect=1e9), log=None)
         inside = {"seconds": 0.0, "measurements": 0}
@@ -61,16 +64,28 @@ def main(argv=None) -> None:
         monitor.observe = timed
         epochs = -(-steps // steps_per_epoch)
         start = time.perf_counter()
-        model.fit(dataset.x_train, dataset.y_train, batch_size=batch, epochs=epochs, steps_per_epoch=None, shuffle=True,
-                  verbose=0, callbacks=[monitor])
+        model.fit(
+            dataset.x_train,
+            dataset.y_train,
+            batch_size=batch,
+            epochs=epochs,
+            steps_per_epoch=None,
+            shuffle=True,
+            verbose=0,
+            callbacks=[monitor],
+        )
         total = time.perf_counter() - start
     training = total - inside["seconds"]
     updates = int(np.asarray(model.optimizer.iterations))
-    print(f"profile {args.profile}: {config.model.architecture} on {dataset.name} ({len(dataset.y_train)} train images), "
-          f"{updates} updates at batch {batch}")
+    print(
+        f"profile {args.profile}: {config.model.architecture} on {dataset.name} ({len(dataset.y_train)} train images), "
+        f"{updates} updates at batch {batch}"
+    )
     print(f"training (fit without the monitor's time)  {training:9.2f} s  ({1000 * training / max(updates, 1):.1f} ms per update)")
-    print(f"monitor ({inside['measurements']} measurements)            {inside['seconds']:9.2f} s  "
-          f"({inside['seconds'] / max(inside['measurements'], 1):.2f} s per measurement)")
+    print(
+        f"monitor ({inside['measurements']} measurements)            {inside['seconds']:9.2f} s  "
+        f"({inside['seconds'] / max(inside['measurements'], 1):.2f} s per measurement)"
+    )
     print(f"monitor / training                         {inside['seconds'] / training:9.3f}  (target at quick: <= 0.05)")
 
 

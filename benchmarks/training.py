@@ -20,6 +20,7 @@ times: VGG-8/11/13/16 and ResNet-10 for 257 epochs of CIFAR-10 (100,487 iteratio
 and the Frankle et al. figure's 300 ResNet-20 runs of 160 epochs (62,560 iterations); training
 only (snapshots, metrics and measurements come on top). The first calls (tracing) are excluded.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,8 +54,15 @@ def _network(spec: str) -> tuple[str, float]:
     return name, float(width) if width else 1.0
 
 
-def measure(architecture: str, width: float, steps: int, batch_size: int, jit_compile: bool = False,
-            forward_input_gradient: bool = False, loop: bool = True) -> Timing:
+def measure(
+    architecture: str,
+    width: float,
+    steps: int,
+    batch_size: int,
+    jit_compile: bool = False,
+    forward_input_gradient: bool = False,
+    loop: bool = True,
+) -> Timing:
     import keras
     import tensorflow as tf
 
@@ -68,9 +76,16 @@ def measure(architecture: str, width: float, steps: int, batch_size: int, jit_co
     try:
         rng = np.random.default_rng(0)
         count = steps * batch_size  # one epoch = the timed steps, no smaller last batch
-        dataset = Dataset(name="cifar10", source="benchmark", x_train=rng.normal(size=(count, 32, 32, 3)).astype(np.float32),
-                          y_train=rng.integers(0, 10, size=count).astype(np.int64), x_test=np.zeros((0, 32, 32, 3), np.float32),
-                          y_test=np.zeros(0, np.int64), num_classes=10, fingerprint="")
+        dataset = Dataset(
+            name="cifar10",
+            source="benchmark",
+            x_train=rng.normal(size=(count, 32, 32, 3)).astype(np.float32),
+            y_train=rng.integers(0, 10, size=count).astype(np.int64),
+            x_test=np.zeros((0, 32, 32, 3), np.float32),
+            y_test=np.zeros(0, np.int64),
+            num_classes=10,
+            fingerprint="",
+        )
         training = TrainingConfig(batch_size=batch_size, jit_compile=jit_compile)
 
         def fresh():
@@ -147,23 +162,31 @@ def main() -> None:
         architecture, width = _network(spec.strip())
         timing = measure(architecture, width, args.steps, args.batch_size)
         loop_ms[(architecture, width)] = timing.loop_ms
-        print(f"{architecture + f' x{width:g}':<28}{timing.step_ms:>9.1f}{timing.loop_ms:>9.1f}{timing.loop_ms / timing.step_ms:>11.2f}"
-              f"{timing.host_ms:>9.2f}{timing.old_loop_ms:>13.1f}")
+        print(
+            f"{architecture + f' x{width:g}':<28}{timing.step_ms:>9.1f}{timing.loop_ms:>9.1f}{timing.loop_ms / timing.step_ms:>11.2f}"
+            f"{timing.host_ms:>9.2f}{timing.old_loop_ms:>13.1f}"
+        )
     if args.variants:
         print("VGG-8 x1 step variants, each against the default measured just before it:")
-        for label, options in (("XLA (--training.jit-compile)", {"jit_compile": True}),
-                               ("forward input-gradient rule", {"forward_input_gradient": True})):
+        for label, options in (
+            ("XLA (--training.jit-compile)", {"jit_compile": True}),
+            ("forward input-gradient rule", {"forward_input_gradient": True}),
+        ):
             default = measure("vgg8", 1.0, args.steps, args.batch_size, loop=False).step_ms
             variant = measure("vgg8", 1.0, args.steps, args.batch_size, loop=False, **options).step_ms
             print(f"  {label:<34} {variant:>7.1f} ms against {default:.1f} ms ({variant / default:.2f}x)")
     hours = lambda milliseconds, iterations: milliseconds * iterations / 3.6e6  # noqa: E731
     paper = [hours(loop_ms[(name, 1.0)], PAPER_ITERATIONS) for name in PAPER_NETWORKS if (name, 1.0) in loop_ms]
     if len(paper) == len(PAPER_NETWORKS):
-        print(f"paper profile on this device: {sum(paper):.1f} device-hours per seed for the five networks' training "
-              f"({', '.join(f'{name} {value:.1f}' for name, value in zip(PAPER_NETWORKS, paper))})")
+        print(
+            f"paper profile on this device: {sum(paper):.1f} device-hours per seed for the five networks' training "
+            f"({', '.join(f'{name} {value:.1f}' for name, value in zip(PAPER_NETWORKS, paper))})"
+        )
     if ("resnet20", 1.0) in loop_ms:
-        print(f"Frankle et al. figure: {hours(loop_ms[('resnet20', 1.0)], FRANKLE_ITERATIONS) * FRANKLE_RUNS:.1f} device-hours "
-              f"for {FRANKLE_RUNS} ResNet-20 runs of {FRANKLE_ITERATIONS} iterations (training only)")
+        print(
+            f"Frankle et al. figure: {hours(loop_ms[('resnet20', 1.0)], FRANKLE_ITERATIONS) * FRANKLE_RUNS:.1f} device-hours "
+            f"for {FRANKLE_RUNS} ResNet-20 runs of {FRANKLE_ITERATIONS} iterations (training only)"
+        )
 
 
 if __name__ == "__main__":

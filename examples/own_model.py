@@ -13,6 +13,7 @@ Writes OUT_DIR/run/ (the run store: snapshots, manifest, metrics.csv, measuremen
 OUT_DIR/own_model_phases.png. Running it again on the same OUT_DIR reuses the finished run and
 measurements.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,22 +70,34 @@ def main(argv=None) -> Path:
     else:
         keras.utils.set_random_seed(args.seed)
         model = build(data.image_shape, data.num_classes)
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.02, momentum=0.9),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=0.02, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
         snapshots = kphases.SnapshotCallback(run_dir, train_data=train, test_data=test)
         model.fit(*train, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[snapshots])
     run = Run.open(run_dir)
-    print(f"trained: snapshots at iterations {run.snapshot_steps()} of {run.manifest()['last_iteration']} "
-          f"({time.perf_counter() - began:.0f} s)")
+    print(
+        f"trained: snapshots at iterations {run.snapshot_steps()} of {run.manifest()['last_iteration']} "
+        f"({time.perf_counter() - began:.0f} s)"
+    )
 
     # The closed-form affine decoder and a short linear probe keep this quick; the authors' defaults
     # (decoders=("linear_exact", "linear"), probe_epochs=20) are one keyword away.
-    kphases.measure(run_dir, layers=LAYERS, train_data=train, test_data=test, decoders=("linear_exact",),
-                    probe_epochs=4 if args.small else 10, progress=False, data_name="mnist")
+    kphases.measure(
+        run_dir,
+        layers=LAYERS,
+        train_data=train,
+        test_data=test,
+        decoders=("linear_exact",),
+        probe_epochs=4 if args.small else 10,
+        progress=False,
+        data_name="mnist",
+    )
     figure_path = out / "own_model_phases.png"
     # The run directory is called "run": the default title ("... of run run") would say nothing.
-    kphases.plot_phases(run_dir, path=figure_path,
-                        title="Reconstruction loss phases of own_model on embedded MNIST (decoder linear_exact)")
+    kphases.plot_phases(run_dir, path=figure_path, title="Reconstruction loss phases of own_model on embedded MNIST (decoder linear_exact)")
     print(f"wrote {figure_path} ({time.perf_counter() - began:.0f} s in all)")
     return figure_path
 

@@ -15,6 +15,7 @@ Writes OUT_DIR/monitor/ (state.json: the curve and the decision; chosen.weights.
 when the monitor decides depends on the run: without a confident rise it keeps measuring and
 training runs to the end (then the example says so and transfers from the last network only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,26 +69,34 @@ def main(argv=None) -> dict:
     target = load_dataset(DataConfig(name="digits", source="embedded"))
     keras.utils.set_random_seed(0)
     model = build(source.image_shape, source.num_classes)
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.02, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    monitor = kphases.PhaseMonitor(out, source.x_train, source.x_test, stop=True,
-                                   train_subset=min(2000, train_size), test_subset=min(1000, test_size))
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.02, momentum=0.9), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    monitor = kphases.PhaseMonitor(
+        out, source.x_train, source.x_test, stop=True, train_subset=min(2000, train_size), test_subset=min(1000, test_size)
+    )
     batch = 64
     epochs = -(-iterations * batch // train_size)
     model.fit(source.x_train, source.y_train, batch_size=batch, epochs=epochs, verbose=0, callbacks=[monitor])
     last = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     result = {"last_iteration": last, "decision": monitor.decision, "last_accuracy": transfer_accuracy(model, target)}
     if monitor.decision is None:
-        print(f"no decision within {last} iterations: the rise after the minimum never became confident; "
-              f"transfer from the last network: {result['last_accuracy']:.3f}")
+        print(
+            f"no decision within {last} iterations: the rise after the minimum never became confident; "
+            f"transfer from the last network: {result['last_accuracy']:.3f}"
+        )
         return result
     kept = build(source.image_shape, source.num_classes)
     kept.load_weights(monitor.chosen_weights)
     result["kept_accuracy"] = transfer_accuracy(kept, target)
-    print(f"monitor: at iteration {monitor.decision.decided_at} kept the checkpoint of iteration {monitor.decision.chosen_step} "
-          f"({monitor.decision.reason})")
-    print(f"digits transfer accuracy: kept checkpoint {result['kept_accuracy']:.3f}, network at iteration {last} "
-          f"{result['last_accuracy']:.3f}")
+    print(
+        f"monitor: at iteration {monitor.decision.decided_at} kept the checkpoint of iteration {monitor.decision.chosen_step} "
+        f"({monitor.decision.reason})"
+    )
+    print(
+        f"digits transfer accuracy: kept checkpoint {result['kept_accuracy']:.3f}, network at iteration {last} "
+        f"{result['last_accuracy']:.3f}"
+    )
     return result
 
 

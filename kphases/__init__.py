@@ -15,12 +15,18 @@ These names load lazily (PEP 562), so `import kphases` stays free of TensorFlow.
 is the function `kphases.api.measure`; the run-level measurement module is `kphases.measurement`
 (a submodule named `measure` would be bound over the function by every import of it).
 """
+
 import importlib
 
 __version__ = "0.1.0"
 
-_LAZY = {"SnapshotCallback": "kphases.callback", "measure": "kphases.api", "plot_phases": "kphases.api",
-         "PhaseMonitor": "kphases.monitor", "MonitorSettings": "kphases.monitor"}
+_LAZY = {
+    "SnapshotCallback": "kphases.callback",
+    "measure": "kphases.api",
+    "plot_phases": "kphases.api",
+    "PhaseMonitor": "kphases.monitor",
+    "MonitorSettings": "kphases.monitor",
+}
 
 
 def __getattr__(name):

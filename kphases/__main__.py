@@ -1,4 +1,5 @@
 """Entry point of `python -m kphases` and the `kphases` script: sets the Keras backend, then runs the CLI."""
+
 import os
 import sys
 

@@ -10,6 +10,7 @@ linear probe, transfer heads; `MeasureConfig` fields as keyword arguments); rows
 (`reproduce/phases.py`): reconstruction loss and accuracy against iteration on a log2 axis, the
 phases `kphases.phases.detect_phases` finds shaded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from kphases.callback import (DEFAULT_MAX_SAMPLES, _fingerprint, as_arrays, is_model_run, layer_names, load_run_model)
+from kphases.callback import DEFAULT_MAX_SAMPLES, _fingerprint, as_arrays, is_model_run, layer_names, load_run_model
 from kphases.config import MeasureConfig
 from kphases.data import Dataset
 from kphases.store import Run
@@ -31,11 +32,22 @@ BN_STATS_PREFERENCE = ("batch", "stored", "recalibrated")
 _STOCHASTIC_LAYER_WORDS = ("Dropout", "Noise")
 
 
-def measure(run_dir: str | os.PathLike | Run, layers: Sequence[str] | str | None = None, train_data=None, test_data=None, *,
-            config: MeasureConfig | None = None, runs_dir: str | os.PathLike | None = None,
-            data_dir: str | os.PathLike | None = None, custom_objects: dict | None = None,
-            max_samples: int = DEFAULT_MAX_SAMPLES, data_name: str = "user", progress: bool = True, log=print,
-            **fields) -> pd.DataFrame:
+def measure(
+    run_dir: str | os.PathLike | Run,
+    layers: Sequence[str] | str | None = None,
+    train_data=None,
+    test_data=None,
+    *,
+    config: MeasureConfig | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    custom_objects: dict | None = None,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+    data_name: str = "user",
+    progress: bool = True,
+    log=print,
+    **fields,
+) -> pd.DataFrame:
     """Measure every snapshot of a run; return all of its measurement rows (also in `<run>/measurements.csv`).
 
     Args:
@@ -63,8 +75,10 @@ def measure(run_dir: str | os.PathLike | Run, layers: Sequence[str] | str | None
         layers = [layers]
     if not is_model_run(run):
         if train_data is not None or test_data is not None:
-            raise ValueError(f"run {run.directory} was trained by `kphases train` on {run.config.data.name}/{run.config.data.source} "
-                             "and is measured on that dataset (loaded from its config); leave out train_data and test_data")
+            raise ValueError(
+                f"run {run.directory} was trained by `kphases train` on {run.config.data.name}/{run.config.data.source} "
+                "and is measured on that dataset (loaded from its config); leave out train_data and test_data"
+            )
         settings = measure_config(config, layers, fields)
         return measure_run(run, settings, data_dir=data_dir, progress=progress, log=log)
 
@@ -78,23 +92,32 @@ def measure(run_dir: str | os.PathLike | Run, layers: Sequence[str] | str | None
         raise ValueError(f"unknown layer(s) {bad} for model {model.name!r} of run {run.name}; valid layers: {valid}")
     if train_data is None or test_data is None:
         missing = [name for name, data in (("train_data", train_data), ("test_data", test_data)) if data is None]
-        raise ValueError(f"run {run.directory} was recorded by kphases.SnapshotCallback and stores no data: pass {' and '.join(missing)} "
-                         "as (x, y) arrays or a tf.data dataset of (x, y) batches")
+        raise ValueError(
+            f"run {run.directory} was recorded by kphases.SnapshotCallback and stores no data: pass {' and '.join(missing)} "
+            "as (x, y) arrays or a tf.data dataset of (x, y) batches"
+        )
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
         shapes = [tuple(tensor.shape) for tensor in model.inputs]
-        raise ValueError(f"kphases measures how well a layer's output reconstructs the input image: it needs a model with one image "
-                         f"input (batch, H, W, C); model {model.name!r} takes {shapes}")
+        raise ValueError(
+            f"kphases measures how well a layer's output reconstructs the input image: it needs a model with one image "
+            f"input (batch, H, W, C); model {model.name!r} takes {shapes}"
+        )
     if "bn_stats" not in fields and config is None:
         fields["bn_stats"] = ("batch",) if _has_batchnorm(model) else ("stored",)
     settings = measure_config(config, layers, fields)
     if "dataset_switch" in (settings.transfer or ()) or settings.switch_dataset:
-        raise ValueError("transfer task dataset_switch needs a kphases dataset to switch to; a SnapshotCallback run is measured on "
-                         "your data only: use transfer=('color_dominance',) (RGB images), transfer=() or leave transfer out")
+        raise ValueError(
+            "transfer task dataset_switch needs a kphases dataset to switch to; a SnapshotCallback run is measured on "
+            "your data only: use transfer=('color_dominance',) (RGB images), transfer=() or leave transfer out"
+        )
     if "batch" in settings.bn_stats:
         stochastic = [layer.name for layer in model.layers if any(word in type(layer).__name__ for word in _STOCHASTIC_LAYER_WORDS)]
         if stochastic:
-            warnings.warn(f"bn_stats='batch' extracts features in training mode, which also applies {stochastic}; "
-                          "bn_stats=('stored',) measures the network in inference mode", stacklevel=2)
+            warnings.warn(
+                f"bn_stats='batch' extracts features in training mode, which also applies {stochastic}; "
+                "bn_stats=('stored',) measures the network in inference mode",
+                stacklevel=2,
+            )
     dataset = user_dataset(model, train_data, test_data, data_name, max_samples)
     return measure_run(run, settings, dataset=dataset, progress=progress, log=log, custom_objects=custom_objects)
 
@@ -130,8 +153,16 @@ def user_dataset(model, train_data, test_data, name: str = "user", max_samples: 
     if num_classes < 2:
         raise ValueError(f"the labels hold a single class ({num_classes - 1}); the linear probe needs at least two")
     source = train_source if train_source == test_source else f"{train_source}+{test_source}"
-    return Dataset(name=name, source=source, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-                   num_classes=num_classes, fingerprint=_fingerprint(x_train, y_train, x_test, y_test))
+    return Dataset(
+        name=name,
+        source=source,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=num_classes,
+        fingerprint=_fingerprint(x_train, y_train, x_test, y_test),
+    )
 
 
 def _has_batchnorm(model) -> bool:
@@ -142,8 +173,10 @@ def _has_batchnorm(model) -> bool:
 
 # --- the figure -----------------------------------------------------------------------------------
 
+
 def _in_style(function):
     """Draw inside the suite's matplotlib style without changing the user's global settings or backend."""
+
     @functools.wraps(function)
     def styled(*args, **kwargs):
         from kphases.plotting import STYLE, plt
@@ -155,10 +188,19 @@ def _in_style(function):
 
 
 @_in_style
-def plot_phases(frame_or_run, *, layers: Sequence[str] | str | None = None, instrument: str | None = None,
-                bn_stats: str | None = None, split: str = "test", classifier: pd.DataFrame | None = None,
-                runs_dir: str | os.PathLike | None = None, title: str | None = None, path: str | os.PathLike | None = None,
-                tolerances=None):
+def plot_phases(
+    frame_or_run,
+    *,
+    layers: Sequence[str] | str | None = None,
+    instrument: str | None = None,
+    bn_stats: str | None = None,
+    split: str = "test",
+    classifier: pd.DataFrame | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    tolerances=None,
+):
     """The standard phases figure of one run; returns the matplotlib Figure (saved to `path` if given).
 
     One panel per layer: the reconstruction loss (`split` per-element MSE of decoder `instrument`,
@@ -183,15 +225,18 @@ def plot_phases(frame_or_run, *, layers: Sequence[str] | str | None = None, inst
     frame, metrics, name = _plot_inputs(frame_or_run, classifier, runs_dir)
     reconstruction = frame[(frame["metric"] == "reconstruction_mse") & (frame["split"] == split)] if len(frame) else frame
     if not len(reconstruction):
-        raise ValueError(f"no reconstruction_mse rows of split {split!r} to plot for {name or 'the given rows'}; "
-                         "measure first (kphases.measure)")
+        raise ValueError(
+            f"no reconstruction_mse rows of split {split!r} to plot for {name or 'the given rows'}; measure first (kphases.measure)"
+        )
     instrument = instrument or _preferred(reconstruction["instrument"], DECODER_PREFERENCE)
     bn_stats = bn_stats or _preferred(reconstruction["bn_stats"], BN_STATS_PREFERENCE)
     series_by_key = curves(frame, "reconstruction_mse", split)
     measured = [layer for (layer, kind, mode) in series_by_key if kind == instrument and mode == bn_stats]
     if not measured:
         present = sorted({(kind, mode) for (_, kind, mode) in series_by_key})
-        raise ValueError(f"no reconstruction rows for decoder {instrument!r} with bn_stats {bn_stats!r}; measured (decoder, bn_stats): {present}")
+        raise ValueError(
+            f"no reconstruction rows for decoder {instrument!r} with bn_stats {bn_stats!r}; measured (decoder, bn_stats): {present}"
+        )
     layers = [layers] if isinstance(layers, str) else list(layers or measured)
     bad = [layer for layer in layers if layer not in measured]
     if bad:
@@ -206,8 +251,9 @@ def plot_phases(frame_or_run, *, layers: Sequence[str] | str | None = None, inst
         phases = detect_phases(series.index.tolist(), series.tolist(), tolerances) if len(series) >= 3 else None
         if phases is not None:
             shade_phases(axis, series.index, phases.labels)
-        (line,) = axis.plot(step_position(series.index), series.values, "o-", color="black", ms=3,
-                            label=f"reconstruction ({split} MSE, {instrument})")
+        (line,) = axis.plot(
+            step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction ({split} MSE, {instrument})"
+        )
         handles.setdefault(line.get_label(), line)
         axis.set_ylabel("reconstruction loss (per-element MSE)")
         accuracy_axis = axis.twinx()
@@ -215,8 +261,13 @@ def plot_phases(frame_or_run, *, layers: Sequence[str] | str | None = None, inst
         if metrics is not None and len(metrics):
             for metric_split, style in (("test", "C0-"), ("train", "C0--")):
                 picked = metrics[(metrics["metric"] == "classifier_accuracy") & (metrics["split"] == metric_split)]
-                accuracy.append((picked.drop_duplicates("step", keep="last").set_index("step")["value"].sort_index(),
-                                 style, f"classifier {metric_split} acc"))
+                accuracy.append(
+                    (
+                        picked.drop_duplicates("step", keep="last").set_index("step")["value"].sort_index(),
+                        style,
+                        f"classifier {metric_split} acc",
+                    )
+                )
         if (layer, "probe", bn_stats) in probes:
             accuracy.append((probes[(layer, "probe", bn_stats)], "C2-", "linear probe test acc"))
         for values, style, label in accuracy:

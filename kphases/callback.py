@@ -32,6 +32,7 @@ checks that the directory holds this architecture and, if a snapshot of the curr
 exists, that the model's weights equal it: a fresh, un-restored model on a used directory is
 refused rather than mixed into the old run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,18 +50,21 @@ import numpy as np
 
 from kphases.config import RUN_KIND, ModelRunConfig, ScheduleConfig  # noqa: F401 (ModelRunConfig, RUN_KIND: re-exported)
 from kphases.schedule import doubling_schedule, explicit_schedule
-from kphases.store import Run, StoreError, write_json_atomic, write_text_atomic
+from kphases.store import Run, StoreError, write_text_atomic
 
 ARCHITECTURE_FILE = "model.json"
 DEFAULT_EVAL_SAMPLES = 2048
 DEFAULT_MAX_SAMPLES = 10_000
 EVAL_BATCH_SIZE = 512
-REGISTRATION_ADVICE = ("custom layers (and custom models) must be registered with @keras.saving.register_keras_serializable() "
-                       "and implement get_config() covering their constructor arguments, and their module must be imported "
-                       "before measuring (or pass custom_objects={'Name': cls} to kphases.measure)")
+REGISTRATION_ADVICE = (
+    "custom layers (and custom models) must be registered with @keras.saving.register_keras_serializable() "
+    "and implement get_config() covering their constructor arguments, and their module must be imported "
+    "before measuring (or pass custom_objects={'Name': cls} to kphases.measure)"
+)
 
 
 # --- the run config (kphases.config.ModelRunConfig) -----------------------------------------------
+
 
 def is_model_run(run: Run) -> bool:
     """True for a run recorded by `SnapshotCallback` (a user's model), False for a `kphases train` run."""
@@ -68,6 +72,7 @@ def is_model_run(run: Run) -> bool:
 
 
 # --- schedules ----------------------------------------------------------------------------------
+
 
 def schedule_config(schedule: str | Sequence[int] | ScheduleConfig) -> ScheduleConfig:
     """'doubling' (0, 2, 4, 8, ...), a sequence of iterations, or a ScheduleConfig."""
@@ -103,6 +108,7 @@ def _is_scheduled(schedule: ScheduleConfig, step: int) -> bool:
 
 # --- architecture -------------------------------------------------------------------------------
 
+
 def architecture_json(model: keras.Model) -> str:
     """`model.to_json()` without its compile config (optimizer and loss are provenance, not architecture)."""
     config = json.loads(model.to_json())
@@ -118,10 +124,10 @@ def _short_error(error: Exception) -> str:
     """Keras' deserialisation message without the object config it dumps (often kilobytes)."""
     text = str(error)
     if "Exception encountered:" in text:
-        text = text[text.rindex("Exception encountered:") + len("Exception encountered:"):]
+        text = text[text.rindex("Exception encountered:") + len("Exception encountered:") :]
     for marker in (" Full object config", "\n\nconfig="):
         if marker in text:
-            text = text[:text.index(marker)]
+            text = text[: text.index(marker)]
     text = text.strip()
     return text if len(text) <= 400 else text[:400] + " ..."
 
@@ -130,12 +136,15 @@ def load_run_model(run: Run, custom_objects: dict | None = None) -> keras.Model:
     """The network of a `SnapshotCallback` run, rebuilt from its `model.json` (weights: load a snapshot)."""
     path = run.directory / ARCHITECTURE_FILE
     if not path.is_file():
-        raise StoreError(f"run {run.directory} has no {ARCHITECTURE_FILE}: it was not written by kphases.SnapshotCallback, or is incomplete")
+        raise StoreError(
+            f"run {run.directory} has no {ARCHITECTURE_FILE}: it was not written by kphases.SnapshotCallback, or is incomplete"
+        )
     try:
         return _rebuild(path.read_text(), custom_objects)
     except Exception as error:  # deserialisation raises TypeError/ValueError/KeyError... depending on what is missing
-        raise StoreError(f"cannot rebuild the model of run {run.directory} from {path}: {_short_error(error)}\n"
-                         f"Note: {REGISTRATION_ADVICE}.") from error
+        raise StoreError(
+            f"cannot rebuild the model of run {run.directory} from {path}: {_short_error(error)}\nNote: {REGISTRATION_ADVICE}."
+        ) from error
 
 
 def layer_names(model: keras.Model) -> list[str]:
@@ -182,17 +191,24 @@ def _architecture_difference(stored: str, current: str) -> str | None:
         return f"the stored model has {len(layers_a)} layers {names_a}, this one {len(layers_b)} {names_b}"
     for index, (layer_a, layer_b) in enumerate(zip(layers_a, layers_b)):
         if layer_a != layer_b:
-            keys = sorted(key for key in set(layer_a.get("config", {})) | set(layer_b.get("config", {}))
-                          if layer_a.get("config", {}).get(key) != layer_b.get("config", {}).get(key))
-            return (f"layer {index} differs: stored {layer_a.get('class_name')} {names_a[index]!r}, this model's "
-                    f"{layer_b.get('class_name')} {names_b[index]!r}" + (f" (config keys {keys})" if keys else " (connections)"))
+            keys = sorted(
+                key
+                for key in set(layer_a.get("config", {})) | set(layer_b.get("config", {}))
+                if layer_a.get("config", {}).get(key) != layer_b.get("config", {}).get(key)
+            )
+            return (
+                f"layer {index} differs: stored {layer_a.get('class_name')} {names_a[index]!r}, this model's "
+                f"{layer_b.get('class_name')} {names_b[index]!r}" + (f" (config keys {keys})" if keys else " (connections)")
+            )
     return "the model-level config differs (inputs, outputs or settings)"
 
 
 # --- data -----------------------------------------------------------------------------------------
 
-def as_arrays(data, what: str, input_shape: Sequence[int | None] | None = None,
-              max_samples: int = DEFAULT_MAX_SAMPLES) -> tuple[np.ndarray, np.ndarray, str]:
+
+def as_arrays(
+    data, what: str, input_shape: Sequence[int | None] | None = None, max_samples: int = DEFAULT_MAX_SAMPLES
+) -> tuple[np.ndarray, np.ndarray, str]:
     """(x float32, y int64 class labels, source) from (x, y) arrays or a finite tf.data dataset of (x, y).
 
     A dataset may yield batches or single examples (told apart by the rank of x against
@@ -203,8 +219,9 @@ def as_arrays(data, what: str, input_shape: Sequence[int | None] | None = None,
     return x, class_labels(y, what), source
 
 
-def read_pairs(data, what: str, input_shape: Sequence[int | None] | None = None,
-               max_samples: int = DEFAULT_MAX_SAMPLES, warn: bool = True) -> tuple[np.ndarray, np.ndarray, str]:
+def read_pairs(
+    data, what: str, input_shape: Sequence[int | None] | None = None, max_samples: int = DEFAULT_MAX_SAMPLES, warn: bool = True
+) -> tuple[np.ndarray, np.ndarray, str]:
     """(x float32, y as given, source) of `as_arrays`, with the checks on x, without converting y.
 
     `warn`: warn when more than `max_samples` examples were given (False: the bound is the intent)."""
@@ -221,8 +238,7 @@ def read_pairs(data, what: str, input_shape: Sequence[int | None] | None = None,
         x, y = _materialise(data, what, input_shape, max_samples, warn)
         source = "tf.data"
     else:
-        raise TypeError(f"{what} must be a pair (x, y) of arrays or a tf.data.Dataset yielding (x, y) batches, "
-                        f"got {type(data).__name__}")
+        raise TypeError(f"{what} must be a pair (x, y) of arrays or a tf.data.Dataset yielding (x, y) batches, got {type(data).__name__}")
     if x.dtype == object or y.dtype == object or not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"{what}: x and y must be numeric arrays (single-input, single-output data), got dtypes {x.dtype}, {y.dtype}")
     if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
@@ -258,7 +274,7 @@ def _materialise(dataset, what: str, input_shape, max_samples: int, warn: bool =
         if input_shape is not None and x.ndim == len(input_shape):  # single examples, not batches
             x, y = x[None], y[None]
         if count + len(x) > max_samples:
-            x, y, truncated = x[:max_samples - count], y[:max_samples - count], True
+            x, y, truncated = x[: max_samples - count], y[: max_samples - count], True
         xs.append(x)
         ys.append(y)
         count += len(x)
@@ -286,6 +302,7 @@ def class_labels(y: np.ndarray, what: str) -> np.ndarray:
 
 def _jsonable(value: Any) -> Any:
     """A JSON-safe copy (numpy values to Python, anything else unknown to its repr)."""
+
     def default(item):
         if isinstance(item, np.generic):
             return item.item()
@@ -307,6 +324,7 @@ def _fingerprint(*arrays: np.ndarray) -> str:
 
 # --- the callback -----------------------------------------------------------------------------
 
+
 class SnapshotCallback(keras.callbacks.Callback):
     """Write kphases snapshots of the model being fitted into `run_dir` (see the module docstring).
 
@@ -321,8 +339,15 @@ class SnapshotCallback(keras.callbacks.Callback):
         eval_samples: the first this many examples of each of train_data and test_data are used.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, schedule: str | Sequence[int] = "doubling", *, train_data=None,
-                 test_data=None, eval_samples: int = DEFAULT_EVAL_SAMPLES):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        schedule: str | Sequence[int] = "doubling",
+        *,
+        train_data=None,
+        test_data=None,
+        eval_samples: int = DEFAULT_EVAL_SAMPLES,
+    ):
         super().__init__()
         self.run_dir = Path(run_dir).expanduser()
         self.schedule = schedule_config(schedule)
@@ -347,13 +372,15 @@ class SnapshotCallback(keras.callbacks.Callback):
                 f"kphases.SnapshotCallback needs steps_per_execution=1, the model was compiled with "
                 f"steps_per_execution={steps_per_execution!r}: Keras then runs {steps_per_execution} optimiser updates per "
                 "callback call, so the weights at the schedule's iterations (2, 4, 8, ...) cannot be saved exactly. "
-                "Compile with steps_per_execution=1 (the default) for the fits you snapshot.")
+                "Compile with steps_per_execution=1 (the default) for the fits you snapshot."
+            )
         if getattr(model, "optimizer", None) is None:
             raise ValueError("kphases.SnapshotCallback counts iterations with model.optimizer.iterations: compile the model first")
         if not model.built or not model.weights:
             raise ValueError(
                 f"model {model.name!r} is not built, so its initial weights (snapshot 0) do not exist yet: start it with "
-                "keras.Input(shape=...) (Sequential or Functional), or call model.build(input_shape) before fit")
+                "keras.Input(shape=...) (Sequential or Functional), or call model.build(input_shape) before fit"
+            )
         architecture = architecture_json(model)
         self._shadow = self._rebuild_checked(model, architecture)
         input_shape = tuple(model.inputs[0].shape[1:]) if len(model.inputs) == 1 else None
@@ -389,10 +416,14 @@ class SnapshotCallback(keras.callbacks.Callback):
                     f"the model being fitted, now at optimizer.iterations={step} (largest difference {difference:.3g}). "
                     "To resume an interrupted fit, restore the weights and the optimizer state (keras.callbacks.BackupAndRestore, "
                     "or load_weights of a compiled model's checkpoint) so optimizer.iterations continues; otherwise use a new "
-                    "run_dir. Existing snapshots are never overwritten.")
+                    "run_dir. Existing snapshots are never overwritten."
+                )
         elif step > 0 and not recorded:
-            warnings.warn(f"the optimizer has already made {step} updates; {self.run_dir} gets no snapshot before iteration "
-                          f"{step} (iterations are counted by model.optimizer.iterations)", stacklevel=2)
+            warnings.warn(
+                f"the optimizer has already made {step} updates; {self.run_dir} gets no snapshot before iteration "
+                f"{step} (iterations are counted by model.optimizer.iterations)",
+                stacklevel=2,
+            )
         self._record_provenance(self.model, start_iteration=step)
         self.run.update_manifest(complete=False, schedule_kind=self.schedule.kind)
         self._maybe_snapshot(step)
@@ -405,14 +436,17 @@ class SnapshotCallback(keras.callbacks.Callback):
         if step == previous:  # gradient accumulation: no update in this batch
             return
         if step < previous:
-            raise RuntimeError(f"optimizer.iterations went back from {previous} to {step} during fit; snapshots of {self.run_dir} "
-                               "are labelled by it, so it must only grow")
+            raise RuntimeError(
+                f"optimizer.iterations went back from {previous} to {step} during fit; snapshots of {self.run_dir} "
+                "are labelled by it, so it must only grow"
+            )
         missed = [s for s in scheduled_steps(self.schedule, step - 1) if s > previous]
         if missed:
             raise RuntimeError(
                 f"optimizer.iterations jumped from {previous} to {step} within one callback call, past the scheduled snapshot "
                 f"iteration(s) {missed} of {self.run_dir}: kphases.SnapshotCallback needs one optimiser update per batch "
-                f"callback (steps_per_execution=1, and a train_step with a single optimizer update)")
+                f"callback (steps_per_execution=1, and a train_step with a single optimizer update)"
+            )
         self._last_iteration = step
         self._maybe_snapshot(step)
 
@@ -421,8 +455,12 @@ class SnapshotCallback(keras.callbacks.Callback):
             return
         step = self._iteration()
         last = max(step, int(self.run.manifest().get("last_iteration", 0)))  # a fit re-traversing old steps never shortens the run
-        self.run.update_manifest(schedule=scheduled_steps(self.schedule, last), last_iteration=last,
-                                 steps_per_epoch=self.params.get("steps") if self.params else None, complete=True)
+        self.run.update_manifest(
+            schedule=scheduled_steps(self.schedule, last),
+            last_iteration=last,
+            steps_per_epoch=self.params.get("steps") if self.params else None,
+            complete=True,
+        )
         self._update_fit(end_iteration=step, finished=True, seconds=round(time.perf_counter() - self._fit_began, 3))
 
     # --- helpers -------------------------------------------------------------------------------
@@ -436,12 +474,14 @@ class SnapshotCallback(keras.callbacks.Callback):
             raise ValueError(
                 f"kphases.SnapshotCallback saves the architecture of model {model.name!r} as JSON so kphases.measure can rebuild it "
                 f"without your code, and rebuilding it from model.to_json() failed: {_short_error(error)}\nSupported: Keras 3 Functional and "
-                f"Sequential models; {REGISTRATION_ADVICE}.") from error
+                f"Sequential models; {REGISTRATION_ADVICE}."
+            ) from error
         if [signature[1:] for signature in _weight_signature(rebuilt)] != [signature[1:] for signature in _weight_signature(model)]:
             raise ValueError(
                 f"model {model.name!r} rebuilt from model.to_json() has other weights than the model itself "
                 f"({len(rebuilt.weights)} vs {len(model.weights)} variables): a custom layer's get_config() misses constructor "
-                f"arguments; {REGISTRATION_ADVICE}.")
+                f"arguments; {REGISTRATION_ADVICE}."
+            )
         return rebuilt
 
     def _open_or_create(self, model: keras.Model, architecture: str) -> Run:
@@ -451,12 +491,15 @@ class SnapshotCallback(keras.callbacks.Callback):
             try:
                 run = Run.open(directory)
             except StoreError as error:
-                raise StoreError(f"{directory} holds a config.json kphases cannot read ({error}); "
-                                 "give SnapshotCallback a new or empty run_dir") from error
+                raise StoreError(
+                    f"{directory} holds a config.json kphases cannot read ({error}); give SnapshotCallback a new or empty run_dir"
+                ) from error
             if not is_model_run(run):
-                raise StoreError(f"{directory} holds a run of another kind (trained by `kphases train`: "
-                                 f"{run.config.model.architecture} on {run.config.data.name}), not one recorded by "
-                                 "kphases.SnapshotCallback; give the callback its own run_dir (existing runs are never overwritten)")
+                raise StoreError(
+                    f"{directory} holds a run of another kind (trained by `kphases train`: "
+                    f"{run.config.model.architecture} on {run.config.data.name}), not one recorded by "
+                    "kphases.SnapshotCallback; give the callback its own run_dir (existing runs are never overwritten)"
+                )
             stored_path = directory / ARCHITECTURE_FILE
             if not stored_path.is_file():
                 raise StoreError(f"{directory} is a SnapshotCallback run without its {ARCHITECTURE_FILE}; it cannot be continued")
@@ -464,26 +507,37 @@ class SnapshotCallback(keras.callbacks.Callback):
             if stored != architecture:
                 difference = _architecture_difference(stored, architecture)
                 if difference is not None:
-                    raise StoreError(f"{directory} holds the snapshots of a different model than {model.name!r}: {difference}. "
-                                     "Use a new run_dir for a new model (existing snapshots are never overwritten).")
-                warnings.warn(f"model {model.name!r} has other layer names than the model recorded in {directory} "
-                              f"(same structure); measurement uses the recorded names in {stored_path}", stacklevel=3)
+                    raise StoreError(
+                        f"{directory} holds the snapshots of a different model than {model.name!r}: {difference}. "
+                        "Use a new run_dir for a new model (existing snapshots are never overwritten)."
+                    )
+                warnings.warn(
+                    f"model {model.name!r} has other layer names than the model recorded in {directory} "
+                    f"(same structure); measurement uses the recorded names in {stored_path}",
+                    stacklevel=3,
+                )
             if run.config.schedule != self.schedule:
-                raise StoreError(f"{directory} was recorded with schedule {run.config.schedule}, this callback asks for "
-                                 f"{self.schedule}; use the recorded schedule or a new run_dir")
+                raise StoreError(
+                    f"{directory} was recorded with schedule {run.config.schedule}, this callback asks for "
+                    f"{self.schedule}; use the recorded schedule or a new run_dir"
+                )
             return run
         if directory.exists() and not directory.is_dir():
             raise StoreError(f"run_dir {directory} exists and is not a directory")
         if directory.is_dir() and any(directory.iterdir()):
             present = sorted(path.name for path in directory.iterdir())
-            raise StoreError(f"{directory} is not empty and holds no kphases run (no config.json; it holds {present[:6]}); "
-                             "give SnapshotCallback a new or empty run_dir")
+            raise StoreError(
+                f"{directory} is not empty and holds no kphases run (no config.json; it holds {present[:6]}); "
+                "give SnapshotCallback a new or empty run_dir"
+            )
         config = ModelRunConfig(
-            model_name=model.name, model_class=type(model).__name__,
+            model_name=model.name,
+            model_class=type(model).__name__,
             architecture_sha256=hashlib.sha256(architecture.encode()).hexdigest(),
             input_shapes=tuple(tuple(tensor.shape[1:]) for tensor in model.inputs),
             output_shapes=tuple(tuple(tensor.shape[1:]) for tensor in model.outputs),
-            schedule=self.schedule)
+            schedule=self.schedule,
+        )
         directory.mkdir(parents=True, exist_ok=True)
         write_text_atomic(directory / ARCHITECTURE_FILE, architecture)
         write_text_atomic(config_path, config.to_json() + "\n")  # last: config.json marks a complete run directory
@@ -501,22 +555,42 @@ class SnapshotCallback(keras.callbacks.Callback):
             compile_config = {"unavailable": repr(error)}
         provenance = self.run.provenance()
         fits = provenance.get("fits", [])
-        fits.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "params": _jsonable(dict(self.params or {})),
-                     "initial_epoch": self._initial_epoch, "start_iteration": start_iteration,
-                     "steps_per_execution": getattr(model, "steps_per_execution", 1), "finished": False})
+        fits.append(
+            {
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "params": _jsonable(dict(self.params or {})),
+                "initial_epoch": self._initial_epoch,
+                "start_iteration": start_iteration,
+                "steps_per_execution": getattr(model, "steps_per_execution", 1),
+                "finished": False,
+            }
+        )
         values = {
-            "recorded_by": "kphases.SnapshotCallback", "kphases": __version__, "python": platform.python_version(),
-            "tensorflow": tf.__version__, "keras": keras.__version__, "keras_backend": keras.backend.backend(),
-            "numpy": np.__version__, "machine": platform.node(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "model": {"name": model.name, "class": type(model).__name__, "parameters": int(model.count_params()),
-                      "layers": layer_names(model)},
+            "recorded_by": "kphases.SnapshotCallback",
+            "kphases": __version__,
+            "python": platform.python_version(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "keras_backend": keras.backend.backend(),
+            "numpy": np.__version__,
+            "machine": platform.node(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "model": {
+                "name": model.name,
+                "class": type(model).__name__,
+                "parameters": int(model.count_params()),
+                "layers": layer_names(model),
+            },
             "optimizer": _jsonable({"class": type(optimizer).__name__, "config": optimizer.get_config()}),
             "compile": _jsonable(compile_config),
             "fits": fits,
         }
         if self._eval:
-            values["eval_data"] = {split: {"examples": len(y), "input_shape": list(x.shape[1:]), "fingerprint": _fingerprint(x, y)}
-                                   for split, (x, y, _) in self._eval.items()}
+            values["eval_data"] = {
+                split: {"examples": len(y), "input_shape": list(x.shape[1:]), "fingerprint": _fingerprint(x, y)}
+                for split, (x, y, _) in self._eval.items()
+            }
         self.run.update_provenance(**values)
 
     def _update_fit(self, **values) -> None:
@@ -532,9 +606,11 @@ class SnapshotCallback(keras.callbacks.Callback):
             if step != self._start_iteration:  # (the start was compared before the first update)
                 difference = self._difference_from_snapshot(step)
                 if difference is not None:
-                    warnings.warn(f"iteration {step}: the weights differ from the stored snapshot in {self.run_dir} (largest "
-                                  f"difference {difference:.3g}); the stored snapshot is kept (snapshots are never rewritten)",
-                                  stacklevel=3)
+                    warnings.warn(
+                        f"iteration {step}: the weights differ from the stored snapshot in {self.run_dir} (largest "
+                        f"difference {difference:.3g}); the stored snapshot is kept (snapshots are never rewritten)",
+                        stacklevel=3,
+                    )
             return
         path = run.snapshot_path(step)
         if path.exists():  # written by a process killed before it recorded the file: keep it aside, never overwrite it
@@ -567,8 +643,7 @@ class SnapshotCallback(keras.callbacks.Callback):
         return largest if largest > 0 else None
 
 
-def _classifier_metrics(network: keras.Model, compiled: keras.Model, x: np.ndarray, y: np.ndarray,
-                        labels: np.ndarray) -> dict[str, float]:
+def _classifier_metrics(network: keras.Model, compiled: keras.Model, x: np.ndarray, y: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Accuracy (argmax of the output against the class labels) and the compiled loss on y as given, in inference mode."""
     loss_function = _loss_function(getattr(compiled, "loss", None))
     predict = getattr(network, "_kphases_predict", None)
@@ -579,10 +654,10 @@ def _classifier_metrics(network: keras.Model, compiled: keras.Model, x: np.ndarr
         network._kphases_predict = predict
     correct, loss_sum, accuracy_defined = 0, 0.0, True
     for start in range(0, len(y), EVAL_BATCH_SIZE):
-        batch_x, batch_y = x[start:start + EVAL_BATCH_SIZE], y[start:start + EVAL_BATCH_SIZE]
+        batch_x, batch_y = x[start : start + EVAL_BATCH_SIZE], y[start : start + EVAL_BATCH_SIZE]
         output = np.asarray(predict(batch_x))
         if output.ndim == 2 and output.shape[1] > 1:
-            correct += int(np.sum(np.argmax(output, axis=1) == labels[start:start + EVAL_BATCH_SIZE]))
+            correct += int(np.sum(np.argmax(output, axis=1) == labels[start : start + EVAL_BATCH_SIZE]))
         else:
             accuracy_defined = False
         if loss_function is not None:

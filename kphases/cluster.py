@@ -27,14 +27,14 @@ worker allocates GPU memory as it grows (`TF_FORCE_GPU_ALLOW_GROWTH`), which fra
 joins a running one for `auto` or `<head>:6379` (docs/cluster.md). Workers import the same
 `kphases` as the driver (its directory goes first on their PYTHONPATH).
 """
+
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -151,17 +151,23 @@ def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | N
     directory = Path(runs_dir) / node.config.hash()
     state = Run(directory, node.config).checkpoint_state() if (directory / "config.json").is_file() else None
     _journal(journal, node, resume_step=state["step"] if state else None)
-    train_lineage(node.config, runs_dir, data_dir, progress=False, dataset=_dataset(node.config.data, data_dir),
-                  callbacks=_fault_callbacks(faults, node))
+    train_lineage(
+        node.config,
+        runs_dir,
+        data_dir,
+        progress=False,
+        dataset=_dataset(node.config.data, data_dir),
+        callbacks=_fault_callbacks(faults, node),
+    )
     return node.config.hash()
 
 
 def measure_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, faults: tuple[Fault, ...], *parents) -> pd.DataFrame:
     """The node's new measurement rows (computed here, written by the driver)."""
+    import tensorflow as tf
+
     from kphases.measurement import PendingRows, measure
     from kphases.store import Run
-
-    import tensorflow as tf
 
     # As in a process that trained first (training enables it): a worker that only measures would
     # otherwise compute the same cells with other reduction orders.
@@ -170,12 +176,14 @@ def measure_task(node: Node, runs_dir: str, data_dir: str | None, journal: str |
     run = Run.open(Path(runs_dir) / node.config.hash())
     rows = PendingRows()
     for config in node.measures:
-        measure(run, config, data_dir=data_dir, progress=False, dataset=_dataset(node.config.data, data_dir),
-                log=lambda text: None, rows=rows)
+        measure(
+            run, config, data_dir=data_dir, progress=False, dataset=_dataset(node.config.data, data_dir), log=lambda text: None, rows=rows
+        )
     return rows.new_rows()
 
 
 # --- on the driver -------------------------------------------------------------------------------
+
 
 def connect(address: str = "local", num_cpus: int | None = None) -> None:
     """Start a local Ray cluster (`local`) or join one (`auto`, `<head>:6379`); reuse one already joined."""
@@ -186,9 +194,12 @@ def connect(address: str = "local", num_cpus: int | None = None) -> None:
     import kphases
 
     source = str(Path(kphases.__file__).resolve().parents[1])
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])),
-           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"), "TF_FORCE_GPU_ALLOW_GROWTH": "true",
-           "KERAS_BACKEND": "tensorflow"}
+    env = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])),
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+        "KERAS_BACKEND": "tensorflow",
+    }
     if address == "local":
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True)
     else:
@@ -205,10 +216,19 @@ def _gpus(resources: Resources) -> float:
     return DEFAULT_GPU_FRACTION if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def execute(nodes: Sequence[Node], runs_dir: str | os.PathLike | None, data_dir: str | os.PathLike | None = None,
-            address: str = "local", num_cpus: int | None = None, resources: Resources = Resources(), progress: bool = True,
-            log: Callable[[str], None] = print, journal: str | os.PathLike | None = None, faults: Sequence[Fault] = (),
-            written: Callable | None = None) -> dict[str, str]:
+def execute(
+    nodes: Sequence[Node],
+    runs_dir: str | os.PathLike | None,
+    data_dir: str | os.PathLike | None = None,
+    address: str = "local",
+    num_cpus: int | None = None,
+    resources: Resources = Resources(),
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    journal: str | os.PathLike | None = None,
+    faults: Sequence[Fault] = (),
+    written: Callable | None = None,
+) -> dict[str, str]:
     """Run the graph on Ray; return {node key: 'done' | 'reused'}. Raises ClusterError naming every failed task.
     `written(run, rows)`: called after the driver stored a measurement task's rows."""
     import ray
@@ -235,8 +255,10 @@ def execute(nodes: Sequence[Node], runs_dir: str | os.PathLike | None, data_dir:
         reference = function.options(name=node.key, **options).remote(node, runs_dir, data_dir, journal, tuple(faults), *parents)
         references[node.key] = reference
         by_reference[reference] = node
-    log(f"ray: {len(references)} tasks submitted ({len(status)} runs already complete), "
-        f"{options['num_cpus']:g} CPU and {gpus:g} GPU per task, up to {resources.max_retries} retries")
+    log(
+        f"ray: {len(references)} tasks submitted ({len(status)} runs already complete), "
+        f"{options['num_cpus']:g} CPU and {gpus:g} GPU per task, up to {resources.max_retries} retries"
+    )
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -264,14 +286,24 @@ def execute(nodes: Sequence[Node], runs_dir: str | os.PathLike | None, data_dir:
         bar.close()
     log(f"ray: {sum(value == 'done' for value in status.values())} tasks done in {time.perf_counter() - began:.0f} s")
     if failures:
-        raise ClusterError(f"{len(failures)} of {len(references)} tasks failed: "
-                           + "; ".join(f"{key}: {message}" for key, message in failures))
+        raise ClusterError(
+            f"{len(failures)} of {len(references)} tasks failed: " + "; ".join(f"{key}: {message}" for key, message in failures)
+        )
     return status
 
 
-def measure_on_ray(run, config: MeasureConfig = MeasureConfig(), address: str = "local", data_dir=None, runs_dir=None,
-                   progress: bool = True, tensorboard=False, num_cpus: int | None = None, resources: Resources = Resources(),
-                   log: Callable[[str], None] = print) -> pd.DataFrame:
+def measure_on_ray(
+    run,
+    config: MeasureConfig = MeasureConfig(),
+    address: str = "local",
+    data_dir=None,
+    runs_dir=None,
+    progress: bool = True,
+    tensorboard=False,
+    num_cpus: int | None = None,
+    resources: Resources = Resources(),
+    log: Callable[[str], None] = print,
+) -> pd.DataFrame:
     """`kphases measure <run> --ray`: one task per requested snapshot step; the rows are written here; return all of the run's rows."""
     import dataclasses
 
@@ -284,13 +316,29 @@ def measure_on_ray(run, config: MeasureConfig = MeasureConfig(), address: str = 
     missing = [step for step in steps if step not in available]
     if not available or missing:
         raise ValueError(f"run {run.directory} has no snapshots at steps {missing or steps}; it has {available or 'none (train it first)'}")
-    nodes = [Node(key=measure_node_key(run.config, step), kind="measure", config=run.config, step=step,
-                  measures=(dataclasses.replace(config, steps=(step,)),)) for step in steps]
+    nodes = [
+        Node(
+            key=measure_node_key(run.config, step),
+            kind="measure",
+            config=run.config,
+            step=step,
+            measures=(dataclasses.replace(config, steps=(step,)),),
+        )
+        for step in steps
+    ]
     from kphases.tensorboard import write_measurements
 
-    execute(nodes, runs_dir=run.directory.parent, data_dir=data_dir, address=address, num_cpus=num_cpus, resources=resources,
-            progress=progress, log=log,
-            written=(lambda run, rows: write_measurements(run, rows.to_dict("records"), tensorboard)) if tensorboard else None)
+    execute(
+        nodes,
+        runs_dir=run.directory.parent,
+        data_dir=data_dir,
+        address=address,
+        num_cpus=num_cpus,
+        resources=resources,
+        progress=progress,
+        log=log,
+        written=(lambda run, rows: write_measurements(run, rows.to_dict("records"), tensorboard)) if tensorboard else None,
+    )
     frame = read_measurements(run)
     log(summary_table(run, frame))
     return frame

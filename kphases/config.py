@@ -14,6 +14,7 @@ Three named profiles fill the config in:
 - `quick`: the default, real embedded MNIST on two CPU cores (minutes);
 - `paper`: PROTOCOL.md section 1 exactly (VGG-8, CIFAR-10 from tfds, lr 0.002, 257 epochs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -165,6 +166,7 @@ class RunConfig:
 
 RUN_KIND = "keras_model"
 """`config.json` "kind" of a run recorded by `SnapshotCallback` (runs of `kphases train` have none)."""
+
 
 @dataclass(frozen=True)
 class ModelRunConfig:
@@ -343,7 +345,6 @@ def measure_profile(name: str) -> MeasureConfig:
     return MEASURE_PROFILES[name]
 
 
-
 # --- Duration and step parsing ('<n>ep' or '<n>it'), like open_lth's Step ------------------------
 
 _STEP_PATTERN = re.compile(r"^\s*(\d+)\s*(ep|it)\s*$")
@@ -353,12 +354,15 @@ def parse_steps(text: str, steps_per_epoch: int) -> int:
     """'257ep' -> 257 * steps_per_epoch; '1000it' -> 1000. Anything else is an error naming the text."""
     match = _STEP_PATTERN.match(text)
     if not match:
-        raise ValueError(f"cannot read {text!r} as a number of steps: use '<n>ep' (epochs) or '<n>it' (iterations), e.g. '257ep' or '4096it'")
+        raise ValueError(
+            f"cannot read {text!r} as a number of steps: use '<n>ep' (epochs) or '<n>it' (iterations), e.g. '257ep' or '4096it'"
+        )
     count, unit = int(match.group(1)), match.group(2)
     return count * steps_per_epoch if unit == "ep" else count
 
 
 # --- Profiles --------------------------------------------------------------------------------
+
 
 def _smoke() -> RunConfig:
     return RunConfig(

@@ -30,6 +30,7 @@ and reassigned by a generator seeded with `subset_seed`); the true labels are ke
 (`Dataset.y_train_clean`) so training can report accuracy on the clean and the flipped examples.
 Not in the authors' experiments: it tests their mechanism, it does not reproduce a figure.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -106,9 +107,13 @@ class Dataset:
 
     def describe(self) -> dict:
         description = {
-            "name": self.name, "source": self.source, "train_size": len(self.y_train),
-            "test_size": len(self.y_test), "image_shape": list(self.image_shape),
-            "num_classes": self.num_classes, "fingerprint": self.fingerprint,
+            "name": self.name,
+            "source": self.source,
+            "train_size": len(self.y_train),
+            "test_size": len(self.y_test),
+            "image_shape": list(self.image_shape),
+            "num_classes": self.num_classes,
+            "fingerprint": self.fingerprint,
         }
         if self.file:
             description.update(file=self.file, compression=self.compression)
@@ -156,11 +161,18 @@ def load_dataset(config: DataConfig, data_dir: str | os.PathLike | None = None) 
         y_train = flip_labels(y_train_clean, config.label_noise, config.subset_seed, NUM_CLASSES[config.name])
     fingerprint = _fingerprint(x_train, y_train, x_test, y_test)  # of the labels trained on (flipped ones included)
     return Dataset(
-        name=config.name, source=config.source,
-        x_train=preprocess(x_train, config.name), y_train=y_train.astype(np.int64),
-        x_test=preprocess(x_test, config.name), y_test=y_test.astype(np.int64),
-        num_classes=NUM_CLASSES[config.name], fingerprint=fingerprint, file=file, compression=compression,
-        y_train_clean=y_train_clean, label_noise=config.label_noise,
+        name=config.name,
+        source=config.source,
+        x_train=preprocess(x_train, config.name),
+        y_train=y_train.astype(np.int64),
+        x_test=preprocess(x_test, config.name),
+        y_test=y_test.astype(np.int64),
+        num_classes=NUM_CLASSES[config.name],
+        fingerprint=fingerprint,
+        file=file,
+        compression=compression,
+        y_train_clean=y_train_clean,
+        label_noise=config.label_noise,
     )
 
 
@@ -169,8 +181,10 @@ def npz_file_name(config: DataConfig) -> str:
     if config.file is None:
         return f"{config.name}.npz"
     if not config.file.endswith(".npz") or Path(config.file).name != config.file:
-        raise DataError(f"data file {config.file!r} must be a bare file name ending in .npz (the directory comes from "
-                        f"--data-dir or ${DATA_DIR_VARIABLE}), e.g. '{config.name}.npz'")
+        raise DataError(
+            f"data file {config.file!r} must be a bare file name ending in .npz (the directory comes from "
+            f"--data-dir or ${DATA_DIR_VARIABLE}), e.g. '{config.name}.npz'"
+        )
     return config.file
 
 
@@ -245,10 +259,16 @@ def preprocess(images: np.ndarray, name: str) -> np.ndarray:
     height = images.shape[1]
     if height != IMAGE_SIZE:
         factor = IMAGE_SIZE / height
-        images = np.stack([
-            np.stack([ndimage.zoom(image[..., channel], factor, order=3) for channel in range(image.shape[-1])], axis=-1)
-            for image in images
-        ]) if len(images) else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, images.shape[-1]), np.float32)
+        images = (
+            np.stack(
+                [
+                    np.stack([ndimage.zoom(image[..., channel], factor, order=3) for channel in range(image.shape[-1])], axis=-1)
+                    for image in images
+                ]
+            )
+            if len(images)
+            else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, images.shape[-1]), np.float32)
+        )
     mean, std = NORMALISATION[name]
     return ((images - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(np.float32)
 
@@ -277,8 +297,10 @@ def _load_embedded(name: str, seed: int) -> RawSplits:
         # 0..16 intensities -> the 0..255 range every other source has.
         images, labels = (digits.images * (255.0 / 16.0))[..., None], digits.target
     else:
-        raise DataError(f"dataset {name!r} has no embedded copy; embedded datasets: {list(EMBEDDED)} "
-                        f"(use source 'directory' with {DATA_DIR_VARIABLE}, or 'tfds')")
+        raise DataError(
+            f"dataset {name!r} has no embedded copy; embedded datasets: {list(EMBEDDED)} "
+            f"(use source 'directory' with {DATA_DIR_VARIABLE}, or 'tfds')"
+        )
     labels = np.asarray(labels, np.int64)
     test_size = int(round(EMBEDDED_TEST_FRACTION * len(labels)))
     test_index = stratified_subset(labels, test_size, seed, "embedded test")
@@ -307,8 +329,10 @@ def _load_directory(name: str, directory: Path, file: str | None = None) -> RawS
     for key, images in (("x_train", x_train), ("x_test", x_test)):
         if images.dtype != np.uint8:
             # Preprocessing divides by 255: float images already in [0, 1] would be scaled twice, silently.
-            raise DataError(f"{path}:{key} has dtype {images.dtype}; the directory source reads uint8 pixels 0..255 "
-                            "(the layout of keras.datasets.<name>.load_data(): x (N, H, W[, C]) uint8, y (N,) integer class labels)")
+            raise DataError(
+                f"{path}:{key} has dtype {images.dtype}; the directory source reads uint8 pixels 0..255 "
+                "(the layout of keras.datasets.<name>.load_data(): x (N, H, W[, C]) uint8, y (N,) integer class labels)"
+            )
     return _check_images(x_train, path, "x_train"), y_train.reshape(-1), _check_images(x_test, path, "x_test"), y_test.reshape(-1)
 
 
@@ -326,8 +350,10 @@ def check_raw_splits(raw: "RawSplits", name: str, origin: str) -> "RawSplits":
             raise DataError(f"{origin}: {split} labels have dtype {labels.dtype}; expected integer class labels 0..{classes - 1}")
         if len(labels) and (labels.min() < 0 or labels.max() >= classes):
             bad = labels[(labels < 0) | (labels >= classes)]
-            raise DataError(f"{origin}: {split} labels include {sorted(set(bad.tolist()))[:5]} ({len(bad)} labels); "
-                            f"{name} has {classes} classes, so labels must be 0..{classes - 1}")
+            raise DataError(
+                f"{origin}: {split} labels include {sorted(set(bad.tolist()))[:5]} ({len(bad)} labels); "
+                f"{name} has {classes} classes, so labels must be 0..{classes - 1}"
+            )
         if images.dtype.kind == "f" and not np.isfinite(images).all():
             count = int(np.size(images) - np.isfinite(images).sum())
             raise DataError(f"{origin}: {split} images hold {count} NaN or infinite pixel values; every pixel must be a finite number")

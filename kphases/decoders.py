@@ -34,6 +34,7 @@ and the authors' scale, the sum over test batches of 128 of the batch-mean MSE (
 about 79 x the per-element MSE for the 10,000 CIFAR test images, the last partial batch counting
 as one batch).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -100,10 +101,14 @@ class DecoderSettings:
             f"exact_max_feature_dim must be an integer >= 1, got {self.exact_max_feature_dim!r}",
         )
         _require(self.exact_relative_ridge > 0, f"exact_relative_ridge must be positive, got {self.exact_relative_ridge!r}")
-        _require(0 < self.ridge_grid_low < self.ridge_grid_high,
-                 f"need 0 < ridge_grid_low < ridge_grid_high, got {self.ridge_grid_low!r} and {self.ridge_grid_high!r}")
-        _require(isinstance(self.ridge_grid_points, int) and self.ridge_grid_points >= 2,
-                 f"ridge_grid_points must be an integer >= 2, got {self.ridge_grid_points!r}")
+        _require(
+            0 < self.ridge_grid_low < self.ridge_grid_high,
+            f"need 0 < ridge_grid_low < ridge_grid_high, got {self.ridge_grid_low!r} and {self.ridge_grid_high!r}",
+        )
+        _require(
+            isinstance(self.ridge_grid_points, int) and self.ridge_grid_points >= 2,
+            f"ridge_grid_points must be an integer >= 2, got {self.ridge_grid_points!r}",
+        )
 
     def protocol_dict(self, kind: str) -> dict:
         """The fields that define decoder `kind`'s measurement (hashed into its cells' protocol)."""
@@ -178,9 +183,7 @@ def fit_linear_decoder(
     settings: DecoderSettings = DecoderSettings(),
 ) -> ReconstructionResult:
     """The authors' decoder: one affine Dense layer from the flattened features to the image."""
-    return _fit_trained_decoder(
-        "linear", build_linear_decoder, train_features, train_images, test_features, test_images, settings
-    )
+    return _fit_trained_decoder("linear", build_linear_decoder, train_features, train_images, test_features, test_images, settings)
 
 
 def fit_cladec_decoder(
@@ -191,9 +194,7 @@ def fit_cladec_decoder(
     settings: DecoderSettings = DecoderSettings(),
 ) -> ReconstructionResult:
     """The ClaDec-style deconvolution decoder (`build_cladec_decoder`), trained like the linear one."""
-    return _fit_trained_decoder(
-        "cladec", build_cladec_decoder, train_features, train_images, test_features, test_images, settings
-    )
+    return _fit_trained_decoder("cladec", build_cladec_decoder, train_features, train_images, test_features, test_images, settings)
 
 
 def fit_linear_exact_decoder(
@@ -225,9 +226,7 @@ def fit_linear_exact_decoder(
     cores with 32x32x3 images: 0.8 s for d = 512 and n = 4,000, 7 s for n = 50,000, 23 s for
     d = 8,192 and n = 4,000 (minutes at n = 50,000).
     """
-    train_flat, train_targets, test_flat, test_targets = _check_splits(
-        train_features, train_images, test_features, test_images
-    )
+    train_flat, train_targets, test_flat, test_targets = _check_splits(train_features, train_images, test_features, test_images)
     num_train, feature_dim = train_flat.shape
     pixel_count = train_targets.shape[1]
     if feature_dim > settings.exact_max_feature_dim:
@@ -305,9 +304,7 @@ def fit_linear_ridge_decoder(
     `linear_exact` plus one d x d matrix of eigenvectors. Features wider than
     `exact_max_feature_dim` raise ValueError.
     """
-    train_flat, train_targets, test_flat, test_targets = _check_splits(
-        train_features, train_images, test_features, test_images
-    )
+    train_flat, train_targets, test_flat, test_targets = _check_splits(train_features, train_images, test_features, test_images)
     num_train, feature_dim = train_flat.shape
     pixel_count = train_targets.shape[1]
     if feature_dim > settings.exact_max_feature_dim:
@@ -337,8 +334,10 @@ def fit_linear_ridge_decoder(
             scores.append(max(residual, 0.0) / (num_train * pixel_count) / room**2 if room > 0 else math.inf)
         best = int(np.argmin(scores))
         if not math.isfinite(scores[best]):
-            raise ValueError(f"linear_ridge: every candidate penalty leaves no residual degrees of freedom "
-                             f"({num_train} train images, {feature_dim} features); raise ridge_grid_high")
+            raise ValueError(
+                f"linear_ridge: every candidate penalty leaves no residual degrees of freedom "
+                f"({num_train} train images, {feature_dim} features); raise ridge_grid_high"
+            )
         relative = float(relative_grid[best])
         penalty = relative * average_eigenvalue
         effective = float(np.sum(eigenvalues / (eigenvalues + penalty)))
@@ -436,9 +435,7 @@ def build_linear_decoder(feature_shape: tuple[int, ...], image_shape: tuple[int,
     inputs = keras.Input(shape=tuple(feature_shape), name="features")
     flat = keras.layers.Flatten(name="flatten")(inputs)
     kernel_initializer, bias_initializer = _torch_default_initializers(int(flat.shape[-1]), seed)
-    pixels = keras.layers.Dense(
-        pixel_count, kernel_initializer=kernel_initializer, bias_initializer=bias_initializer, name="dense"
-    )(flat)
+    pixels = keras.layers.Dense(pixel_count, kernel_initializer=kernel_initializer, bias_initializer=bias_initializer, name="dense")(flat)
     image = keras.layers.Reshape(tuple(image_shape), name="image")(pixels)
     return keras.Model(inputs, image, name="linear_decoder")
 
@@ -490,8 +487,7 @@ def build_cladec_decoder(
     ratio = image_height // feature_size
     if image_height % feature_size or ratio & (ratio - 1):
         raise ValueError(
-            f"cladec upsamples by powers of two: image size {image_height} / feature size {feature_size} "
-            "must be a power of two"
+            f"cladec upsamples by powers of two: image size {image_height} / feature size {feature_size} must be a power of two"
         )
     stages = ratio.bit_length() - 1  # k = log2(ratio) transposed convolutions
     layer_seeds = itertools.count(seed * 1000, 2)  # distinct seeds: same-shaped layers must differ
@@ -503,8 +499,11 @@ def build_cladec_decoder(
         stem_width = max(feature_dim, base_channels)
         kernel_initializer, bias_initializer = _torch_default_initializers(feature_dim, next(layer_seeds))
         x = keras.layers.Dense(
-            stem_width, activation="relu", kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer, name="stem",
+            stem_width,
+            activation="relu",
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            name="stem",
         )(flat)
         x = keras.layers.Reshape((1, 1, stem_width), name="stem_map")(x)
     else:
@@ -512,8 +511,12 @@ def build_cladec_decoder(
         stem_channels = in_channels if stages > 0 else image_channels
         kernel_initializer, bias_initializer = _torch_default_initializers(9 * in_channels, next(layer_seeds))
         x = keras.layers.Conv2D(
-            stem_channels, 3, padding="same", activation="relu" if stages > 0 else None,
-            kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
+            stem_channels,
+            3,
+            padding="same",
+            activation="relu" if stages > 0 else None,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
             name="stem" if stages > 0 else "image",
         )(inputs)
     for stage in range(1, stages + 1):
@@ -521,16 +524,19 @@ def build_cladec_decoder(
         channels = image_channels if last else base_channels * 2 ** (stages - 1 - stage)
         kernel_initializer, bias_initializer = _torch_default_initializers(16 * channels, next(layer_seeds))
         x = Conv2DTranspose(
-            channels, 4, strides=2, padding="same", activation=None if last else "relu",
-            kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
+            channels,
+            4,
+            strides=2,
+            padding="same",
+            activation=None if last else "relu",
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
             name="image" if last else f"upsample{stage}",
         )(x)
     return keras.Model(inputs, x, name="cladec_decoder")
 
 
-def train_decoder(
-    decoder: keras.Model, train_features: np.ndarray, train_images: np.ndarray, settings: DecoderSettings
-) -> int:
+def train_decoder(decoder: keras.Model, train_features: np.ndarray, train_images: np.ndarray, settings: DecoderSettings) -> int:
     """Train `decoder` in place on (features, image) pairs with MSE and `TorchAdam`; return the update count.
 
     `settings.epochs_for(n)` epochs, each over a fresh permutation of the train split drawn from
@@ -551,8 +557,15 @@ def train_decoder(
     # One call per epoch, its updates in a graph loop (kphases.epochs): bitwise the same decoder
     # as one call per batch, without a Python round trip per update.
     arrays = (np.asarray(train_features, dtype=np.float32), np.asarray(train_images, dtype=np.float32))
-    return train_epochs(train_step, arrays, settings.batch_size, settings.epochs_for(num_train), settings.seed,
-                        "decoder", lambda epoch: settings.learning_rate)
+    return train_epochs(
+        train_step,
+        arrays,
+        settings.batch_size,
+        settings.epochs_for(num_train),
+        settings.seed,
+        "decoder",
+        lambda epoch: settings.learning_rate,
+    )
 
 
 def _fit_trained_decoder(
@@ -580,9 +593,7 @@ def _fit_trained_decoder(
         return reconstruct(features_batch).numpy().reshape(len(features_batch), -1)
 
     pixel_count = int(np.prod(train_images.shape[1:]))
-    train_mse, _, _ = _reconstruction_errors(
-        predict, train_features, train_images.reshape(-1, pixel_count), settings.batch_size
-    )
+    train_mse, _, _ = _reconstruction_errors(predict, train_features, train_images.reshape(-1, pixel_count), settings.batch_size)
     test_mse, authors_scale, test_per_image = _reconstruction_errors(
         predict, test_features, test_images.reshape(-1, pixel_count), settings.batch_size
     )
@@ -599,8 +610,9 @@ def _fit_trained_decoder(
     )
 
 
-def _kept_reconstructions(predict: Callable[[np.ndarray], np.ndarray], features: np.ndarray, images: np.ndarray,
-                          count: int) -> np.ndarray | None:
+def _kept_reconstructions(
+    predict: Callable[[np.ndarray], np.ndarray], features: np.ndarray, images: np.ndarray, count: int
+) -> np.ndarray | None:
     if count <= 0:
         return None
     count = min(count, len(features))
@@ -666,4 +678,3 @@ def _torch_default_initializers(fan_in: int, seed: int) -> tuple[keras.initializ
     kernel = keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform", seed=seed)
     bias = keras.initializers.RandomUniform(-bound, bound, seed=seed + 1)
     return kernel, bias
-

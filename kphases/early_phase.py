@@ -28,6 +28,7 @@ by any later experiment that needs it, and a changed parent gives a new child. D
   distance from initialisation, fraction of signs flipped since initialisation, change per
   iteration since the previous snapshot, gradient norm on a fixed batch, and train/test accuracy.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,6 +52,7 @@ ROTATION_CLASSES = 4  # 0, 90, 180, 270 degrees
 
 
 # --- data of the pre-training tasks ------------------------------------------------------------
+
 
 def rotate_images(images: np.ndarray, quarter_turns: np.ndarray) -> np.ndarray:
     """Each NHWC image rotated counter-clockwise by its number of quarter turns (0..3), exactly (np.rot90)."""
@@ -79,22 +81,36 @@ def task_dataset(dataset: Dataset, task: str, seed: int) -> Dataset:
         return dataset
     rng = np.random.default_rng([seed, TASKS.index(task)])
     if task == "random_labels":
-        return dataclasses.replace(dataset, y_train=rng.integers(0, dataset.num_classes, len(dataset.y_train)),
-                                   y_test=rng.integers(0, dataset.num_classes, len(dataset.y_test)),
-                                   fingerprint=f"{dataset.fingerprint}+random_labels{seed}")
+        return dataclasses.replace(
+            dataset,
+            y_train=rng.integers(0, dataset.num_classes, len(dataset.y_train)),
+            y_test=rng.integers(0, dataset.num_classes, len(dataset.y_test)),
+            fingerprint=f"{dataset.fingerprint}+random_labels{seed}",
+        )
     if task == "blur":
-        return dataclasses.replace(dataset, x_train=blur_images(dataset.x_train), x_test=blur_images(dataset.x_test),
-                                   fingerprint=f"{dataset.fingerprint}+blur{BLUR_FACTOR}")
+        return dataclasses.replace(
+            dataset,
+            x_train=blur_images(dataset.x_train),
+            x_test=blur_images(dataset.x_test),
+            fingerprint=f"{dataset.fingerprint}+blur{BLUR_FACTOR}",
+        )
     if task == "rotation":
         train_turns = rng.integers(0, ROTATION_CLASSES, len(dataset.y_train))
         test_turns = rng.integers(0, ROTATION_CLASSES, len(dataset.y_test))
-        return dataclasses.replace(dataset, x_train=rotate_images(dataset.x_train, train_turns), y_train=train_turns,
-                                   x_test=rotate_images(dataset.x_test, test_turns), y_test=test_turns,
-                                   num_classes=ROTATION_CLASSES, fingerprint=f"{dataset.fingerprint}+rotation{seed}")
+        return dataclasses.replace(
+            dataset,
+            x_train=rotate_images(dataset.x_train, train_turns),
+            y_train=train_turns,
+            x_test=rotate_images(dataset.x_test, test_turns),
+            y_test=test_turns,
+            num_classes=ROTATION_CLASSES,
+            fingerprint=f"{dataset.fingerprint}+rotation{seed}",
+        )
     raise ValueError(f"unknown task {task!r}; valid tasks: {list(TASKS)}")
 
 
 # --- building a run's start from its lineage -----------------------------------------------------
+
 
 def _open_parent(runs_dir, name: str, what: str) -> Run:
     directory = resolve_runs_dir(runs_dir) / name
@@ -121,8 +137,9 @@ def snapshot_weights(run: Run, step: int, dataset: Dataset) -> pruning.Weights:
 def final_weights(run: Run, dataset: Dataset) -> pruning.Weights:
     last = run.manifest().get("last_iteration")
     if not run.complete or last not in run.snapshot_steps():
-        raise StoreError(f"run {run.name} is not complete with a snapshot at its last iteration ({last}); "
-                         f"snapshots: {run.snapshot_steps()}")
+        raise StoreError(
+            f"run {run.name} is not complete with a snapshot at its last iteration ({last}); snapshots: {run.snapshot_steps()}"
+        )
     return snapshot_weights(run, last, dataset)
 
 
@@ -136,8 +153,10 @@ def lineage_masks(config: RunConfig, runs_dir, dataset: Dataset) -> pruning.Mask
     paths = pruning.prunable_paths(_model(parent.config, dataset), include_output=lineage.prune_output_layer)
     masks = lineage_masks(parent.config, runs_dir, dataset) or pruning.dense_masks(weights, paths)
     if sorted(masks) != sorted(paths):
-        raise ValueError(f"mask run {parent.name} pruned {sorted(masks)} but this lineage prunes {sorted(paths)} "
-                         f"(prune_output_layer={lineage.prune_output_layer}): one lineage prunes one set of layers")
+        raise ValueError(
+            f"mask run {parent.name} pruned {sorted(masks)} but this lineage prunes {sorted(paths)} "
+            f"(prune_output_layer={lineage.prune_output_layer}): one lineage prunes one set of layers"
+        )
     return pruning.prune_globally(weights, masks, lineage.prune_fraction)
 
 
@@ -154,8 +173,10 @@ def build_start(config: RunConfig, runs_dir, dataset: Dataset) -> Start:
             if source is not None and source.shape == value.shape:
                 weights[path] = source
             elif not path.startswith("logits/"):
-                raise ValueError(f"rewind run {parent.name} has no weights of shape {value.shape} for {path!r}: "
-                                 "only the output layer may differ (a task with another number of classes)")
+                raise ValueError(
+                    f"rewind run {parent.name} has no weights of shape {value.shape} for {path!r}: "
+                    "only the output layer may differ (a task with another number of classes)"
+                )
             # else: the output layer of another task (rotation's 4 classes): keep this run's initial head
     elif lineage.rewind_step:
         raise ValueError(f"rewind_step {lineage.rewind_step} needs a rewind_run to take the weights from")
@@ -171,8 +192,15 @@ def build_start(config: RunConfig, runs_dir, dataset: Dataset) -> Start:
     return Start(weights=pruning.weights_list(model, weights), step=lineage.rewind_step, masks=masks or {})
 
 
-def train_lineage(config: RunConfig, runs_dir=None, data_dir=None, progress: bool = False,
-                  dataset: Dataset | None = None, read_only: bool = False, callbacks=()) -> Run:
+def train_lineage(
+    config: RunConfig,
+    runs_dir=None,
+    data_dir=None,
+    progress: bool = False,
+    dataset: Dataset | None = None,
+    read_only: bool = False,
+    callbacks=(),
+) -> Run:
     """Train (or reuse) the run of `config`, building its start from its lineage; parents must be trained.
 
     `read_only`: never train; the run must be complete already (StoreError naming it otherwise).
@@ -194,6 +222,7 @@ def train_lineage(config: RunConfig, runs_dir=None, data_dir=None, progress: boo
 
 
 # --- the experiment -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -229,8 +258,10 @@ class ExperimentConfig:
         if bad_tasks:
             raise ValueError(f"unknown pre-training tasks {bad_tasks}; valid: {list(TASKS[1:])}")
         if self.perturbation_rewind_step not in self.rewind_steps or self.pretrain_steps not in self.rewind_steps:
-            raise ValueError(f"perturbation_rewind_step {self.perturbation_rewind_step} and pretrain_steps {self.pretrain_steps} "
-                             f"must be rewind steps {self.rewind_steps} (their masks come from that IMP lineage)")
+            raise ValueError(
+                f"perturbation_rewind_step {self.perturbation_rewind_step} and pretrain_steps {self.pretrain_steps} "
+                f"must be rewind steps {self.rewind_steps} (their masks come from that IMP lineage)"
+            )
         too_far = [r for r in (*self.perturbation_rounds, *self.data_rounds) if not 1 <= r <= self.rounds]
         if too_far:
             raise ValueError(f"rounds {too_far} are outside 1..{self.rounds}")
@@ -257,8 +288,11 @@ def pretrain_config(experiment: ExperimentConfig, dense: Run, task: str) -> RunC
     steps = experiment.pretrain_steps
     training: TrainingConfig = experiment.base.training
     training = dataclasses.replace(training, duration=f"{steps}it", lr_milestones=())
-    return experiment.base.replace(training=training, schedule=ScheduleConfig(kind="explicit", steps=(0, steps)),
-                                   lineage=LineageConfig(task=task, rewind_run=dense.name, rewind_step=0))
+    return experiment.base.replace(
+        training=training,
+        schedule=ScheduleConfig(kind="explicit", steps=(0, steps)),
+        lineage=LineageConfig(task=task, rewind_run=dense.name, rewind_step=0),
+    )
 
 
 def last_iteration(config: RunConfig, dataset: Dataset) -> int:
@@ -274,8 +308,13 @@ def experiment_runs(experiment: ExperimentConfig, last: int) -> list[RunConfig]:
     for rewind_step in experiment.rewind_steps:
         parent, chains[rewind_step] = dense, []
         for _ in range(experiment.rounds):
-            lineage = LineageConfig(rewind_run=dense, rewind_step=rewind_step, mask_run=parent, prune_fraction=experiment.prune_fraction,
-                                    prune_output_layer=experiment.prune_output_layer)
+            lineage = LineageConfig(
+                rewind_run=dense,
+                rewind_step=rewind_step,
+                mask_run=parent,
+                prune_fraction=experiment.prune_fraction,
+                prune_output_layer=experiment.prune_output_layer,
+            )
             runs.append(retrain_config(experiment, last, lineage))
             parent = runs[-1].hash()
             chains[rewind_step].append(parent)
@@ -283,23 +322,52 @@ def experiment_runs(experiment: ExperimentConfig, last: int) -> list[RunConfig]:
     for round_index in experiment.perturbation_rounds:
         mask_parent = dense if round_index == 1 else chains[k][round_index - 2]
         for kind in experiment.perturbations:
-            runs.append(retrain_config(experiment, last, LineageConfig(
-                rewind_run=dense, rewind_step=k, mask_run=mask_parent, prune_fraction=experiment.prune_fraction,
-                prune_output_layer=experiment.prune_output_layer, perturbation=kind, perturbation_seed=base.training.seed)))
+            runs.append(
+                retrain_config(
+                    experiment,
+                    last,
+                    LineageConfig(
+                        rewind_run=dense,
+                        rewind_step=k,
+                        mask_run=mask_parent,
+                        prune_fraction=experiment.prune_fraction,
+                        prune_output_layer=experiment.prune_output_layer,
+                        perturbation=kind,
+                        perturbation_seed=base.training.seed,
+                    ),
+                )
+            )
     k = experiment.pretrain_steps
     for task in experiment.tasks:
         pretrained = pretrain_config(experiment, Run(resolve_runs_dir(None) / dense, base), task)
         runs.append(pretrained)
         for round_index in experiment.data_rounds:
             mask_parent = dense if round_index == 1 else chains[k][round_index - 2]
-            runs.append(retrain_config(experiment, last, LineageConfig(
-                rewind_run=pretrained.hash(), rewind_step=k, mask_run=mask_parent, prune_fraction=experiment.prune_fraction,
-                                    prune_output_layer=experiment.prune_output_layer)))
+            runs.append(
+                retrain_config(
+                    experiment,
+                    last,
+                    LineageConfig(
+                        rewind_run=pretrained.hash(),
+                        rewind_step=k,
+                        mask_run=mask_parent,
+                        prune_fraction=experiment.prune_fraction,
+                        prune_output_layer=experiment.prune_output_layer,
+                    ),
+                )
+            )
     return runs
 
 
-def run_experiment(experiment: ExperimentConfig, runs_dir=None, data_dir=None, progress: bool = False,
-                   log=print, dataset: Dataset | None = None, read_only: bool = False) -> pd.DataFrame:
+def run_experiment(
+    experiment: ExperimentConfig,
+    runs_dir=None,
+    data_dir=None,
+    progress: bool = False,
+    log=print,
+    dataset: Dataset | None = None,
+    read_only: bool = False,
+) -> pd.DataFrame:
     """Train (or reuse) every run of the experiment; tidy rows of its results (`dataset`: already loaded base data).
 
     `read_only`: train nothing, every run must be in the store (drawing from a shared run directory).
@@ -321,8 +389,13 @@ def run_experiment(experiment: ExperimentConfig, runs_dir=None, data_dir=None, p
     for rewind_step in experiment.rewind_steps:
         parent, chain = dense, []
         for round_index in range(1, experiment.rounds + 1):
-            lineage = LineageConfig(rewind_run=dense.name, rewind_step=rewind_step, mask_run=parent.name,
-                                    prune_fraction=experiment.prune_fraction, prune_output_layer=experiment.prune_output_layer)
+            lineage = LineageConfig(
+                rewind_run=dense.name,
+                rewind_step=rewind_step,
+                mask_run=parent.name,
+                prune_fraction=experiment.prune_fraction,
+                prune_output_layer=experiment.prune_output_layer,
+            )
             run = train_lineage(retrain_config(experiment, last, lineage), runs_dir, data_dir, progress, dataset, read_only)
             chain.append(run)
             rows.append(_result("imp", f"rewind k={rewind_step}", rewind_step, round_index, _sparsity(run, runs_dir, dataset), run, last))
@@ -333,10 +406,15 @@ def run_experiment(experiment: ExperimentConfig, runs_dir=None, data_dir=None, p
     for round_index in experiment.perturbation_rounds:
         mask_parent = dense if round_index == 1 else lineages[k][round_index - 2]
         for kind in experiment.perturbations:
-            lineage = LineageConfig(rewind_run=dense.name, rewind_step=k, mask_run=mask_parent.name,
-                                    prune_fraction=experiment.prune_fraction, prune_output_layer=experiment.prune_output_layer,
-                                    perturbation=kind,
-                                    perturbation_seed=base.training.seed)  # each seed of the experiment its own draw
+            lineage = LineageConfig(
+                rewind_run=dense.name,
+                rewind_step=k,
+                mask_run=mask_parent.name,
+                prune_fraction=experiment.prune_fraction,
+                prune_output_layer=experiment.prune_output_layer,
+                perturbation=kind,
+                perturbation_seed=base.training.seed,
+            )  # each seed of the experiment its own draw
             run = train_lineage(retrain_config(experiment, last, lineage), runs_dir, data_dir, progress, dataset, read_only)
             rows.append(_result("perturbation", kind, k, round_index, _sparsity(run, runs_dir, dataset), run, last))
             log(f"perturbation {kind} (k={k}, round {round_index}): test accuracy {rows[-1]['value']:.4f}")
@@ -346,8 +424,13 @@ def run_experiment(experiment: ExperimentConfig, runs_dir=None, data_dir=None, p
         rows.append(_result("pretrain", task, k, 0, 0.0, pretrained, k))  # accuracy on the pre-training task itself
         for round_index in experiment.data_rounds:
             mask_parent = dense if round_index == 1 else lineages[k][round_index - 2]
-            lineage = LineageConfig(rewind_run=pretrained.name, rewind_step=k, mask_run=mask_parent.name,
-                                    prune_fraction=experiment.prune_fraction, prune_output_layer=experiment.prune_output_layer)
+            lineage = LineageConfig(
+                rewind_run=pretrained.name,
+                rewind_step=k,
+                mask_run=mask_parent.name,
+                prune_fraction=experiment.prune_fraction,
+                prune_output_layer=experiment.prune_output_layer,
+            )
             run = train_lineage(retrain_config(experiment, last, lineage), runs_dir, data_dir, progress, dataset, read_only)
             rows.append(_result("data", task, k, round_index, _sparsity(run, runs_dir, dataset), run, last))
             log(f"pre-trained on {task} for {k} iterations, round {round_index}: test accuracy {rows[-1]['value']:.4f}")
@@ -371,9 +454,18 @@ def _sparsity(run: Run, runs_dir, dataset: Dataset) -> float:
 
 
 def _result(experiment: str, variant: str, rewind_step: int, round_index: int, sparsity: float, run: Run, step: int) -> dict:
-    return {"experiment": experiment, "variant": variant, "rewind_step": rewind_step, "round": round_index,
-            "sparsity": sparsity, "step": step, "metric": "test_accuracy", "split": "test", "value": _final(run, "test", step),
-            "run": run.name}
+    return {
+        "experiment": experiment,
+        "variant": variant,
+        "rewind_step": rewind_step,
+        "round": round_index,
+        "sparsity": sparsity,
+        "step": step,
+        "metric": "test_accuracy",
+        "split": "test",
+        "value": _final(run, "test", step),
+        "run": run.name,
+    }
 
 
 def gradient_norm(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> float:
@@ -400,17 +492,31 @@ def early_statistics(dense: Run, dataset: Dataset, paths: list[str], examples: i
         values = {
             "distance_from_init": float(np.linalg.norm(weights - initial) / np.linalg.norm(initial)),
             "sign_flips_since_init": float(np.mean(np.sign(weights) != np.sign(initial))),
-            "change_per_iteration": (float(np.linalg.norm(weights - previous) / np.linalg.norm(initial) / (step - previous_step))
-                                     if previous is not None else np.nan),
+            "change_per_iteration": (
+                float(np.linalg.norm(weights - previous) / np.linalg.norm(initial) / (step - previous_step))
+                if previous is not None
+                else np.nan
+            ),
             "gradient_norm": gradient_norm(model, images, labels),
         }
         for split in ("train", "test"):
             chosen = metrics[(metrics["step"] == step) & (metrics["split"] == split) & (metrics["metric"] == "classifier_accuracy")]
             values[f"{split}_accuracy"] = float(chosen["value"].iloc[-1]) if not chosen.empty else np.nan
         for metric, value in values.items():
-            rows.append({"experiment": "statistics", "variant": "dense", "rewind_step": 0, "round": 0, "sparsity": 0.0,
-                         "step": step, "metric": metric, "split": "train" if metric != "test_accuracy" else "test",
-                         "value": value, "run": dense.name})
+            rows.append(
+                {
+                    "experiment": "statistics",
+                    "variant": "dense",
+                    "rewind_step": 0,
+                    "round": 0,
+                    "sparsity": 0.0,
+                    "step": step,
+                    "metric": metric,
+                    "split": "train" if metric != "test_accuracy" else "test",
+                    "value": value,
+                    "run": dense.name,
+                }
+            )
         previous, previous_step = weights, step
     return pd.DataFrame(rows)
 
@@ -453,25 +559,42 @@ def paired_sign_flip_test(treated, control) -> PairedComparison:
     """
     treated, control = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
     if treated.ndim != 1 or treated.shape != control.shape or len(treated) == 0:
-        raise ValueError(f"paired test needs two equally long, non-empty 1-d arrays (one value per seed), "
-                         f"got shapes {treated.shape} and {control.shape}")
+        raise ValueError(
+            f"paired test needs two equally long, non-empty 1-d arrays (one value per seed), got shapes {treated.shape} and {control.shape}"
+        )
     if not (np.isfinite(treated).all() and np.isfinite(control).all()):
         raise ValueError(f"paired test needs finite values, got {treated.tolist()} and {control.tolist()}")
     if len(treated) > MAX_PAIRED_SEEDS:
         raise ValueError(f"paired test enumerates 2^n sign patterns: at most {MAX_PAIRED_SEEDS} seeds, got {len(treated)}")
     differences = treated - control
     count = len(differences)
-    patterns = 1.0 - 2.0 * ((np.arange(2 ** count)[:, None] >> np.arange(count)) & 1)  # every +-1 vector
+    patterns = 1.0 - 2.0 * ((np.arange(2**count)[:, None] >> np.arange(count)) & 1)  # every +-1 vector
     means = patterns @ differences / count
     observed = differences.mean()
     tolerance = 1e-12 * max(1.0, float(np.abs(differences).max()))  # float rounding of equal sums
     return PairedComparison(
-        seeds=count, mean_difference=float(observed),
-        smallest_difference=float(differences.min()), largest_difference=float(differences.max()),
+        seeds=count,
+        mean_difference=float(observed),
+        smallest_difference=float(differences.min()),
+        largest_difference=float(differences.max()),
         p_value=float(np.mean(np.abs(means) >= abs(observed) - tolerance)),
         p_lower=float(np.mean(means <= observed + tolerance)),
-        smallest_p_value=min(1.0, 2.0 / 2 ** count))
+        smallest_p_value=min(1.0, 2.0 / 2**count),
+    )
 
 
-__all__ = ["ExperimentConfig", "PairedComparison", "paired_sign_flip_test", "run_experiment", "experiment_runs", "train_lineage", "build_start", "lineage_masks", "rotate_images",
-           "blur_images", "task_dataset", "early_statistics", "dense_schedule"]
+__all__ = [
+    "ExperimentConfig",
+    "PairedComparison",
+    "paired_sign_flip_test",
+    "run_experiment",
+    "experiment_runs",
+    "train_lineage",
+    "build_start",
+    "lineage_masks",
+    "rotate_images",
+    "blur_images",
+    "task_dataset",
+    "early_statistics",
+    "dense_schedule",
+]

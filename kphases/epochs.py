@@ -9,6 +9,7 @@ the one the per-update loop gives (tests/test_epochs.py), about twice as fast fo
 sizes on 2 CPU cores (`python -m benchmarks.measure`: the authors' linear decoder, 7,840 updates,
 47 s before, 24 s after).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -30,8 +31,10 @@ def epoch_function(update: Callable[..., tf.Tensor], specs: Sequence[tf.TensorSp
     """
     count = specs[0].shape[0] if specs else None
     if count is None or count < 1 or batch_size < 1 or any(spec.shape[0] != count for spec in specs):
-        raise ValueError(f"an epoch needs arrays with the same number of examples >= 1 and batch_size >= 1, "
-                         f"got {[tuple(spec.shape) for spec in specs]} and batch_size={batch_size}")
+        raise ValueError(
+            f"an epoch needs arrays with the same number of examples >= 1 and batch_size >= 1, "
+            f"got {[tuple(spec.shape) for spec in specs]} and batch_size={batch_size}"
+        )
     full_batches, remainder = divmod(count, batch_size)
 
     def batch(arrays, indices):
@@ -41,16 +44,23 @@ def epoch_function(update: Callable[..., tf.Tensor], specs: Sequence[tf.TensorSp
     def epoch(order, *arrays):
         losses = tf.TensorArray(tf.float32, size=full_batches + (1 if remainder else 0))
         for index in tf.range(full_batches):
-            losses = losses.write(index, tf.cast(batch(arrays, order[index * batch_size:(index + 1) * batch_size]), tf.float32))
+            losses = losses.write(index, tf.cast(batch(arrays, order[index * batch_size : (index + 1) * batch_size]), tf.float32))
         if remainder:
-            losses = losses.write(full_batches, tf.cast(batch(arrays, order[full_batches * batch_size:]), tf.float32))
+            losses = losses.write(full_batches, tf.cast(batch(arrays, order[full_batches * batch_size :]), tf.float32))
         return losses.stack()
 
     return epoch
 
 
-def train_epochs(update: Callable[..., tf.Tensor], arrays: Sequence[np.ndarray], batch_size: int, epochs: int, seed: int,
-                 what: str, start_epoch: Callable[[int], float]) -> int:
+def train_epochs(
+    update: Callable[..., tf.Tensor],
+    arrays: Sequence[np.ndarray],
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    what: str,
+    start_epoch: Callable[[int], float],
+) -> int:
     """`epochs` epochs of `update(*batch)` over the examples of `arrays` (same first dimension),
     each over a fresh permutation drawn from `seed` (numpy's default_rng); return the number of updates.
 
@@ -68,7 +78,9 @@ def train_epochs(update: Callable[..., tf.Tensor], arrays: Sequence[np.ndarray],
         losses = epoch_updates(shuffler.permutation(count), *tensors).numpy()
         finite = np.isfinite(losses)
         if not finite.all():
-            raise FloatingPointError(f"{what} loss is {losses[~finite][0]} at update {update_steps + int(np.argmin(finite)) + 1} "
-                                     f"(epoch {epoch}); learning_rate={learning_rate}")
+            raise FloatingPointError(
+                f"{what} loss is {losses[~finite][0]} at update {update_steps + int(np.argmin(finite)) + 1} "
+                f"(epoch {epoch}); learning_rate={learning_rate}"
+            )
         update_steps += len(losses)
     return update_steps

@@ -14,6 +14,7 @@ The file is written to a temporary name and renamed into place; an existing file
 replaced without `--force`, and it is read back through the `directory` source's own loader
 before the fingerprint is printed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,9 +43,11 @@ class ExportedDataset:
     sha256: str
 
     def describe(self) -> str:
-        return (f"wrote {self.path} from {self.source}: x_train {self.train_shape}, x_test {self.test_shape} (uint8, NHWC)\n"
-                f"fingerprint {self.fingerprint} (what provenance.json records for a run on all of it; a subset has its own)\n"
-                f"sha256 {self.sha256}")
+        return (
+            f"wrote {self.path} from {self.source}: x_train {self.train_shape}, x_test {self.test_shape} (uint8, NHWC)\n"
+            f"fingerprint {self.fingerprint} (what provenance.json records for a run on all of it; a subset has its own)\n"
+            f"sha256 {self.sha256}"
+        )
 
 
 def fetch(name: str, source: str = "keras") -> data_module.RawSplits:
@@ -75,8 +78,9 @@ def to_layout(name: str, x_train, y_train, x_test, y_test) -> dict[str, np.ndarr
             raise ValueError(f"{name} {key}: {len(images)} images but {len(labels)} labels")
         for what, values, top in (("images", images, 255), ("labels", labels, classes - 1)):
             if values.size and (not np.issubdtype(values.dtype, np.integer) or values.min() < 0 or values.max() > top):
-                raise ValueError(f"{name} {key} {what} must be integers in 0..{top}; got dtype {values.dtype}, "
-                                 f"range {values.min()}..{values.max()}")
+                raise ValueError(
+                    f"{name} {key} {what} must be integers in 0..{top}; got dtype {values.dtype}, range {values.min()}..{values.max()}"
+                )
         arrays[f"x_{key}"], arrays[f"y_{key}"] = images.astype(np.uint8), labels.astype(np.uint8)
     return arrays
 
@@ -96,8 +100,9 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray], overwrite: bool = False
             os.unlink(temp)
 
 
-def export_dataset(name: str, out_dir: str | os.PathLike, source: str = "keras", overwrite: bool = False,
-                   splits: data_module.RawSplits | None = None) -> ExportedDataset:
+def export_dataset(
+    name: str, out_dir: str | os.PathLike, source: str = "keras", overwrite: bool = False, splits: data_module.RawSplits | None = None
+) -> ExportedDataset:
     """Fetch `name` (or take the given raw `splits`), write `<out_dir>/<name>.npz`, read it back, fingerprint it."""
     from kphases.store import sha256_file
 
@@ -109,8 +114,14 @@ def export_dataset(name: str, out_dir: str | os.PathLike, source: str = "keras",
     write_npz(path, arrays, overwrite)
     # Read back through the directory source's own loader: the fingerprint is the one runs record.
     raw = data_module._load_directory(name, path.parent)
-    return ExportedDataset(path=path, source=source, train_shape=tuple(raw[0].shape), test_shape=tuple(raw[2].shape),
-                           fingerprint=data_module._fingerprint(*raw), sha256=sha256_file(path))
+    return ExportedDataset(
+        path=path,
+        source=source,
+        train_shape=tuple(raw[0].shape),
+        test_shape=tuple(raw[2].shape),
+        fingerprint=data_module._fingerprint(*raw),
+        sha256=sha256_file(path),
+    )
 
 
 def _check_choice(what: str, value: str, valid: tuple[str, ...]) -> None:

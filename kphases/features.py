@@ -29,6 +29,7 @@ model object (including every `recalibrate_batchnorm` copy) traces again, a frac
 for a VGG-8. Measured on two CPU cores: 4,000 32x32x3 images through a VGG-8 to `penultimate`
 take 0.6 s ("stored") to 0.8 s ("batch"); "recalibrated" with 4,000 calibration images, 2 s.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -45,9 +46,7 @@ BN_STATS_MODES = ("batch", "stored", "recalibrated")
 
 # model -> {(layer name, training flag): compiled forward}. Weak keys: a dropped model takes its
 # traced graphs with it.
-_FORWARD_CACHE: "weakref.WeakKeyDictionary[keras.Model, dict[tuple[str, bool], Callable]]" = (
-    weakref.WeakKeyDictionary()
-)
+_FORWARD_CACHE: "weakref.WeakKeyDictionary[keras.Model, dict[tuple[str, bool], Callable]]" = weakref.WeakKeyDictionary()
 
 
 def probe_model(model: keras.Model, layer: str) -> keras.Model:
@@ -60,9 +59,7 @@ def probe_model(model: keras.Model, layer: str) -> keras.Model:
         tapped = model.get_layer(layer)
     except ValueError:
         valid = probe_points(model) or [candidate.name for candidate in model.layers]
-        raise ValueError(
-            f"model {model.name!r} has no layer named {layer!r}; valid probe points: {valid}"
-        ) from None
+        raise ValueError(f"model {model.name!r} has no layer named {layer!r}; valid probe points: {valid}") from None
     # A single-input model is tapped from its one input tensor rather than the list, so that
     # calling the probe with a plain tensor does not trigger Keras' input-structure warning.
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
@@ -102,15 +99,13 @@ def extract_features(
     if bn_stats == "recalibrated":
         if calibration_images is None:
             raise ValueError(
-                "bn_stats='recalibrated' needs calibration_images (the train split) to recompute "
-                "the BatchNorm running statistics"
+                "bn_stats='recalibrated' needs calibration_images (the train split) to recompute the BatchNorm running statistics"
             )
         recalibrated = recalibrate_batchnorm(model, calibration_images, batch_size)
         return extract_features(recalibrated, layer, images, "stored", batch_size)
     if calibration_images is not None:
         raise ValueError(
-            f"calibration_images are only used with bn_stats='recalibrated', got bn_stats={bn_stats!r}; "
-            "pass calibration_images=None"
+            f"calibration_images are only used with bn_stats='recalibrated', got bn_stats={bn_stats!r}; pass calibration_images=None"
         )
     training = bn_stats == "batch"
     if training:
@@ -240,19 +235,14 @@ def _input_signature(model: keras.Model) -> list[tf.TensorSpec]:
 def _check_images(model: keras.Model, images: np.ndarray, argument: str) -> np.ndarray:
     images = np.asarray(images)
     expected = tuple(model.inputs[0].shape[1:])
-    if images.ndim != len(expected) + 1 or any(
-        size is not None and size != actual for size, actual in zip(expected, images.shape[1:])
-    ):
-        raise ValueError(
-            f"{argument} have shape {images.shape}; model {model.name!r} expects (n, {', '.join(str(s) for s in expected)})"
-        )
+    if images.ndim != len(expected) + 1 or any(size is not None and size != actual for size, actual in zip(expected, images.shape[1:])):
+        raise ValueError(f"{argument} have shape {images.shape}; model {model.name!r} expects (n, {', '.join(str(s) for s in expected)})")
     return images.astype(np.float32, copy=False)
 
 
 def _check_batch_size(batch_size: int) -> None:
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-
 
 
 def _all_layers(model: keras.layers.Layer) -> Iterator[keras.layers.Layer]:

@@ -65,6 +65,7 @@ bound's other caveats (an upper bound under an assumed noise; I(T;Y) a differenc
 Both estimators see only the order of rows through the labels and are exactly invariant to
 permuting neurons (the KDE up to floating-point summation order).
 """
+
 from __future__ import annotations
 
 import math
@@ -112,8 +113,12 @@ def check_bins(bins: int) -> None:
 
 
 def check_noise_variance(noise_variance: float, name: str = "noise_variance", hint: str = " (Saxe et al.: 0.1)") -> None:
-    if isinstance(noise_variance, bool) or not isinstance(noise_variance, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(noise_variance) or noise_variance <= 0:
+    if (
+        isinstance(noise_variance, bool)
+        or not isinstance(noise_variance, (int, float, np.floating, np.integer))
+        or not math.isfinite(noise_variance)
+        or noise_variance <= 0
+    ):
         raise ValueError(f"{name} must be a positive finite number{hint}, got {noise_variance!r}")
 
 
@@ -173,8 +178,9 @@ def binning_information(features: np.ndarray, labels: np.ndarray, bins: int = 30
     return InformationEstimate(mi_x_t=h_t, mi_t_y=max(mi_t_y, 0.0), estimator=f"binning:{bins}", samples=len(labels))
 
 
-def kde_information(features: np.ndarray, labels: np.ndarray, noise_variance: float = 0.1,
-                    rows_per_batch: int | None = None) -> InformationEstimate:
+def kde_information(
+    features: np.ndarray, labels: np.ndarray, noise_variance: float = 0.1, rows_per_batch: int | None = None
+) -> InformationEstimate:
     """Kolchinsky-Tracey upper bound on I(X;T) and the matching I(T;Y), in bits, for T + N(0, noise_variance I).
 
     See the module docstring for the formulas, assumptions and biases. Pairwise distances are
@@ -209,8 +215,9 @@ def kde_information(features: np.ndarray, labels: np.ndarray, noise_variance: fl
     return InformationEstimate(mi_x_t=float(mi_x_t), mi_t_y=float(mi_t_y), estimator=f"kde:{noise_variance:g}", samples=count)
 
 
-def relative_kde_information(features: np.ndarray, labels: np.ndarray, ratio: float = 0.1,
-                             rows_per_batch: int | None = None) -> InformationEstimate:
+def relative_kde_information(
+    features: np.ndarray, labels: np.ndarray, ratio: float = 0.1, rows_per_batch: int | None = None
+) -> InformationEstimate:
     """The KDE bound with noise variance `ratio` * tr Cov(T) of this sample: invariant to the layer's scale.
 
     See the module docstring ("Scale-free KDE"). A layer that is constant on the sample has no
@@ -222,8 +229,9 @@ def relative_kde_information(features: np.ndarray, labels: np.ndarray, ratio: fl
     if not total_variance > 0:
         raise ValueError("the layer is constant on this sample (total variance 0): no scale for the relative noise")
     estimate = kde_information(values, labels, ratio * total_variance, rows_per_batch)
-    return InformationEstimate(mi_x_t=estimate.mi_x_t, mi_t_y=estimate.mi_t_y, estimator=f"kde_relative:{ratio:g}",
-                               samples=estimate.samples)
+    return InformationEstimate(
+        mi_x_t=estimate.mi_x_t, mi_t_y=estimate.mi_t_y, estimator=f"kde_relative:{ratio:g}", samples=estimate.samples
+    )
 
 
 def _as_matrix(features: np.ndarray) -> np.ndarray:
@@ -244,5 +252,7 @@ def _check_sample(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
         raise ValueError(f"labels must be non-negative integers, got dtype {labels.dtype} with minimum {labels.min()}")
     if not np.isfinite(values).all():
         bad = int((~np.isfinite(values)).any(axis=1).sum())
-        raise ValueError(f"features hold NaN or infinite values in {bad} of {len(values)} rows; a diverged snapshot has no information estimate")
+        raise ValueError(
+            f"features hold NaN or infinite values in {bad} of {len(values)} rows; a diverged snapshot has no information estimate"
+        )
     return values, labels.astype(np.int64)

@@ -26,6 +26,7 @@ BatchNorm mode `batch` is the authors' protocol (each batch of 128 normalised wi
 statistics; see PROTOCOL.md for why) and the default when reproducing their numbers; `stored`
 and `recalibrated` are the controls. No mode changes a stored snapshot.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,6 +35,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -46,6 +48,7 @@ from kphases.features import BN_STATS_MODES, extract_features, recalibrate_batch
 from kphases.information import InformationSettings, binning_information, kde_information, relative_kde_information
 from kphases.models import build_model, probe_points
 from kphases.probes import ProbeSettings, color_dominance_labels, train_linear_head
+
 # Reading, appending and locking measurements.csv is the store's (kphases.store); re-exported for callers.
 from kphases.store import MEASUREMENT_COLUMNS, Run, done_cells, read_measurements
 
@@ -73,11 +76,13 @@ def decoder_settings(config: MeasureConfig) -> DecoderSettings:
 
 
 def probe_settings(config: MeasureConfig) -> ProbeSettings:
-    return ProbeSettings(epochs=config.probe_epochs, lr_drop_epoch=config.probe_epochs // 2, seed=config.seed,
-                         min_update_steps=config.probe_min_update_steps)
+    return ProbeSettings(
+        epochs=config.probe_epochs, lr_drop_epoch=config.probe_epochs // 2, seed=config.seed, min_update_steps=config.probe_min_update_steps
+    )
 
 
 # --- validation --------------------------------------------------------------------------------
+
 
 def check_config(config: MeasureConfig, model: keras.Model, dataset: Dataset, valid_layers: list[str] | None = None) -> tuple[str, ...]:
     """Reject unknown names before any work; return the transfer tasks to run. `valid_layers`: default the probe points."""
@@ -96,16 +101,21 @@ def check_config(config: MeasureConfig, model: keras.Model, dataset: Dataset, va
         raise ValueError(f"unknown metric(s) {bad}; valid metrics: {list(EXTRA_METRICS)}")
     rgb = dataset.image_shape[-1] == 3
     if config.transfer is None:
-        return tuple(task for task in TRANSFER_TASKS if (task != "color_dominance" or rgb)
-                     and (task != "dataset_switch" or switch_target(dataset, config) is not None))
+        return tuple(
+            task
+            for task in TRANSFER_TASKS
+            if (task != "color_dominance" or rgb) and (task != "dataset_switch" or switch_target(dataset, config) is not None)
+        )
     bad = [task for task in config.transfer if task not in TRANSFER_TASKS]
     if bad:
         raise ValueError(f"unknown transfer task(s) {bad}; valid tasks: {list(TRANSFER_TASKS)}")
     if "color_dominance" in config.transfer and not rgb:
         raise ValueError(f"transfer task color_dominance needs RGB images; {dataset.name} has shape {dataset.image_shape}")
     if "dataset_switch" in config.transfer and switch_target(dataset, config) is None:
-        raise ValueError(f"no dataset_switch target for {dataset.name} from source {dataset.source}; "
-                         f"pairs: {SWITCH_PAIRS.get(dataset.source, {})}; set switch_dataset")
+        raise ValueError(
+            f"no dataset_switch target for {dataset.name} from source {dataset.source}; "
+            f"pairs: {SWITCH_PAIRS.get(dataset.source, {})}; set switch_dataset"
+        )
     return tuple(config.transfer)
 
 
@@ -114,6 +124,7 @@ def switch_target(dataset: Dataset, config: MeasureConfig) -> str | None:
 
 
 # --- the measurement loop ----------------------------------------------------------------------
+
 
 @dataclass
 class _Splits:
@@ -134,17 +145,23 @@ def _measurement_splits(dataset: Dataset, train_size: int | None, test_size: int
     rng = np.random.default_rng([seed, 7])
     train_index = rng.permutation(stratified_subset(dataset.y_train, train_size, seed, "measurement train"))
     test_index = rng.permutation(stratified_subset(dataset.y_test, test_size, seed, "measurement test"))
-    description = (f"{dataset.origin} train={len(train_index)} test={len(test_index)} "
-                   f"fingerprint={dataset.fingerprint}")
-    return _Splits(dataset.x_train[train_index], dataset.y_train[train_index], dataset.x_test[test_index],
-                   dataset.y_test[test_index], description)
+    description = f"{dataset.origin} train={len(train_index)} test={len(test_index)} fingerprint={dataset.fingerprint}"
+    return _Splits(
+        dataset.x_train[train_index], dataset.y_train[train_index], dataset.x_test[test_index], dataset.y_test[test_index], description
+    )
 
 
 def _protocol(*parts) -> str:
     # Settings with a protocol_dict(instrument) hash only the fields that instrument reads, so adding
     # a field for one instrument does not recompute every other instrument's cells.
-    text = json.dumps([p.protocol_dict(parts[0]) if hasattr(p, "protocol_dict") else dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p
-                       for p in parts], sort_keys=True, default=str)
+    text = json.dumps(
+        [
+            p.protocol_dict(parts[0]) if hasattr(p, "protocol_dict") else dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p
+            for p in parts
+        ],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -156,6 +173,7 @@ class _Cell:
 
 # --- the network of a run: built from its config (kphases train), or rebuilt from the architecture a
 # --- user's model.fit recorded (kphases.SnapshotCallback, see kphases.callback) -------------------
+
 
 def run_model(run: Run, dataset: Dataset, custom_objects: dict | None = None) -> tuple[keras.Model, list[str]]:
     """A model to load the run's snapshots into, and the layer names measurement accepts for it."""
@@ -172,16 +190,28 @@ def _run_dataset(run: Run, data_dir: str | os.PathLike | None) -> Dataset:
     from kphases.callback import is_model_run
 
     if is_model_run(run):
-        raise ValueError(f"run {run.directory} was recorded by kphases.SnapshotCallback from a user's model and stores no data; "
-                         "measure it with kphases.measure(run_dir, layers=[...], train_data=(x, y), test_data=(x, y))")
+        raise ValueError(
+            f"run {run.directory} was recorded by kphases.SnapshotCallback from a user's model and stores no data; "
+            "measure it with kphases.measure(run_dir, layers=[...], train_data=(x, y), test_data=(x, y))"
+        )
     return load_dataset(run.config.data, data_dir)
 
 
-def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(), data_dir: str | os.PathLike | None = None,
-            runs_dir: str | os.PathLike | None = None, progress: bool = True, dataset: Dataset | None = None,
-            log=print, compute_missing: bool = True, custom_objects: dict | None = None,
-            tensorboard: bool | str | os.PathLike = False, rows: "MeasurementRows | None" = None,
-            requested_only: bool = False, partial_verdicts: bool = False) -> pd.DataFrame:
+def measure(
+    run: Run | str | os.PathLike,
+    config: MeasureConfig = MeasureConfig(),
+    data_dir: str | os.PathLike | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    dataset: Dataset | None = None,
+    log=print,
+    compute_missing: bool = True,
+    custom_objects: dict | None = None,
+    tensorboard: bool | str | os.PathLike = False,
+    rows: "MeasurementRows | None" = None,
+    requested_only: bool = False,
+    partial_verdicts: bool = False,
+) -> pd.DataFrame:
     """Measure the run's snapshots as `config` asks; return all of the run's measurement rows.
 
     `rows`: where the run's rows are read from and new ones written to (default: the run's
@@ -215,9 +245,15 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
         raise ValueError(f"run {run.name} has no snapshots at steps {missing_steps}; it has {available}")
     if not run.complete:
         schedule = run.manifest().get("schedule") or "?"
-        log(f"run {run.name} is not complete (still training, or interrupted): measuring the snapshots it has, {available}, "
-            f"of its schedule {schedule}; " + ("phase verdicts on this partial curve were asked for" if partial_verdicts else
-                                               "no phase verdicts until it is complete (partial_verdicts=True to see them)"))
+        log(
+            f"run {run.name} is not complete (still training, or interrupted): measuring the snapshots it has, {available}, "
+            f"of its schedule {schedule}; "
+            + (
+                "phase verdicts on this partial curve were asked for"
+                if partial_verdicts
+                else "no phase verdicts until it is complete (partial_verdicts=True to see them)"
+            )
+        )
     dataset = dataset or _run_dataset(run, data_dir)
     model, valid_layers = run_model(run, dataset, custom_objects)
     transfers = check_config(config, model, dataset, valid_layers)
@@ -228,8 +264,9 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
         target_config = dataclasses.replace(run.config.data, name=target_name)
         target_data = load_dataset(target_config, data_dir)
         if target_data.image_shape != dataset.image_shape:
-            raise ValueError(f"dataset_switch target {target_name} has images {target_data.image_shape}, "
-                             f"the network takes {dataset.image_shape}")
+            raise ValueError(
+                f"dataset_switch target {target_name} has images {target_data.image_shape}, the network takes {dataset.image_shape}"
+            )
         target = (target_name, _measurement_splits(target_data, config.train_size, config.test_size, config.seed))
 
     decoders, heads = decoder_settings(config), probe_settings(config)
@@ -252,17 +289,27 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
     rows = rows or MeasurementRows()
     frame = rows.read(run)
     done = done_cells(frame)
-    requested = {(step, layer, mode, cell.instrument, cell.protocol) for step in steps for mode in config.bn_stats
-                 for layer in config.layers for cell in cells}
-    work = [(step, mode, layer, [cell for cell in cells if (step, layer, mode, cell.instrument, cell.protocol) not in done])
-            for step in steps for mode in config.bn_stats for layer in config.layers]
+    requested = {
+        (step, layer, mode, cell.instrument, cell.protocol)
+        for step in steps
+        for mode in config.bn_stats
+        for layer in config.layers
+        for cell in cells
+    }
+    work = [
+        (step, mode, layer, [cell for cell in cells if (step, layer, mode, cell.instrument, cell.protocol) not in done])
+        for step in steps
+        for mode in config.bn_stats
+        for layer in config.layers
+    ]
     work = [item for item in work if item[3]]
     if work and not compute_missing:
         step, mode, layer, todo = work[0]
         raise MissingMeasurementError(
             f"run {run.directory}: {sum(len(item[3]) for item in work)} requested cells are not measured yet, the first "
             f"(step {step}, layer {layer}, bn_stats {mode}, instrument {todo[0].instrument}); measure them first "
-            f"(python -m kphases measure {run.directory})")
+            f"(python -m kphases measure {run.directory})"
+        )
     if not work:
         log(f"run {run.name}: every requested cell is already measured ({len(frame)} rows in {run.measurements_path})")
         return _only(frame, requested) if requested_only else frame
@@ -283,12 +330,28 @@ def measure(run: Run | str | os.PathLike, config: MeasureConfig = MeasureConfig(
                 calibrated["model"] = recalibrate_batchnorm(model, splits.x_train)
             network = calibrated["model"]
         extract_mode = "stored" if mode == "recalibrated" else mode
-        new = _measure_group(run, step, layer, mode, network, extract_mode, todo, splits, target, decoders,
-                             heads, config.seed, dataset.num_classes, bar, information)
+        new = _measure_group(
+            run,
+            step,
+            layer,
+            mode,
+            network,
+            extract_mode,
+            todo,
+            splits,
+            target,
+            decoders,
+            heads,
+            config.seed,
+            dataset.num_classes,
+            bar,
+            information,
+        )
         rows.append(run, pd.DataFrame(new, columns=list(MEASUREMENT_COLUMNS)))
         # --- TensorBoard hook: the new rows as scalars under <run>/tensorboard/measure (kphases.tensorboard) ---
         if tensorboard:
             from kphases.tensorboard import write_measurements
+
             write_measurements(run, new, tensorboard)
         # --- end of TensorBoard hook ---
         if bar is not None:
@@ -334,16 +397,44 @@ class PendingRows(MeasurementRows):
         return pd.concat(self.pending, ignore_index=True) if self.pending else pd.DataFrame(columns=list(MEASUREMENT_COLUMNS))
 
 
-def _measure_group(run: Run, step: int, layer: str, mode: str, network: keras.Model, extract_mode: str, todo: list[_Cell],
-                   splits: _Splits, target, decoder_settings: DecoderSettings, probe_settings: ProbeSettings, seed: int,
-                   num_classes: int, bar, information: InformationSettings | None = None) -> list[dict]:
+def _measure_group(
+    run: Run,
+    step: int,
+    layer: str,
+    mode: str,
+    network: keras.Model,
+    extract_mode: str,
+    todo: list[_Cell],
+    splits: _Splits,
+    target,
+    decoder_settings: DecoderSettings,
+    probe_settings: ProbeSettings,
+    seed: int,
+    num_classes: int,
+    bar,
+    information: InformationSettings | None = None,
+) -> list[dict]:
     """All missing cells of one (snapshot, BatchNorm mode, layer): features are extracted once for them."""
     rows: list[dict] = []
 
     def row(metric, split, value, cell, update_steps, epochs, data):
-        rows.append({"run": run.name, "step": step, "layer": layer, "metric": metric, "split": split, "value": float(value),
-                     "instrument": cell.instrument, "bn_stats": mode, "update_steps": update_steps, "epochs": epochs,
-                     "data": data, "seed": seed, "protocol": cell.protocol})
+        rows.append(
+            {
+                "run": run.name,
+                "step": step,
+                "layer": layer,
+                "metric": metric,
+                "split": split,
+                "value": float(value),
+                "instrument": cell.instrument,
+                "bn_stats": mode,
+                "update_steps": update_steps,
+                "epochs": epochs,
+                "data": data,
+                "seed": seed,
+                "protocol": cell.protocol,
+            }
+        )
 
     source_cells = [cell for cell in todo if not cell.instrument.startswith("dataset_switch")]
     if source_cells:
@@ -356,8 +447,24 @@ def _measure_group(run: Run, step: int, layer: str, mode: str, network: keras.Mo
                 # Per-image errors first: a cell whose rows exist always has its per-image file.
                 write_per_image_errors(run, step, layer, mode, cell.instrument, cell.protocol, result.test_errors_per_image)
                 row("reconstruction_mse", "test", result.mse_per_element_test, cell, result.update_steps, result.epochs, splits.description)
-                row("reconstruction_mse", "train", result.mse_per_element_train, cell, result.update_steps, result.epochs, splits.description)
-                row("reconstruction_authors_scale", "test", result.authors_scale_test, cell, result.update_steps, result.epochs, splits.description)
+                row(
+                    "reconstruction_mse",
+                    "train",
+                    result.mse_per_element_train,
+                    cell,
+                    result.update_steps,
+                    result.epochs,
+                    splits.description,
+                )
+                row(
+                    "reconstruction_authors_scale",
+                    "test",
+                    result.authors_scale_test,
+                    cell,
+                    result.update_steps,
+                    result.epochs,
+                    splits.description,
+                )
                 if result.ridge_penalty is not None:  # linear_ridge: the penalty GCV chose on the train split
                     row("ridge_relative_penalty", "train", result.ridge_relative_penalty, cell, 0, 0, splits.description)
                     row("ridge_effective_parameters", "train", result.ridge_effective_parameters, cell, 0, 0, splits.description)
@@ -373,8 +480,24 @@ def _measure_group(run: Run, step: int, layer: str, mode: str, network: keras.Mo
                 result = train_linear_head(train_features, train_labels, test_features, test_labels, classes, probe_settings)
                 prefix = "probe" if cell.instrument == "probe" else "transfer"
                 for split in ("train", "test"):
-                    row(f"{prefix}_accuracy", split, getattr(result, f"{split}_accuracy"), cell, result.update_steps, result.epochs, splits.description)
-                    row(f"{prefix}_loss", split, getattr(result, f"{split}_loss"), cell, result.update_steps, result.epochs, splits.description)
+                    row(
+                        f"{prefix}_accuracy",
+                        split,
+                        getattr(result, f"{split}_accuracy"),
+                        cell,
+                        result.update_steps,
+                        result.epochs,
+                        splits.description,
+                    )
+                    row(
+                        f"{prefix}_loss",
+                        split,
+                        getattr(result, f"{split}_loss"),
+                        cell,
+                        result.update_steps,
+                        result.epochs,
+                        splits.description,
+                    )
             row("seconds", "all", time.perf_counter() - began, cell, 0, 0, splits.description)
             if bar is not None:
                 bar.update(1)
@@ -389,8 +512,24 @@ def _measure_group(run: Run, step: int, layer: str, mode: str, network: keras.Mo
         classes = int(max(target_splits.y_train.max(), target_splits.y_test.max())) + 1
         result = train_linear_head(train_features, target_splits.y_train, test_features, target_splits.y_test, classes, probe_settings)
         for split in ("train", "test"):
-            row("transfer_accuracy", split, getattr(result, f"{split}_accuracy"), cell, result.update_steps, result.epochs, target_splits.description)
-            row("transfer_loss", split, getattr(result, f"{split}_loss"), cell, result.update_steps, result.epochs, target_splits.description)
+            row(
+                "transfer_accuracy",
+                split,
+                getattr(result, f"{split}_accuracy"),
+                cell,
+                result.update_steps,
+                result.epochs,
+                target_splits.description,
+            )
+            row(
+                "transfer_loss",
+                split,
+                getattr(result, f"{split}_loss"),
+                cell,
+                result.update_steps,
+                result.epochs,
+                target_splits.description,
+            )
         row("seconds", "all", time.perf_counter() - began, cell, 0, 0, target_splits.description)
         del train_features, test_features
         if bar is not None:
@@ -425,8 +564,7 @@ def per_image_errors_path(run: Run, step: int, layer: str, bn_stats: str, instru
     return run.directory.joinpath(PER_IMAGE_DIRECTORY, *parts, f"step-{int(step)}.npy")
 
 
-def write_per_image_errors(run: Run, step: int, layer: str, bn_stats: str, instrument: str, protocol: str,
-                           errors: np.ndarray) -> Path:
+def write_per_image_errors(run: Run, step: int, layer: str, bn_stats: str, instrument: str, protocol: str, errors: np.ndarray) -> Path:
     """Write one cell's per-image errors atomically (a reader never sees half a file)."""
     path = per_image_errors_path(run, step, layer, bn_stats, instrument, protocol)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -437,14 +575,20 @@ def write_per_image_errors(run: Run, step: int, layer: str, bn_stats: str, instr
     return path
 
 
-def read_per_image_errors(run: Run, frame: pd.DataFrame, layer: str, instrument: str, bn_stats: str,
-                          steps: list[int] | None = None) -> tuple[list[int], np.ndarray] | None:
+def read_per_image_errors(
+    run: Run, frame: pd.DataFrame, layer: str, instrument: str, bn_stats: str, steps: list[int] | None = None
+) -> tuple[list[int], np.ndarray] | None:
     """(steps, errors of shape steps x images) of one curve, the steps measured under the protocol of its
     latest row; None when any of those steps has no per-image file (cells measured before the files existed).
 
     Raises ValueError if the steps' files hold different numbers of images (not one paired split)."""
-    selected = frame[(frame["metric"] == "reconstruction_mse") & (frame["split"] == "test") & (frame["layer"] == layer)
-                     & (frame["instrument"] == instrument) & (frame["bn_stats"] == bn_stats)]
+    selected = frame[
+        (frame["metric"] == "reconstruction_mse")
+        & (frame["split"] == "test")
+        & (frame["layer"] == layer)
+        & (frame["instrument"] == instrument)
+        & (frame["bn_stats"] == bn_stats)
+    ]
     if steps is not None:
         selected = selected[selected["step"].isin(steps)]
     if selected.empty:
@@ -461,8 +605,10 @@ def read_per_image_errors(run: Run, frame: pd.DataFrame, layer: str, instrument:
         arrays.append(np.load(path))
     sizes = sorted({len(array) for array in arrays})
     if len(sizes) != 1:
-        raise ValueError(f"run {run.name}: per-image errors of [{layer}, {instrument}, bn={bn_stats}] have different image "
-                         f"counts {sizes} across steps; they are not one paired test split")
+        raise ValueError(
+            f"run {run.name}: per-image errors of [{layer}, {instrument}, bn={bn_stats}] have different image "
+            f"counts {sizes} across steps; they are not one paired test split"
+        )
     return [int(step) for step in latest.index], np.stack(arrays)
 
 
@@ -483,6 +629,7 @@ def reconstruction_verdict(run: Run, frame: pd.DataFrame, layer: str, instrument
 
 # --- summaries ---------------------------------------------------------------------------------
 
+
 def curves(frame: pd.DataFrame, metric: str = "reconstruction_mse", split: str = "test") -> dict[tuple[str, str, str], pd.Series]:
     """(layer, instrument, bn_stats) -> the metric's value per step (one protocol per key: the latest rows)."""
     selected = frame[(frame["metric"] == metric) & (frame["split"] == split)]
@@ -502,8 +649,13 @@ def summary_table(run: Run, frame: pd.DataFrame, verdicts: bool = True) -> str:
         for split in ("test", "train"):
             picked = classifier[(classifier["metric"] == "classifier_accuracy") & (classifier["split"] == split)]
             columns[f"classifier_{split}_acc"] = picked.set_index("step")["value"]
-    for metric, label in (("reconstruction_mse", "rec"), ("probe_accuracy", "probe_acc"), ("transfer_accuracy", "transfer_acc"),
-                          ("mi_x_t", "I(X;T)"), ("mi_t_y", "I(T;Y)")):
+    for metric, label in (
+        ("reconstruction_mse", "rec"),
+        ("probe_accuracy", "probe_acc"),
+        ("transfer_accuracy", "transfer_acc"),
+        ("mi_x_t", "I(X;T)"),
+        ("mi_t_y", "I(T;Y)"),
+    ):
         for (layer, instrument, mode), series in curves(frame, metric).items():
             columns[f"{label}[{layer},{instrument},{mode}]"] = series
     table = pd.DataFrame(columns)
@@ -532,8 +684,13 @@ def describe_phases(result) -> str:
     without per-image or per-seed data) says that it has no measurement-noise interval."""
     if hasattr(result, "describe"):
         return result.describe()
-    parts = [f"constant until {result.constant_end}" if result.constant_end is not None else "no constant phase",
-             f"decrease until {result.decrease_end} (by {result.relative_decrease:.1%})" if result.decrease_end is not None else "no decrease",
-             f"increase until {result.increase_end} (by {result.relative_increase:.1%})" if result.increase_end is not None else "no increase"]
-    return (("three phases: " if result.three_phases else "not three phases: ") + ", ".join(parts)
-            + f" (changes relative to the initial loss; no measurement-noise interval: fixed threshold {result.threshold:.1%})")
+    parts = [
+        f"constant until {result.constant_end}" if result.constant_end is not None else "no constant phase",
+        f"decrease until {result.decrease_end} (by {result.relative_decrease:.1%})" if result.decrease_end is not None else "no decrease",
+        f"increase until {result.increase_end} (by {result.relative_increase:.1%})" if result.increase_end is not None else "no increase",
+    ]
+    return (
+        ("three phases: " if result.three_phases else "not three phases: ")
+        + ", ".join(parts)
+        + f" (changes relative to the initial loss; no measurement-noise interval: fixed threshold {result.threshold:.1%})"
+    )

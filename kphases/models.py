@@ -41,6 +41,7 @@ gradient is the forward convolution of the stride-dilated, padded output gradien
 transposed kernel; elsewhere TensorFlow's kernel is used. Same weights, same results to float32
 rounding (tests/test_models.py); `python -m benchmarks.training` prints both side by side.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,8 +82,7 @@ INITIALISATIONS = ("pytorch", "open_lth")
 # unless enabled ($KPHASES_FORWARD_INPUT_GRADIENT=1, read when this module is imported, or
 # FORWARD_INPUT_GRADIENT["enabled"] = True before a step is traced), and never used where TensorFlow
 # sees a GPU (cuDNN's kernel is the one to use there).
-FORWARD_INPUT_GRADIENT = {"max_pixels": 36, "min_channels": 128,
-                          "enabled": os.environ.get("KPHASES_FORWARD_INPUT_GRADIENT", "0") == "1"}
+FORWARD_INPUT_GRADIENT = {"max_pixels": 36, "min_channels": 128, "enabled": os.environ.get("KPHASES_FORWARD_INPUT_GRADIENT", "0") == "1"}
 
 
 def _dilate(gradient, stride: int):
@@ -92,7 +92,7 @@ def _dilate(gradient, stride: int):
     height, width, channels = gradient.shape[1], gradient.shape[2], gradient.shape[3]
     spread = tf.pad(gradient[:, :, None, :, None, :], [[0, 0], [0, 0], [0, stride - 1], [0, 0], [0, stride - 1], [0, 0]])
     spread = tf.reshape(spread, (-1, height * stride, width * stride, channels))
-    return spread[:, :(height - 1) * stride + 1, :(width - 1) * stride + 1, :]
+    return spread[:, : (height - 1) * stride + 1, : (width - 1) * stride + 1, :]
 
 
 def _input_gradient(gradient, kernel, stride: int, size: tuple[int, int], crop: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))):
@@ -115,8 +115,9 @@ def conv2d_valid(inputs, kernel, stride: int):
     def convolve(x, w):
         def gradient(dy):
             dx = _input_gradient(dy, w, stride, (x.shape[1], x.shape[2]))
-            dw = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=tf.shape(w), out_backprop=dy,
-                                                 strides=[1, stride, stride, 1], padding="VALID")
+            dw = tf.raw_ops.Conv2DBackpropFilter(
+                input=x, filter_sizes=tf.shape(w), out_backprop=dy, strides=[1, stride, stride, 1], padding="VALID"
+            )
             return dx, dw
 
         return tf.nn.conv2d(x, w, stride, "VALID"), gradient
@@ -132,9 +133,15 @@ def _same_padding(size: int, kernel_size: int, stride: int) -> list[int]:
 
 def _forward_input_gradient_applies(layer, inputs, channels: int) -> bool:
     height, width = inputs.shape[1], inputs.shape[2]
-    return (not tf.config.list_logical_devices("GPU") and None not in (height, width, channels) and height * width <= FORWARD_INPUT_GRADIENT["max_pixels"]
-            and channels >= FORWARD_INPUT_GRADIENT["min_channels"] and layer.data_format == "channels_last"
-            and tuple(layer.dilation_rate) == (1, 1) and len(set(layer.strides)) == 1)
+    return (
+        not tf.config.list_logical_devices("GPU")
+        and None not in (height, width, channels)
+        and height * width <= FORWARD_INPUT_GRADIENT["max_pixels"]
+        and channels >= FORWARD_INPUT_GRADIENT["min_channels"]
+        and layer.data_format == "channels_last"
+        and tuple(layer.dilation_rate) == (1, 1)
+        and len(set(layer.strides)) == 1
+    )
 
 
 class Conv2D(layers.Conv2D):
@@ -160,8 +167,13 @@ class Conv2DTranspose(layers.Conv2DTranspose):
     def call(self, inputs):
         channels = inputs.shape[3]
         kernel_size = self.kernel_size[0]
-        if (self.padding != "same" or self.output_padding is not None or len(set(self.kernel_size)) != 1
-                or kernel_size < self.strides[0] or not _forward_input_gradient_applies(self, inputs, channels)):
+        if (
+            self.padding != "same"
+            or self.output_padding is not None
+            or len(set(self.kernel_size)) != 1
+            or kernel_size < self.strides[0]
+            or not _forward_input_gradient_applies(self, inputs, channels)
+        ):
             return super().call(inputs)
         stride = self.strides[0]
         # TensorFlow's "same" transposed convolution is the input gradient of the "same" convolution
@@ -195,8 +207,9 @@ def _conv_bn(x, filters: int, stride: int, name: str, relu: bool = True, kernel_
         padding = "valid"
     else:
         padding = "same"
-    x = Conv2D(filters, kernel_size, strides=stride, padding=padding, use_bias=False,
-                      kernel_initializer=_torch_uniform(), name=f"{name}_conv")(x)
+    x = Conv2D(
+        filters, kernel_size, strides=stride, padding=padding, use_bias=False, kernel_initializer=_torch_uniform(), name=f"{name}_conv"
+    )(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     if relu:
         x = layers.ReLU(name=name)(x) if activation == "relu" else layers.Activation(activation, name=name)(x)
@@ -207,9 +220,13 @@ def _head(x, num_classes: int, use_bias: bool = True):
     x = layers.Flatten(name="penultimate")(x)
     fan_in = x.shape[-1]
     bias_limit = 1.0 / math.sqrt(fan_in)
-    return layers.Dense(num_classes, use_bias=use_bias, kernel_initializer=_torch_uniform(),
-                        bias_initializer=keras.initializers.RandomUniform(-bias_limit, bias_limit),
-                        name="logits")(x)
+    return layers.Dense(
+        num_classes,
+        use_bias=use_bias,
+        kernel_initializer=_torch_uniform(),
+        bias_initializer=keras.initializers.RandomUniform(-bias_limit, bias_limit),
+        name="logits",
+    )(x)
 
 
 def _vgg(inputs, name: str, width: float, num_classes: int, activation: str = "relu"):
@@ -264,8 +281,10 @@ def build_model(config: ModelConfig, input_shape: tuple[int, int, int], num_clas
     if config.initialisation not in INITIALISATIONS:
         raise ValueError(f"unknown initialisation {config.initialisation!r}; valid initialisations: {list(INITIALISATIONS)}")
     if config.activation != "relu" and not (name in VGG_LAYOUTS or re.fullmatch(r"simple\d+", name)):
-        raise ValueError(f"activation {config.activation!r} is available for the vgg and simple<n> nets only, "
-                         f"not {name!r} (ResNets and the linear net use relu)")
+        raise ValueError(
+            f"activation {config.activation!r} is available for the vgg and simple<n> nets only, "
+            f"not {name!r} (ResNets and the linear net use relu)"
+        )
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     if name in VGG_LAYOUTS:
         outputs = _vgg(inputs, name, config.width, num_classes, config.activation)

@@ -31,13 +31,14 @@ measurement, so a resumed training continues the same curve. As a Keras callback
 the weights of every measured step in `monitor/step_<s>.weights.h5` until the decision, then only
 the chosen one; inside `kphases train` the run's snapshots are the checkpoints and nothing is copied.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,9 @@ class MonitorSettings:
         self.verdict_settings()  # confidence, min_effect, bootstrap_samples are checked there
 
     def verdict_settings(self) -> VerdictSettings:
-        return VerdictSettings(confidence=float(self.confidence), min_effect=self.min_effect,
-                               bootstrap_samples=self.bootstrap_samples, seed=self.seed)
+        return VerdictSettings(
+            confidence=float(self.confidence), min_effect=self.min_effect, bootstrap_samples=self.bootstrap_samples, seed=self.seed
+        )
 
     def is_scheduled(self, step: int) -> bool:
         if self.every is not None:
@@ -145,8 +147,10 @@ class MonitorRule:
         if self.steps and step <= self.steps[-1]:
             raise ValueError(f"monitor steps must increase: got step {step} after {self.steps[-1]}")
         if self.errors and errors.shape != self.errors[0].shape:
-            raise ValueError(f"step {step} has {errors.size} per-image errors, earlier steps {self.errors[0].size}: "
-                             "the monitor's test subset must stay the same")
+            raise ValueError(
+                f"step {step} has {errors.size} per-image errors, earlier steps {self.errors[0].size}: "
+                "the monitor's test subset must stay the same"
+            )
         if not np.all(np.isfinite(errors)):
             raise ValueError(f"step {step}: the decoder's per-image errors are not finite")
         self.steps.append(int(step))
@@ -157,21 +161,30 @@ class MonitorRule:
         self.last_verdict = verdict
         self.confident_in_a_row = self.confident_in_a_row + 1 if (verdict.has_decrease and verdict.has_increase) else 0
         if self.confident_in_a_row >= self.settings.patience:
-            self.decision = Decision(chosen_step=int(verdict.decrease.end_step), decided_at=int(step),
-                                     reason=verdict.describe(), verdict=_jsonable(verdict.to_dict()))
+            self.decision = Decision(
+                chosen_step=int(verdict.decrease.end_step),
+                decided_at=int(step),
+                reason=verdict.describe(),
+                verdict=_jsonable(verdict.to_dict()),
+            )
         return self.decision
 
     # --- state on disk ----------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / ERRORS_FILE, ".npz") as temp:
-            np.savez(temp, steps=np.asarray(self.steps, dtype=np.int64),
-                     errors=np.stack(self.errors) if self.errors else np.zeros((0, 0)))
+            np.savez(temp, steps=np.asarray(self.steps, dtype=np.int64), errors=np.stack(self.errors) if self.errors else np.zeros((0, 0)))
         curve = [float(row.mean()) for row in self.errors]
-        write_json_atomic(directory / STATE_FILE, {
-            "settings": dataclasses.asdict(self.settings), "steps": self.steps, "reconstruction_mse": curve,
-            "confident_in_a_row": self.confident_in_a_row,
-            "decision": None if self.decision is None else dataclasses.asdict(self.decision)})
+        write_json_atomic(
+            directory / STATE_FILE,
+            {
+                "settings": dataclasses.asdict(self.settings),
+                "steps": self.steps,
+                "reconstruction_mse": curve,
+                "confident_in_a_row": self.confident_in_a_row,
+                "decision": None if self.decision is None else dataclasses.asdict(self.decision),
+            },
+        )
 
     @classmethod
     def load(cls, directory: Path, settings: MonitorSettings) -> "MonitorRule":
@@ -185,13 +198,19 @@ class MonitorRule:
             with np.load(directory / ERRORS_FILE) as stored:
                 steps, errors = stored["steps"].tolist(), stored["errors"]
         except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f"monitor state in {directory} is unreadable ({error}); move the directory aside to start the monitor afresh") from None
+            raise ValueError(
+                f"monitor state in {directory} is unreadable ({error}); move the directory aside to start the monitor afresh"
+            ) from None
         if state.get("settings") != dataclasses.asdict(settings):
-            raise ValueError(f"monitor state in {directory} was recorded with other settings ({state.get('settings')}); "
-                             f"use them, or move the directory aside to start afresh with {dataclasses.asdict(settings)}")
+            raise ValueError(
+                f"monitor state in {directory} was recorded with other settings ({state.get('settings')}); "
+                f"use them, or move the directory aside to start afresh with {dataclasses.asdict(settings)}"
+            )
         if steps != state.get("steps"):
-            raise ValueError(f"monitor state in {directory} is inconsistent: {STATE_FILE} lists steps {state.get('steps')}, "
-                             f"{ERRORS_FILE} {steps}; move the directory aside to start afresh")
+            raise ValueError(
+                f"monitor state in {directory} is inconsistent: {STATE_FILE} lists steps {state.get('steps')}, "
+                f"{ERRORS_FILE} {steps}; move the directory aside to start afresh"
+            )
         rule.steps, rule.errors = [int(step) for step in steps], [row for row in errors]
         rule.confident_in_a_row = int(state.get("confident_in_a_row", 0))
         if state.get("decision") is not None:
@@ -261,8 +280,15 @@ class PhaseMonitor(keras.callbacks.Callback):
     as `SnapshotCallback` counts them. Keyword arguments are `MonitorSettings` fields.
     """
 
-    def __init__(self, directory: str | os.PathLike, train_images: np.ndarray, test_images: np.ndarray,
-                 settings: MonitorSettings | None = None, log: Callable[[str], None] | None = print, **fields: Any):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        train_images: np.ndarray,
+        test_images: np.ndarray,
+        settings: MonitorSettings | None = None,
+        log: Callable[[str], None] | None = print,
+        **fields: Any,
+    ):
         super().__init__()
         self.settings = dataclasses.replace(settings or MonitorSettings(), **fields)
         self.directory = Path(directory) / MONITOR_DIRECTORY
@@ -323,8 +349,14 @@ class PhaseMonitor(keras.callbacks.Callback):
             leftover.unlink()
 
 
-def replay_run(run, model: keras.Model, train_images: np.ndarray, test_images: np.ndarray,
-               settings: MonitorSettings = MonitorSettings(), directory: Path | None = None) -> MonitorRule:
+def replay_run(
+    run,
+    model: keras.Model,
+    train_images: np.ndarray,
+    test_images: np.ndarray,
+    settings: MonitorSettings = MonitorSettings(),
+    directory: Path | None = None,
+) -> MonitorRule:
     """The monitor replayed on a run's stored snapshots, in step order, stopping at its decision.
 
     `model` is a network of the run's architecture to load the snapshots into. Each decision uses
@@ -337,8 +369,10 @@ def replay_run(run, model: keras.Model, train_images: np.ndarray, test_images: n
     wanted = settings.scheduled_steps(max(stored))
     missing = [step for step in wanted if step not in stored]
     if missing:
-        raise ValueError(f"run {run.name} has no snapshots at the monitor's steps {missing} (snapshots: {stored}); "
-                         "use a monitor schedule within the snapshot steps (the doubling schedule, or every= their spacing)")
+        raise ValueError(
+            f"run {run.name} has no snapshots at the monitor's steps {missing} (snapshots: {stored}); "
+            "use a monitor schedule within the snapshot steps (the doubling schedule, or every= their spacing)"
+        )
     rule = MonitorRule.load(directory, settings) if directory is not None else MonitorRule(settings)
     probe = None
     for step in wanted:

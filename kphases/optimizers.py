@@ -7,6 +7,7 @@ changing learning rate, so the decoders (`kphases.decoders`) and heads (`kphases
 these instead. Both run TensorFlow's fused kernels (TensorFlow backend only); the docstrings say
 how each maps onto PyTorch's update.
 """
+
 from __future__ import annotations
 
 import keras

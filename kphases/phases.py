@@ -78,6 +78,7 @@ verdict does not change when the curve is multiplied by a constant):
 - three phases: all three present. Only confident phases are labelled; steps between them are
   "undetermined", so figures shade only what the verdict is sure of.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -201,8 +202,7 @@ def detect_phases(steps: Sequence[int], values: Sequence[float], tolerances: Pha
     count = len(value_array)
     scale = abs(value_array[0]) if value_array[0] != 0 else float(np.max(np.abs(value_array)))
     if scale == 0.0:  # all zero: a flat curve, every point constant
-        return PhaseResult(int(step_array[-1]), None, None, 0.0, 0.0, False, (CONSTANT,) * count, 0.0, 0.0,
-                           tolerances.min_relative_change)
+        return PhaseResult(int(step_array[-1]), None, None, 0.0, 0.0, False, (CONSTANT,) * count, 0.0, 0.0, tolerances.min_relative_change)
     scaled = value_array / scale
     noise = _noise_level(scaled)
     threshold = max(tolerances.min_relative_change, tolerances.noise_multiple * noise)
@@ -218,8 +218,18 @@ def detect_phases(steps: Sequence[int], values: Sequence[float], tolerances: Pha
     while constant_last + 1 < count and abs(fit[constant_last + 1] - fit[0]) <= constant_band:
         constant_last += 1
     if constant_last == count - 1:  # the whole curve stays in the band: flat, nothing else to find
-        return PhaseResult(int(step_array[-1]), None, None, float(fit[0] - fit[minimum_index]),
-                           float(fit[-1] - fit[minimum_index]), False, (CONSTANT,) * count, float(scale), noise, float(threshold))
+        return PhaseResult(
+            int(step_array[-1]),
+            None,
+            None,
+            float(fit[0] - fit[minimum_index]),
+            float(fit[-1] - fit[minimum_index]),
+            False,
+            (CONSTANT,) * count,
+            float(scale),
+            noise,
+            float(threshold),
+        )
     has_constant = constant_last + 1 >= tolerances.min_constant_points
 
     # Phase (ii): from the end of phase (i) (or the first step) down to the minimum. When the
@@ -351,15 +361,25 @@ class PhaseVerdict:
 
     def describe(self) -> str:
         """One line: which phases are confident, the sizes with intervals, the noise and the minimum effect."""
-        parts = [f"constant until {self.constant_end} (drift {self.plateau.describe()})" if self.has_constant else "no constant phase",
-                 (f"decrease until {self.decrease.end_step} (largest fall from {self.decrease.start_step}) by " if self.has_decrease else "no decrease: ")
-                 + self.decrease.describe(),
-                 (f"increase until {self.increase.end_step} (from {self.increase.start_step}) by " if self.has_increase else "no increase: ")
-                 + self.increase.describe()]
-        noise = (f"{self.settings.confidence:.0%} intervals from {self.noise_units} "
-                 + ("test images (paired bootstrap)" if self.noise_source == NOISE_IMAGES else "seeds (cross-fitted t-interval)"))
-        return (("three phases: " if self.three_phases else "not three phases: ") + ", ".join(parts)
-                + f" (fractions of the initial loss; {noise}; min_effect={self.settings.min_effect:g})")
+        parts = [
+            f"constant until {self.constant_end} (drift {self.plateau.describe()})" if self.has_constant else "no constant phase",
+            (
+                f"decrease until {self.decrease.end_step} (largest fall from {self.decrease.start_step}) by "
+                if self.has_decrease
+                else "no decrease: "
+            )
+            + self.decrease.describe(),
+            (f"increase until {self.increase.end_step} (from {self.increase.start_step}) by " if self.has_increase else "no increase: ")
+            + self.increase.describe(),
+        ]
+        noise = f"{self.settings.confidence:.0%} intervals from {self.noise_units} " + (
+            "test images (paired bootstrap)" if self.noise_source == NOISE_IMAGES else "seeds (cross-fitted t-interval)"
+        )
+        return (
+            ("three phases: " if self.three_phases else "not three phases: ")
+            + ", ".join(parts)
+            + f" (fractions of the initial loss; {noise}; min_effect={self.settings.min_effect:g})"
+        )
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
@@ -368,8 +388,13 @@ class PhaseVerdict:
         return values
 
 
-def phase_verdict(steps: Sequence[int], per_image_errors: np.ndarray | None = None, *, seed_curves: np.ndarray | None = None,
-                  settings: VerdictSettings = VerdictSettings()) -> PhaseVerdict:
+def phase_verdict(
+    steps: Sequence[int],
+    per_image_errors: np.ndarray | None = None,
+    *,
+    seed_curves: np.ndarray | None = None,
+    settings: VerdictSettings = VerdictSettings(),
+) -> PhaseVerdict:
     """The noise-aware verdict on one curve; exactly one of `per_image_errors` and `seed_curves`.
 
     per_image_errors: (steps, images), each row the per-image errors of the fixed decoder at that
@@ -512,8 +537,9 @@ def _verdict(steps: np.ndarray, curve: np.ndarray, contrast, source: str, units:
 
     def interval(estimate, low, high, pair) -> ChangeInterval:
         start, end = pair
-        return ChangeInterval(float(estimate), float(low), float(high),
-                              None if start is None else int(steps[start]), None if end is None else int(steps[end]))
+        return ChangeInterval(
+            float(estimate), float(low), float(high), None if start is None else int(steps[start]), None if end is None else int(steps[end])
+        )
 
     def relative(change):
         estimate, low, high, pair = change
@@ -545,8 +571,12 @@ def _verdict(steps: np.ndarray, curve: np.ndarray, contrast, source: str, units:
     has_constant = constant_last + 1 >= settings.min_constant_points
     drift_pair = (0, constant_last) if has_constant else (None, None)
     if has_constant:
-        plateau = interval((curve[constant_last] - curve[0]) / scale, contrast.low[0, constant_last] / scale,
-                           contrast.high[0, constant_last] / scale, drift_pair)
+        plateau = interval(
+            (curve[constant_last] - curve[0]) / scale,
+            contrast.low[0, constant_last] / scale,
+            contrast.high[0, constant_last] / scale,
+            drift_pair,
+        )
     else:
         plateau = interval(0.0, 0.0, 0.0, drift_pair)
 
@@ -561,14 +591,23 @@ def _verdict(steps: np.ndarray, curve: np.ndarray, contrast, source: str, units:
         start, end = rise[3]
         labels[start + 1 : end + 1] = [INCREASE] * (end - start)
     return PhaseVerdict(
-        steps=tuple(int(step) for step in steps), curve=tuple(float(v) for v in curve),
-        curve_low=tuple(float(v) for v in contrast.curve_low), curve_high=tuple(float(v) for v in contrast.curve_high),
-        noise_source=source, noise_units=int(units), scale=float(scale),
-        decrease=interval(*fall), increase=interval(*rise), plateau=plateau,
-        has_constant=bool(has_constant), has_decrease=bool(has_decrease), has_increase=bool(has_increase),
+        steps=tuple(int(step) for step in steps),
+        curve=tuple(float(v) for v in curve),
+        curve_low=tuple(float(v) for v in contrast.curve_low),
+        curve_high=tuple(float(v) for v in contrast.curve_high),
+        noise_source=source,
+        noise_units=int(units),
+        scale=float(scale),
+        decrease=interval(*fall),
+        increase=interval(*rise),
+        plateau=plateau,
+        has_constant=bool(has_constant),
+        has_decrease=bool(has_decrease),
+        has_increase=bool(has_increase),
         three_phases=bool(has_constant and has_decrease and has_increase),
         constant_end=int(steps[constant_last]) if has_constant else None,
         decrease_end=int(steps[fall_end]) if has_decrease else None,
         increase_end=int(steps[rise[3][1]]) if has_increase else None,
-        labels=tuple(labels), settings=settings,
+        labels=tuple(labels),
+        settings=settings,
     )

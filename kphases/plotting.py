@@ -9,6 +9,7 @@ global matplotlib state (backend, rcParams): `reproduce.plotting` selects the fi
 backend and applies `STYLE` for the figure scripts; `kphases.plot_phases` draws inside
 `plt.rc_context(STYLE)`, so a user's interactive backend keeps working.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -17,8 +18,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 PHASE_COLOURS = {"constant": "#dddddd", "decrease": "#cfe8cf", "increase": "#f6d5d5"}
-STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 7, "figure.dpi": 100,
-         "axes.spines.top": False, "axes.spines.right": False}
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 7,
+    "figure.dpi": 100,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 
 
 def step_position(steps: Sequence[int]) -> np.ndarray:
@@ -62,14 +70,24 @@ def shade_verdict(axis, steps: Sequence[int], verdict, colour: str = "black") ->
     if hasattr(verdict, "curve_low"):
         positions = step_position(verdict.steps)
         axis.fill_between(positions, verdict.curve_low, verdict.curve_high, color=colour, alpha=0.18, lw=0, zorder=1)
-        text = (f"decrease {verdict.decrease.describe()}{'' if verdict.has_decrease else ' (not confident)'}\n"
-                f"increase {verdict.increase.describe()}{'' if verdict.has_increase else ' (not confident)'}\n"
-                f"{verdict.settings.confidence:.0%} CI, {verdict.noise_units} {verdict.noise_source}; band: change from step 0")
+        text = (
+            f"decrease {verdict.decrease.describe()}{'' if verdict.has_decrease else ' (not confident)'}\n"
+            f"increase {verdict.increase.describe()}{'' if verdict.has_increase else ' (not confident)'}\n"
+            f"{verdict.settings.confidence:.0%} CI, {verdict.noise_units} {verdict.noise_source}; band: change from step 0"
+        )
     else:
-        text = (f"decrease {verdict.relative_decrease:.1%}, increase {verdict.relative_increase:.1%}\n"
-                "no noise interval (no per-image data)")
-    axis.text(0.02, 0.02, text, transform=axis.transAxes, fontsize=6, va="bottom", ha="left", zorder=5,
-              bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.7))
+        text = f"decrease {verdict.relative_decrease:.1%}, increase {verdict.relative_increase:.1%}\nno noise interval (no per-image data)"
+    axis.text(
+        0.02,
+        0.02,
+        text,
+        transform=axis.transAxes,
+        fontsize=6,
+        va="bottom",
+        ha="left",
+        zorder=5,
+        bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.7),
+    )
 
 
 def phase_legend_handles():

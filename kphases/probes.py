@@ -21,6 +21,7 @@ Update count: 20 epochs of a small subset are far fewer SGD updates than the aut
 1,580). `ProbeSettings.min_update_steps` raises the epochs until the count is reached, with the
 learning-rate drop moved to the same fraction of training; every measured row states the count it got.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,7 +49,9 @@ class ProbeSettings:
     batch_size: int = 128  # authors: 128
     seed: int = 0  # head initialisation and the per-epoch shuffles
     lr_drop_factor: float = 0.1  # authors: x 0.1
-    min_update_steps: int | None = None  # raise the epochs until at least this many updates (authors' CIFAR-10 count: 7820); None: epochs as given
+    min_update_steps: int | None = (
+        None  # raise the epochs until at least this many updates (authors' CIFAR-10 count: 7820); None: epochs as given
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -167,7 +170,9 @@ def train_linear_head(
 
     # One call per epoch, its updates in a graph loop (kphases.epochs): bitwise the same head as
     # one call per batch, 2.3x faster for 1,580 updates of a 512-d head on 2 CPU cores (measured).
-    update_steps = train_epochs(train_step, (train_features, train_labels), settings.batch_size, epochs, settings.seed, "linear head", start_epoch)
+    update_steps = train_epochs(
+        train_step, (train_features, train_labels), settings.batch_size, epochs, settings.seed, "linear head", start_epoch
+    )
 
     @tf.function(input_signature=[feature_spec, label_spec])
     def evaluate_batch(features_batch, labels_batch):
@@ -209,9 +214,7 @@ def color_dominance_labels(images: np.ndarray) -> np.ndarray:
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(
-            f"colour dominance needs RGB images of shape (n, H, W, 3), got shape {images.shape}"
-        )
+        raise ValueError(f"colour dominance needs RGB images of shape (n, H, W, 3), got shape {images.shape}")
     channel_sums = images.sum(axis=(1, 2), dtype=np.float64)
     return np.argmax(channel_sums, axis=1).astype(np.int64)
 
@@ -230,10 +233,8 @@ def _check_split(split: str, features: np.ndarray, labels: np.ndarray, num_class
         raise ValueError(f"{split}_labels must be integers, got dtype {labels.dtype}")
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(
-            f"{split}_labels must lie in [0, {num_classes}) for num_classes={num_classes}, "
-            f"got values from {labels.min()} to {labels.max()}"
+            f"{split}_labels must lie in [0, {num_classes}) for num_classes={num_classes}, got values from {labels.min()} to {labels.max()}"
         )
     if not np.issubdtype(features.dtype, np.floating) or not np.isfinite(np.sum(features, dtype=np.float64)):
         raise ValueError(f"{split}_features must be finite floats, got dtype {features.dtype} (or NaN/inf values)")
     return features.astype(np.float32, copy=False), labels.astype(np.int32)
-

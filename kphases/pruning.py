@@ -23,6 +23,7 @@ Perturbations (PROTOCOL.md section 2) act on the rewound (iteration-k) weights b
 - `noise`: iteration-k weights plus Gaussian noise whose standard deviation is the layer's
   initialisation standard deviation (the "matching scale").
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -41,8 +42,11 @@ OUTPUT_LAYER = "logits"  # kphases.models names the output Dense layer so
 def prunable_paths(model: keras.Model, include_output: bool = True) -> list[str]:
     """Paths of the kernels global pruning acts on: every Conv2D and Dense kernel, in layer order
     (the output layer's only if `include_output`)."""
-    return [layer.kernel.path for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
-            and (include_output or layer.name != OUTPUT_LAYER)]
+    return [
+        layer.kernel.path
+        for layer in model.layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and (include_output or layer.name != OUTPUT_LAYER)
+    ]
 
 
 def weights_by_path(model: keras.Model) -> Weights:
@@ -94,15 +98,17 @@ def prune_globally(weights: Mapping[str, np.ndarray], masks: Mapping[str, np.nda
     result, offset = {}, 0
     for path in paths:
         size = masks[path].size
-        result[path] = flat[offset:offset + size].reshape(masks[path].shape)
+        result[path] = flat[offset : offset + size].reshape(masks[path].shape)
         offset += size
     return result
 
 
 def apply_masks(weights: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]) -> Weights:
     """A copy of `weights` with every masked path multiplied by its mask (other paths unchanged)."""
-    return {path: (np.asarray(value) * masks[path]).astype(np.asarray(value).dtype) if path in masks else np.array(value)
-            for path, value in weights.items()}
+    return {
+        path: (np.asarray(value) * masks[path]).astype(np.asarray(value).dtype) if path in masks else np.array(value)
+        for path, value in weights.items()
+    }
 
 
 def rewind(rewind_weights: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]) -> Weights:
@@ -114,8 +120,14 @@ def _signs(values: np.ndarray) -> np.ndarray:
     return np.where(values < 0, -1.0, 1.0).astype(values.dtype)
 
 
-def perturb(kind: str, weights: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray], seed: int,
-            fresh: Mapping[str, np.ndarray] | None = None, init_std: Mapping[str, float] | None = None) -> Weights:
+def perturb(
+    kind: str,
+    weights: Mapping[str, np.ndarray],
+    masks: Mapping[str, np.ndarray],
+    seed: int,
+    fresh: Mapping[str, np.ndarray] | None = None,
+    init_std: Mapping[str, float] | None = None,
+) -> Weights:
     """`weights` with the masked (prunable) paths perturbed by `kind`; the caller masks afterwards.
 
     `fresh` (a new draw from the initialisation) is needed by reinit and reinit_signs, `init_std`

@@ -4,6 +4,7 @@ The authors measure at global iterations 0, 2, 4, 8, ..., 2^k (no iteration 1), 
 *before* that iteration's update, so iteration 0 is the initial network and iteration s holds the
 weights after s updates (PROTOCOL.md, "Measurement schedule").
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -22,6 +22,7 @@ What is checked, and when (docs/guarantees.md says it for users):
   and any write failing for lack of space is one `NoSpaceError` naming the directory and the free space.
 Nothing stored is ever silently reused, replaced or dropped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,8 +49,21 @@ from kphases.config import ModelRunConfig, RunConfig
 RUNS_DIR_VARIABLE = "KPHASES_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"
 METRIC_COLUMNS = ("step", "split", "metric", "value")
-MEASUREMENT_COLUMNS = ("run", "step", "layer", "metric", "split", "value", "instrument", "bn_stats",
-                       "update_steps", "epochs", "data", "seed", "protocol")
+MEASUREMENT_COLUMNS = (
+    "run",
+    "step",
+    "layer",
+    "metric",
+    "split",
+    "value",
+    "instrument",
+    "bn_stats",
+    "update_steps",
+    "epochs",
+    "data",
+    "seed",
+    "protocol",
+)
 MEASUREMENTS_FILE = "measurements.csv"
 # Fields of a measurement row that identify its cell (kphases.measurement: a cell is computed at once).
 _CELL_FIELDS = ("step", "layer", "bn_stats", "instrument", "protocol")
@@ -92,6 +106,7 @@ def sha256_file(path: Path) -> str:
 
 # --- free space ---------------------------------------------------------------------------------
 
+
 def _size(count: float) -> str:
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if count < 1000 or unit == "TB":
@@ -111,9 +126,11 @@ def ensure_free_space(directory: Path, needed: int, what: str) -> None:
     """Refuse (NoSpaceError) before writing `needed` bytes of `what` into `directory` if the disk cannot hold them."""
     free = _free_bytes(directory)
     if free < needed + FREE_SPACE_MARGIN:
-        raise NoSpaceError(f"not enough space on the disk of {directory}: {what} needs about {_size(needed + FREE_SPACE_MARGIN)}, "
-                           f"{_size(free)} free; nothing was written. Free some space and run the same command again "
-                           "(a run resumes where it stopped)")
+        raise NoSpaceError(
+            f"not enough space on the disk of {directory}: {what} needs about {_size(needed + FREE_SPACE_MARGIN)}, "
+            f"{_size(free)} free; nothing was written. Free some space and run the same command again "
+            "(a run resumes where it stopped)"
+        )
 
 
 def _is_no_space(error: BaseException) -> bool:
@@ -143,9 +160,11 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
         os.replace(temp_path, path)
     except Exception as error:
         if _is_no_space(error):
-            raise NoSpaceError(f"no space left on the disk of {path.parent} ({_size(_free_bytes(path.parent))} free) while writing "
-                               f"{path.name}; {path.name} was left as it was. Free some space and run the same command again "
-                               "(a run resumes where it stopped)") from error
+            raise NoSpaceError(
+                f"no space left on the disk of {path.parent} ({_size(_free_bytes(path.parent))} free) while writing "
+                f"{path.name}; {path.name} was left as it was. Free some space and run the same command again "
+                "(a run resumes where it stopped)"
+            ) from error
         raise
     finally:
         if temp_path.exists():
@@ -200,6 +219,7 @@ def write_json_atomic(path: Path, value: Any) -> None:
 
 # --- validated tables ---------------------------------------------------------------------------
 
+
 def _csv_records(path: Path) -> tuple[list[str] | None, list[tuple[int, list[str], bool]]]:
     """(header, [(line number, fields, whole?)]) of a CSV file; `whole` is False for a last row that
     lacks its line end (the file was cut while being written, or copied incompletely)."""
@@ -245,8 +265,10 @@ class Run:
             return None
         stored = cls._read_config(config_path)
         if stored != config:
-            raise StoreError(f"{config_path} holds a different config than the one hashed to {config.hash()}; "
-                             "the directory was edited by hand: move it away")
+            raise StoreError(
+                f"{config_path} holds a different config than the one hashed to {config.hash()}; "
+                "the directory was edited by hand: move it away"
+            )
         run = cls(directory, config)
         run._opened()
         if run.complete:
@@ -277,9 +299,15 @@ class Run:
             root = resolve_runs_dir(runs_dir)
             if candidate.is_absolute() or os.sep in text or "/" in text or text in ("", ".", ".."):
                 # A path, not a hash: never a pattern (a glob of an absolute path raises in pathlib).
-                what = "is not a run directory (it does not exist)" if not candidate.exists() else "is not a run directory (no config.json in it)"
+                what = (
+                    "is not a run directory (it does not exist)"
+                    if not candidate.exists()
+                    else "is not a run directory (no config.json in it)"
+                )
                 raise StoreError(f"{text!r} {what}; give a run directory or a run hash under {str(root)!r}")
-            matches = sorted(p for p in root.iterdir() if p.name.startswith(text) and (p / "config.json").is_file()) if root.is_dir() else []
+            matches = (
+                sorted(p for p in root.iterdir() if p.name.startswith(text) and (p / "config.json").is_file()) if root.is_dir() else []
+            )
             if len(matches) != 1:
                 known = [p.name for p in root.iterdir() if (p / "config.json").is_file()] if root.is_dir() else []
                 what = "matches several runs" if matches else "is not a run directory or a run hash"
@@ -305,13 +333,16 @@ class Run:
                     f"{self.directory / 'config.json'} hashes to {expected}, not to its directory's name {self.directory.name}: "
                     f"config.json was edited by hand (its snapshots belong to the config that hashes to {self.directory.name}), "
                     f"or the directory was renamed or written by a kphases whose hash differs. Restore the original config.json, "
-                    f"or, if it is unedited, rename the directory to {expected}")
+                    f"or, if it is unedited, rename the directory to {expected}"
+                )
             return
         architecture = self.directory / "model.json"
         recorded = getattr(config, "architecture_sha256", None)
         if recorded and architecture.is_file() and hashlib.sha256(architecture.read_bytes()).hexdigest() != recorded:
-            raise StoreError(f"{architecture} does not match the checksum recorded in {self.directory / 'config.json'} when the "
-                             "run was created: it was edited; restore it (its snapshots belong to the recorded architecture)")
+            raise StoreError(
+                f"{architecture} does not match the checksum recorded in {self.directory / 'config.json'} when the "
+                "run was created: it was edited; restore it (its snapshots belong to the recorded architecture)"
+            )
 
     @staticmethod
     def _read_config(path: Path) -> RunConfig:
@@ -387,8 +418,10 @@ class Run:
         records = manifest.get("snapshots", {})
         missing = [step for step in manifest.get("schedule", []) if str(step) not in records]
         if missing:
-            raise CorruptSnapshotError(f"run {self.directory} is marked complete but its manifest records no snapshot at steps "
-                                       f"{missing} of its schedule: the manifest was edited. Move the run directory away and train again")
+            raise CorruptSnapshotError(
+                f"run {self.directory} is marked complete but its manifest records no snapshot at steps "
+                f"{missing} of its schedule: the manifest was edited. Move the run directory away and train again"
+            )
         for step in sorted(records, key=int):
             self.verify_file(self.snapshot_path(int(step)), records[step])
 
@@ -416,13 +449,16 @@ class Run:
 
     def verify_file(self, path: Path, record: dict[str, Any]) -> None:
         if not path.is_file():
-            raise CorruptSnapshotError(f"{path} is recorded in {self.manifest_path} but missing. "
-                                       f"Move the run directory {self.directory} away and train again to rebuild it")
+            raise CorruptSnapshotError(
+                f"{path} is recorded in {self.manifest_path} but missing. "
+                f"Move the run directory {self.directory} away and train again to rebuild it"
+            )
         size = path.stat().st_size
         if size != record["bytes"] or sha256_file(path) != record["sha256"]:
             raise CorruptSnapshotError(
                 f"{path} does not match its manifest record (expected {record['bytes']} bytes, sha256 {record['sha256'][:12]}..., "
-                f"found {size} bytes): truncated or corrupt. Delete the run directory {self.directory} to retrain it.")
+                f"found {size} bytes): truncated or corrupt. Delete the run directory {self.directory} to retrain it."
+            )
 
     def load_snapshot(self, model, step: int) -> None:
         """Load the step's weights into `model` after checking the file against the manifest."""
@@ -451,8 +487,10 @@ class Run:
             model.save_weights(temp)
         with atomic_path(optimizer_path, suffix=".npz") as temp:
             np.savez(temp, *optimizer_variables)
-        state = {"step": step, "files": {
-            path.name: {"sha256": sha256_file(path), "bytes": path.stat().st_size} for path in (weights_path, optimizer_path)}}
+        state = {
+            "step": step,
+            "files": {path.name: {"sha256": sha256_file(path), "bytes": path.stat().st_size} for path in (weights_path, optimizer_path)},
+        }
         previous = self.checkpoint_state()
         write_json_atomic(self.checkpoint_dir / "state.json", state)
         if previous and previous["step"] != step:  # the old state's files are no longer referenced
@@ -509,16 +547,25 @@ class Run:
             return []
         header, records = _csv_records(self.metrics_path)
         if header != list(METRIC_COLUMNS):
-            raise DamagedFileError(f"{self.metrics_path} does not start with the header {','.join(METRIC_COLUMNS)} (found {header}): "
-                                   f"it is damaged. Restore it from a copy, or move the run directory {self.directory} away and train again")
+            raise DamagedFileError(
+                f"{self.metrics_path} does not start with the header {','.join(METRIC_COLUMNS)} (found {header}): "
+                f"it is damaged. Restore it from a copy, or move the run directory {self.directory} away and train again"
+            )
         rows = []
         for line, fields, whole in records:
-            if not whole or len(fields) != len(METRIC_COLUMNS) or not _parses(fields[0], int) or not _parses(fields[3], float) \
-                    or not fields[1] or not fields[2]:
+            if (
+                not whole
+                or len(fields) != len(METRIC_COLUMNS)
+                or not _parses(fields[0], int)
+                or not _parses(fields[3], float)
+                or not fields[1]
+                or not fields[2]
+            ):
                 raise DamagedFileError(
                     f"{self.metrics_path} line {line} is {'cut off' if not whole else 'not a whole row'} ({','.join(fields)!r}): the file "
                     f"is damaged (a copy or write that stopped). Restore it from a copy, or move the run directory {self.directory} "
-                    "away and train again")
+                    "away and train again"
+                )
             rows.append(dict(zip(METRIC_COLUMNS, fields)))
         return rows
 
@@ -529,8 +576,14 @@ class Run:
         rows = self.read_metric_rows()
         if not rows:
             return pd.DataFrame(columns=list(METRIC_COLUMNS))
-        return pd.DataFrame({"step": [int(row["step"]) for row in rows], "split": [row["split"] for row in rows],
-                             "metric": [row["metric"] for row in rows], "value": [float(row["value"]) for row in rows]})
+        return pd.DataFrame(
+            {
+                "step": [int(row["step"]) for row in rows],
+                "split": [row["split"] for row in rows],
+                "metric": [row["metric"] for row in rows],
+                "value": [float(row["value"]) for row in rows],
+            }
+        )
 
     # --- measurements (kphases.measurement) ---------------------------------------------------------
     @property
@@ -553,9 +606,13 @@ class Run:
         index = {name: position for position, name in enumerate(MEASUREMENT_COLUMNS)}
 
         def intact(fields: list[str], whole: bool) -> bool:
-            return (whole and len(fields) == width and _parses(fields[index["step"]], int)
-                    and _parses(fields[index["value"]], float, empty_ok=True)
-                    and all(fields[index[name]] for name in ("run", "layer", "metric", "split", "instrument", "bn_stats", "protocol")))
+            return (
+                whole
+                and len(fields) == width
+                and _parses(fields[index["step"]], int)
+                and _parses(fields[index["value"]], float, empty_ok=True)
+                and all(fields[index[name]] for name in ("run", "layer", "metric", "split", "instrument", "bn_stats", "protocol"))
+            )
 
         if header != list(MEASUREMENT_COLUMNS):
             good, damaged = [], [(line, fields) for line, fields, _ in records] or [(1, header or [])]
@@ -567,9 +624,12 @@ class Run:
             aside = path.with_name(f"{path.name}.damaged-{sha256_file(path)[:12]}")
             if not aside.exists():
                 shutil.copyfile(path, aside)
-            warnings.warn(f"{path}: {len(damaged)} torn or unparsable row(s) (line(s) {[line for line, _ in damaged][:5]}); "
-                          f"a copy of the file is kept as {aside.name}, and the cells of those rows will be measured again",
-                          DamagedFileWarning, stacklevel=2)
+            warnings.warn(
+                f"{path}: {len(damaged)} torn or unparsable row(s) (line(s) {[line for line, _ in damaged][:5]}); "
+                f"a copy of the file is kept as {aside.name}, and the cells of those rows will be measured again",
+                DamagedFileWarning,
+                stacklevel=2,
+            )
         if not good:
             return pd.DataFrame(columns=list(MEASUREMENT_COLUMNS))
         buffer = io.StringIO()
@@ -614,9 +674,11 @@ class Run:
         steps = self.snapshot_steps()
         checkpoint = self.checkpoint_state()
         if isinstance(self.config, RunConfig):
-            described = {"dataset": f"{self.config.data.name}/{self.config.data.source}",
-                         "model": f"{self.config.model.architecture}x{self.config.model.width:g}",
-                         "duration": self.config.training.duration}
+            described = {
+                "dataset": f"{self.config.data.name}/{self.config.data.source}",
+                "model": f"{self.config.model.architecture}x{self.config.model.width:g}",
+                "duration": self.config.training.duration,
+            }
         else:  # a run recorded by kphases.SnapshotCallback
             described = self.config.summary_fields()
         return {
@@ -640,11 +702,12 @@ def _without_cells_of(good: list[list[str]], damaged: list[list[str]], index: di
 
     def may_share(row: list[str], fields: list[str]) -> bool:
         last = len(fields) - 1
-        return all(position > last or (row[position] == fields[position] if position < last else row[position].startswith(fields[position]))
-                   for position in positions)
+        return all(
+            position > last or (row[position] == fields[position] if position < last else row[position].startswith(fields[position]))
+            for position in positions
+        )
 
-    cells_to_drop = {tuple(row[position] for position in positions) for row in good
-                     if any(may_share(row, fields) for fields in damaged)}
+    cells_to_drop = {tuple(row[position] for position in positions) for row in good if any(may_share(row, fields) for fields in damaged)}
     return [row for row in good if tuple(row[position] for position in positions) not in cells_to_drop]
 
 

@@ -17,6 +17,7 @@ When off, nothing is imported, created or written. The event files are TensorBoa
 written by `tf.summary.create_file_writer`; `tf.summary.scalar` needs the `tensorboard` package
 (`pip install tensorboard`, which also gives the `tensorboard` command).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -45,8 +46,9 @@ class Summaries:
 
     def __init__(self, directory: str | os.PathLike):
         if importlib.util.find_spec("tensorboard") is None:
-            raise RuntimeError("TensorBoard summaries need the tensorboard package (tf.summary.scalar is implemented there): "
-                               "pip install tensorboard")
+            raise RuntimeError(
+                "TensorBoard summaries need the tensorboard package (tf.summary.scalar is implemented there): pip install tensorboard"
+            )
         import tensorflow as tf
 
         self.directory = Path(directory)

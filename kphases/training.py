@@ -57,6 +57,7 @@ snapshot steps stay those of the schedule). Allowed on CPU, with a warning: it i
 TensorBoard (`train(tensorboard=True)`, `--tensorboard`): loss and learning rate per step and the
 classifier metrics per snapshot, under `<run>/tensorboard/train` (`kphases.tensorboard`).
 """
+
 from __future__ import annotations
 
 import math
@@ -142,7 +143,7 @@ def batch_indices(step: int, train_size: int, batch_size: int, seed: int) -> np.
     """Indices of the examples in iteration `step`: epoch `step // steps_per_epoch` is a seeded permutation."""
     steps_per_epoch = math.ceil(train_size / batch_size)
     epoch, position = divmod(step, steps_per_epoch)
-    return epoch_permutation(epoch, train_size, seed)[position * batch_size:(position + 1) * batch_size]
+    return epoch_permutation(epoch, train_size, seed)[position * batch_size : (position + 1) * batch_size]
 
 
 CROP_PADDING = 4
@@ -175,8 +176,12 @@ def augment_batch(images: tf.Tensor, step, seed: int, fill) -> tf.Tensor:
     count = tf.shape(images)[0]
     key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
     offsets = tf.random.stateless_uniform([2, count], seed=key, minval=0, maxval=2 * CROP_PADDING + 1, dtype=tf.int32, alg="philox")
-    flips = tf.random.stateless_uniform([count], seed=key + tf.constant([0, 1 << 40], tf.int64), minval=0, maxval=2,
-                                        dtype=tf.int32, alg="philox") > 0
+    flips = (
+        tf.random.stateless_uniform(
+            [count], seed=key + tf.constant([0, 1 << 40], tf.int64), minval=0, maxval=2, dtype=tf.int32, alg="philox"
+        )
+        > 0
+    )
     return crop_and_flip(images, offsets[0], offsets[1], flips, fill)
 
 
@@ -195,6 +200,7 @@ def make_optimizer(config: RunConfig, plan: Plan) -> keras.optimizers.Optimizer:
 
 # --- devices and precision -------------------------------------------------------------------------
 
+
 def visible_devices() -> list[str]:
     """The logical devices TensorFlow sees, as 'CPU:0', 'GPU:1', ..."""
     return [_device_name(device.name) for device in tf.config.list_logical_devices()]
@@ -203,7 +209,7 @@ def visible_devices() -> list[str]:
 def _device_name(text: str) -> str:
     name = text.strip()
     position = name.lower().rfind("device:")  # '/job:localhost/replica:0/task:0/device:CPU:0' -> 'CPU:0'
-    name = name[position + len("device:"):] if position >= 0 else name.lstrip("/")
+    name = name[position + len("device:") :] if position >= 0 else name.lstrip("/")
     kind, _, index = name.rpartition(":")
     return f"{kind.upper()}:{index}" if kind else name.upper()
 
@@ -230,8 +236,10 @@ def make_strategy(devices: Devices = None) -> tf.distribute.Strategy:
     visible = visible_devices()
     unknown = [str(device).strip() for device, name in zip(requested, names) if name not in visible]
     if unknown:
-        raise DeviceError(f"unknown device(s) {unknown}; visible devices: {visible} "
-                          "(give them as GPU:0,GPU:1; for several CPU devices see tf.config.set_logical_device_configuration)")
+        raise DeviceError(
+            f"unknown device(s) {unknown}; visible devices: {visible} "
+            "(give them as GPU:0,GPU:1; for several CPU devices see tf.config.set_logical_device_configuration)"
+        )
     if len(set(names)) != len(names):
         raise DeviceError(f"devices {names} name a device more than once")
     key = tuple(names)
@@ -288,6 +296,7 @@ def _predict(model: keras.Model, images: np.ndarray) -> np.ndarray:
 
 # --- standard callbacks ---------------------------------------------------------------------------
 
+
 def snapshot_callback(dataset: Dataset, plan: Plan, summaries: Summaries | None = None) -> Callback:
     """At each schedule step: save the weights and log classifier train/test accuracy and loss (also to TensorBoard)."""
     scheduled = set(plan.snapshot_steps)
@@ -320,11 +329,14 @@ def label_noise_rows(model: keras.Model, dataset: Dataset, step: int) -> list[di
     if dataset.y_train_clean is None:
         return []
     flipped = dataset.flipped
-    predicted = np.concatenate([np.argmax(_predict(model, dataset.x_train[start:stop]), axis=-1)
-                                for start, stop in batch_bounds(len(flipped), EVAL_BATCH_SIZE)])
-    values = {"train_clean": np.mean(predicted[~flipped] == dataset.y_train[~flipped]),
-              "train_flipped": np.mean(predicted[flipped] == dataset.y_train[flipped]),
-              "train_flipped_true": np.mean(predicted[flipped] == dataset.y_train_clean[flipped])}
+    predicted = np.concatenate(
+        [np.argmax(_predict(model, dataset.x_train[start:stop]), axis=-1) for start, stop in batch_bounds(len(flipped), EVAL_BATCH_SIZE)]
+    )
+    values = {
+        "train_clean": np.mean(predicted[~flipped] == dataset.y_train[~flipped]),
+        "train_flipped": np.mean(predicted[flipped] == dataset.y_train[flipped]),
+        "train_flipped_true": np.mean(predicted[flipped] == dataset.y_train_clean[flipped]),
+    }
     return [{"step": step, "split": split, "metric": "classifier_accuracy", "value": float(value)} for split, value in values.items()]
 
 
@@ -378,10 +390,20 @@ def set_determinism(seed: int, deterministic: bool = True) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-          progress: bool = True, checkpoint_every: int = 1000, callbacks: Sequence[Callback] = (),
-          dataset: Dataset | None = None, start: Start | None = None, devices: Devices = None,
-          tensorboard: TensorBoardOption = False, deterministic: bool = True, steps_per_call: int = STEPS_PER_CALL) -> Run:
+def train(
+    config: RunConfig,
+    runs_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    checkpoint_every: int = 1000,
+    callbacks: Sequence[Callback] = (),
+    dataset: Dataset | None = None,
+    start: Start | None = None,
+    devices: Devices = None,
+    tensorboard: TensorBoardOption = False,
+    deterministic: bool = True,
+    steps_per_call: int = STEPS_PER_CALL,
+) -> Run:
     """Train the run `config` describes into its run directory; return the run.
 
     A complete run is returned as it is; a partial one resumes from its checkpoint. `dataset`
@@ -398,16 +420,20 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
     most (1: one Python call per step, the loop as it was; several devices always go one step per call).
     """
     if (config.lineage != LineageConfig()) != (start is not None):
-        raise ValueError(f"a run with a lineage ({config.lineage}) needs its start (kphases.early_phase.train_lineage builds it), "
-                         f"and only such a run takes one; got start={'given' if start is not None else 'None'}")
+        raise ValueError(
+            f"a run with a lineage ({config.lineage}) needs its start (kphases.early_phase.train_lineage builds it), "
+            f"and only such a run takes one; got start={'given' if start is not None else 'None'}"
+        )
     if steps_per_call < 1:
         raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
     configure_gpu_memory()  # before anything touches the GPUs
     strategy = make_strategy(devices)  # before anything else: an unknown device is named before any work
     compute_devices = strategy_devices(strategy)
     if not deterministic and not any(device.startswith("GPU") for device in compute_devices):
-        raise DeviceError(f"deterministic=False is for GPUs (cuDNN's faster non-deterministic kernels); the devices {compute_devices} "
-                         "have none, and on a CPU it gains nothing and loses bitwise reproducibility")
+        raise DeviceError(
+            f"deterministic=False is for GPUs (cuDNN's faster non-deterministic kernels); the devices {compute_devices} "
+            "have none, and on a CPU it gains nothing and loses bitwise reproducibility"
+        )
     existing = Run.find(runs_dir, config)  # creates nothing: a config refused below leaves no run directory
     if existing is not None and existing.complete:
         return existing  # (find verified its snapshots against the manifest)
@@ -417,11 +443,14 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
     replicas = strategy.num_replicas_in_sync
     smallest_batch = len(dataset.y_train) % training.batch_size or training.batch_size
     if smallest_batch < replicas:
-        raise DeviceError(f"the smallest batch of an epoch has {smallest_batch} examples, fewer than the {replicas} replicas "
-                         f"({strategy_devices(strategy)}): every replica needs at least one; use fewer devices")
+        raise DeviceError(
+            f"the smallest batch of an epoch has {smallest_batch} examples, fewer than the {replicas} replicas "
+            f"({strategy_devices(strategy)}): every replica needs at least one; use fewer devices"
+        )
     if training.precision == "mixed_float16" and not any(device.startswith("GPU") for device in compute_devices):
-        warnings.warn(f"precision mixed_float16 on {compute_devices}: float16 is slow on CPUs (no float16 units); "
-                      "it is meant for GPUs", stacklevel=2)
+        warnings.warn(
+            f"precision mixed_float16 on {compute_devices}: float16 is slow on CPUs (no float16 units); it is meant for GPUs", stacklevel=2
+        )
     set_determinism(training.seed, deterministic)
     with strategy.scope():
         model = build_training_model(config, dataset.image_shape, dataset.num_classes)
@@ -434,13 +463,42 @@ def train(config: RunConfig, runs_dir: str | os.PathLike | None = None, data_dir
     with run.training_lock():  # a second `train` of this config waits, then finds it complete (issue 20 item 16)
         if run.complete:
             return run
-        return _train_locked(run, config, plan, dataset, model, optimizer, start, strategy, compute_devices, progress,
-                             checkpoint_every, callbacks, tensorboard, deterministic, steps_per_call)
+        return _train_locked(
+            run,
+            config,
+            plan,
+            dataset,
+            model,
+            optimizer,
+            start,
+            strategy,
+            compute_devices,
+            progress,
+            checkpoint_every,
+            callbacks,
+            tensorboard,
+            deterministic,
+            steps_per_call,
+        )
 
 
-def _train_locked(run: Run, config: RunConfig, plan: Plan, dataset: Dataset, model: keras.Model, optimizer, start: Start | None,
-                  strategy: tf.distribute.Strategy, compute_devices: list[str], progress: bool, checkpoint_every: int,
-                  callbacks: Sequence[Callback], tensorboard: TensorBoardOption, deterministic: bool, steps_per_call: int) -> Run:
+def _train_locked(
+    run: Run,
+    config: RunConfig,
+    plan: Plan,
+    dataset: Dataset,
+    model: keras.Model,
+    optimizer,
+    start: Start | None,
+    strategy: tf.distribute.Strategy,
+    compute_devices: list[str],
+    progress: bool,
+    checkpoint_every: int,
+    callbacks: Sequence[Callback],
+    tensorboard: TensorBoardOption,
+    deterministic: bool,
+    steps_per_call: int,
+) -> Run:
     training, replicas = config.training, strategy.num_replicas_in_sync
     start_step = 0
     if start is not None:
@@ -459,14 +517,27 @@ def _train_locked(run: Run, config: RunConfig, plan: Plan, dataset: Dataset, mod
             raise TrainingError(
                 f"run {run.directory} has snapshots {run.snapshot_steps()} but no resume checkpoint (a kphases older than this one "
                 "was killed between a snapshot and its checkpoint): without the optimizer state it cannot continue. Move it out of "
-                f"the runs directory (for example: mv {run.directory} ./{run.name}.unresumable) and train again, which starts afresh")
-    run.update_manifest(schedule=list(plan.snapshot_steps), last_iteration=plan.last_iteration,
-                        steps_per_epoch=plan.steps_per_epoch, complete=False)
-    run.update_provenance(data=dataset.describe(), python=platform.python_version(), tensorflow=tf.__version__,
-                          keras=keras.__version__, numpy=np.__version__, machine=platform.node(),
-                          cpu_count=os.cpu_count(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                          strategy=strategy_name(strategy), devices=compute_devices, replicas=replicas, precision=training.precision,
-                          deterministic=deterministic, jit_compile=training.jit_compile)
+                f"the runs directory (for example: mv {run.directory} ./{run.name}.unresumable) and train again, which starts afresh"
+            )
+    run.update_manifest(
+        schedule=list(plan.snapshot_steps), last_iteration=plan.last_iteration, steps_per_epoch=plan.steps_per_epoch, complete=False
+    )
+    run.update_provenance(
+        data=dataset.describe(),
+        python=platform.python_version(),
+        tensorflow=tf.__version__,
+        keras=keras.__version__,
+        numpy=np.__version__,
+        machine=platform.node(),
+        cpu_count=os.cpu_count(),
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        strategy=strategy_name(strategy),
+        devices=compute_devices,
+        replicas=replicas,
+        precision=training.precision,
+        deterministic=deterministic,
+        jit_compile=training.jit_compile,
+    )
 
     masks = start.masks if start else None
     fill = pad_value(dataset.name, dataset.image_shape[-1]) if training.augment else None
@@ -542,8 +613,10 @@ def _train_chunked(run, plan, training, chunks, all_callbacks, start_step, point
                 summaries.scalars(first + offset, values)
         if not finite.all():
             chunks.close()
-            raise TrainingError(f"loss is {losses[done - 1]} at step {first + done - 1} of run {run.directory} (learning rate "
-                                f"{training.learning_rate}); stopping: nothing after this step would be meaningful")
+            raise TrainingError(
+                f"loss is {losses[done - 1]} at step {first + done - 1} of run {run.directory} (learning rate "
+                f"{training.learning_rate}); stopping: nothing after this step would be meaningful"
+            )
         if bar is not None:
             bar.update(len(losses))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -553,8 +626,9 @@ def _train_chunked(run, plan, training, chunks, all_callbacks, start_step, point
 
 def _caller(all_callbacks, run, model, optimizer) -> Callable[[int], None]:
     """`call(step)`: every callback, except that one naming its `steps` is called there only."""
-    named = {id(callback): {int(step) for step in callback.steps} for callback in all_callbacks
-             if getattr(callback, "steps", None) is not None}
+    named = {
+        id(callback): {int(step) for step in callback.steps} for callback in all_callbacks if getattr(callback, "steps", None) is not None
+    }
 
     def call(step: int) -> None:
         for callback in all_callbacks:
@@ -579,8 +653,10 @@ def _train_per_step(run, plan, training, dataset, model, optimizer, step_functio
             learning_rate = float(tf.convert_to_tensor(optimizer.learning_rate))  # the rate of this update (read before it)
         loss = float(step_function(images, dataset.y_train[indices]))
         if not math.isfinite(loss):
-            raise TrainingError(f"loss is {loss} at step {step} of run {run.directory} (learning rate {training.learning_rate}); "
-                                "stopping: nothing after this step would be meaningful")
+            raise TrainingError(
+                f"loss is {loss} at step {step} of run {run.directory} (learning rate {training.learning_rate}); "
+                "stopping: nothing after this step would be meaningful"
+            )
         if summaries is not None:
             values = {"loss": loss, "learning_rate": learning_rate}
             if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
@@ -616,8 +692,18 @@ class _Chunks:
 
             self.worker = ThreadPoolExecutor(max_workers=1)
         self.functions: dict[int, Callable] = {}
-        self.make = lambda batch: _make_chunk(model, optimizer, training.weight_decay, masks, fill, training.seed, batch,
-                                              dataset.x_train.shape[1:], dataset.y_train.dtype, training.jit_compile)
+        self.make = lambda batch: _make_chunk(
+            model,
+            optimizer,
+            training.weight_decay,
+            masks,
+            fill,
+            training.seed,
+            batch,
+            dataset.x_train.shape[1:],
+            dataset.y_train.dtype,
+            training.jit_compile,
+        )
         self.epoch, self.permutation = None, None
 
     def indices(self, first: int, stop: int) -> np.ndarray:
@@ -626,13 +712,16 @@ class _Chunks:
         if epoch != self.epoch:
             self.epoch, self.permutation = epoch, epoch_permutation(epoch, len(self.dataset.y_train), self.training.seed)
         batch = self.training.batch_size
-        selected = self.permutation[position * batch:(position + stop - first) * batch]
+        selected = self.permutation[position * batch : (position + stop - first) * batch]
         return selected.reshape(stop - first, -1)
 
     def _gather(self, indices: np.ndarray):
         flat = indices.reshape(-1)
-        return (tf.constant(self.dataset.x_train[flat]), tf.constant(self.dataset.y_train[flat]),
-                tf.constant(np.arange(flat.size, dtype=np.int64).reshape(indices.shape)))
+        return (
+            tf.constant(self.dataset.x_train[flat]),
+            tf.constant(self.dataset.y_train[flat]),
+            tf.constant(np.arange(flat.size, dtype=np.int64).reshape(indices.shape)),
+        )
 
     def prepare(self, first: int, stop: int):
         indices = self.indices(first, stop)
@@ -666,6 +755,7 @@ def _synchronise_batchnorm(model: keras.Model) -> None:
 
     Set before the step is traced; it changes no weight, only how a training batch is normalised.
     """
+
     def layers(parent):
         for layer in getattr(parent, "layers", ()):
             yield layer
@@ -706,13 +796,21 @@ def _make_update(model: keras.Model, optimizer: keras.optimizers.Optimizer, weig
 
 def _mask_pairs(model: keras.Model, masks: dict[str, np.ndarray] | None):
     # Momentum and weight decay would move a pruned weight off zero: re-zero it after every update.
-    return [(variable, tf.constant(masks[variable.path], dtype=variable.dtype)) for variable in model.trainable_variables
-            if masks and variable.path in masks]
+    return [
+        (variable, tf.constant(masks[variable.path], dtype=variable.dtype))
+        for variable in model.trainable_variables
+        if masks and variable.path in masks
+    ]
 
 
-def _make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight_decay: float,
-               masks: dict[str, np.ndarray] | None = None, strategy: tf.distribute.Strategy | None = None,
-               jit_compile: bool = False):
+def _make_step(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    weight_decay: float,
+    masks: dict[str, np.ndarray] | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    jit_compile: bool = False,
+):
     """`step(images, labels) -> mean loss`: one optimiser update on one global batch, under `strategy`.
 
     One replica (the default strategy): the batch's mean cross-entropy, as in the Keras guide. Several:
@@ -738,17 +836,28 @@ def _make_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight
             return step_function(images, labels, global_size)
         image_shards, label_shards = np.array_split(np.asarray(images), replicas), np.array_split(np.asarray(labels), replicas)
         distributed_images = strategy.experimental_distribute_values_from_function(
-            lambda context: tf.constant(image_shards[context.replica_id_in_sync_group]))
+            lambda context: tf.constant(image_shards[context.replica_id_in_sync_group])
+        )
         distributed_labels = strategy.experimental_distribute_values_from_function(
-            lambda context: tf.constant(label_shards[context.replica_id_in_sync_group]))
+            lambda context: tf.constant(label_shards[context.replica_id_in_sync_group])
+        )
         return step_function(distributed_images, distributed_labels, global_size)
 
     return step
 
 
-def _make_chunk(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight_decay: float,
-                masks: dict[str, np.ndarray] | None, fill: np.ndarray | None, seed: int, batch_size: int,
-                image_shape, label_dtype, jit_compile: bool = False):
+def _make_chunk(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    weight_decay: float,
+    masks: dict[str, np.ndarray] | None,
+    fill: np.ndarray | None,
+    seed: int,
+    batch_size: int,
+    image_shape,
+    label_dtype,
+    jit_compile: bool = False,
+):
     """`chunk(images, labels, indices, first_step) -> (losses, learning rates, loss scales)`: one replica.
 
     Row i of `indices` (steps, batch_size) picks iteration first_step + i's batch from `images` and
@@ -760,8 +869,12 @@ def _make_chunk(model: keras.Model, optimizer: keras.optimizers.Optimizer, weigh
     masked = _mask_pairs(model, masks)
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     fill_tensor = None if fill is None else tf.constant(fill, tf.float32)
-    signature = [tf.TensorSpec((None, *image_shape), tf.float32), tf.TensorSpec((None,), tf.as_dtype(label_dtype)),
-                 tf.TensorSpec((None, batch_size), tf.int64), tf.TensorSpec((), tf.int64)]
+    signature = [
+        tf.TensorSpec((None, *image_shape), tf.float32),
+        tf.TensorSpec((None,), tf.as_dtype(label_dtype)),
+        tf.TensorSpec((None, batch_size), tf.int64),
+        tf.TensorSpec((), tf.int64),
+    ]
 
     @tf.function(input_signature=signature, jit_compile=jit_compile or None)
     def chunk(images, labels, indices, first_step):

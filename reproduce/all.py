@@ -16,6 +16,7 @@ and executed on a Ray cluster (`kphases.cluster`; `local`, the default of a bare
 one on this machine), then every figure is drawn here from the run store, as `--plot-only` would.
 Without `--ray`, everything runs in this process, figure after figure.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,20 @@ from dataclasses import dataclass
 
 from reproduce.common import Options, parse_options
 
-FIGURES = ("data_model", "theory", "phases", "layers", "decoders", "reconstructions", "reference_run", "transfer", "early_stopping",
-           "early_phase", "information_plane", "label_noise")
+FIGURES = (
+    "data_model",
+    "theory",
+    "phases",
+    "layers",
+    "decoders",
+    "reconstructions",
+    "reference_run",
+    "transfer",
+    "early_stopping",
+    "early_phase",
+    "information_plane",
+    "label_noise",
+)
 
 
 @dataclass(frozen=True)
@@ -80,9 +93,15 @@ def run_on_ray(modules: dict, options: AllOptions) -> None:
 
     graph = plan(modules, options)
     print(describe(graph))
-    execute(list(graph.nodes.values()), runs_dir=options.runs_dir, data_dir=options.data_dir, address=options.ray,
-            num_cpus=options.ray_cpus, progress=options.progress,
-            resources=Resources(options.cpus_per_task, options.gpus_per_task, options.max_retries))
+    execute(
+        list(graph.nodes.values()),
+        runs_dir=options.runs_dir,
+        data_dir=options.data_dir,
+        address=options.ray,
+        num_cpus=options.ray_cpus,
+        progress=options.progress,
+        resources=Resources(options.cpus_per_task, options.gpus_per_task, options.max_retries),
+    )
 
 
 def main(argv=None) -> int:

@@ -23,6 +23,7 @@ The runs of each profile are defined once here (`main_runs`), so figures share t
 - paper: VGG-8/11/13/16 and ResNet-10 on MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 from tfds
   with the authors' training (PROTOCOL.md).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,8 +67,7 @@ class Options:
     """Show progress bars."""
 
 
-def parse_options(description: str, argv: Sequence[str] | None = None, options_type: type = Options,
-                  prog: str | None = None) -> Options:
+def parse_options(description: str, argv: Sequence[str] | None = None, options_type: type = Options, prog: str | None = None) -> Options:
     """`options_type` (Options or a dataclass extending it) from the command line, by tyro: the flags,
     their help and defaults come from the dataclass's fields, so `--help` lists them all."""
     return tyro.cli(options_type, args=None if argv is None else list(argv), description=description, prog=prog)
@@ -84,6 +84,7 @@ def has_offline(name: str, options: Options) -> bool:
 
 
 # --- the runs of each profile ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PlannedRun:
@@ -110,8 +111,7 @@ def main_runs(options: Options) -> list[PlannedRun]:
     if name == "smoke":
         base = profile("smoke")
         resnet = base.replace(model=ModelConfig("resnet10", width=0.125))
-        return [PlannedRun("VGG-8 / MNIST (embedded)", base, measure),
-                PlannedRun("ResNet-10 x1/8 / MNIST (embedded)", resnet, measure)]
+        return [PlannedRun("VGG-8 / MNIST (embedded)", base, measure), PlannedRun("ResNet-10 x1/8 / MNIST (embedded)", resnet, measure)]
     if name == "quick":
         # linear_ridge: the closed-form affine decoder with its ridge chosen by GCV on the train split
         # (linear_exact, unregularised, overfits wide block outputs); ~90x cheaper than the trained one (benchmarks.measure).
@@ -120,17 +120,28 @@ def main_runs(options: Options) -> list[PlannedRun]:
         runs = []
         datasets = [d for d in ("mnist", "fashion_mnist") if has_offline(d, options)]
         if not datasets:
-            print(f"quick: no offline MNIST/Fashion-MNIST ({DATA_DIR_VARIABLE} unset or without them): "
-                  "using the embedded MNIST subset only", file=sys.stderr)
+            print(
+                f"quick: no offline MNIST/Fashion-MNIST ({DATA_DIR_VARIABLE} unset or without them): using the embedded MNIST subset only",
+                file=sys.stderr,
+            )
             config = profile("quick")
-            return [PlannedRun("VGG-8 / MNIST (embedded)", config, measure),
-                    PlannedRun(f"{QUICK_RESNET_LABEL} / MNIST (embedded)", config.replace(model=ModelConfig("resnet10", QUICK_RESNET_WIDTH)), measure)]
+            return [
+                PlannedRun("VGG-8 / MNIST (embedded)", config, measure),
+                PlannedRun(
+                    f"{QUICK_RESNET_LABEL} / MNIST (embedded)", config.replace(model=ModelConfig("resnet10", QUICK_RESNET_WIDTH)), measure
+                ),
+            ]
         for dataset in datasets:
             pretty = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}[dataset]
             data = _quick_data(dataset, options)
             runs.append(PlannedRun(f"VGG-8 / {pretty}", RunConfig(data=data, model=ModelConfig("vgg8"), training=training), measure))
-            runs.append(PlannedRun(f"{QUICK_RESNET_LABEL} / {pretty}", RunConfig(data=data, model=ModelConfig("resnet10", QUICK_RESNET_WIDTH),
-                                                                         training=training), measure))
+            runs.append(
+                PlannedRun(
+                    f"{QUICK_RESNET_LABEL} / {pretty}",
+                    RunConfig(data=data, model=ModelConfig("resnet10", QUICK_RESNET_WIDTH), training=training),
+                    measure,
+                )
+            )
         return runs
     runs = []
     paper = profile("paper")
@@ -156,10 +167,17 @@ def reference_run(options: Options) -> PlannedRun | None:
         return None
     if name == "smoke":
         smoke = profile("smoke")
-        return PlannedRun("VGG-8 / CIFAR-10 (smoke)", smoke.replace(data=DataConfig("cifar10", "directory", train_size=256, test_size=128)), measure)
-    config = RunConfig(data=DataConfig("cifar10", "directory", file=file), model=ModelConfig("vgg8"), training=TrainingConfig(duration="4096it"))
-    return PlannedRun("VGG-8 / CIFAR-10 (30,000 / 10,000 JPEG q75 copy)", config,
-                      dataclasses.replace(measure, decoders=("linear_ridge", "linear"), train_size=10_000, test_size=2_000))
+        return PlannedRun(
+            "VGG-8 / CIFAR-10 (smoke)", smoke.replace(data=DataConfig("cifar10", "directory", train_size=256, test_size=128)), measure
+        )
+    config = RunConfig(
+        data=DataConfig("cifar10", "directory", file=file), model=ModelConfig("vgg8"), training=TrainingConfig(duration="4096it")
+    )
+    return PlannedRun(
+        "VGG-8 / CIFAR-10 (30,000 / 10,000 JPEG q75 copy)",
+        config,
+        dataclasses.replace(measure, decoders=("linear_ridge", "linear"), train_size=10_000, test_size=2_000),
+    )
 
 
 @dataclass(frozen=True)
@@ -193,22 +211,34 @@ def perform(work: Work, options: Options):
             raise StoreError(f"--plot-only: run {run.directory} ({work.planned.label}) is not complete; train it first")
     dataset = load_dataset(work.planned.config.data, options.data_dir)
     if not options.plot_only:
-        run = train(work.planned.config, runs_dir=options.runs_dir, data_dir=options.data_dir, progress=options.progress,
-                    dataset=dataset)
+        run = train(work.planned.config, runs_dir=options.runs_dir, data_dir=options.data_dir, progress=options.progress, dataset=dataset)
     frames = []
     for config in work.measures:
         config = steps_of_run(config, run.snapshot_steps())
         if config is None:
             continue  # none of the asked steps exists in this profile's run (an empty tuple would mean all)
-        frames.append(run_measure(run, config, data_dir=options.data_dir, progress=options.progress, dataset=dataset,
-                                  log=lambda text: None, compute_missing=not options.plot_only, requested_only=True))
+        frames.append(
+            run_measure(
+                run,
+                config,
+                data_dir=options.data_dir,
+                progress=options.progress,
+                dataset=dataset,
+                log=lambda text: None,
+                compute_missing=not options.plot_only,
+                requested_only=True,
+            )
+        )
     # The rows this work asked for, not everything measured of the run so far: a figure's table must not
     # depend on which other figures (or earlier invocations) measured the same run first.
     from kphases.measurement import CELL_COLUMNS, MEASUREMENT_COLUMNS
 
     frames = [frame for frame in frames if len(frame)]
-    frame = (pd.concat(frames, ignore_index=True).drop_duplicates(CELL_COLUMNS, ignore_index=True) if frames
-             else pd.DataFrame(columns=list(MEASUREMENT_COLUMNS)))
+    frame = (
+        pd.concat(frames, ignore_index=True).drop_duplicates(CELL_COLUMNS, ignore_index=True)
+        if frames
+        else pd.DataFrame(columns=list(MEASUREMENT_COLUMNS))
+    )
     return run, frame
 
 
@@ -227,6 +257,7 @@ def planned_directory(planned: PlannedRun, options: Options) -> Path:
 
 
 # --- results files -----------------------------------------------------------------------------
+
 
 class TableError(ValueError):
     """A figure's CSV in --out is damaged (torn or unparsable); the message names the file."""
@@ -255,8 +286,10 @@ def read_table(options: Options, name: str) -> pd.DataFrame:
         raise TableError(f"{path} is cut off (its last line has no end): redraw it without --plot-only, or restore it from git")
     for fields in reader:
         if len(fields) != len(header):
-            raise TableError(f"{path} line {reader.line_num} has {len(fields)} fields, the header {len(header)}: the file is damaged; "
-                             "redraw it without --plot-only, or restore it from git")
+            raise TableError(
+                f"{path} line {reader.line_num} has {len(fields)} fields, the header {len(header)}: the file is damaged; "
+                "redraw it without --plot-only, or restore it from git"
+            )
     return pd.read_csv(io.StringIO(text))
 
 
@@ -331,8 +364,14 @@ FIGURE_COLUMNS = ["label", "run", "step", "layer", "metric", "split", "value", "
 
 def tidy_rows(planned: PlannedRun, run, frame: pd.DataFrame) -> pd.DataFrame:
     """The run's classifier metrics and measurement rows in one long table labelled for figures."""
-    classifier = run.metrics().assign(layer="logits", instrument="classifier", bn_stats="stored", update_steps=run.config.training.duration,
-                                      data=_classifier_data(run.config.data), run=run.name)
+    classifier = run.metrics().assign(
+        layer="logits",
+        instrument="classifier",
+        bn_stats="stored",
+        update_steps=run.config.training.duration,
+        data=_classifier_data(run.config.data),
+        run=run.name,
+    )
     measured = frame[frame["metric"] != "seconds"]
     table = pd.concat([classifier, measured], ignore_index=True)
     table["label"] = planned.label
@@ -345,8 +384,15 @@ def _classifier_data(data: DataConfig) -> str:
     return text + (f" label_noise={data.label_noise:g}" if data.label_noise else "")
 
 
-def curve(table: pd.DataFrame, label: str, metric: str, split: str = "test", instrument: str | None = None,
-          layer: str | None = None, bn_stats: str | None = None) -> pd.Series:
+def curve(
+    table: pd.DataFrame,
+    label: str,
+    metric: str,
+    split: str = "test",
+    instrument: str | None = None,
+    layer: str | None = None,
+    bn_stats: str | None = None,
+) -> pd.Series:
     """value by step for one (label, metric, split[, instrument, layer, bn_stats]) of a figure table."""
     mask = (table["label"] == label) & (table["metric"] == metric) & (table["split"] == split)
     for column, value in (("instrument", instrument), ("layer", layer), ("bn_stats", bn_stats)):

@@ -18,6 +18,7 @@ except the run hash and the data description (so a run renamed by a new hash sti
 
     python -m reproduce.compare OUT_DIR [REFERENCE_DIR]     # compare an existing output directory
 """
+
 from __future__ import annotations
 
 import sys
@@ -85,14 +86,18 @@ def compare(current: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
         outside = joined[difference > allowed + 1e-12]
         missing = len(theirs.index.difference(ours.index))
         extra = len(ours.index.difference(theirs.index))
-        notes = ([f"{missing} reference numbers not produced"] if missing else []) + ([f"{extra} numbers not in the reference"] if extra else [])
+        notes = ([f"{missing} reference numbers not produced"] if missing else []) + (
+            [f"{extra} numbers not in the reference"] if extra else []
+        )
         if outside.empty:
             lines.append(f"{figure}: matches ({len(joined)} numbers within tolerance" + "".join(f"; {note}" for note in notes) + ")")
             continue
         worst = (difference[outside.index] / allowed[outside.index]).sort_values(ascending=False).index[:3]
         examples = "; ".join(f"[{key}] {joined.loc[key, 'value']:.4f} vs {joined.loc[key, 'value_reference']:.4f}" for key in worst)
-        lines.append(f"{figure}: differs: {len(outside)} of {len(joined)} numbers outside tolerance, largest: {examples}"
-                     + "".join(f"; {note}" for note in notes))
+        lines.append(
+            f"{figure}: differs: {len(outside)} of {len(joined)} numbers outside tolerance, largest: {examples}"
+            + "".join(f"; {note}" for note in notes)
+        )
     return lines
 
 
@@ -109,8 +114,11 @@ def report(out: Path, reference: Path) -> list[str]:
     path = reference / HEADLINE_FILE
     if not path.is_file():
         return [f"no reference at {path} to compare with"]
-    return [f"compared with the reference {path} (accuracies within {ACCURACY_TOLERANCE}, reconstruction within "
-            f"{RECONSTRUCTION_TOLERANCE:.0%}):", *compare(current, pd.read_csv(path))]
+    return [
+        f"compared with the reference {path} (accuracies within {ACCURACY_TOLERANCE}, reconstruction within "
+        f"{RECONSTRUCTION_TOLERANCE:.0%}):",
+        *compare(current, pd.read_csv(path)),
+    ]
 
 
 def main(argv=None) -> int:

@@ -16,6 +16,7 @@ the third decimal, README "Reproducing the figures"): median cosine to the own c
 Fashion-MNIST 0.811, CIFAR-10 0.318; closer to another class's mean than to their own: 18.5%,
 31.2% and 70.4% of train images (10,000 / 10,000 / 4,000).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,11 @@ def datasets(options: Options) -> list[DataConfig]:
     if options.profile == "paper":
         return [DataConfig(name, "tfds") for name in ("mnist", "fashion_mnist", "cifar10", "cifar100")]
     size = 1000 if options.profile == "smoke" else 10_000
-    offline = [DataConfig(name, "directory", train_size=size if name != "cifar10" else None, test_size=100)
-               for name in ("mnist", "fashion_mnist", "cifar10") if has_offline(name, options)]
+    offline = [
+        DataConfig(name, "directory", train_size=size if name != "cifar10" else None, test_size=100)
+        for name in ("mnist", "fashion_mnist", "cifar10")
+        if has_offline(name, options)
+    ]
     return offline or [DataConfig("mnist", "embedded"), DataConfig("digits", "embedded")]
 
 
@@ -57,15 +61,26 @@ def compute(options: Options) -> pd.DataFrame:
     for config in datasets(options):
         data = load_dataset(config, options.data_dir)
         own, other = alignment(data.x_train, data.y_train)
-        tables.append(pd.DataFrame({"dataset": f"{config.name} ({config.source}, {len(own)} train images)", "label": data.y_train,
-                                    "cosine_own_mean": own, "cosine_best_other_mean": other}))
+        tables.append(
+            pd.DataFrame(
+                {
+                    "dataset": f"{config.name} ({config.source}, {len(own)} train images)",
+                    "label": data.y_train,
+                    "cosine_own_mean": own,
+                    "cosine_best_other_mean": other,
+                }
+            )
+        )
     return pd.concat(tables, ignore_index=True)
 
 
 def plot(table: pd.DataFrame, options: Options):
     names = list(dict.fromkeys(table["dataset"]))
     figure, axes = grid(len(names), columns=min(3, len(names)), width=3.6, height=2.8)
-    lines = ["| dataset | median cosine to own class mean | 5% quantile | 1% quantile | closer to another class's mean |", "|---|---|---|---|---|"]
+    lines = [
+        "| dataset | median cosine to own class mean | 5% quantile | 1% quantile | closer to another class's mean |",
+        "|---|---|---|---|---|",
+    ]
     fractions = []
     for axis, name in zip(axes, names):
         part = table[table["dataset"] == name]

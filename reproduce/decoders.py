@@ -32,6 +32,7 @@ decoder (7,821 updates; at 0, 64, 1,024) follows `linear_exact` within 0.001 und
 recalibrated statistics, and under stored ones starts at 0.668 (0.691 after 1,580 updates), an
 optimisation artefact.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pandas as pd
 
 from kphases.config import AUTHORS_DECODER_UPDATE_STEPS
-from reproduce.common import Options, Work, main_runs, perform, run_figure, save_figure, tidy_rows
 from reproduce import verdicts
+from reproduce.common import Options, Work, main_runs, perform, run_figure, save_figure, tidy_rows
 from reproduce.plotting import log_step_axis, step_position
 
 NAME = "decoders"
@@ -65,13 +66,26 @@ def work(options: Options) -> list[Work]:
     variants = [
         dataclasses.replace(base, decoders=("linear_ridge", "linear_exact")),
         dataclasses.replace(base, decoders=("linear",), decoder_min_update_steps=budget, steps=TRAINED_STEPS[options.profile]),
-        dataclasses.replace(base, decoders=("linear",), decoder_min_update_steps=None, decoder_epochs=20 if options.profile != "smoke" else 1,
-                            steps=TRAINED_STEPS[options.profile], bn_stats=("stored", "recalibrated")),
+        dataclasses.replace(
+            base,
+            decoders=("linear",),
+            decoder_min_update_steps=None,
+            decoder_epochs=20 if options.profile != "smoke" else 1,
+            steps=TRAINED_STEPS[options.profile],
+            bn_stats=("stored", "recalibrated"),
+        ),
     ]
     if CLADEC_STEPS[options.profile]:
-        variants.append(dataclasses.replace(base, decoders=("cladec",), decoder_min_update_steps=None,
-                                            decoder_epochs=CLADEC_EPOCHS[options.profile], steps=CLADEC_STEPS[options.profile],
-                                            bn_stats=("stored", "recalibrated")))
+        variants.append(
+            dataclasses.replace(
+                base,
+                decoders=("cladec",),
+                decoder_min_update_steps=None,
+                decoder_epochs=CLADEC_EPOCHS[options.profile],
+                steps=CLADEC_STEPS[options.profile],
+                bn_stats=("stored", "recalibrated"),
+            )
+        )
     return [Work(planned, tuple(variants))]
 
 
@@ -85,13 +99,17 @@ def compute(options: Options) -> pd.DataFrame:
     wanted = [key for key in wanted if key[1] in ("linear_ridge", "linear_exact")]
     verdicts.write_per_image(options.out, NAME, verdicts.collect(run, frame, item.planned.label, wanted))
     table = table[(table["layer"] == "penultimate") & (table["metric"] == "reconstruction_mse")]
-    return table.assign(decoder=lambda t: t["instrument"] + t["update_steps"].map(lambda n: f" ({int(float(n)):,} updates)" if float(n) > 0 else ""))
+    return table.assign(
+        decoder=lambda t: t["instrument"] + t["update_steps"].map(lambda n: f" ({int(float(n)):,} updates)" if float(n) > 0 else "")
+    )
 
 
 def curves(table: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
     test = table[table["split"] == "test"]
-    return {(decoder, mode): group.drop_duplicates("step", keep="last").set_index("step")["value"].sort_index()
-            for (decoder, mode), group in test.groupby(["decoder", "bn_stats"], sort=True)}
+    return {
+        (decoder, mode): group.drop_duplicates("step", keep="last").set_index("step")["value"].sort_index()
+        for (decoder, mode), group in test.groupby(["decoder", "bn_stats"], sort=True)
+    }
 
 
 def plot(table: pd.DataFrame, options: Options):
@@ -100,7 +118,9 @@ def plot(table: pd.DataFrame, options: Options):
     found = curves(table)
     per_image = verdicts.read_per_image(options.out, NAME)
     label = table["label"].iloc[0]
-    decoders = sorted({decoder for decoder, _ in found}, key=lambda d: (not d.startswith("linear_ridge"), not d.startswith("linear_exact"), d))
+    decoders = sorted(
+        {decoder for decoder, _ in found}, key=lambda d: (not d.startswith("linear_ridge"), not d.startswith("linear_exact"), d)
+    )
     figure, axes = plt.subplots(1, len(MODES), figsize=(4.4 * len(MODES), 3.6), sharey=True, squeeze=False)
     lines = ["| decoder | BatchNorm | phases |", "|---|---|---|"]
     survivors = {}
@@ -116,8 +136,7 @@ def plot(table: pd.DataFrame, options: Options):
             instrument = decoder.split(" (")[0]
             phases = verdicts.verdict(per_image, series, label, "penultimate", instrument, mode)
             verdict = "three phases" if phases is not None and phases.three_phases else "not three phases"
-            axis.plot(step_position(series.index), series.values, "o-", color=f"C{index}", ms=3, lw=1.2,
-                      label=f"{decoder}: {verdict}")
+            axis.plot(step_position(series.index), series.values, "o-", color=f"C{index}", ms=3, lw=1.2, label=f"{decoder}: {verdict}")
             if hasattr(phases, "curve_low"):
                 axis.fill_between(step_position(series.index), phases.curve_low, phases.curve_high, color=f"C{index}", alpha=0.2, lw=0)
             values = ", ".join(f"{step}: {value:.4f}" for step, value in series.items())
@@ -130,21 +149,28 @@ def plot(table: pd.DataFrame, options: Options):
         axis.set_title(f"BatchNorm statistics: {mode}" + (" (authors' protocol)" if mode == "batch" else ""))
         axis.legend(loc="best")
     axes[0][0].set_ylabel("reconstruction loss (per-element test MSE)")
-    omitted = "" if any(d.startswith("cladec") for d in decoders) else f"; cladec not run in this profile ({CLADEC_SECONDS_PER_UPDATE} s per update on CPU)"
+    omitted = (
+        ""
+        if any(d.startswith("cladec") for d in decoders)
+        else f"; cladec not run in this profile ({CLADEC_SECONDS_PER_UPDATE} s per update on CPU)"
+    )
     figure.suptitle(f"{label}, penultimate layer: reconstruction by decoder and BatchNorm mode ({options.profile} profile{omitted})")
     if omitted:
         from kphases.decoders import DecoderSettings
 
         authors = DecoderSettings(epochs=20)  # their epochs and batch size, on 10,000 images
         updates = authors.epochs * authors.steps_per_epoch(10_000)
-        lines.append(f"\ncladec is not in the {options.profile} profile: one update costs {CLADEC_SECONDS_PER_UPDATE} s on 2 CPU cores (measured), "
-                     f"{updates * CLADEC_SECONDS_PER_UPDATE / 60:.0f} minutes per snapshot and BatchNorm mode for 20 epochs of 10,000 images "
-                     f"({updates:,} updates); it runs in the smoke and paper profiles.")
+        lines.append(
+            f"\ncladec is not in the {options.profile} profile: one update costs {CLADEC_SECONDS_PER_UPDATE} s on 2 CPU cores (measured), "
+            f"{updates * CLADEC_SECONDS_PER_UPDATE / 60:.0f} minutes per snapshot and BatchNorm mode for 20 epochs of 10,000 images "
+            f"({updates:,} updates); it runs in the smoke and paper profiles."
+        )
     figure.tight_layout()
     save_figure(figure, options, NAME)
     kept = [f"{decoder}/{mode}" for (decoder, mode), three in survivors.items() if three]
-    headline = (f"three phases under {len(kept)} of {len(survivors)} decoder x BatchNorm controls with every step measured"
-                + (f" ({', '.join(kept)})" if kept else ""))
+    headline = f"three phases under {len(kept)} of {len(survivors)} decoder x BatchNorm controls with every step measured" + (
+        f" ({', '.join(kept)})" if kept else ""
+    )
     return headline, "\n".join(lines)
 
 

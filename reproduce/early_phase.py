@@ -54,6 +54,7 @@ perturbations only; docs/early_phase.md) the reading holds: random reinit -0.055
 noise +0.001, rewind to 64 at 0.506 (0.493 .. 0.517). On another CPU, means move by up to about 0.01 and one
 seed's accuracy by up to 0.03 (README "Reproducing the figures").
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,8 +67,13 @@ from reproduce.common import Options, has_offline, run_figure, save_figure
 from reproduce.plotting import grid, log_step_axis, step_position
 
 NAME = "early_phase"
-PERTURBATION_NAMES = {"reinit": "random reinit", "reinit_signs": "reinit, signs kept", "shuffle": "shuffle in layer",
-                      "shuffle_signs": "shuffle, signs kept", "noise": "Gaussian noise (init scale)"}
+PERTURBATION_NAMES = {
+    "reinit": "random reinit",
+    "reinit_signs": "reinit, signs kept",
+    "shuffle": "shuffle in layer",
+    "shuffle_signs": "shuffle, signs kept",
+    "noise": "Gaussian noise (init scale)",
+}
 TASK_NAMES = {"random_labels": "random labels", "blur": "blurred images", "rotation": "rotation prediction"}
 SEEDS = {"smoke": (0,), "quick": (0, 1, 2), "paper": (0, 1, 2)}
 """Seeds of the whole experiment per profile."""
@@ -92,43 +98,83 @@ def experiment(options: Options):
     name = options.profile
     if name == "smoke":
         smoke = profile("smoke")
-        base = smoke.replace(model=dataclasses.replace(smoke.model, initialisation="open_lth"),
-                             training=TrainingConfig(duration="16it", batch_size=32, learning_rate=0.05, weight_decay=1e-4))
-        return ExperimentConfig(base=base, rewind_steps=(0, 4), rounds=1, prune_fraction=0.2, perturbation_rewind_step=4,
-                                perturbation_rounds=(1,), pretrain_steps=4, data_rounds=(1,), statistics_examples=64,
-                                prune_output_layer=False), \
-            "smoke: VGG-8 x1/8, 256 MNIST images, 16 iterations"
+        base = smoke.replace(
+            model=dataclasses.replace(smoke.model, initialisation="open_lth"),
+            training=TrainingConfig(duration="16it", batch_size=32, learning_rate=0.05, weight_decay=1e-4),
+        )
+        return ExperimentConfig(
+            base=base,
+            rewind_steps=(0, 4),
+            rounds=1,
+            prune_fraction=0.2,
+            perturbation_rewind_step=4,
+            perturbation_rounds=(1,),
+            pretrain_steps=4,
+            data_rounds=(1,),
+            statistics_examples=64,
+            prune_output_layer=False,
+        ), "smoke: VGG-8 x1/8, 256 MNIST images, 16 iterations"
     if name == "quick":
         if has_offline("cifar10", options):
             data, what = DataConfig(name="cifar10", source="directory"), "CIFAR-10 4,000-image copy"
         elif has_offline("mnist", options):
             data, what = DataConfig(name="mnist", source="directory", train_size=4000, test_size=1000), "MNIST 4,000 images"
         else:
-            print("early_phase quick: no offline CIFAR-10 or MNIST (--data-dir / KPHASES_DATA_DIR): using embedded MNIST",
-                  file=sys.stderr)
+            print("early_phase quick: no offline CIFAR-10 or MNIST (--data-dir / KPHASES_DATA_DIR): using embedded MNIST", file=sys.stderr)
             data, what = DataConfig(name="mnist", source="embedded"), "embedded MNIST 4,000 images"
-        training = TrainingConfig(duration="512it", batch_size=128, learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
-                                  lr_milestones=("256it", "384it"), augment=True)
+        training = TrainingConfig(
+            duration="512it",
+            batch_size=128,
+            learning_rate=0.1,
+            momentum=0.9,
+            weight_decay=1e-4,
+            lr_milestones=("256it", "384it"),
+            augment=True,
+        )
         base = RunConfig(data=data, model=ModelConfig("vgg8", width=0.25, initialisation="open_lth"), training=training)
-        return ExperimentConfig(base=base, rewind_steps=(0, 16, 64), rounds=3, prune_fraction=0.5, perturbation_rewind_step=64,
-                                perturbation_rounds=(3,), pretrain_steps=64, data_rounds=(3,), prune_output_layer=False), \
-            f"quick: VGG-8 x1/4, {what}, 512 iterations, 50% pruned per round"
-    training = TrainingConfig(duration="160ep", batch_size=128, learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
-                              lr_milestones=("80ep", "120ep"), augment=True)
-    base = RunConfig(data=DataConfig(name="cifar10", source="tfds"), model=ModelConfig("resnet20", initialisation="open_lth"),
-                     training=training)
-    return ExperimentConfig(base=base, rewind_steps=(0, 100, 250, 500, 1000, 2000), rounds=12, prune_fraction=0.2,
-                            perturbation_rewind_step=500, perturbation_rounds=(4, 8, 12), pretrain_steps=500,
-                            data_rounds=(4, 8, 12), prune_output_layer=True), \
-        "paper: ResNet-20, CIFAR-10, 160 epochs, 20% pruned per round"
+        return ExperimentConfig(
+            base=base,
+            rewind_steps=(0, 16, 64),
+            rounds=3,
+            prune_fraction=0.5,
+            perturbation_rewind_step=64,
+            perturbation_rounds=(3,),
+            pretrain_steps=64,
+            data_rounds=(3,),
+            prune_output_layer=False,
+        ), f"quick: VGG-8 x1/4, {what}, 512 iterations, 50% pruned per round"
+    training = TrainingConfig(
+        duration="160ep", batch_size=128, learning_rate=0.1, momentum=0.9, weight_decay=1e-4, lr_milestones=("80ep", "120ep"), augment=True
+    )
+    base = RunConfig(
+        data=DataConfig(name="cifar10", source="tfds"), model=ModelConfig("resnet20", initialisation="open_lth"), training=training
+    )
+    return ExperimentConfig(
+        base=base,
+        rewind_steps=(0, 100, 250, 500, 1000, 2000),
+        rounds=12,
+        prune_fraction=0.2,
+        perturbation_rewind_step=500,
+        perturbation_rounds=(4, 8, 12),
+        pretrain_steps=500,
+        data_rounds=(4, 8, 12),
+        prune_output_layer=True,
+    ), "paper: ResNet-20, CIFAR-10, 160 epochs, 20% pruned per round"
 
 
 def perturbation_only(planned):
     """The part of `planned` an extra seed trains: the dense run, the IMP lineage of the perturbation
     rewind point up to its last perturbation round, and the `EXTRA_SEED_PERTURBATIONS`."""
     k, rounds = planned.perturbation_rewind_step, max(planned.perturbation_rounds)
-    return dataclasses.replace(planned, rewind_steps=(k,), rounds=rounds, pretrain_steps=k, tasks=(), data_rounds=(rounds,),
-                               perturbations=tuple(p for p in planned.perturbations if p in EXTRA_SEED_PERTURBATIONS))
+    return dataclasses.replace(
+        planned,
+        rewind_steps=(k,),
+        rounds=rounds,
+        pretrain_steps=k,
+        tasks=(),
+        data_rounds=(rounds,),
+        perturbations=tuple(p for p in planned.perturbations if p in EXTRA_SEED_PERTURBATIONS),
+    )
 
 
 def seeded_experiments(planned, last: int, profile_name: str):
@@ -140,9 +186,16 @@ def seeded_experiments(planned, last: int, profile_name: str):
     parts = [(seed, planned, True) for seed in SEEDS[profile_name]]
     parts += [(seed, perturbation_only(planned), False) for seed in PERTURBATION_SEEDS[profile_name]]
     for seed, part, full in parts:  # per seed its own initialisation, data order, masks and perturbations
-        yield seed, dataclasses.replace(part, base=part.base.replace(
-            schedule=dense_schedule(part.rewind_steps, last),
-            training=dataclasses.replace(part.base.training, seed=seed))), full
+        yield (
+            seed,
+            dataclasses.replace(
+                part,
+                base=part.base.replace(
+                    schedule=dense_schedule(part.rewind_steps, last), training=dataclasses.replace(part.base.training, seed=seed)
+                ),
+            ),
+            full,
+        )
 
 
 def compute(options: Options) -> pd.DataFrame:
@@ -155,8 +208,15 @@ def compute(options: Options) -> pd.DataFrame:
     log = print if options.progress else (lambda text: None)
     tables = []
     for seed, seeded, full in seeded_experiments(planned, last, options.profile):
-        table = run_experiment(seeded, runs_dir=options.runs_dir, data_dir=options.data_dir, progress=options.progress,
-                               log=log, dataset=dataset, read_only=options.plot_only)
+        table = run_experiment(
+            seeded,
+            runs_dir=options.runs_dir,
+            data_dir=options.data_dir,
+            progress=options.progress,
+            log=log,
+            dataset=dataset,
+            read_only=options.plot_only,
+        )
         table["seed"] = seed
         table["full_experiment"] = full  # False: an extra seed of the sign-keeping comparison only
         tables.append(table)
@@ -197,8 +257,17 @@ def _cell(values) -> str:
 
 # What Frankle et al. report for each comparison against its control (docs/early_phase.md gives the
 # source of each; "" where the suite does not state the paper's finding).
-PAPER_DIRECTION = {"reinit": "lower", "reinit_signs": "lower", "shuffle": "lower", "shuffle_signs": "lower", "noise": "",
-                   "rewind": "higher", "random_labels": "", "blur": "higher", "rotation": "higher"}
+PAPER_DIRECTION = {
+    "reinit": "lower",
+    "reinit_signs": "lower",
+    "shuffle": "lower",
+    "shuffle_signs": "lower",
+    "noise": "",
+    "rewind": "higher",
+    "random_labels": "",
+    "blur": "higher",
+    "rotation": "higher",
+}
 SIGNIFICANCE = 0.05  # two-sided level at which this scale is said to show a difference
 
 
@@ -215,8 +284,10 @@ def reading(test, paper: str) -> str:
     if test.p_value <= SIGNIFICANCE:
         shown = "lower" if test.mean_difference < 0 else "higher"
     else:
-        shown = (f"no difference detected (p > {SIGNIFICANCE}; {test.seeds} seed{'s' if test.seeds != 1 else ''} "
-                 f"cannot go below {test.smallest_p_value:.3g})")
+        shown = (
+            f"no difference detected (p > {SIGNIFICANCE}; {test.seeds} seed{'s' if test.seeds != 1 else ''} "
+            f"cannot go below {test.smallest_p_value:.3g})"
+        )
     if not paper:
         return shown
     if shown == paper:
@@ -225,8 +296,10 @@ def reading(test, paper: str) -> str:
 
 
 def _test_row(name: str, test, paper: str) -> str:
-    return (f"| {name} | {test.seeds} | {test.mean_difference:+.3f} ({test.smallest_difference:+.3f} .. {test.largest_difference:+.3f}) "
-            f"| {test.p_value:.3g} | {test.p_lower:.3g} | {reading(test, paper)} |")
+    return (
+        f"| {name} | {test.seeds} | {test.mean_difference:+.3f} ({test.smallest_difference:+.3f} .. {test.largest_difference:+.3f}) "
+        f"| {test.p_value:.3g} | {test.p_lower:.3g} | {reading(test, paper)} |"
+    )
 
 
 def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
@@ -241,24 +314,37 @@ def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
     test_images = _test_images(table)
     figure, axes = grid(4, columns=2, width=5.0, height=3.4)
     rounds = sorted(imp[imp["round"] > 0]["round"].unique())
-    lines = [f"Setting: {setting}; seeds {', '.join(str(seed) for seed in seeds)}"
-             + (f" (and {', '.join(str(seed) for seed in extra)} for the sign-keeping perturbations, panel b)" if extra else "")
-             + f"; test accuracies are the {spread}"
-             + (f" on {test_images:,} test images (binomial standard error of one accuracy near 0.5: "
-                f"{0.5 / np.sqrt(test_images):.3f})" if test_images else "") + ".",
-             f"Dense network: test accuracy {_cell(_values(full, 'imp', 'dense', 0))}.", "",
-             "| rewind point | " + " | ".join(f"round {r}: {imp[imp['round'] == r]['sparsity'].mean():.1%} sparse" for r in rounds) + " |",
-             "|---|" + "---|" * len(rounds)]
+    lines = [
+        f"Setting: {setting}; seeds {', '.join(str(seed) for seed in seeds)}"
+        + (f" (and {', '.join(str(seed) for seed in extra)} for the sign-keeping perturbations, panel b)" if extra else "")
+        + f"; test accuracies are the {spread}"
+        + (
+            f" on {test_images:,} test images (binomial standard error of one accuracy near 0.5: {0.5 / np.sqrt(test_images):.3f})"
+            if test_images
+            else ""
+        )
+        + ".",
+        f"Dense network: test accuracy {_cell(_values(full, 'imp', 'dense', 0))}.",
+        "",
+        "| rewind point | " + " | ".join(f"round {r}: {imp[imp['round'] == r]['sparsity'].mean():.1%} sparse" for r in rounds) + " |",
+        "|---|" + "---|" * len(rounds),
+    ]
 
     # (a) IMP with rewinding: mean over seeds, the band is their range
     axis = axes[0]
     for variant in [v for v in imp["variant"].unique() if v != "dense"]:
         per_round = [_values(full, "imp", variant, r) for r in rounds]
         pruned = [100 * imp[(imp["variant"] == variant) & (imp["round"] == r)]["sparsity"].mean() for r in rounds]
-        line, = axis.plot(pruned, [values.mean() for values in per_round], "o-", ms=3, label=variant)
+        (line,) = axis.plot(pruned, [values.mean() for values in per_round], "o-", ms=3, label=variant)
         if len(seeds) > 1:
-            axis.fill_between(pruned, [values.min() for values in per_round], [values.max() for values in per_round],
-                              color=line.get_color(), alpha=0.15, lw=0)
+            axis.fill_between(
+                pruned,
+                [values.min() for values in per_round],
+                [values.max() for values in per_round],
+                color=line.get_color(),
+                alpha=0.15,
+                lw=0,
+            )
         lines.append(f"| {variant} | " + " | ".join(_cell(values) for values in per_round) + " |")
     axis.axhline(dense_accuracy, color="black", ls="--", lw=1, label="dense")
     axis.set_xlabel("weights pruned (%)")
@@ -268,8 +354,10 @@ def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
 
     # (b) perturbations and (c) pre-training tasks, at their round; each bar over the seeds it has
     headline, tests = [], []
-    for axis, experiment, names, title in ((axes[1], "perturbation", PERTURBATION_NAMES, "(b) perturbed at iteration k"),
-                                           (axes[2], "data", TASK_NAMES, "(c) pre-trained k iterations on another task")):
+    for axis, experiment, names, title in (
+        (axes[1], "perturbation", PERTURBATION_NAMES, "(b) perturbed at iteration k"),
+        (axes[2], "data", TASK_NAMES, "(c) pre-trained k iterations on another task"),
+    ):
         part = results[results["experiment"] == experiment]
         if part.empty:
             axis.set_visible(False)
@@ -280,56 +368,86 @@ def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
         rewound = _by_seed(source, "imp", f"rewind k={rewind_step}", round_index)
         baseline = _by_seed(full, "imp", "rewind k=0", round_index)
         bars = [("rewind k=0", baseline), (f"rewind k={rewind_step}", rewound)]
-        bars += [(names.get(variant, variant), _by_seed(source, experiment, variant, round_index))
-                 for variant in part[part["round"] == round_index]["variant"].unique()]
+        bars += [
+            (names.get(variant, variant), _by_seed(source, experiment, variant, round_index))
+            for variant in part[part["round"] == round_index]["variant"].unique()
+        ]
         positions = np.arange(len(bars))
         means = np.array([values.mean() for _, values in bars])
         lows, highs = np.array([values.min() for _, values in bars]), np.array([values.max() for _, values in bars])
-        axis.bar(positions, means, yerr=[means - lows, highs - means] if len(seeds) > 1 else None, capsize=2,
-                 color=["grey", "C0"] + ["C1"] * (len(bars) - 2))
+        axis.bar(
+            positions,
+            means,
+            yerr=[means - lows, highs - means] if len(seeds) > 1 else None,
+            capsize=2,
+            color=["grey", "C0"] + ["C1"] * (len(bars) - 2),
+        )
         axis.set_xticks(positions)
-        axis.set_xticklabels([f"{name} (n={len(values)})" if extra else name for name, values in bars],
-                             rotation=30, ha="right", fontsize=7)
+        axis.set_xticklabels([f"{name} (n={len(values)})" if extra else name for name, values in bars], rotation=30, ha="right", fontsize=7)
         axis.axhline(dense_accuracy, color="black", ls="--", lw=1)
         axis.set_ylim(max(0.0, lows.min() - 0.1), min(1.0, max(dense_accuracy, highs.max()) + 0.05))
         axis.set_ylabel("test accuracy")
         axis.set_title(f"{title}\nk={rewind_step}, {sparsity:.1%} sparse (dashed: dense; bars: seed range)")
-        lines += ["", f"{title[4:]} (k={rewind_step}, {sparsity:.1%} sparse):", "",
-                  "| start | seeds | test accuracy |", "|---|---|---|"] + [f"| {name} | {len(values)} | {_cell(values)} |" for name, values in bars]
+        lines += [
+            "",
+            f"{title[4:]} (k={rewind_step}, {sparsity:.1%} sparse):",
+            "",
+            "| start | seeds | test accuracy |",
+            "|---|---|---|",
+        ] + [f"| {name} | {len(values)} | {_cell(values)} |" for name, values in bars]
         headline.append(", ".join(f"{name} {values.mean():.3f}" for name, values in bars))
         if experiment == "perturbation":
             if len(baseline) and len(rewound):
                 tests.append(_test_row(f"rewind k={rewind_step} - rewind k=0", compare(rewound, baseline), PAPER_DIRECTION["rewind"]))
             variants = part[part["round"] == round_index]["variant"].unique()
-            tests += [_test_row(f"{names.get(v, v)} - rewind k={rewind_step}", compare(_by_seed(source, experiment, v, round_index), rewound),
-                                PAPER_DIRECTION.get(v, "")) for v in variants]
+            tests += [
+                _test_row(
+                    f"{names.get(v, v)} - rewind k={rewind_step}",
+                    compare(_by_seed(source, experiment, v, round_index), rewound),
+                    PAPER_DIRECTION.get(v, ""),
+                )
+                for v in variants
+            ]
         else:
-            tests += [_test_row(f"{names.get(v, v)} - rewind k=0", compare(_by_seed(full, experiment, v, round_index), baseline),
-                                PAPER_DIRECTION.get(v, "")) for v in part[part["round"] == round_index]["variant"].unique()]
+            tests += [
+                _test_row(
+                    f"{names.get(v, v)} - rewind k=0",
+                    compare(_by_seed(full, experiment, v, round_index), baseline),
+                    PAPER_DIRECTION.get(v, ""),
+                )
+                for v in part[part["round"] == round_index]["variant"].unique()
+            ]
     if tests:
-        lines += ["", ("Seed-level tests: exact paired sign-flip permutation test over seeds (each seed has its own dense run, "
-                       "mask and trainings; all 2^n sign patterns of the n paired differences). p two-sided, and one-sided for "
-                       f"'the first is lower'. A difference is called at two-sided p <= {SIGNIFICANCE}; with n seeds no p is below "
-                       "2 / 2^n (3 seeds: 0.25, 6 seeds: 0.031), so 'no difference detected' at 3 seeds is no evidence of equality."), "",
-                  "| comparison | seeds | mean paired difference (min .. max) | p | p (lower) | this scale, against Frankle et al. |",
-                  "|---|---|---|---|---|---|"] + tests
+        lines += [
+            "",
+            (
+                "Seed-level tests: exact paired sign-flip permutation test over seeds (each seed has its own dense run, "
+                "mask and trainings; all 2^n sign patterns of the n paired differences). p two-sided, and one-sided for "
+                f"'the first is lower'. A difference is called at two-sided p <= {SIGNIFICANCE}; with n seeds no p is below "
+                "2 / 2^n (3 seeds: 0.25, 6 seeds: 0.031), so 'no difference detected' at 3 seeds is no evidence of equality."
+            ),
+            "",
+            "| comparison | seeds | mean paired difference (min .. max) | p | p (lower) | this scale, against Frankle et al. |",
+            "|---|---|---|---|---|---|",
+        ] + tests
     pretrain = full[full["experiment"] == "pretrain"]
     if len(pretrain):
-        lines += ["", "Accuracy on the pre-training task itself after k iterations (test split of that task): "
-                  + ", ".join(f"{TASK_NAMES.get(v, v)} {_cell(_values(full, 'pretrain', v, 0))}" for v in pretrain["variant"].unique())]
+        lines += [
+            "",
+            "Accuracy on the pre-training task itself after k iterations (test split of that task): "
+            + ", ".join(f"{TASK_NAMES.get(v, v)} {_cell(_values(full, 'pretrain', v, 0))}" for v in pretrain["variant"].unique()),
+        ]
 
     # (d) early-phase statistics: fractions on the left axis, norms (which pass 1) on the right
     axis = axes[3]
     statistics = full[full["experiment"] == "statistics"].pivot_table(index="step", columns="metric", values="value")
     statistics = statistics.sort_index()
-    for metric, style, label in (("sign_flips_since_init", "C3o-", "signs flipped since init"),
-                                 ("test_accuracy", "C2o-", "test accuracy")):
+    for metric, style, label in (("sign_flips_since_init", "C3o-", "signs flipped since init"), ("test_accuracy", "C2o-", "test accuracy")):
         axis.plot(step_position(statistics.index), statistics[metric], style, ms=3, label=label)
     axis.set_ylim(0.0, 1.0)
     axis.set_ylabel("fraction of weights / accuracy")
     twin = axis.twinx()
-    twin.plot(step_position(statistics.index), statistics["distance_from_init"], "C0s--", ms=3,
-              label="||w - w0|| / ||w0|| (right)")
+    twin.plot(step_position(statistics.index), statistics["distance_from_init"], "C0s--", ms=3, label="||w - w0|| / ||w0|| (right)")
     twin.plot(step_position(statistics.index), statistics["gradient_norm"], "k^:", ms=3, label="gradient norm (right)")
     twin.set_ylabel("relative distance from init; gradient norm")
     twin.set_ylim(bottom=0.0)
@@ -337,12 +455,18 @@ def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
     handles = axis.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     axis.legend(handles, [h.get_label() for h in handles], fontsize=6)
     axis.set_title("(d) dense run, first iterations")
-    lines += ["", f"Early-phase statistics of the dense run ({'mean over seeds' if len(seeds) > 1 else 'one seed'}):", "",
-              "| step | distance from init | sign flips | change per iteration | gradient norm | train acc | test acc |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Early-phase statistics of the dense run ({'mean over seeds' if len(seeds) > 1 else 'one seed'}):",
+        "",
+        "| step | distance from init | sign flips | change per iteration | gradient norm | train acc | test acc |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for step, row in statistics.iterrows():
-        lines.append(f"| {int(step)} | {row['distance_from_init']:.3f} | {row['sign_flips_since_init']:.3f} | "
-                     f"{row['change_per_iteration']:.4f} | {row['gradient_norm']:.3f} | {row['train_accuracy']:.3f} | {row['test_accuracy']:.3f} |")
+        lines.append(
+            f"| {int(step)} | {row['distance_from_init']:.3f} | {row['sign_flips_since_init']:.3f} | "
+            f"{row['change_per_iteration']:.4f} | {row['gradient_norm']:.3f} | {row['train_accuracy']:.3f} | {row['test_accuracy']:.3f} |"
+        )
     figure.suptitle(f"Early phase of training (Frankle, Schwab & Morcos 2020) - {setting}")
     figure.tight_layout()
     save_figure(figure, options, NAME)

@@ -29,6 +29,7 @@ Runtime: shares every run and measurement with `transfer`; the monitor replay lo
 snapshot up to its decision and fits one ridge decoder on 2,000 / 1,000 images (a few seconds per
 run on a CPU at quick). The numbers to expect are in the README's "When to stop pre-training".
 """
+
 from __future__ import annotations
 
 import os
@@ -47,7 +48,7 @@ import scipy.stats
 from kphases.monitor import MonitorSettings
 from reproduce import reference_run as reference
 from reproduce.common import Options, Work, main_runs, perform, run_figure, save_figure
-from reproduce.plotting import grid, log_step_axis, step_position
+from reproduce.plotting import grid
 
 NAME = "early_stopping"
 MONITOR = MonitorSettings()
@@ -78,7 +79,9 @@ def _replay(run, planned, options: Options):
     if options.plot_only:
         rule = MonitorRule.load(directory, MONITOR)
         if not rule.steps:
-            raise ValueError(f"--plot-only: the monitor has not been replayed on {planned.label} ({run.directory}); run without --plot-only")
+            raise ValueError(
+                f"--plot-only: the monitor has not been replayed on {planned.label} ({run.directory}); run without --plot-only"
+            )
         return rule
     dataset = load_dataset(planned.config.data, options.data_dir)
     model, _ = run_model(run, dataset)
@@ -111,17 +114,24 @@ def compute(options: Options) -> pd.DataFrame:
                 "validation_loss": int(source_loss.reindex(accuracy.index).idxmin()),
             }
             for checkpoint, step in chosen.items():
-                rows.append({
-                    "setting": setting, "label": planned.label, "run": run.name, "seed": planned.config.training.seed,
-                    "checkpoint": checkpoint, "step": step,
-                    "target_accuracy": float(accuracy.loc[step]),
-                    "decided_at": rule.decision.decided_at if rule.decision is not None else None,
-                    "final_step": final, "target_test_images": test_images,
-                    "monitor_steps_seen": len(rule.steps),
-                    "monitor": f"layer={MONITOR.layer or 'penultimate'} train={MONITOR.train_subset} test={MONITOR.test_subset} "
-                               f"seed={MONITOR.seed} confidence={MONITOR.confidence} min_effect={MONITOR.min_effect} "
-                               f"patience={MONITOR.patience} decoder=linear_ridge schedule=doubling",
-                })
+                rows.append(
+                    {
+                        "setting": setting,
+                        "label": planned.label,
+                        "run": run.name,
+                        "seed": planned.config.training.seed,
+                        "checkpoint": checkpoint,
+                        "step": step,
+                        "target_accuracy": float(accuracy.loc[step]),
+                        "decided_at": rule.decision.decided_at if rule.decision is not None else None,
+                        "final_step": final,
+                        "target_test_images": test_images,
+                        "monitor_steps_seen": len(rule.steps),
+                        "monitor": f"layer={MONITOR.layer or 'penultimate'} train={MONITOR.train_subset} test={MONITOR.test_subset} "
+                        f"seed={MONITOR.seed} confidence={MONITOR.confidence} min_effect={MONITOR.min_effect} "
+                        f"patience={MONITOR.patience} decoder=linear_ridge schedule=doubling",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -145,8 +155,10 @@ def compare(table: pd.DataFrame) -> pd.DataFrame:
         # undecided seeds trained to the end: nothing saved
         saved = (1 - decided["decided_at"].astype(float) / decided["final_step"].astype(float)).fillna(0.0)
         row["compute_saved"] = float(saved.mean())
-        row["chosen_steps"] = ",".join(str(int(step)) if decided_at == decided_at else f"{int(step)} (undecided: final)"
-                                       for step, decided_at in zip(decided["step"], decided["decided_at"].astype(float)))
+        row["chosen_steps"] = ",".join(
+            str(int(step)) if decided_at == decided_at else f"{int(step)} (undecided: final)"
+            for step, decided_at in zip(decided["step"], decided["decided_at"].astype(float))
+        )
         for other in ("final", "oracle", "validation_loss"):
             difference = (wide["monitor"] - wide[other]).dropna() if "monitor" in wide else pd.Series(dtype=float)
             low, high = _interval(difference, group, other)
@@ -197,29 +209,51 @@ def plot(table: pd.DataFrame, options: Options):
         axis.set_ylabel("target test accuracy")
         steps = row["chosen_steps"] or "none"
         axis.set_title(f"{row['setting']}\nmonitor kept step {steps}; saved {row['compute_saved']:.0%} of compute", fontsize=7)
-    figure.suptitle(f"Which checkpoint to keep for transfer ({options.profile} profile): PhaseMonitor against hindsight, "
-                    "the end of training and source-loss early stopping", fontsize=9)
+    figure.suptitle(
+        f"Which checkpoint to keep for transfer ({options.profile} profile): PhaseMonitor against hindsight, "
+        "the end of training and source-loss early stopping",
+        fontsize=9,
+    )
     figure.tight_layout()
     save_figure(figure, options, NAME)
-    lines = ["| setting | seeds | decided | monitor kept | monitor acc | oracle | final | val. loss | monitor - final [95%] | "
-             "monitor - oracle [95%] | monitor - val. loss [95%] | compute saved | reading vs final |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| setting | seeds | decided | monitor kept | monitor acc | oracle | final | val. loss | monitor - final [95%] | "
+        "monitor - oracle [95%] | monitor - val. loss [95%] | compute saved | reading vs final |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     readings = []
     for _, row in summary.iterrows():
+
         def diff(other):
-            return (f"{row[f'monitor_minus_{other}']:+.3f} [{row[f'monitor_minus_{other}_low']:+.3f}, "
-                    f"{row[f'monitor_minus_{other}_high']:+.3f}]") if not math.isnan(row[f"monitor_minus_{other}"]) else "-"
+            return (
+                (
+                    f"{row[f'monitor_minus_{other}']:+.3f} [{row[f'monitor_minus_{other}_low']:+.3f}, "
+                    f"{row[f'monitor_minus_{other}_high']:+.3f}]"
+                )
+                if not math.isnan(row[f"monitor_minus_{other}"])
+                else "-"
+            )
+
         verdict = reading(row["monitor_minus_final_low"], row["monitor_minus_final_high"], row["decided_in"])
         readings.append(verdict)
         saved = f"{row['compute_saved']:.0%}"
-        lines.append(f"| {row['setting']} | {row['seeds']} | {row['decided_in']} of {row['seeds']} | {row['chosen_steps'] or '-'} | "
-                     f"{row['monitor']:.3f} | {row['oracle']:.3f} | {row['final']:.3f} | {row['validation_loss']:.3f} | "
-                     f"{diff('final')} | {diff('oracle')} | {diff('validation_loss')} | {saved} | {verdict} |")
+        lines.append(
+            f"| {row['setting']} | {row['seeds']} | {row['decided_in']} of {row['seeds']} | {row['chosen_steps'] or '-'} | "
+            f"{row['monitor']:.3f} | {row['oracle']:.3f} | {row['final']:.3f} | {row['validation_loss']:.3f} | "
+            f"{diff('final')} | {diff('oracle')} | {diff('validation_loss')} | {saved} | {verdict} |"
+        )
     lines.append("")
-    lines.append(f"Monitor: {table['monitor'].iloc[0]}. Intervals: Student t over seeds where a setting has several, else a "
-                 "binomial interval over the target test images (unpaired). Where the monitor did not decide, a user trains to the end and keeps the final checkpoint: that is its checkpoint here, with no compute saved.")
-    counts = {word: readings.count(word) for word in ("helps", "no detectable difference", "hurts", "no decision: kept the final checkpoint")}
-    headline = ", ".join(f"{word} in {count}" for word, count in counts.items() if count) + f" of {len(readings)} settings (against the final checkpoint)"
+    lines.append(
+        f"Monitor: {table['monitor'].iloc[0]}. Intervals: Student t over seeds where a setting has several, else a "
+        "binomial interval over the target test images (unpaired). Where the monitor did not decide, a user trains to the end and keeps the final checkpoint: that is its checkpoint here, with no compute saved."
+    )
+    counts = {
+        word: readings.count(word) for word in ("helps", "no detectable difference", "hurts", "no decision: kept the final checkpoint")
+    }
+    headline = (
+        ", ".join(f"{word} in {count}" for word, count in counts.items() if count)
+        + f" of {len(readings)} settings (against the final checkpoint)"
+    )
     return headline, "\n".join(lines)
 
 

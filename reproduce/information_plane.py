@@ -38,6 +38,7 @@ by reproduce.all on 2 CPU cores, 2026-11-30). Quick numbers (1,000 test images):
 - reconstruction (penultimate) has three phases in both: tanh constant to 8, -13.4% to 64, +10.9%;
   ReLU constant to 8, -22.9% to 128, +7.3%.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,9 +49,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 import pandas as pd
 
-from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
-from reproduce.common import Options, PlannedRun, Work, curve, has_offline, perform, run_figure, save_figure, tidy_rows
+from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
 from reproduce import verdicts as figure_verdicts
+from reproduce.common import Options, PlannedRun, Work, curve, has_offline, perform, run_figure, save_figure, tidy_rows
 from reproduce.plotting import log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "information_plane"
@@ -58,8 +59,11 @@ ACTIVATIONS = ("tanh", "relu")
 WIDTH = 0.125  # VGG-8 x1/8: penultimate 64-d, small enough that the estimators are not all pinned at log2 n
 DECODER_LAYER = "penultimate"
 DECODER = "linear_ridge"  # the reconstruction curve beside the information plane
-INFORMATION_LAYERS = {"smoke": ("penultimate", "logits"), "quick": ("block4", "penultimate", "logits"),
-                      "paper": ("block3", "block4", "penultimate", "logits")}
+INFORMATION_LAYERS = {
+    "smoke": ("penultimate", "logits"),
+    "quick": ("block4", "penultimate", "logits"),
+    "paper": ("block3", "block4", "penultimate", "logits"),
+}
 RELATIVE_NOISE = 0.1  # the scale-free KDE: noise variance 0.1 x the layer's total variance (kphases.information)
 ESTIMATORS = ("binning", "kde", "kde_relative")
 # A compression phase: I(X;T) ends at least this far (bits) below its maximum, reached before the last snapshot.
@@ -69,8 +73,14 @@ COMPRESSION_BITS = 0.1
 def planned_runs(options: Options) -> list[PlannedRun]:
     """The tanh and ReLU variant of one network at the profile's scale, measured for this figure."""
     name = options.profile
-    measure = dataclasses.replace(measure_profile(name), decoders=(DECODER,), transfer=(), layers=(DECODER_LAYER,),
-                                  metrics=("mutual_information",), mi_relative_noise=RELATIVE_NOISE)
+    measure = dataclasses.replace(
+        measure_profile(name),
+        decoders=(DECODER,),
+        transfer=(),
+        layers=(DECODER_LAYER,),
+        metrics=("mutual_information",),
+        mi_relative_noise=RELATIVE_NOISE,
+    )
     if name == "smoke":
         base = profile("smoke")
         data, training, pretty = base.data, base.training, "MNIST (embedded)"
@@ -82,8 +92,10 @@ def planned_runs(options: Options) -> list[PlannedRun]:
         else:
             import sys
 
-            print("information_plane quick: no offline mnist.npz (--data-dir / KPHASES_DATA_DIR): using the embedded "
-                  "4,000 / 1,000 MNIST", file=sys.stderr)
+            print(
+                "information_plane quick: no offline mnist.npz (--data-dir / KPHASES_DATA_DIR): using the embedded 4,000 / 1,000 MNIST",
+                file=sys.stderr,
+            )
             data, pretty = DataConfig(name="mnist", source="embedded"), "MNIST (embedded)"
     else:
         paper = profile("paper")
@@ -120,8 +132,11 @@ def compute(options: Options) -> pd.DataFrame:
 
 def information_curves(table: pd.DataFrame, label: str, estimator: str) -> dict[str, pd.DataFrame]:
     """layer -> DataFrame(step, mi_x_t, mi_t_y) for one run and estimator prefix ("binning" or "kde")."""
-    part = table[(table["label"] == label) & table["instrument"].astype(str).str.startswith(estimator + ":")
-                 & table["metric"].isin(["mi_x_t", "mi_t_y"])]
+    part = table[
+        (table["label"] == label)
+        & table["instrument"].astype(str).str.startswith(estimator + ":")
+        & table["metric"].isin(["mi_x_t", "mi_t_y"])
+    ]
     result = {}
     for layer, group in part.groupby("layer", sort=False):
         wide = group.drop_duplicates(["step", "metric"], keep="last").pivot(index="step", columns="metric", values="value")
@@ -142,14 +157,15 @@ def plot(table: pd.DataFrame, options: Options):
     labels = list(dict.fromkeys(table["label"]))
     per_image = figure_verdicts.read_per_image(options.out, NAME)
     columns = len(ESTIMATORS) + 2
-    figure, axes = plt.subplots(len(labels), columns, figsize=(4.5 * columns, 4.0 * len(labels) + 0.8), squeeze=False,
-                                layout="constrained")
+    figure, axes = plt.subplots(len(labels), columns, figsize=(4.5 * columns, 4.0 * len(labels) + 0.8), squeeze=False, layout="constrained")
     steps = sorted(int(step) for step in table["step"].unique())
     norm = LogNorm(vmin=1, vmax=max(steps[-1], 2))
     cmap = plt.get_cmap("viridis")
     markers = dict(zip(["block3", "block4", "penultimate", "logits"], ["s", "^", "o", "D"]))
-    lines = ["| run | layer | estimator | I(X;T) step 0 -> max (step) -> last | I(T;Y) step 0 -> last | compression |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| run | layer | estimator | I(X;T) step 0 -> max (step) -> last | I(T;Y) step 0 -> last | compression |",
+        "|---|---|---|---|---|---|",
+    ]
     verdicts, handles = [], []
     for row, label in enumerate(labels):
         for column, estimator in enumerate(ESTIMATORS):
@@ -157,14 +173,27 @@ def plot(table: pd.DataFrame, options: Options):
             for layer, wide in information_curves(table, label, estimator).items():
                 x, y = wide["mi_x_t"].values, wide["mi_t_y"].values
                 axis.plot(x, y, "-", color="grey", lw=0.6, zorder=1)
-                axis.scatter(x, y, c=step_position(wide.index), cmap=cmap, norm=norm, marker=markers.get(layer, "o"), s=22,
-                             edgecolors="black", linewidths=0.3, zorder=2, label=layer)
+                axis.scatter(
+                    x,
+                    y,
+                    c=step_position(wide.index),
+                    cmap=cmap,
+                    norm=norm,
+                    marker=markers.get(layer, "o"),
+                    s=22,
+                    edgecolors="black",
+                    linewidths=0.3,
+                    zorder=2,
+                    label=layer,
+                )
                 drop, peak = compression(wide["mi_x_t"])
                 compressed = drop >= COMPRESSION_BITS and peak != wide.index[-1]
                 verdicts.append((label, layer, estimator, compressed))
-                lines.append(f"| {label} | {layer} | {estimator} | {wide['mi_x_t'].iloc[0]:.2f} -> {wide['mi_x_t'].max():.2f} ({peak}) -> "
-                             f"{wide['mi_x_t'].iloc[-1]:.2f} | {wide['mi_t_y'].iloc[0]:.2f} -> {wide['mi_t_y'].iloc[-1]:.2f} | "
-                             f"{f'yes, {drop:.2f} bits after step {peak}' if compressed else f'no ({drop:.2f} bits)'} |")
+                lines.append(
+                    f"| {label} | {layer} | {estimator} | {wide['mi_x_t'].iloc[0]:.2f} -> {wide['mi_x_t'].max():.2f} ({peak}) -> "
+                    f"{wide['mi_x_t'].iloc[-1]:.2f} | {wide['mi_t_y'].iloc[0]:.2f} -> {wide['mi_t_y'].iloc[-1]:.2f} | "
+                    f"{f'yes, {drop:.2f} bits after step {peak}' if compressed else f'no ({drop:.2f} bits)'} |"
+                )
             samples = table.loc[table["label"] == label, "data"].astype(str).str.extract(r"mi_samples=(\d+)")[0].dropna()
             if len(samples):  # the ceilings: I(X;T) <= log2 n (n distinct images), I(T;Y) <= H(Y) <= log2 classes
                 axis.axvline(np.log2(int(samples.iloc[0])), color="grey", ls=":", lw=1)
@@ -178,8 +207,16 @@ def plot(table: pd.DataFrame, options: Options):
         axis = axes[row][len(ESTIMATORS)]
         for estimator, style in zip(ESTIMATORS, ("-", "--", ":")):
             for index, (layer, wide) in enumerate(information_curves(table, label, estimator).items()):
-                axis.plot(step_position(wide.index), wide["mi_x_t"].values, style, color=f"C{index}", marker=markers.get(layer, "o"),
-                          ms=3, lw=1, label=f"{layer}, {estimator}")
+                axis.plot(
+                    step_position(wide.index),
+                    wide["mi_x_t"].values,
+                    style,
+                    color=f"C{index}",
+                    marker=markers.get(layer, "o"),
+                    ms=3,
+                    lw=1,
+                    label=f"{layer}, {estimator}",
+                )
         log_step_axis(axis, steps)
         axis.set_ylabel("I(X;T) (bits)")
         axis.set_title("I(X;T) against iteration", fontsize=8)
@@ -191,11 +228,15 @@ def plot(table: pd.DataFrame, options: Options):
         if phases is not None:
             shade_verdict(axis, series.index, phases)
         lines_phase = figure_verdicts.describe(phases, series)
-        handles = axis.plot(step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction, {DECODER_LAYER} (test MSE)")
+        handles = axis.plot(
+            step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction, {DECODER_LAYER} (test MSE)"
+        )
         axis.set_ylabel("reconstruction loss (per-element MSE)")
         twin = axis.twinx()
-        for metric, split, instrument, style, name in (("classifier_accuracy", "test", None, "C0-", "classifier test acc"),
-                                                       ("probe_accuracy", "test", "probe", "C2-", "linear probe test acc")):
+        for metric, split, instrument, style, name in (
+            ("classifier_accuracy", "test", None, "C0-", "classifier test acc"),
+            ("probe_accuracy", "test", "probe", "C2-", "linear probe test acc"),
+        ):
             values = curve(table, label, metric, split, instrument=instrument)
             values = values[values.index.isin(series.index)]
             handles += twin.plot(step_position(values.index), values.values, style, lw=1, label=name)
@@ -204,16 +245,19 @@ def plot(table: pd.DataFrame, options: Options):
         log_step_axis(axis, steps)
         axis.set_title(f"reconstruction: {lines_phase.split(':')[0]}", fontsize=8)
         lines.append(f"| {label} | {DECODER_LAYER} | reconstruction ({DECODER}) | {lines_phase} | | |")
-    colourbar = figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[:, len(ESTIMATORS) - 1],
-                                shrink=0.9, pad=0.01)
+    colourbar = figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[:, len(ESTIMATORS) - 1], shrink=0.9, pad=0.01)
     colourbar.set_label("iteration (step 0 drawn at 1)")
     legend = handles + phase_legend_handles()
-    figure.legend(legend, [h.get_label() for h in legend] , loc="outside lower center", ncol=5)
-    figure.suptitle(f"Information plane (binning, KDE, scale-free KDE) beside reconstruction ({options.profile} profile; BatchNorm batch statistics; bits)")
+    figure.legend(legend, [h.get_label() for h in legend], loc="outside lower center", ncol=5)
+    figure.suptitle(
+        f"Information plane (binning, KDE, scale-free KDE) beside reconstruction ({options.profile} profile; BatchNorm batch statistics; bits)"
+    )
     save_figure(figure, options, NAME)
     compressed = [f"{label.split(' / ')[0].split()[-1]} {layer} {estimator}" for label, layer, estimator, yes in verdicts if yes]
-    headline = (f"compression (I(X;T) falls >= {COMPRESSION_BITS} bits after its peak) in {len(compressed)} of {len(verdicts)} "
-                f"(activation, layer, estimator) trajectories" + (f": {', '.join(compressed)}" if compressed else ""))
+    headline = (
+        f"compression (I(X;T) falls >= {COMPRESSION_BITS} bits after its peak) in {len(compressed)} of {len(verdicts)} "
+        f"(activation, layer, estimator) trajectories" + (f": {', '.join(compressed)}" if compressed else "")
+    )
     return headline, "\n".join(lines)
 
 

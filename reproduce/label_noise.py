@@ -38,6 +38,7 @@ first. The flipped ones follow later: at 512, 0.224 / 0.325 of them fitted (true
 has fallen to 0.938 / 0.888 (clean labels 0.980). paper_figures/summary.md has the rise per noise
 level with its intervals.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -75,8 +76,9 @@ def planned_runs(options: Options) -> list[PlannedRun]:
     runs = []
     for level in NOISE_LEVELS:
         for seed in SEEDS:
-            config = base.config.replace(data=dataclasses.replace(base.config.data, label_noise=level),
-                                         training=dataclasses.replace(base.config.training, seed=seed))
+            config = base.config.replace(
+                data=dataclasses.replace(base.config.data, label_noise=level), training=dataclasses.replace(base.config.training, seed=seed)
+            )
             runs.append(PlannedRun(f"noise {level:.0%} / seed {seed}", config, measure))
     return runs
 
@@ -95,11 +97,13 @@ def compute(options: Options) -> pd.DataFrame:
 
 # --- statistics ----------------------------------------------------------------------------------
 
+
 def by_seed(table: pd.DataFrame, level: float, metric: str, split: str = "test", **selection) -> pd.DataFrame:
     """step x seed values of one noise level."""
     rows = table[np.isclose(table["label_noise"].astype(float), level)]
-    return pd.DataFrame({int(seed): curve(rows, label, metric, split, **selection)
-                         for label, seed in dict.fromkeys(zip(rows["label"], rows["seed"]))}).sort_index()
+    return pd.DataFrame(
+        {int(seed): curve(rows, label, metric, split, **selection) for label, seed in dict.fromkeys(zip(rows["label"], rows["seed"]))}
+    ).sort_index()
 
 
 def verdict(curves: pd.DataFrame):
@@ -134,14 +138,17 @@ def rise_per_seed(curves: pd.DataFrame) -> pd.Series:
 
 # --- figure ----------------------------------------------------------------------------------------
 
+
 def plot(table: pd.DataFrame, options: Options):
     levels = sorted(float(level) for level in table["label_noise"].unique())
     figure, axes = grid(3, columns=3, width=4.0, height=3.3)
     reconstruction_axis, accuracy_axis, rise_axis = axes[:3]
-    lines = ["| label noise | seeds | verdict (seed-level 95% intervals) | rise min->last per seed, mean [95% CI] | "
-             "rise minus 0%'s, paired by seed [95% CI] | train acc clean / flipped at the minimum | final test acc | "
-             "final train acc clean | flipped fitted (final) | flipped predicted as true class (final) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| label noise | seeds | verdict (seed-level 95% intervals) | rise min->last per seed, mean [95% CI] | "
+        "rise minus 0%'s, paired by seed [95% CI] | train acc clean / flipped at the minimum | final test acc | "
+        "final train acc clean | flipped fitted (final) | flipped predicted as true class (final) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     rises = {}
     headline_parts = []
     for index, level in enumerate(levels):
@@ -158,27 +165,45 @@ def plot(table: pd.DataFrame, options: Options):
         test = by_seed(table, level, "classifier_accuracy", "test")
         accuracy_axis.plot(step_position(clean.index), clean.mean(axis=1), "-", color=colour, lw=1.2, label=f"{level:.0%}: clean train")
         if flipped is not None:
-            accuracy_axis.plot(step_position(flipped.index), flipped.mean(axis=1), "--", color=colour, lw=1.2,
-                               label=f"{level:.0%}: flipped train (own label)")
+            accuracy_axis.plot(
+                step_position(flipped.index),
+                flipped.mean(axis=1),
+                "--",
+                color=colour,
+                lw=1.2,
+                label=f"{level:.0%}: flipped train (own label)",
+            )
         accuracy_axis.plot(step_position(test.index), test.mean(axis=1), ":", color=colour, lw=1, label=f"{level:.0%}: test")
         rise = rise_per_seed(curves)
         rises[level] = rise
         rise_mean, rise_low, rise_high = t_interval(rise)
-        rise_axis.errorbar([level * 100], [rise_mean * 100], yerr=[[(rise_mean - rise_low) * 100], [(rise_high - rise_mean) * 100]]
-                           if not math.isnan(rise_low) else None, fmt="o", color=colour, capsize=4)
+        rise_axis.errorbar(
+            [level * 100],
+            [rise_mean * 100],
+            yerr=[[(rise_mean - rise_low) * 100], [(rise_high - rise_mean) * 100]] if not math.isnan(rise_low) else None,
+            fmt="o",
+            color=colour,
+            capsize=4,
+        )
         difference = "-"
         if level and 0.0 in rises:
             paired = (rise - rises[0.0]).dropna()
             d_mean, d_low, d_high = t_interval(paired)
             difference = f"{d_mean:+.1%} [{d_low:+.1%}, {d_high:+.1%}]" if len(paired) > 1 else f"{d_mean:+.1%} (1 seed)"
         minimum = int(mean.idxmin())
-        at_minimum = f"{clean.mean(axis=1).loc[minimum]:.3f} / " + (f"{flipped.mean(axis=1).loc[minimum]:.3f}" if flipped is not None else "-")
+        at_minimum = f"{clean.mean(axis=1).loc[minimum]:.3f} / " + (
+            f"{flipped.mean(axis=1).loc[minimum]:.3f}" if flipped is not None else "-"
+        )
         described = result.describe() if result is not None else f"no verdict: {curves.shape[1]} seed(s), intervals need >= 3"
-        lines.append(f"| {level:.0%} | {curves.shape[1]} | {described} | {rise_mean:.1%} [{rise_low:.1%}, {rise_high:.1%}] | "
-                     f"{difference} | {at_minimum} (iteration {minimum}) | {test.mean(axis=1).iloc[-1]:.3f} | "
-                     f"{clean.mean(axis=1).iloc[-1]:.3f} | "
-                     + (f"{flipped.mean(axis=1).iloc[-1]:.3f} | {flipped_true.mean(axis=1).iloc[-1]:.3f} |" if flipped is not None else "- | - |"))
-        headline_parts.append(f"{level:.0%}: rise {rise_mean:.1%}" + (f" [{rise_low:.1%}, {rise_high:.1%}]" if not math.isnan(rise_low) else ""))
+        lines.append(
+            f"| {level:.0%} | {curves.shape[1]} | {described} | {rise_mean:.1%} [{rise_low:.1%}, {rise_high:.1%}] | "
+            f"{difference} | {at_minimum} (iteration {minimum}) | {test.mean(axis=1).iloc[-1]:.3f} | "
+            f"{clean.mean(axis=1).iloc[-1]:.3f} | "
+            + (f"{flipped.mean(axis=1).iloc[-1]:.3f} | {flipped_true.mean(axis=1).iloc[-1]:.3f} |" if flipped is not None else "- | - |")
+        )
+        headline_parts.append(
+            f"{level:.0%}: rise {rise_mean:.1%}" + (f" [{rise_low:.1%}, {rise_high:.1%}]" if not math.isnan(rise_low) else "")
+        )
     reconstruction_axis.set_ylabel("reconstruction loss (per-element test MSE)")
     reconstruction_axis.set_title("penultimate layer, linear_ridge (mean; band: 95% seed interval)", fontsize=8)
     reconstruction_axis.legend(fontsize=7)
@@ -194,9 +219,14 @@ def plot(table: pd.DataFrame, options: Options):
     rise_axis.set_title("phase (iii) size per seed: mean, 95% t-interval", fontsize=8)
     rise_axis.set_xticks([level * 100 for level in levels])
     data = table["data"].dropna()
-    described_data = data[data.str.contains("train=")].iloc[0].split(" label_noise")[0].split(" train=")[0] if data.str.contains("train=").any() else ""
-    figure.suptitle(f"Phase (iii) against flipped train labels ({options.profile} profile: VGG-8, {described_data}, "
-                    f"{int(table['step'].max())} iterations)", fontsize=9)
+    described_data = (
+        data[data.str.contains("train=")].iloc[0].split(" label_noise")[0].split(" train=")[0] if data.str.contains("train=").any() else ""
+    )
+    figure.suptitle(
+        f"Phase (iii) against flipped train labels ({options.profile} profile: VGG-8, {described_data}, "
+        f"{int(table['step'].max())} iterations)",
+        fontsize=9,
+    )
     figure.tight_layout()
     save_figure(figure, options, NAME)
     return "; ".join(headline_parts), "\n".join(lines)

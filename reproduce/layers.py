@@ -23,6 +23,7 @@ block4 (constant to 8, -13.3% to 64, +5.3%) and penultimate (-15.2% to 64, +13.1
 block2 (no decrease) and, just, none at block3 (constant to 16, -7.1% to 128, +6.5% against a
 threshold of 7.2%; on the machine of 2026-11-23 -7.4% and +7.4%, three phases).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,20 +33,27 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pandas as pd
 
-from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
 from reproduce import verdicts
+from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
 from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "layers"
-LAYERS = {"smoke": ("block3", "block4", "penultimate"), "quick": ("block2", "block3", "block4", "penultimate"),
-          "paper": ("block1", "block2", "block3", "block4", "penultimate")}
+LAYERS = {
+    "smoke": ("block3", "block4", "penultimate"),
+    "quick": ("block2", "block3", "block4", "penultimate"),
+    "paper": ("block1", "block2", "block3", "block4", "penultimate"),
+}
 
 
 def work(options: Options) -> list[Work]:
     """The first main run, with the exact decoder and the probe at every probe point of the figure."""
     planned = main_runs(options)[0]
-    return [Work(planned, (dataclasses.replace(planned.measure, layers=LAYERS[options.profile], decoders=(INSTRUMENT, UNREGULARISED),
-                                               transfer=()),))]
+    return [
+        Work(
+            planned,
+            (dataclasses.replace(planned.measure, layers=LAYERS[options.profile], decoders=(INSTRUMENT, UNREGULARISED), transfer=()),),
+        )
+    ]
 
 
 INSTRUMENT, UNREGULARISED = "linear_ridge", "linear_exact"  # judged; drawn beside it for comparison
@@ -72,28 +80,43 @@ def plot(table: pd.DataFrame, options: Options):
         phases = verdicts.verdict(per_image, series, label, layer, INSTRUMENT, "batch")
         if phases is not None:
             shade_verdict(axis, series.index, phases)
-        handles = axis.plot(step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction, {INSTRUMENT} (test MSE)")
+        handles = axis.plot(
+            step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction, {INSTRUMENT} (test MSE)"
+        )
         plain = curve(table, label, "reconstruction_mse", instrument=UNREGULARISED, layer=layer, bn_stats="batch")
         if len(plain):
-            handles += axis.plot(step_position(plain.index), plain.values, "x:", color="grey", ms=3, lw=0.8,
-                                 label=f"{UNREGULARISED} (unregularised, test MSE; off scale where it explodes)")
+            handles += axis.plot(
+                step_position(plain.index),
+                plain.values,
+                "x:",
+                color="grey",
+                ms=3,
+                lw=0.8,
+                label=f"{UNREGULARISED} (unregularised, test MSE; off scale where it explodes)",
+            )
             if len(series) and plain.max() > 3 * series.max():  # it exploded (few train images): keep the judged curve readable
                 axis.set_ylim(0, 1.5 * series.max())
             plain_phases = verdicts.verdict(per_image, plain, label, layer, UNREGULARISED, "batch")
-            lines.append(f"| {layer} | {UNREGULARISED} | {verdicts.describe(plain_phases, plain)} | "
-                         f"{getattr(plain_phases, 'decrease_end', None)} | |")
+            lines.append(
+                f"| {layer} | {UNREGULARISED} | {verdicts.describe(plain_phases, plain)} | "
+                f"{getattr(plain_phases, 'decrease_end', None)} | |"
+            )
         probe = curve(table, label, "probe_accuracy", instrument="probe", layer=layer, bn_stats="batch")
         twin = axis.twinx()
         handles += twin.plot(step_position(probe.index), probe.values, "C2-", lw=1, label="linear probe test acc")
         twin.set_ylim(0, 1.02)
         log_step_axis(axis, series.index)
         axis.set_title(f"{layer}: {'three phases' if phases is not None and phases.three_phases else 'not three phases'}")
-        lines.append(f"| {layer} | {INSTRUMENT} | {verdicts.describe(phases, series)} | {getattr(phases, 'decrease_end', None)} | "
-                     f"{probe.iloc[-1] if len(probe) else float('nan'):.3f} |")
+        lines.append(
+            f"| {layer} | {INSTRUMENT} | {verdicts.describe(phases, series)} | {getattr(phases, 'decrease_end', None)} | "
+            f"{probe.iloc[-1] if len(probe) else float('nan'):.3f} |"
+        )
     axes[0].set_ylabel("reconstruction loss (per-element MSE)")
     legend = handles + phase_legend_handles()
     figure.legend(legend, [h.get_label() for h in legend], loc="lower center", ncol=5, bbox_to_anchor=(0.5, -0.02))
-    figure.suptitle(f"{label}: reconstruction by probe point ({options.profile} profile; {INSTRUMENT} decoder, BatchNorm batch statistics; shaded: confident phases)")
+    figure.suptitle(
+        f"{label}: reconstruction by probe point ({options.profile} profile; {INSTRUMENT} decoder, BatchNorm batch statistics; shaded: confident phases)"
+    )
     figure.tight_layout(rect=(0, 0.08, 1, 1))
     save_figure(figure, options, NAME)
     three = [row.split(" | ")[0].strip("| ") for row in lines[2:] if f"| {INSTRUMENT} | three phases" in row]

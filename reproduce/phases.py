@@ -23,6 +23,7 @@ to 4, -16.3% to 32, +16.1% (0.871); ResNet-10 x1/8 MNIST -19.7% to 512, +2.0%, a
 to 256, +6.4%, have no third phase above the detector's threshold (train acc 0.983, 0.878).
 paper_figures/summary.md has the table.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pandas as pd
 
-from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
 from reproduce import verdicts
+from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
 from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "phases"
@@ -74,9 +75,11 @@ def plot(table: pd.DataFrame, options: Options):
     detected = phase_rows(table, options)
     figure, axes = grid(len(detected), columns=2)
     lines = ["| run | phases | minimum at | decrease | increase | final test acc | final train acc |", "|---|---|---|---|---|---|---|"]
-    accuracy_styles = [("classifier_accuracy", "test", None, None, "C0-", "classifier test acc"),
-                       ("classifier_accuracy", "train", None, None, "C0--", "classifier train acc"),
-                       ("probe_accuracy", "test", "probe", "batch", "C2-", "linear probe test acc")]
+    accuracy_styles = [
+        ("classifier_accuracy", "test", None, None, "C0-", "classifier test acc"),
+        ("classifier_accuracy", "train", None, None, "C0--", "classifier train acc"),
+        ("probe_accuracy", "test", "probe", "batch", "C2-", "linear probe test acc"),
+    ]
     handles = []
     for axis, (label, series, phases) in zip(axes, detected):
         shade_verdict(axis, series.index, phases)
@@ -92,11 +95,15 @@ def plot(table: pd.DataFrame, options: Options):
         log_step_axis(axis, series.index)
         axis.set_title(f"{label}: {'three phases' if phases.three_phases else 'not three phases'}")
         final = {split: curve(table, label, "classifier_accuracy", split).iloc[-1] for split in ("test", "train")}
-        lines.append(f"| {label} | {describe_phases(phases)} | {phases.decrease_end} | {_size(phases, 'decrease')} | {_size(phases, 'increase')} | "
-                     f"{final['test']:.3f} | {final['train']:.3f} |")
+        lines.append(
+            f"| {label} | {describe_phases(phases)} | {phases.decrease_end} | {_size(phases, 'decrease')} | {_size(phases, 'increase')} | "
+            f"{final['test']:.3f} | {final['train']:.3f} |"
+        )
     legend = handles + phase_legend_handles()
     figure.legend(legend, [handle.get_label() for handle in legend], loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.02))
-    figure.suptitle(f"Reconstruction loss phases ({options.profile} profile; decoder {INSTRUMENT}, BatchNorm batch statistics; shaded: confident phases)")
+    figure.suptitle(
+        f"Reconstruction loss phases ({options.profile} profile; decoder {INSTRUMENT}, BatchNorm batch statistics; shaded: confident phases)"
+    )
     figure.tight_layout(rect=(0, 0.07, 1, 1))
     save_figure(figure, options, NAME)
     count = sum(phases.three_phases for _, _, phases in detected)

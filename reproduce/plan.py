@@ -20,6 +20,7 @@ Iterations are counted from each run's config and its training set's size (`trai
 the config's subset, else the known size of the tfds split or the npz file's, read without
 loading the images), so the paper profile is planned on a machine without its data.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from kphases.cluster import Node, measure_node_key, train_node_key
-from kphases.config import DataConfig, MeasureConfig, RunConfig
+from kphases.config import DataConfig, RunConfig
 from reproduce.common import Options, Work, data_directory
 
 TFDS_TRAIN_EXAMPLES = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
@@ -88,9 +89,15 @@ def _training_node(config: RunConfig, options: Options, figure: str, parents: tu
     from kphases.training import make_plan
 
     plan = make_plan(config, train_examples(config.data, options))
-    return Node(key=train_node_key(config), kind="train", config=config, parents=parents,
-                iterations=plan.last_iteration - config.lineage.rewind_step, figures=(figure,),
-                snapshot_steps=plan.snapshot_steps)
+    return Node(
+        key=train_node_key(config),
+        kind="train",
+        config=config,
+        parents=parents,
+        iterations=plan.last_iteration - config.lineage.rewind_step,
+        figures=(figure,),
+        snapshot_steps=plan.snapshot_steps,
+    )
 
 
 def _add(nodes: dict[str, Node], node: Node) -> None:
@@ -114,11 +121,22 @@ def _work_nodes(nodes: dict[str, Node], figure: str, work: Sequence[Work], optio
         training = _training_node(item.planned.config, options, figure)
         _add(nodes, training)
         for step in training.snapshot_steps:
-            configs = tuple(dataclasses.replace(config, steps=(step,)) for config in item.measures
-                            if steps_of_run(config, (step,)) is not None)
+            configs = tuple(
+                dataclasses.replace(config, steps=(step,)) for config in item.measures if steps_of_run(config, (step,)) is not None
+            )
             if configs:
-                _add(nodes, Node(key=measure_node_key(item.planned.config, step), kind="measure", config=item.planned.config,
-                                 parents=(training.key,), figures=(figure,), step=step, measures=configs))
+                _add(
+                    nodes,
+                    Node(
+                        key=measure_node_key(item.planned.config, step),
+                        kind="measure",
+                        config=item.planned.config,
+                        parents=(training.key,),
+                        figures=(figure,),
+                        step=step,
+                        measures=configs,
+                    ),
+                )
 
 
 def _early_phase_nodes(nodes: dict[str, Node], module, options: Options) -> None:
@@ -152,21 +170,26 @@ def describe(graph: Graph) -> str:
     total = sum(node.iterations for node in training)
     chain_iterations, chain = graph.longest_chain()
     chain_training = [key for key in chain if graph.nodes[key].kind == "train"]
-    lines = [f"task graph: {len(nodes)} tasks ({len(training)} training, {len(measuring)} measurement), "
-             f"{len(graph.edges())} dependency edges",
-             f"training: {total:,} iterations in all",
-             f"longest chain: {chain_iterations:,} iterations over {len(chain_training)} trainings one after another "
-             f"({chain_iterations / total:.1%} of all iterations; no cluster finishes sooner than this chain)" if total else
-             "longest chain: no training",
-             "", f"{'figure':<18} {'runs':>5} {'iterations':>13} {'measurement tasks':>18}  (shared runs count in every figure that uses them)"]
+    lines = [
+        f"task graph: {len(nodes)} tasks ({len(training)} training, {len(measuring)} measurement), {len(graph.edges())} dependency edges",
+        f"training: {total:,} iterations in all",
+        f"longest chain: {chain_iterations:,} iterations over {len(chain_training)} trainings one after another "
+        f"({chain_iterations / total:.1%} of all iterations; no cluster finishes sooner than this chain)"
+        if total
+        else "longest chain: no training",
+        "",
+        f"{'figure':<18} {'runs':>5} {'iterations':>13} {'measurement tasks':>18}  (shared runs count in every figure that uses them)",
+    ]
     for figure in graph.figures:
         runs = [node for node in training if figure in node.figures]
         cells = [node for node in measuring if figure in node.figures]
         note = "" if runs or cells else "  (computed on the driver)"
         lines.append(f"{figure:<18} {len(runs):>5} {sum(node.iterations for node in runs):>13,} {len(cells):>18}{note}")
     if chain:
-        lines += ["", "longest chain: " + " -> ".join(f"{key.split(':', 1)[1][:8]} ({graph.nodes[key].iterations:,} it)"
-                                                     for key in chain_training)]
+        lines += [
+            "",
+            "longest chain: " + " -> ".join(f"{key.split(':', 1)[1][:8]} ({graph.nodes[key].iterations:,} it)" for key in chain_training),
+        ]
     return "\n".join(lines)
 
 

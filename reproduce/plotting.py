@@ -4,15 +4,35 @@ The helpers live in `kphases.plotting` (the library's `plot_phases` uses them to
 makes the global choices only scripts should make: the Agg backend (figures go to files, no
 display needed) and `STYLE` for every figure.
 """
+
 from __future__ import annotations
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from kphases.plotting import (PHASE_COLOURS, STYLE, grid, log_step_axis, phase_legend_handles, plt,  # noqa: E402
-                              shade_phases, shade_verdict, step_position)
+from kphases.plotting import (  # noqa: E402
+    PHASE_COLOURS,
+    STYLE,
+    grid,
+    log_step_axis,
+    phase_legend_handles,
+    plt,
+    shade_phases,
+    shade_verdict,
+    step_position,
+)
 
 plt.rcParams.update(STYLE)
 
-__all__ = ["PHASE_COLOURS", "STYLE", "grid", "log_step_axis", "phase_legend_handles", "plt", "shade_phases", "shade_verdict", "step_position"]
+__all__ = [
+    "PHASE_COLOURS",
+    "STYLE",
+    "grid",
+    "log_step_axis",
+    "phase_legend_handles",
+    "plt",
+    "shade_phases",
+    "shade_verdict",
+    "step_position",
+]

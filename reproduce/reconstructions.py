@@ -15,6 +15,7 @@ Numbers you should see (quick, KPHASES_DATA_DIR set; reproduce.all on a 2-core C
 the third decimal, README "Reproducing the figures"): test MSE of the
 reconstructions 0.224, 0.218, 0.184, 0.194, 0.213 at iterations 0, 8, 64, 256, 1,024.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,6 +44,7 @@ def compute(options: Options) -> pd.DataFrame:
     from kphases.features import extract_features
     from kphases.measurement import _measurement_splits
     from kphases.models import build_model
+
     (item,) = work(options)
     planned = item.planned
     run, _ = perform(item, options)
@@ -67,8 +69,18 @@ def compute(options: Options) -> pd.DataFrame:
 def _image_rows(images: np.ndarray, title: str, step: int, labels: np.ndarray) -> pd.DataFrame:
     count, height, width, channels = images.shape
     index = np.indices(images.shape).reshape(4, -1)
-    return pd.DataFrame({"title": title, "step": step, "image": index[0], "class": labels[index[0]], "row": index[1],
-                         "col": index[2], "channel": index[3], "value": images.reshape(-1)})
+    return pd.DataFrame(
+        {
+            "title": title,
+            "step": step,
+            "image": index[0],
+            "class": labels[index[0]],
+            "row": index[1],
+            "col": index[2],
+            "channel": index[3],
+            "value": images.reshape(-1),
+        }
+    )
 
 
 def plot(table: pd.DataFrame, options: Options):

@@ -40,6 +40,7 @@ test MSE on the 2,000-image subset): 0.601 at 0, 0.528 at 64, 0.500 at 256 (its 
 1,024, 0.616 at 4,096): the rise starts where train accuracy is 0.57 (0.67 one snapshot later).
 paper_figures/summary.md has the table, the verdict and the three seeds.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,8 +50,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pandas as pd
 
-from reproduce.common import (Options, PlannedRun, curve, reference_run, run_figure, save_figure, tidy_rows,
-                              Work, perform)
+from reproduce.common import Options, PlannedRun, Work, curve, perform, reference_run, run_figure, save_figure, tidy_rows
 from reproduce.plotting import grid, log_step_axis, step_position
 
 NAME = "reference_run"
@@ -58,9 +58,17 @@ SEEDS = (0, 1, 2)
 TRAINED_DECODER_STEPS = (0, 128)
 AUTHORS_TEST_BATCHES = 79  # ceil(10,000 / 128)
 # PROTOCOL.md, authors' README: iteration -> (reconstruction sum of 79 batch MSEs, transfer test acc, test acc, train acc)
-AUTHORS = {0: (46.71, 0.789, 0.097, 0.098), 8: (45.62, 0.789, 0.195, 0.195), 32: (43.48, 0.816, 0.340, 0.347),
-           128: (40.32, 0.832, 0.450, 0.475), 512: (41.72, 0.847, 0.577, 0.630), 1024: (41.12, 0.853, 0.614, 0.718),
-           4096: (48.69, 0.819, 0.666, 0.989), 8192: (54.74, 0.801, 0.676, 1.000), 65536: (62.18, 0.772, 0.669, 1.000)}
+AUTHORS = {
+    0: (46.71, 0.789, 0.097, 0.098),
+    8: (45.62, 0.789, 0.195, 0.195),
+    32: (43.48, 0.816, 0.340, 0.347),
+    128: (40.32, 0.832, 0.450, 0.475),
+    512: (41.72, 0.847, 0.577, 0.630),
+    1024: (41.12, 0.853, 0.614, 0.718),
+    4096: (48.69, 0.819, 0.666, 0.989),
+    8192: (54.74, 0.801, 0.676, 1.000),
+    65536: (62.18, 0.772, 0.669, 1.000),
+}
 
 
 def seeded_runs(options: Options) -> list[PlannedRun]:
@@ -81,8 +89,9 @@ def work(options: Options) -> list[Work]:
     for planned in seeded_runs(options):
         measures = [planned.measure]
         if planned.measure.seed == 0:
-            measures.append(dataclasses.replace(planned.measure, decoders=("linear",), probe=False, transfer=(),
-                                                steps=TRAINED_DECODER_STEPS))
+            measures.append(
+                dataclasses.replace(planned.measure, decoders=("linear",), probe=False, transfer=(), steps=TRAINED_DECODER_STEPS)
+            )
         items.append(Work(planned, tuple(measures)))
     return items
 
@@ -118,12 +127,24 @@ def _by_seed(table: pd.DataFrame, metric: str, split: str = "test", **selection)
 
 
 def plot(table: pd.DataFrame, options: Options):
-    panels = [("reconstruction_mse", dict(instrument="linear_ridge", bn_stats="batch", layer="penultimate"), 0,
-               "reconstruction (per-element test MSE)", 1 / AUTHORS_TEST_BATCHES),
-              ("transfer_accuracy", dict(instrument="color_dominance", bn_stats="batch", layer="penultimate"), 1,
-               "colour-dominance transfer test acc", 1),
-              ("classifier_accuracy", {}, 2, "classifier test acc", 1),
-              ("classifier_accuracy", {}, 3, "classifier train acc", 1)]
+    panels = [
+        (
+            "reconstruction_mse",
+            dict(instrument="linear_ridge", bn_stats="batch", layer="penultimate"),
+            0,
+            "reconstruction (per-element test MSE)",
+            1 / AUTHORS_TEST_BATCHES,
+        ),
+        (
+            "transfer_accuracy",
+            dict(instrument="color_dominance", bn_stats="batch", layer="penultimate"),
+            1,
+            "colour-dominance transfer test acc",
+            1,
+        ),
+        ("classifier_accuracy", {}, 2, "classifier test acc", 1),
+        ("classifier_accuracy", {}, 3, "classifier train acc", 1),
+    ]
     figure, axes = grid(len(panels), columns=4, width=3.4, height=3.0)
     rows = []
     for axis, (metric, selection, column, title, scale) in zip(axes, panels):
@@ -131,15 +152,23 @@ def plot(table: pd.DataFrame, options: Options):
         values = _by_seed(table, metric, split, **selection)
         steps = values.index
         axis.fill_between(step_position(steps), values.min(axis=1), values.max(axis=1), color="C0", alpha=0.25, lw=0)
-        axis.plot(step_position(steps), values.mean(axis=1), "o-", color="C0", ms=3, label=f"ours: mean, min-max of {values.shape[1]} seeds")
+        axis.plot(
+            step_position(steps), values.mean(axis=1), "o-", color="C0", ms=3, label=f"ours: mean, min-max of {values.shape[1]} seeds"
+        )
         theirs = {step: numbers[column] * scale for step, numbers in AUTHORS.items() if step <= steps.max()}
         axis.plot(step_position(list(theirs)), list(theirs.values()), "s", color="C3", ms=5, mfc="none", label="authors' README run")
         if metric == "reconstruction_mse":
             trained = curve(table, "seed 0", metric, instrument="linear", bn_stats="batch", layer="penultimate")
             if len(trained):
                 updates = table[(table["instrument"] == "linear") & (table["metric"] == metric)]["update_steps"].iloc[0]
-                axis.plot(step_position(trained.index), trained.values, "x", color="black", ms=6,
-                          label=f"ours, trained linear decoder ({int(float(updates)):,} updates), seed 0")
+                axis.plot(
+                    step_position(trained.index),
+                    trained.values,
+                    "x",
+                    color="black",
+                    ms=6,
+                    label=f"ours, trained linear decoder ({int(float(updates)):,} updates), seed 0",
+                )
         log_step_axis(axis, steps)
         axis.set_title(title)
         for step, numbers in AUTHORS.items():
@@ -149,29 +178,45 @@ def plot(table: pd.DataFrame, options: Options):
     handles = [h for axis in axes[:1] for h in axis.get_lines()]
     figure.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.03))
     data = table["data"].dropna().iloc[-1] if "data" in table else ""
-    figure.suptitle(f"Authors' README run vs ours ({options.profile} profile: VGG-8, {data.split(' fingerprint')[0]}, "
-                    f"{int(table['step'].max())} iterations; BatchNorm batch statistics)")
+    figure.suptitle(
+        f"Authors' README run vs ours ({options.profile} profile: VGG-8, {data.split(' fingerprint')[0]}, "
+        f"{int(table['step'].max())} iterations; BatchNorm batch statistics)"
+    )
     figure.tight_layout(rect=(0, 0.08, 1, 1))
     save_figure(figure, options, NAME)
     lines = ["| iteration | quantity | authors | ours (mean over seeds) | ours min | ours max |", "|---|---|---|---|---|---|"]
-    lines += [f"| {step} | {title} | {theirs:.4f} | {mean:.4f} | {low:.4f} | {high:.4f} |" for step, title, theirs, mean, low, high in sorted(rows)]
+    lines += [
+        f"| {step} | {title} | {theirs:.4f} | {mean:.4f} | {low:.4f} | {high:.4f} |"
+        for step, title, theirs, mean, low, high in sorted(rows)
+    ]
     by_seed = _by_seed(table, "reconstruction_mse", instrument="linear_ridge", bn_stats="batch", layer="penultimate")
     train_accuracy = _by_seed(table, "classifier_accuracy", "train")
     reconstruction = by_seed.mean(axis=1)
     minimum = int(reconstruction.idxmin())
     result = verdict(by_seed)
-    lines += ["", "Phases of the reconstruction loss (linear_ridge, batch BatchNorm, penultimate), mean of the seeds:", "",
-              f"- {describe_verdict(result, by_seed)}"]
+    lines += [
+        "",
+        "Phases of the reconstruction loss (linear_ridge, batch BatchNorm, penultimate), mean of the seeds:",
+        "",
+        f"- {describe_verdict(result, by_seed)}",
+    ]
     if result is not None and result.increase.start_step is not None:
         start = result.increase.start_step
         accuracy = train_accuracy.loc[start]
-        lines.append(f"- classifier train accuracy where the increase starts (iteration {start}): {accuracy.mean():.3f} "
-                     f"(seeds {accuracy.min():.3f} .. {accuracy.max():.3f}); at the last step {train_accuracy.iloc[-1].mean():.3f}")
-    headline = (f"reconstruction minimum at iteration {minimum} (authors: 128 of their 17 points), "
-                f"{reconstruction.iloc[0]:.3f} -> {reconstruction.min():.3f} -> {reconstruction.iloc[-1]:.3f} (mean of {by_seed.shape[1]} seeds); "
-                + (("three phases" if result.three_phases else "not three phases")
-                   + f" (increase {result.increase.describe()} of the initial loss, seed-level 95% interval)" if result is not None
-                   else "no verdict (fewer than 3 seeds)"))
+        lines.append(
+            f"- classifier train accuracy where the increase starts (iteration {start}): {accuracy.mean():.3f} "
+            f"(seeds {accuracy.min():.3f} .. {accuracy.max():.3f}); at the last step {train_accuracy.iloc[-1].mean():.3f}"
+        )
+    headline = (
+        f"reconstruction minimum at iteration {minimum} (authors: 128 of their 17 points), "
+        f"{reconstruction.iloc[0]:.3f} -> {reconstruction.min():.3f} -> {reconstruction.iloc[-1]:.3f} (mean of {by_seed.shape[1]} seeds); "
+        + (
+            ("three phases" if result.three_phases else "not three phases")
+            + f" (increase {result.increase.describe()} of the initial loss, seed-level 95% interval)"
+            if result is not None
+            else "no verdict (fewer than 3 seeds)"
+        )
+    )
     return headline, "\n".join(lines)
 
 

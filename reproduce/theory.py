@@ -43,6 +43,7 @@ eta / init_scale >= 0.02 (per seed), no rise beyond 2.3% at init_scale = 1.5. In
 cell no outlier is fitted at the minimum, 74% of the rise comes before they all are, and the
 rows' growth lies 0.79 in the outliers' own noise span (chance 0.20).
 """
+
 from __future__ import annotations
 
 import math
@@ -58,16 +59,23 @@ SEEDS = (0, 1, 2)
 COLUMNS = ["regime", "seed", "step", "metric", "value", "outlier_fraction", "outlier_distance", "learning_rate", "init_scale"]
 MAP_PREFIX = "map: "
 MAP_CURVES = ("reconstruction_loss", "outlier_accuracy", "majority_accuracy")
-MAP_SCALARS = ("predicted_constant", "predicted_three_phases", "asymptotic_relative_increase", "tilt_in_outlier_noise",
-               "tilt_in_outlier_noise_by_chance")
+MAP_SCALARS = (
+    "predicted_constant",
+    "predicted_three_phases",
+    "asymptotic_relative_increase",
+    "tilt_in_outlier_noise",
+    "tilt_in_outlier_noise_by_chance",
+)
 
 
 def regimes():
     from theory import regimes as named
 
-    return {"10% outliers at another prototype": named.three_phase_regime,
-            "no outliers": named.no_outlier_regime,
-            "10% outliers a quarter of the way": named.near_outlier_regime}
+    return {
+        "10% outliers at another prototype": named.three_phase_regime,
+        "no outliers": named.no_outlier_regime,
+        "10% outliers a quarter of the way": named.near_outlier_regime,
+    }
 
 
 def map_grid(profile: str):
@@ -75,8 +83,13 @@ def map_grid(profile: str):
     from theory.regime_map import RegimeMapGrid
 
     if profile == "smoke":
-        return RegimeMapGrid(outlier_fractions=(0.0, 0.1), outlier_distances=(0.25, 1.0), learning_rates=(0.001, 0.01),
-                             init_scales=(0.05, 0.5), last_step=2**12)
+        return RegimeMapGrid(
+            outlier_fractions=(0.0, 0.1),
+            outlier_distances=(0.25, 1.0),
+            learning_rates=(0.001, 0.01),
+            init_scales=(0.05, 0.5),
+            last_step=2**12,
+        )
     return RegimeMapGrid()
 
 
@@ -95,19 +108,27 @@ def compute(options: Options) -> pd.DataFrame:
         for index, step in enumerate(trajectory.steps):
             for metric in ("reconstruction_loss", "majority_accuracy", "outlier_accuracy", "test_accuracy"):
                 rows.append((regime, seed, int(step), metric, float(getattr(trajectory, metric)[index]), *parameters))
-        for metric, value in (("eckart_young_minimum", trajectory.reconstruction_minimum),
-                              ("trace_covariance", trajectory.reconstruction_maximum),
-                              ("predicted_certified_constant_steps", prediction.certified_constant_steps),
-                              ("predicted_outlier_dominance_step", prediction.outlier_dominance_step),
-                              ("predicted_three_phases", float(prediction.three_phases_expected))):
+        for metric, value in (
+            ("eckart_young_minimum", trajectory.reconstruction_minimum),
+            ("trace_covariance", trajectory.reconstruction_maximum),
+            ("predicted_certified_constant_steps", prediction.certified_constant_steps),
+            ("predicted_outlier_dominance_step", prediction.outlier_dominance_step),
+            ("predicted_three_phases", float(prediction.three_phases_expected)),
+        ):
             rows.append((regime, seed, -1, metric, np.nan if value is None else float(value), *parameters))
     for run in run_map(map_grid(options.profile)):
         cell = run.cell
-        parameters = (cell.outlier_fraction, np.nan if cell.outlier_distance is None else cell.outlier_distance,
-                      cell.learning_rate, cell.init_scale)
+        parameters = (
+            cell.outlier_fraction,
+            np.nan if cell.outlier_distance is None else cell.outlier_distance,
+            cell.learning_rate,
+            cell.init_scale,
+        )
         for metric in MAP_CURVES:
-            rows += [(MAP_PREFIX + cell.plane, run.seed, step, metric, value, *parameters)
-                     for step, value in zip(run.steps, getattr(run, metric))]
+            rows += [
+                (MAP_PREFIX + cell.plane, run.seed, step, metric, value, *parameters)
+                for step, value in zip(run.steps, getattr(run, metric))
+            ]
         rows += [(MAP_PREFIX + cell.plane, run.seed, -1, metric, float(getattr(run, metric)), *parameters) for metric in MAP_SCALARS]
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -121,14 +142,22 @@ def map_runs(table: pd.DataFrame):
     keys = ["regime", "outlier_fraction", "outlier_distance", "learning_rate", "init_scale", "seed"]
     for key, rows in part.groupby(keys, dropna=False, sort=False):
         regime, fraction, distance, rate, scale, seed = key
-        cell = MapCell(regime[len(MAP_PREFIX):], float(fraction), None if pd.isna(distance) else float(distance), float(rate), float(scale))
+        cell = MapCell(
+            regime[len(MAP_PREFIX) :], float(fraction), None if pd.isna(distance) else float(distance), float(rate), float(scale)
+        )
         curves = rows[rows["step"] >= 0].pivot(index="step", columns="metric", values="value").sort_index()
         scalars = rows[rows["step"] < 0].set_index("metric")["value"]
-        runs.append(SeedRun(cell=cell, seed=int(seed), steps=tuple(int(step) for step in curves.index),
-                            **{metric: tuple(float(v) for v in curves[metric]) for metric in MAP_CURVES},
-                            predicted_constant=bool(scalars["predicted_constant"]),
-                            predicted_three_phases=bool(scalars["predicted_three_phases"]),
-                            **{metric: float(scalars[metric]) for metric in MAP_SCALARS[2:]}))
+        runs.append(
+            SeedRun(
+                cell=cell,
+                seed=int(seed),
+                steps=tuple(int(step) for step in curves.index),
+                **{metric: tuple(float(v) for v in curves[metric]) for metric in MAP_CURVES},
+                predicted_constant=bool(scalars["predicted_constant"]),
+                predicted_three_phases=bool(scalars["predicted_three_phases"]),
+                **{metric: float(scalars[metric]) for metric in MAP_SCALARS[2:]},
+            )
+        )
     return runs
 
 
@@ -140,17 +169,21 @@ def map_table(summaries) -> list[str]:
     """The map's markdown table: one line per cell, both planes."""
     from theory.regime_map import MAP_MIN_EFFECT, SMALL_RISE_MIN_EFFECT
 
-    lines = [f"Regime map (`theory.regime_map`; {summaries[0].seeds} seeds per cell; verdict: `phase_verdict` across seeds, "
-             f"95% t-intervals, min_effect={MAP_MIN_EFFECT:g} of R(W0); per-seed: `detect_phases`; prediction: `predict_phases`):",
-             "",
-             f"| plane | rho | tau | eta | init | verdict (C/D/I confident) | increase [95%] | rise >= {SMALL_RISE_MIN_EFFECT:.0%} confident | seeds 3 phases (detector) | "
-             "seeds 3 phases predicted | seeds phase 1 predicted / detected | predicted asymptotic increase (separable seeds) | outlier acc at min / final | "
-             "rise done before outliers fitted | tilt in outlier noise (chance) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Regime map (`theory.regime_map`; {summaries[0].seeds} seeds per cell; verdict: `phase_verdict` across seeds, "
+        f"95% t-intervals, min_effect={MAP_MIN_EFFECT:g} of R(W0); per-seed: `detect_phases`; prediction: `predict_phases`):",
+        "",
+        f"| plane | rho | tau | eta | init | verdict (C/D/I confident) | increase [95%] | rise >= {SMALL_RISE_MIN_EFFECT:.0%} confident | seeds 3 phases (detector) | "
+        "seeds 3 phases predicted | seeds phase 1 predicted / detected | predicted asymptotic increase (separable seeds) | outlier acc at min / final | "
+        "rise done before outliers fitted | tilt in outlier noise (chance) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for summary in summaries:
         cell, verdict = summary.cell, summary.verdict
-        phases = "".join(letter if present else "-" for letter, present in
-                         (("C", verdict.has_constant), ("D", verdict.has_decrease), ("I", verdict.has_increase)))
+        phases = "".join(
+            letter if present else "-"
+            for letter, present in (("C", verdict.has_constant), ("D", verdict.has_decrease), ("I", verdict.has_increase))
+        )
         lines.append(
             f"| {cell.plane} | {cell.outlier_fraction:g} | {'-' if cell.outlier_distance is None else f'{cell.outlier_distance:g}'} | "
             f"{cell.learning_rate:g} | {cell.init_scale:g} | {'**three phases**' if verdict.three_phases else phases} | "
@@ -160,7 +193,8 @@ def map_table(summaries) -> list[str]:
             f"{_format(summary.asymptotic_relative_increase, '{:.1%}')} ({summary.separable_seeds}) | "
             f"{_format(summary.outlier_accuracy_at_minimum)} / {_format(summary.outlier_accuracy_final)} | "
             f"{_format(summary.rise_before_outliers_fitted)} | "
-            f"{_format(summary.tilt_in_outlier_noise)} ({_format(summary.tilt_in_outlier_noise_by_chance)}) |")
+            f"{_format(summary.tilt_in_outlier_noise)} ({_format(summary.tilt_in_outlier_noise_by_chance)}) |"
+        )
     return lines
 
 
@@ -187,10 +221,18 @@ def draw_map(axis, summaries, plane: str, figure) -> None:
         for j, c in enumerate(columns):
             summary = lookup(r, c)
             verdict = summary.verdict
-            phases = "".join(letter if present else "-" for letter, present in
-                             (("C", verdict.has_constant), ("D", verdict.has_decrease), ("I", verdict.has_increase)))
-            axis.text(j, i, f"{phases}\n{verdict.increase.estimate:.1%}\n{summary.seeds_three_phases_detected}/{summary.seeds}",
-                      ha="center", va="center", fontsize=6)
+            phases = "".join(
+                letter if present else "-"
+                for letter, present in (("C", verdict.has_constant), ("D", verdict.has_decrease), ("I", verdict.has_increase))
+            )
+            axis.text(
+                j,
+                i,
+                f"{phases}\n{verdict.increase.estimate:.1%}\n{summary.seeds_three_phases_detected}/{summary.seeds}",
+                ha="center",
+                va="center",
+                fontsize=6,
+            )
             if verdict.three_phases:
                 axis.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black"))
     axis.set_xticks(range(len(columns)), [f"{c:g}" for c in columns])
@@ -209,8 +251,10 @@ def plot(table: pd.DataFrame, options: Options):
     figure = plt.figure(figsize=(4.0 * len(names), 3.2 + 4.2))
     layout = figure.add_gridspec(2, 2 * len(names), height_ratios=(3.2, 4.2))
     axes = [figure.add_subplot(layout[0, 2 * i : 2 * i + 2]) for i in range(len(names))]
-    lines = ["| regime | seeds with three phases detected | theory expects three phases | R: initial -> min -> final (seed 0) | outliers reach 45% of the gradient at step (seed 0) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| regime | seeds with three phases detected | theory expects three phases | R: initial -> min -> final (seed 0) | outliers reach 45% of the gradient at step (seed 0) |",
+        "|---|---|---|---|---|",
+    ]
     handles = []
     for axis, regime in zip(axes, names):
         part = named[named["regime"] == regime]
@@ -223,7 +267,10 @@ def plot(table: pd.DataFrame, options: Options):
         scalars = part[part["step"] < 0].pivot(index="seed", columns="metric", values="value")
         handles += [axis.axhline(scalars["eckart_young_minimum"].mean(), color="grey", ls=":", lw=1, label="Eckart-Young minimum")]
         twin = axis.twinx()
-        for metric, style, name in (("majority_accuracy", "C0-", "train acc, majority"), ("outlier_accuracy", "C3-", "train acc, outliers")):
+        for metric, style, name in (
+            ("majority_accuracy", "C0-", "train acc, majority"),
+            ("outlier_accuracy", "C3-", "train acc, outliers"),
+        ):
             if metric in wide and not wide[metric].isna().all().all():
                 handles += twin.plot(step_position(wide.index), wide[metric].mean(axis=1), style, lw=1, label=name)
         twin.set_ylim(0, 1.02)
@@ -237,32 +284,41 @@ def plot(table: pd.DataFrame, options: Options):
         count = sum(v.three_phases for v in verdicts)
         axis.set_title(f"{regime}\nthree phases in {count} of {len(verdicts)} seeds", fontsize=8)
         first = loss[loss.columns[0]]
-        lines.append(f"| {regime} | {count} of {len(verdicts)} | {'yes' if scalars['predicted_three_phases'].iloc[0] else 'no'} | "
-                     f"{first.iloc[0]:.2f} -> {first.min():.2f} -> {first.iloc[-1]:.2f} | "
-                     f"{'none' if not np.isfinite(dominance) else int(dominance)} |")
+        lines.append(
+            f"| {regime} | {count} of {len(verdicts)} | {'yes' if scalars['predicted_three_phases'].iloc[0] else 'no'} | "
+            f"{first.iloc[0]:.2f} -> {first.min():.2f} -> {first.iloc[-1]:.2f} | "
+            f"{'none' if not np.isfinite(dominance) else int(dominance)} |"
+        )
     axes[0].set_ylabel("reconstruction loss R(W) (sum over inputs)")
     unique = {h.get_label(): h for h in handles + phase_legend_handles()}
     figure.legend(list(unique.values()), list(unique), loc="upper center", ncol=5, bbox_to_anchor=(0.5, 0.0), fontsize=7)
 
     if "outlier_fraction" not in table.columns or not table["regime"].str.startswith(MAP_PREFIX).any():
-        raise SystemExit(f"{options.out / (NAME + '.csv')} has no regime-map rows (written before the map existed): "
-                         f"run python -m reproduce.theory without --plot-only")
+        raise SystemExit(
+            f"{options.out / (NAME + '.csv')} has no regime-map rows (written before the map existed): "
+            f"run python -m reproduce.theory without --plot-only"
+        )
     summaries = summarise_map(map_runs(table))
     half = len(names)
     for index, plane in enumerate((FRACTION_POSITION, RATE_SCALE)):
         axis = figure.add_subplot(layout[1, index * half : (index + 1) * half])
         draw_map(axis, summaries, plane, figure)
-        fixed = ("eta = 0.001, init_scale = 0.5" if plane == FRACTION_POSITION else "rho = 0.1, tau = 1")
-        axis.set_title(f"map: {plane} ({fixed}); box: three phases\n"
-                       f"text: confident phases C/D/I (95% across seeds, min_effect {MAP_MIN_EFFECT:g}),\n"
-                       f"mean increase, seeds with three phases by detect_phases", fontsize=7)
+        fixed = "eta = 0.001, init_scale = 0.5" if plane == FRACTION_POSITION else "rho = 0.1, tau = 1"
+        axis.set_title(
+            f"map: {plane} ({fixed}); box: three phases\n"
+            f"text: confident phases C/D/I (95% across seeds, min_effect {MAP_MIN_EFFECT:g}),\n"
+            f"mean increase, seeds with three phases by detect_phases",
+            fontsize=7,
+        )
     figure.suptitle(f"Single-layer theory: gradient descent on the data model ({options.profile} profile)")
     figure.tight_layout(rect=(0, 0, 1, 0.97), h_pad=4.0)
     save_figure(figure, options, NAME)
     in_map = sum(s.three_phases for s in summaries)
     headline = "; ".join(line.split(" | ")[0].lstrip("| ") + ": " + line.split(" | ")[1] for line in lines[2:])
-    headline = (f"three phases detected in {headline}; regime map: three phases (95% across seeds, >= {MAP_MIN_EFFECT:.0%}) "
-                f"in {in_map} of {len(summaries)} cells")
+    headline = (
+        f"three phases detected in {headline}; regime map: three phases (95% across seeds, >= {MAP_MIN_EFFECT:.0%}) "
+        f"in {in_map} of {len(summaries)} cells"
+    )
     return headline, "\n".join(lines + [""] + map_table(summaries))
 
 

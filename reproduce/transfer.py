@@ -20,6 +20,7 @@ Numbers you should see (quick, KPHASES_DATA_DIR set; reproduce.all on a 2-core C
 the third decimal, README "Reproducing the figures"): dataset switch (one seed each) VGG-8 MNIST->Fashion +0.000, VGG-8 Fashion->MNIST +0.011 (best
 at 128), ResNet-10 x1/8 MNIST->Fashion +0.000, Fashion->MNIST +0.033 (best at 256).
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,14 @@ def compute(options: Options) -> pd.DataFrame:
         table = tidy_rows(planned, *perform(Work(planned, (planned.measure,)), options))
         switch = table[table["instrument"].astype(str).str.startswith("dataset_switch") | (table["instrument"] == "classifier")]
         if (switch["instrument"] != "classifier").any():
-            tables.append(switch.assign(setting=lambda t: f"{planned.label} -> " + t["instrument"].astype(str).str.split(":").str[-1].where(
-                t["instrument"] != "classifier", "")))
+            tables.append(
+                switch.assign(
+                    setting=lambda t: (
+                        f"{planned.label} -> "
+                        + t["instrument"].astype(str).str.split(":").str[-1].where(t["instrument"] != "classifier", "")
+                    )
+                )
+            )
     for planned in reference.seeded_runs(options):
         table = tidy_rows(planned, *perform(Work(planned, (planned.measure,)), options))
         table = table[(table["instrument"] == "color_dominance") | (table["instrument"] == "classifier")]
@@ -70,7 +77,10 @@ def plot(table: pd.DataFrame, options: Options):
     if not curves:
         return "no transfer settings measured", "No transfer setting was measured."
     figure, axes = grid(len(curves), columns=min(3, len(curves)), width=3.8)
-    lines = ["| setting | seeds | best checkpoint | best acc | final checkpoint | final acc | gain (best - final) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| setting | seeds | best checkpoint | best acc | final checkpoint | final acc | gain (best - final) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     gains = []
     for axis, (setting, values) in zip(axes, curves.items()):
         mean = values.mean(axis=1)
@@ -85,8 +95,10 @@ def plot(table: pd.DataFrame, options: Options):
         gain = values.loc[best] - values.iloc[-1]
         gains.append(gain.mean())
         spread = f" (seeds {gain.min():+.3f} .. {gain.max():+.3f})" if values.shape[1] > 1 else ""
-        lines.append(f"| {setting} | {values.shape[1]} | {best} | {mean.loc[best]:.3f} | {int(values.index[-1])} | "
-                     f"{mean.iloc[-1]:.3f} | {gain.mean():+.3f}{spread} |")
+        lines.append(
+            f"| {setting} | {values.shape[1]} | {best} | {mean.loc[best]:.3f} | {int(values.index[-1])} | "
+            f"{mean.iloc[-1]:.3f} | {gain.mean():+.3f}{spread} |"
+        )
     figure.suptitle(f"Transfer accuracy by pre-training iteration ({options.profile} profile; linear head on frozen penultimate features)")
     figure.tight_layout()
     save_figure(figure, options, NAME)

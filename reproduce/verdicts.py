@@ -8,6 +8,7 @@ into `<out>/<figure>_per_image.npz`, next to `<out>/<figure>.csv`; `plot` (also 
 `detect_phases`' verdict instead, which says in every line that it has no measurement-noise
 interval.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 Tests that need real datasets ask for the `data_dir` fixture; it skips cleanly when
 `KPHASES_DATA_DIR` is unset or does not exist (CI points it at `../shared/data`).
 """
+
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")

@@ -1,4 +1,5 @@
 """kphases.measure and kphases.plot_phases on runs of a user's own model, and examples/own_model.py."""
+
 import importlib.util
 import sys
 from pathlib import Path
@@ -56,8 +57,13 @@ def user_run(tmp_path_factory):
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     train_data, test_data = images(120, 0), images(60, 1)
     run_dir = tmp_path_factory.mktemp("user") / "run"
-    model.fit(*train_data, batch_size=40, epochs=8, verbose=0,
-              callbacks=[kphases.SnapshotCallback(run_dir, train_data=train_data, test_data=test_data)])
+    model.fit(
+        *train_data,
+        batch_size=40,
+        epochs=8,
+        verbose=0,
+        callbacks=[kphases.SnapshotCallback(run_dir, train_data=train_data, test_data=test_data)],
+    )
     return run_dir, train_data, test_data
 
 
@@ -65,8 +71,9 @@ def test_measure_a_user_model_at_its_own_layer_names(user_run):
     run_dir, (x, y), (x_test, y_test) = user_run
     batches = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(16)  # test split as tf.data batches
     messages = []
-    frame = kphases.measure(run_dir, layers=["embedding"], train_data=(x, y), test_data=batches, progress=False,
-                            log=messages.append, data_name="blobs", **FAST)
+    frame = kphases.measure(
+        run_dir, layers=["embedding"], train_data=(x, y), test_data=batches, progress=False, log=messages.append, data_name="blobs", **FAST
+    )
     assert tuple(frame.columns) == MEASUREMENT_COLUMNS
     assert sorted(frame["step"].unique()) == [0, 2, 4, 8, 16] == Run.open(run_dir).snapshot_steps()
     assert set(frame["layer"]) == {"embedding"} and set(frame["instrument"]) == {"linear_exact", "probe"}
@@ -81,27 +88,45 @@ def test_measure_a_user_model_at_its_own_layer_names(user_run):
     assert len(stored) == len(frame) and (run_dir / "measurements.csv").is_file()
 
     # Measuring again reuses every cell; another of the model's layers (the registered custom layer) adds its rows.
-    again = kphases.measure(run_dir, layers="embedding", train_data=(x, y), test_data=batches, progress=False,
-                            log=messages.append, data_name="blobs", **FAST)
+    again = kphases.measure(
+        run_dir, layers="embedding", train_data=(x, y), test_data=batches, progress=False, log=messages.append, data_name="blobs", **FAST
+    )
     assert "already measured" in messages[-1] and len(again) == len(frame)
-    more = kphases.measure(run_dir, layers=["scaled"], train_data=(x, y), test_data=(x_test, y_test), progress=False,
-                           log=lambda text: None, decoders=["linear_exact"], probe=False, steps=[0, 16])
+    more = kphases.measure(
+        run_dir,
+        layers=["scaled"],
+        train_data=(x, y),
+        test_data=(x_test, y_test),
+        progress=False,
+        log=lambda text: None,
+        decoders=["linear_exact"],
+        probe=False,
+        steps=[0, 16],
+    )
     assert set(more[more["layer"] == "scaled"]["step"]) == {0, 16}
 
 
 def test_bad_measurement_requests_are_errors_naming_the_valid_values(user_run, tmp_path):
     run_dir, train_data, test_data = user_run
     quiet = {"progress": False, "log": lambda text: None}
-    with pytest.raises(ValueError, match=r"unknown layer\(s\) \['penultimate'\] for model 'mine' .*valid layers: " + str(LAYERS).replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown layer\(s\) \['penultimate'\] for model 'mine' .*valid layers: "
+        + str(LAYERS).replace("[", r"\[").replace("]", r"\]"),
+    ):
         kphases.measure(run_dir, layers=["penultimate"], train_data=train_data, test_data=test_data, **quiet)
     with pytest.raises(ValueError, match=r"name the layer\(s\) to measure"):
         kphases.measure(run_dir, train_data=train_data, test_data=test_data, **quiet)
     with pytest.raises(ValueError, match="stores no data: pass test_data"):
         kphases.measure(run_dir, layers=["embedding"], train_data=train_data, **quiet)
     with pytest.raises(ValueError, match="infinite tf.data dataset"):
-        kphases.measure(run_dir, layers=["embedding"], train_data=train_data, test_data=tf.data.Dataset.from_tensor_slices(test_data).repeat(), **quiet)
+        kphases.measure(
+            run_dir, layers=["embedding"], train_data=train_data, test_data=tf.data.Dataset.from_tensor_slices(test_data).repeat(), **quiet
+        )
     with pytest.raises(ValueError, match=r"train_data: x has shape \(120, 64\); the model takes \(n, 8, 8, 1\)"):
-        kphases.measure(run_dir, layers=["embedding"], train_data=(train_data[0].reshape(120, -1), train_data[1]), test_data=test_data, **quiet)
+        kphases.measure(
+            run_dir, layers=["embedding"], train_data=(train_data[0].reshape(120, -1), train_data[1]), test_data=test_data, **quiet
+        )
     with pytest.raises(ValueError, match="integer class labels"):
         kphases.measure(run_dir, layers=["embedding"], train_data=(train_data[0], train_data[1] + 0.5), test_data=test_data, **quiet)
     with pytest.raises(TypeError, match=r"unknown measurement setting\(s\) \['decoder'\]; valid settings: .*'decoders'"):
@@ -123,8 +148,16 @@ def test_bad_measurement_requests_are_errors_naming_the_valid_values(user_run, t
     try:
         with pytest.raises(StoreError, match=r"(?s)Could not locate class 'Scale'.*register_keras_serializable.*custom_objects"):
             kphases.measure(run_dir, layers=["embedding"], train_data=train_data, test_data=test_data, **quiet)
-        frame = kphases.measure(run_dir, layers=["embedding"], train_data=train_data, test_data=test_data,
-                                custom_objects={"kphases_tests>Scale": Scale}, steps=[0], **FAST, **quiet)
+        frame = kphases.measure(
+            run_dir,
+            layers=["embedding"],
+            train_data=train_data,
+            test_data=test_data,
+            custom_objects={"kphases_tests>Scale": Scale},
+            steps=[0],
+            **FAST,
+            **quiet,
+        )
         assert len(frame)
     finally:
         keras.saving.get_custom_objects()["kphases_tests>Scale"] = registered
@@ -132,8 +165,9 @@ def test_bad_measurement_requests_are_errors_naming_the_valid_values(user_run, t
 
 def test_plot_phases_draws_the_standard_figure(user_run, tmp_path):
     run_dir, train_data, test_data = user_run
-    frame = kphases.measure(run_dir, layers=["embedding"], train_data=train_data, test_data=test_data, progress=False,
-                            log=lambda text: None, **FAST)
+    frame = kphases.measure(
+        run_dir, layers=["embedding"], train_data=train_data, test_data=test_data, progress=False, log=lambda text: None, **FAST
+    )
     figure = kphases.plot_phases(run_dir, path=tmp_path / "phases.png")
     assert isinstance(figure, matplotlib.figure.Figure) and (tmp_path / "phases.png").stat().st_size > 10_000
     axis = figure.axes[0]
@@ -153,9 +187,11 @@ def test_plot_phases_draws_the_standard_figure(user_run, tmp_path):
 
 
 def test_an_ordinary_run_through_the_same_api(tmp_path):
-    config = RunConfig(data=DataConfig(name="digits", source="embedded", train_size=200, test_size=60),
-                       model=ModelConfig(architecture="vgg8", width=0.125),
-                       training=TrainingConfig(duration="4it", batch_size=32, learning_rate=0.05))
+    config = RunConfig(
+        data=DataConfig(name="digits", source="embedded", train_size=200, test_size=60),
+        model=ModelConfig(architecture="vgg8", width=0.125),
+        training=TrainingConfig(duration="4it", batch_size=32, learning_rate=0.05),
+    )
     run = train(config, runs_dir=tmp_path, progress=False)
     frame = kphases.measure(run.directory, transfer=(), progress=False, log=lambda text: None, **FAST)
     assert set(frame["layer"]) == {"penultimate"} and set(frame["bn_stats"]) == {"batch"}

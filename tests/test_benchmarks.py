@@ -1,4 +1,5 @@
 """The benchmarks stay runnable and print numbers that add up: `benchmarks.measure` at the smoke profile."""
+
 import math
 import os
 import re
@@ -15,14 +16,22 @@ def test_measure_benchmark_prints_each_instrument_and_consistent_ratios():
     from kphases.measurement import decoder_settings, probe_settings
     from kphases.training import make_plan
 
-    result = subprocess.run([sys.executable, "-m", "benchmarks.measure", "--profile", "smoke", "--skip-cladec"], cwd=ROOT,
-                            env={**os.environ, "KERAS_BACKEND": "tensorflow"}, capture_output=True, text=True, timeout=900,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.measure", "--profile", "smoke", "--skip-cladec"],
+        cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[0].startswith("profile smoke: vgg8 on mnist/embedded (256 train / 128 test), layer penultimate")
 
-    training = re.fullmatch(rf"training: {NUMBER} ms/step x (\d+) steps = (\d+) s", next(line for line in lines if line.startswith("training:")))
+    training = re.fullmatch(
+        rf"training: {NUMBER} ms/step x (\d+) steps = (\d+) s", next(line for line in lines if line.startswith("training:"))
+    )
     assert training, result.stdout
     step_seconds, steps = float(training[1]) / 1000, int(training[2])
     plan = make_plan(profile("smoke"), 256)
@@ -31,9 +40,18 @@ def test_measure_benchmark_prints_each_instrument_and_consistent_ratios():
 
     # Every instrument row: seconds >= 0 and "x train step" = seconds / step time (up to the printed rounding).
     rows = {}
-    for label in ("features batch (train+test)", "features stored (train+test)", "features recalibrated (train+test)",
-                  "decoder linear_ridge", "decoder linear_exact", "decoder linear", "linear probe", "mutual information binning",
-                  "mutual information kde", "mutual information kde_relative"):
+    for label in (
+        "features batch (train+test)",
+        "features stored (train+test)",
+        "features recalibrated (train+test)",
+        "decoder linear_ridge",
+        "decoder linear_exact",
+        "decoder linear",
+        "linear probe",
+        "mutual information binning",
+        "mutual information kde",
+        "mutual information kde_relative",
+    ):
         line = next((line for line in lines if line.startswith(label) and line[len(label)] == " "), None)
         assert line is not None, f"no line for {label!r} in:\n{result.stdout}"
         seconds, ratio, note = float(line[38:47]), float(line[47:61]), line[61:].strip()
@@ -51,9 +69,11 @@ def test_measure_benchmark_prints_each_instrument_and_consistent_ratios():
     assert rows["decoder linear_ridge"][1].startswith("GCV over ")
     assert rows["mutual information kde"][1] == "128 test images, 64 features"
 
-    default = re.fullmatch(rf"default measurement \(batch features, linear_ridge \+ linear decoders, probe\) per snapshot: {NUMBER} s; "
-                           rf"x (\d+) snapshots = (\d+) s = {NUMBER} x the training time",
-                           next(line for line in lines if line.startswith("default measurement")))
+    default = re.fullmatch(
+        rf"default measurement \(batch features, linear_ridge \+ linear decoders, probe\) per snapshot: {NUMBER} s; "
+        rf"x (\d+) snapshots = (\d+) s = {NUMBER} x the training time",
+        next(line for line in lines if line.startswith("default measurement")),
+    )
     assert default, result.stdout
     per_snapshot, snapshots = float(default[1]), int(default[2])
     parts = sum(rows[label][0] for label in ("features batch (train+test)", "decoder linear_ridge", "decoder linear", "linear probe"))
@@ -64,9 +84,11 @@ def test_measure_benchmark_prints_each_instrument_and_consistent_ratios():
     # The printed ratio is taken before rounding: allow the rounding of the printed seconds and ms.
     assert abs(float(default[4]) - expected_ratio) <= expected_ratio * (0.05 / per_snapshot + 0.05 / float(training[1])) + 0.005
 
-    information = re.fullmatch(rf"mutual information \(binning, kde, kde_relative\) per snapshot and layer: {NUMBER} s = {NUMBER} x "
-                               r"the default measurement of that snapshot",
-                               next(line for line in lines if line.startswith("mutual information (binning")))
+    information = re.fullmatch(
+        rf"mutual information \(binning, kde, kde_relative\) per snapshot and layer: {NUMBER} s = {NUMBER} x "
+        r"the default measurement of that snapshot",
+        next(line for line in lines if line.startswith("mutual information (binning")),
+    )
     assert information, result.stdout
     total = sum(rows[f"mutual information {name}"][0] for name in ("binning", "kde", "kde_relative"))
     assert abs(float(information[1]) - total) <= 0.02
@@ -76,9 +98,15 @@ def test_measure_benchmark_prints_each_instrument_and_consistent_ratios():
 
 
 def test_monitor_benchmark_measures_every_scheduled_step_and_prints_the_ratio():
-    result = subprocess.run([sys.executable, "-m", "benchmarks.monitor", "--profile", "smoke"], cwd=ROOT,
-                            env={**os.environ, "KERAS_BACKEND": "tensorflow"}, capture_output=True, text=True, timeout=600,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.monitor", "--profile", "smoke"],
+        cwd=ROOT,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert any("16 updates" in line for line in lines), result.stdout

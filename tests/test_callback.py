@@ -1,4 +1,5 @@
 """kphases.SnapshotCallback: the run store of a user's own `model.fit` (issue "Bring your own model")."""
+
 import json
 import warnings
 
@@ -66,8 +67,10 @@ def snapshot(run, step):
 
 
 def file_states(run):
-    return {step: (run.snapshot_path(step).stat().st_mtime_ns, run.snapshot_path(step).stat().st_ino,
-                   sha256_file(run.snapshot_path(step))) for step in run.snapshot_steps()}
+    return {
+        step: (run.snapshot_path(step).stat().st_mtime_ns, run.snapshot_path(step).stat().st_ino, sha256_file(run.snapshot_path(step)))
+        for step in run.snapshot_steps()
+    }
 
 
 def test_snapshots_are_exact_doubling_steps_in_optimizer_updates_across_epochs_and_fits(tmp_path):
@@ -119,8 +122,14 @@ def test_interrupted_fit_resumes_keeping_existing_snapshots(tmp_path):
     x, y = data()
     backup = tmp_path / "backup"
     with pytest.raises(KeyboardInterrupt):
-        make_model(seed=0).fit(x, y, batch_size=BATCH, epochs=9, verbose=0,
-                               callbacks=[keras.callbacks.BackupAndRestore(backup), SnapshotCallback(tmp_path / "run"), StopAt(10)])
+        make_model(seed=0).fit(
+            x,
+            y,
+            batch_size=BATCH,
+            epochs=9,
+            verbose=0,
+            callbacks=[keras.callbacks.BackupAndRestore(backup), SnapshotCallback(tmp_path / "run"), StopAt(10)],
+        )
     run = Run.open(tmp_path / "run")
     assert run.snapshot_steps() == [0, 2, 4, 8] and not run.complete
     before = file_states(run)
@@ -129,8 +138,14 @@ def test_interrupted_fit_resumes_keeping_existing_snapshots(tmp_path):
     # (iteration 8, the end of epoch 2) and the epoch. The snapshot callback comes first in the list on
     # purpose: it checks the run only once every callback's on_train_begin has run.
     resumed = make_model(seed=5)
-    resumed.fit(x, y, batch_size=BATCH, epochs=9, verbose=0,
-                callbacks=[SnapshotCallback(tmp_path / "run"), keras.callbacks.BackupAndRestore(backup)])
+    resumed.fit(
+        x,
+        y,
+        batch_size=BATCH,
+        epochs=9,
+        verbose=0,
+        callbacks=[SnapshotCallback(tmp_path / "run"), keras.callbacks.BackupAndRestore(backup)],
+    )
     assert run.snapshot_steps() == [0, 2, 4, 8, 16, 32] and run.complete
     assert {step: state for step, state in file_states(run).items() if step in before} == before
     fits = run.provenance()["fits"]
@@ -151,15 +166,18 @@ def test_a_used_run_dir_refuses_another_model_and_never_rewrites(tmp_path):
     other.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     with pytest.raises(StoreError, match=r"different model than 'sequential.*': the stored model is a Functional"):
         other.fit(x, y, epochs=1, verbose=0, callbacks=[SnapshotCallback(tmp_path / "run")])
-    with pytest.raises(StoreError, match=r"layer 3 differs: stored Dense 'embedding', this model's Dense 'embedding' \(config keys \['units'\]\)"):
+    with pytest.raises(
+        StoreError, match=r"layer 3 differs: stored Dense 'embedding', this model's Dense 'embedding' \(config keys \['units'\]\)"
+    ):
         make_model(seed=0, width=9).fit(x, y, epochs=1, verbose=0, callbacks=[SnapshotCallback(tmp_path / "run")])
     # Another schedule.
     with pytest.raises(StoreError, match="recorded with schedule"):
         make_model(seed=0).fit(x, y, epochs=1, verbose=0, callbacks=[SnapshotCallback(tmp_path / "run", schedule=[0, 1])])
     # The same network under other layer names (Keras' generated names differ between sessions): accepted.
     with pytest.warns(UserWarning, match="other layer names"):
-        make_model(seed=0, names=("a", "b", "c", "d")).fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
-                                                             callbacks=[SnapshotCallback(tmp_path / "run")])
+        make_model(seed=0, names=("a", "b", "c", "d")).fit(
+            x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[SnapshotCallback(tmp_path / "run")]
+        )
     assert file_states(run) == before and run.snapshot_steps() == [0, 2, 4, 8]
     assert run.manifest()["last_iteration"] == 12 and len(run.provenance()["fits"]) == 2  # the refused fits left no trace
 

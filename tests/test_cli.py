@@ -17,10 +17,25 @@ def test_train_help_lists_every_option_with_default():
     result = run_cli("train", "--help")
     assert result.returncode == 0
     text = result.stdout
-    for flag in ["--profile", "--runs-dir", "--data-dir", "--checkpoint-every", "--data.name", "--data.source",
-                 "--data.train-size", "--model.architecture", "--model.width", "--training.duration",
-                 "--training.learning-rate", "--training.momentum", "--training.weight-decay", "--training.seed",
-                 "--training.lr-milestones", "--schedule.kind", "--schedule.steps"]:
+    for flag in [
+        "--profile",
+        "--runs-dir",
+        "--data-dir",
+        "--checkpoint-every",
+        "--data.name",
+        "--data.source",
+        "--data.train-size",
+        "--model.architecture",
+        "--model.width",
+        "--training.duration",
+        "--training.learning-rate",
+        "--training.momentum",
+        "--training.weight-decay",
+        "--training.seed",
+        "--training.lr-milestones",
+        "--schedule.kind",
+        "--schedule.steps",
+    ]:
         assert flag in text, flag
     assert "(default: quick)" in text and "(default: 2048it)" in text
 
@@ -46,15 +61,33 @@ def test_train_then_list(tmp_path, capsys):
     # The same config again is the same finished run: said, not retrained.
     assert main(["train", "--profile", "smoke", "--runs-dir", str(tmp_path), "--no-progress"]) == 0
     assert "was already complete: returned as it is, not trained again" in capsys.readouterr().out
-    assert main(["train", "--profile", "smoke", "--runs-dir", str(tmp_path), "--no-progress", "--training.seed", "1",
-                 "--training.duration", "2it"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--profile",
+                "smoke",
+                "--runs-dir",
+                str(tmp_path),
+                "--no-progress",
+                "--training.seed",
+                "1",
+                "--training.duration",
+                "2it",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["list", "--runs-dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "differs in" in lines[0]
     rows = {line.split()[0]: line for line in lines[1:]}
     seed1 = profile("smoke").replace(training=dataclasses.replace(profile("smoke").training, seed=1, duration="2it"))
-    assert rows[profile("smoke").hash()].rstrip().endswith("training.duration=16it training.seed=0") and "complete" in rows[profile("smoke").hash()]
+    assert (
+        rows[profile("smoke").hash()].rstrip().endswith("training.duration=16it training.seed=0")
+        and "complete" in rows[profile("smoke").hash()]
+    )
     assert rows[seed1.hash()].rstrip().endswith("training.duration=2it training.seed=1")
 
 

@@ -1,4 +1,5 @@
 """reproduce.compare: which numbers of a figure table are compared, and within which tolerances."""
+
 import pandas as pd
 
 from reproduce.compare import ACCURACY_TOLERANCE, compare, headline
@@ -10,9 +11,11 @@ def _write(directory, rows):
 
 
 def _rows(accuracy, reconstruction, run="aaaa"):
-    return [{"label": "VGG-8", "run": run, "step": 64, "metric": "classifier_accuracy", "split": "test", "value": accuracy},
-            {"label": "VGG-8", "run": run, "step": 64, "metric": "reconstruction_mse", "split": "test", "value": reconstruction},
-            {"label": "VGG-8", "run": run, "step": 64, "metric": "classifier_loss", "split": "test", "value": 9.9}]
+    return [
+        {"label": "VGG-8", "run": run, "step": 64, "metric": "classifier_accuracy", "split": "test", "value": accuracy},
+        {"label": "VGG-8", "run": run, "step": 64, "metric": "reconstruction_mse", "split": "test", "value": reconstruction},
+        {"label": "VGG-8", "run": run, "step": 64, "metric": "classifier_loss", "split": "test", "value": 9.9},
+    ]
 
 
 def test_headline_keeps_accuracies_and_reconstruction_keyed_without_the_run_hash(tmp_path):

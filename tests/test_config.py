@@ -43,22 +43,26 @@ def test_only_non_default_fields_are_written_and_omitted_ones_read_back_as_defau
 def test_adding_a_field_with_a_default_renames_no_run():
     # A later version of TrainingConfig with one more field (as jit_compile, label noise, ... were added).
     training = profile("quick").training
-    Extended = dataclasses.make_dataclass("TrainingConfig", [("jit_compile", bool, dataclasses.field(default=True))],
-                                          bases=(TrainingConfig,), frozen=True)
+    Extended = dataclasses.make_dataclass(
+        "TrainingConfig", [("jit_compile", bool, dataclasses.field(default=True))], bases=(TrainingConfig,), frozen=True
+    )
     extended = Extended(**{spec.name: getattr(training, spec.name) for spec in dataclasses.fields(TrainingConfig)})
     assert profile("quick").replace(training=extended).hash() == profile("quick").hash()
     assert profile("quick").replace(training=dataclasses.replace(extended, jit_compile=False)).hash() != profile("quick").hash()
     # A whole new section at its default (nested dataclasses are omitted recursively).
     Section = dataclasses.make_dataclass("NoiseConfig", [("label_noise", float, dataclasses.field(default=0.0))], frozen=True)
-    Later = dataclasses.make_dataclass("RunConfig", [("noise", Section, dataclasses.field(default_factory=Section))],
-                                       bases=(RunConfig,), frozen=True)
+    Later = dataclasses.make_dataclass(
+        "RunConfig", [("noise", Section, dataclasses.field(default_factory=Section))], bases=(RunConfig,), frozen=True
+    )
     later = Later(data=profile("smoke").data, model=profile("smoke").model, training=profile("smoke").training)
     assert later.hash() == profile("smoke").hash()
     assert Later(noise=Section(label_noise=0.1)).to_dict() == {"noise": {"label_noise": 0.1}}
 
 
 def test_a_nested_section_is_written_relative_to_its_own_defaults():
-    Inner = dataclasses.make_dataclass("Inner", [("a", int, dataclasses.field(default=0)), ("b", int, dataclasses.field(default=0))], frozen=True)
+    Inner = dataclasses.make_dataclass(
+        "Inner", [("a", int, dataclasses.field(default=0)), ("b", int, dataclasses.field(default=0))], frozen=True
+    )
     # The parent's default for the section is not Inner(): a value equal to Inner() must still be written.
     Outer = dataclasses.make_dataclass("Outer", [("inner", Inner, dataclasses.field(default_factory=lambda: Inner(a=1)))], frozen=True)
     assert canonical_dict(Outer()) == {}
@@ -71,7 +75,13 @@ def test_paper_profile_is_protocol_exactly():
     assert (config.data.name, config.data.source) == ("cifar10", "tfds")
     assert config.model.architecture == "vgg8" and config.model.width == 1.0
     training = config.training
-    assert (training.learning_rate, training.momentum, training.weight_decay, training.batch_size, training.duration) == (0.002, 0.9, 0.0, 128, "257ep")
+    assert (training.learning_rate, training.momentum, training.weight_decay, training.batch_size, training.duration) == (
+        0.002,
+        0.9,
+        0.0,
+        128,
+        "257ep",
+    )
     assert config.schedule.kind == "doubling"
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from kphases.config import DataConfig
-from kphases.data import DataError, NORMALISATION, load_dataset, preprocess, stratified_subset, unnormalise
+from kphases.data import NORMALISATION, DataError, load_dataset, preprocess, stratified_subset, unnormalise
 
 
 def test_embedded_mnist_is_real_and_split_stratified():
@@ -47,8 +47,13 @@ def test_preprocess_normalises_per_channel_and_upsamples():
 
 
 def test_directory_source_names_missing_file(tmp_path):
-    np.savez(tmp_path / "mnist.npz", x_train=np.zeros((4, 28, 28), np.uint8), y_train=np.arange(4),
-             x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.arange(2))
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=np.zeros((4, 28, 28), np.uint8),
+        y_train=np.arange(4),
+        x_test=np.zeros((2, 28, 28), np.uint8),
+        y_test=np.arange(2),
+    )
     with pytest.raises(DataError, match=r"no cifar10.npz in data directory .*; it holds: \['mnist.npz'\]"):
         load_dataset(DataConfig(name="cifar10", source="directory"), data_dir=tmp_path)
     data = load_dataset(DataConfig(name="mnist", source="directory"), data_dir=tmp_path)

@@ -1,4 +1,5 @@
 """Choosing a dataset's npz file (DataConfig.file) and fixed, seeded label noise (DataConfig.label_noise)."""
+
 import numpy as np
 import pytest
 
@@ -8,8 +9,14 @@ from kphases.data import DataError, flip_labels, load_dataset, npz_compression
 
 def _write_npz(path, train: int, test: int, value: int = 0, **extra) -> None:
     labels = np.arange(train) % 10
-    np.savez(path, x_train=np.full((train, 32, 32, 3), value, np.uint8), y_train=labels,
-             x_test=np.full((test, 32, 32, 3), value, np.uint8), y_test=np.arange(test) % 10, **extra)
+    np.savez(
+        path,
+        x_train=np.full((train, 32, 32, 3), value, np.uint8),
+        y_train=labels,
+        x_test=np.full((test, 32, 32, 3), value, np.uint8),
+        y_test=np.arange(test) % 10,
+        **extra,
+    )
 
 
 def test_file_field_picks_the_named_npz_and_records_it(tmp_path):
@@ -50,8 +57,11 @@ def test_bad_file_values_are_named(tmp_path):
 def test_new_fields_at_their_defaults_keep_every_run_hash():
     # Hashes of the profiles and of the quick VGG-8/MNIST run before DataConfig had `file` and `label_noise`.
     assert [profile(name).hash() for name in ("smoke", "quick", "paper")] == ["5122595ddf6a", "789614ae55ae", "68bed96ae4ff"]
-    mnist = RunConfig(data=DataConfig("mnist", "directory", train_size=10_000, test_size=2_000), model=ModelConfig("vgg8"),
-                      training=TrainingConfig(duration="1024it"))
+    mnist = RunConfig(
+        data=DataConfig("mnist", "directory", train_size=10_000, test_size=2_000),
+        model=ModelConfig("vgg8"),
+        training=TrainingConfig(duration="1024it"),
+    )
     assert mnist.hash() == "70b9d232d839"
     named = mnist.replace(data=DataConfig("mnist", "directory", train_size=10_000, test_size=2_000, file="mnist.npz"))
     noisy = mnist.replace(data=DataConfig("mnist", "directory", train_size=10_000, test_size=2_000, label_noise=0.1))

@@ -1,4 +1,5 @@
 """Reconstruction decoders: known answers for exact, trained-linear and ClaDec decoders."""
+
 import keras
 import numpy as np
 import pytest
@@ -68,7 +69,11 @@ def test_constant_features_give_the_mean_image_whose_loss_is_the_per_pixel_varia
     assert abs(exact.authors_scale_test - 3 * exact.mse_per_element_test) > 1e-3
 
     trained = fit_decoder(
-        "linear", constant_train, train, constant_test, test,
+        "linear",
+        constant_train,
+        train,
+        constant_test,
+        test,
         DecoderSettings(learning_rate=1e-2, min_update_steps=600),
     )
     assert trained.mse_per_element_train == pytest.approx(per_pixel_variance, rel=0.005)
@@ -164,7 +169,12 @@ def test_torch_adam_adds_the_l2_term_to_the_gradient_like_pytorch():
 def test_cladec_architecture_follows_the_authors_code():
     flat = build_cladec_decoder((512,), (32, 32, 3))
     assert [tuple(layer.output.shape[1:]) for layer in flat.layers[-6:]] == [
-        (1, 1, 512), (2, 2, 512), (4, 4, 256), (8, 8, 128), (16, 16, 64), (32, 32, 3)
+        (1, 1, 512),
+        (2, 2, 512),
+        (4, 4, 256),
+        (8, 8, 128),
+        (16, 16, 64),
+        (32, 32, 3),
     ]
     # Dense 512x512 and ConvTranspose 4x4 512->512, 512->256, 256->128, 128->64, 64->3, all with biases.
     assert flat.count_params() == 262_656 + 4_194_816 + 2_097_408 + 524_416 + 131_136 + 3_075 == 7_213_507
@@ -202,7 +212,7 @@ def test_keras_same_transposed_convolution_is_pytorch_padding_one():
     padded = np.zeros((8, 8))  # full output 2 * 3 + 2, then drop the first and last row and column
     for i in range(3):
         for j in range(3):
-            padded[2 * i:2 * i + 4, 2 * j:2 * j + 4] += inputs[0, i, j, 0] * kernel
+            padded[2 * i : 2 * i + 4, 2 * j : 2 * j + 4] += inputs[0, i, j, 0] * kernel
     np.testing.assert_allclose(layer(inputs).numpy()[0, :, :, 0], padded[1:7, 1:7], rtol=1e-5, atol=1e-6)
 
 
@@ -248,6 +258,7 @@ def test_invalid_arguments_name_the_bad_value():
 
 # --- linear_ridge: the penalty chosen by GCV on the train split ------------------------------------
 
+
 def _wide_noisy_problem(seed: int = 11):
     """Features much wider than informative: 32 pixels mixed into 150 noisy features, 200 train images."""
     rng = np.random.default_rng(seed)
@@ -277,7 +288,9 @@ def test_ridge_decoder_picks_the_gcv_minimiser_over_its_grid():
     result = fit_decoder("linear_ridge", train_features, train, test_features, test, settings)
     scores = [_gcv_by_brute_force(train_features, train, relative)[0] for relative in settings.ridge_grid()]
     assert result.ridge_relative_penalty == pytest.approx(settings.ridge_grid()[int(np.argmin(scores))])
-    assert result.mse_per_element_train == pytest.approx(_gcv_by_brute_force(train_features, train, result.ridge_relative_penalty)[1], rel=1e-9)
+    assert result.mse_per_element_train == pytest.approx(
+        _gcv_by_brute_force(train_features, train, result.ridge_relative_penalty)[1], rel=1e-9
+    )
     assert 0 < result.ridge_effective_parameters < 150 and result.ridge_penalty > 0
 
 

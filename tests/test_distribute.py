@@ -4,6 +4,7 @@ Two logical CPU devices must be configured before TensorFlow initialises its dev
 distributed trainings run in a subprocess (`python -c SCRIPT`) and report back as JSON; the rest of
 the test session keeps its single CPU.
 """
+
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from kphases.cli import main
 from kphases.config import RunConfig, TrainingConfig
 from kphases.training import DeviceError, make_strategy
 
-SCRIPT = r'''
+SCRIPT = r"""
 import json, os, sys, warnings
 import tensorflow as tf
 
@@ -81,14 +82,15 @@ print(json.dumps({
               "loss_scale_steps": sorted(read_scalars(mixed.directory / "tensorboard" / "train").get("loss_scale", {})),
               "final_train_accuracy": float(mixed.metrics().query("step == 8 and split == 'train' and metric == 'classifier_accuracy'")["value"].iloc[0]), "hash": mixed.directory.name},
 }))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path_factory.mktemp("runs"))], capture_output=True,
-                            text=True, env=env, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path_factory.mktemp("runs"))], capture_output=True, text=True, env=env, timeout=240
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

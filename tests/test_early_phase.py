@@ -4,6 +4,7 @@ One tiny dense run (VGG-8 at width 1/8, 64 embedded digits, 8 iterations with mo
 decay) and one masked lineage run rewound to its iteration 2 are trained once per module; the rest
 is hand-built arrays.
 """
+
 import math
 
 import numpy as np
@@ -76,6 +77,7 @@ def masked(dense, dataset):
 
 # --- 1. masks hold under training ----------------------------------------------------------------------
 
+
 def test_pruned_weights_are_exactly_zero_after_every_update_with_momentum_and_weight_decay(masked):
     run, start, seen = masked
     assert run.complete and sorted(seen) == list(range(K, LAST + 1))  # before update K, ..., after the last one
@@ -102,6 +104,7 @@ def test_unpruned_weights_do_train(masked):
 
 
 # --- 3. rewinding ----------------------------------------------------------------------------------------
+
 
 def test_build_start_is_the_iteration_k_snapshot_on_survivors_of_a_global_magnitude_mask(dense, masked):
     _, dense_run = dense
@@ -161,8 +164,9 @@ def test_a_second_round_prunes_the_fraction_of_what_the_first_round_kept(dense, 
 def test_perturbed_start_keeps_its_defining_property_and_the_mask(kind, dense, masked, dataset):
     runs_dir, dense_run = dense
     _, unperturbed, _ = masked
-    config = lineage_config(rewind_run=dense_run.name, rewind_step=K, mask_run=dense_run.name, prune_fraction=0.5,
-                            perturbation=kind, perturbation_seed=3)
+    config = lineage_config(
+        rewind_run=dense_run.name, rewind_step=K, mask_run=dense_run.name, prune_fraction=0.5, perturbation=kind, perturbation_seed=3
+    )
     start = early_phase.build_start(config, runs_dir, dataset)
     at_k, weights = load_weights(dense_run, K), start_by_path(start)
     assert start.step == K and all(np.array_equal(start.masks[p], unperturbed.masks[p]) for p in KERNELS)
@@ -179,8 +183,7 @@ def test_perturbed_start_keeps_its_defining_property_and_the_mask(kind, dense, m
 
 def test_an_unpruned_output_layer_keeps_its_rewound_weights_and_the_conv_kernels_carry_the_pruning(dense, dataset):
     runs_dir, dense_run = dense
-    config = lineage_config(rewind_run=dense_run.name, rewind_step=K, mask_run=dense_run.name, prune_fraction=0.5,
-                            prune_output_layer=False)
+    config = lineage_config(rewind_run=dense_run.name, rewind_step=K, mask_run=dense_run.name, prune_fraction=0.5, prune_output_layer=False)
     start = early_phase.build_start(config, runs_dir, dataset)
     weights, at_k, final = start_by_path(start), load_weights(dense_run, K), load_weights(dense_run, LAST)
     assert sorted(start.masks) == sorted(KERNELS[:-1])  # no mask on logits/kernel
@@ -265,6 +268,7 @@ def test_early_statistics_start_at_zero_change_and_grow(dense, dataset):
 
 # --- 5. pre-training tasks -------------------------------------------------------------------------------
 
+
 def _dataset(images: np.ndarray, labels: np.ndarray, classes: int = 10) -> Dataset:
     return Dataset("hand", "test", images, labels, images[:7].copy(), labels[:7].copy(), classes, "hand0")
 
@@ -338,6 +342,7 @@ def test_random_labels_are_in_range_and_deterministic_per_seed():
 
 # --- 6. clear errors -------------------------------------------------------------------------------------
 
+
 def test_unknown_task_or_perturbation_names_the_value():
     base = _dataset(np.zeros((8, 4, 4, 1), np.float32), np.zeros(8, int))
     with pytest.raises(ValueError, match=r"unknown task 'jigsaw'; valid tasks: \['classes', 'random_labels', 'blur', 'rotation'\]"):
@@ -349,8 +354,15 @@ def test_unknown_task_or_perturbation_names_the_value():
 
 
 def test_rewind_steps_beyond_the_last_iteration_are_refused(tmp_path, dataset, dense):
-    experiment = early_phase.ExperimentConfig(base=BASE, rewind_steps=(0, 20), perturbation_rewind_step=20, pretrain_steps=20,
-                                              rounds=1, perturbation_rounds=(1,), data_rounds=(1,))
+    experiment = early_phase.ExperimentConfig(
+        base=BASE,
+        rewind_steps=(0, 20),
+        perturbation_rewind_step=20,
+        pretrain_steps=20,
+        rounds=1,
+        perturbation_rounds=(1,),
+        data_rounds=(1,),
+    )
     with pytest.raises(ValueError, match=r"rewind steps \(0, 20\) must be below the last iteration 8"):
         early_phase.run_experiment(experiment, runs_dir=tmp_path, dataset=dataset, log=lambda _: None)
     assert not any(tmp_path.iterdir())  # refused before anything was trained

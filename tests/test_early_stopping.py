@@ -1,4 +1,5 @@
 """The early_stopping figure's comparison: differences, intervals and readings on known tables."""
+
 import math
 
 import pandas as pd
@@ -9,9 +10,19 @@ from reproduce.early_stopping import compare, reading
 
 def _rows(setting, seed, accuracies, decided_at=64, final_step=1024, test_images=1000):
     steps = {"monitor": 64 if decided_at is not None else final_step, "oracle": 128, "final": final_step, "validation_loss": 512}
-    return [{"setting": setting, "seed": seed, "checkpoint": checkpoint, "step": steps[checkpoint], "target_accuracy": accuracy,
-             "decided_at": decided_at, "final_step": final_step, "target_test_images": test_images}
-            for checkpoint, accuracy in accuracies.items()]
+    return [
+        {
+            "setting": setting,
+            "seed": seed,
+            "checkpoint": checkpoint,
+            "step": steps[checkpoint],
+            "target_accuracy": accuracy,
+            "decided_at": decided_at,
+            "final_step": final_step,
+            "target_test_images": test_images,
+        }
+        for checkpoint, accuracy in accuracies.items()
+    ]
 
 
 def test_three_seeds_give_a_t_interval_and_the_compute_saved():

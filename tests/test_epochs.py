@@ -1,4 +1,5 @@
 """An epoch as one graph call (kphases.epochs): the same model as one call per update, bitwise."""
+
 import keras
 import numpy as np
 import pytest
@@ -68,7 +69,9 @@ def test_start_epoch_runs_before_every_epoch_and_a_non_finite_loss_names_its_upd
     first_bad = next(index for index, (start, stop) in enumerate(batch_bounds(10, 3)) if 9 in order[start:stop]) + 1
     assert f"at update {first_bad} " in str(error.value)
     assert started == [1]
-    assert train_epochs(lambda indices: tf.constant(0.0), (np.arange(10),), 3, 2, 0, "probe", lambda epoch: started.append(epoch) or 0.5) == 8
+    assert (
+        train_epochs(lambda indices: tf.constant(0.0), (np.arange(10),), 3, 2, 0, "probe", lambda epoch: started.append(epoch) or 0.5) == 8
+    )
     assert started == [1, 1, 2]
 
 

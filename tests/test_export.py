@@ -1,4 +1,5 @@
 """`python -m kphases export-data`: the npz layout the directory source reads, and its fingerprint."""
+
 import numpy as np
 import pytest
 
@@ -29,13 +30,22 @@ def test_export_from_tfds_mock_data_is_read_by_the_directory_source(tmp_path, ca
 def test_keras_layout_gets_a_channel_axis_and_flat_labels(tmp_path):
     rng = np.random.default_rng(0)
     # keras.datasets.mnist: (N, 28, 28) uint8 and (N,); cifar10: (N, 32, 32, 3) and (N, 1).
-    mnist = (rng.integers(0, 256, (12, 28, 28), dtype=np.uint8), rng.integers(0, 10, 12).astype(np.uint8),
-             rng.integers(0, 256, (6, 28, 28), dtype=np.uint8), rng.integers(0, 10, 6).astype(np.uint8))
+    mnist = (
+        rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, 12).astype(np.uint8),
+        rng.integers(0, 256, (6, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, 6).astype(np.uint8),
+    )
     exported = export_dataset("mnist", tmp_path, splits=mnist)
     assert exported.train_shape == (12, 28, 28, 1) and exported.test_shape == (6, 28, 28, 1)
     assert load_dataset(DataConfig(name="mnist", source="directory"), tmp_path).fingerprint == exported.fingerprint
-    cifar = to_layout("cifar100", np.zeros((4, 32, 32, 3), np.uint8), np.array([[0], [99], [5], [7]]),
-                      np.zeros((2, 32, 32, 3), np.uint8), np.array([[1], [2]]))
+    cifar = to_layout(
+        "cifar100",
+        np.zeros((4, 32, 32, 3), np.uint8),
+        np.array([[0], [99], [5], [7]]),
+        np.zeros((2, 32, 32, 3), np.uint8),
+        np.array([[1], [2]]),
+    )
     assert cifar["y_train"].tolist() == [0, 99, 5, 7] and cifar["y_train"].dtype == np.uint8
 
 

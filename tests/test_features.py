@@ -1,4 +1,5 @@
 """Feature extraction at a probe point: BatchNorm modes against hand-computed normalisation."""
+
 import keras
 import numpy as np
 import pytest
@@ -52,10 +53,12 @@ def test_batch_mode_normalises_each_batch_by_its_own_statistics_and_leaves_the_m
     images = _images(6)
     weights_before = [weight.copy() for weight in model.get_weights()]
     features = extract_features(model, "block1", images, "batch", batch_size=4)
-    expected = np.concatenate([
-        _normalise(batch, batch.mean(axis=(0, 1, 2)), batch.var(axis=(0, 1, 2)))  # biased variance
-        for batch in (images[:4], images[4:])  # the last, partial batch uses its own statistics too
-    ])
+    expected = np.concatenate(
+        [
+            _normalise(batch, batch.mean(axis=(0, 1, 2)), batch.var(axis=(0, 1, 2)))  # biased variance
+            for batch in (images[:4], images[4:])  # the last, partial batch uses its own statistics too
+        ]
+    )
     assert features.dtype == np.float32 and features.shape == (6, 2, 2, 2)
     np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
     assert _weights_equal(model.get_weights(), weights_before)
@@ -102,8 +105,7 @@ def test_without_batchnorm_all_three_modes_give_identical_features():
     model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(flat))
     images = np.random.default_rng(0).standard_normal((7, 4, 4, 1)).astype(np.float32)
     results = [
-        extract_features(model, "penultimate", images, mode, batch_size=3,
-                         calibration_images=images if mode == "recalibrated" else None)
+        extract_features(model, "penultimate", images, mode, batch_size=3, calibration_images=images if mode == "recalibrated" else None)
         for mode in BN_STATS_MODES
     ]
     assert results[0].shape == (7, 48)

@@ -1,14 +1,21 @@
 """Known answers of the mutual-information estimators, their measurement cells and the information-plane figure."""
+
 import dataclasses
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig
-from kphases.information import (InformationSettings, binning_information, discretise, entropy_bits, kde_information,
-                                 pattern_ids, relative_kde_information)
+from kphases.information import (
+    InformationSettings,
+    binning_information,
+    discretise,
+    entropy_bits,
+    kde_information,
+    pattern_ids,
+    relative_kde_information,
+)
 from kphases.models import build_model
 
 
@@ -18,6 +25,7 @@ def gaussian_sample(count=600, dimensions=3, classes=4, seed=0):
 
 
 # --- binning -----------------------------------------------------------------------------------
+
 
 def test_binning_of_an_injective_layer_equals_the_entropy_of_the_binned_input():
     inputs, labels = gaussian_sample()
@@ -67,6 +75,7 @@ def test_saturating_tanh_loses_binned_information_although_injective():
 
 # --- KDE ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("signal_to_noise", [0.5, 2.0])
 def test_kde_bound_on_gaussian_data_matches_its_closed_form(signal_to_noise):
     # h ~ N(0, I_d) and noise N(0, s2 I_d), r = 1 / s2: the pairwise-KL bound's expectation is
@@ -104,6 +113,7 @@ def test_kde_batching_does_not_change_the_answer():
 
 # --- both --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("seed", range(4))
 def test_information_about_the_label_never_exceeds_its_entropy(seed):
     rng = np.random.default_rng(seed)
@@ -111,8 +121,10 @@ def test_information_about_the_label_never_exceeds_its_entropy(seed):
     labels = rng.integers(0, int(rng.integers(2, 10)), count)
     layer = rng.normal(size=(count, int(rng.integers(1, 6)))) * rng.uniform(0.1, 10) + labels[:, None] * rng.uniform(0, 3)
     h_y = entropy_bits(labels)
-    for estimate in (binning_information(layer, labels, bins=int(rng.integers(1, 50))),
-                     kde_information(layer, labels, float(rng.uniform(0.01, 2)))):
+    for estimate in (
+        binning_information(layer, labels, bins=int(rng.integers(1, 50))),
+        kde_information(layer, labels, float(rng.uniform(0.01, 2))),
+    ):
         assert estimate.mi_t_y <= h_y + 1e-9
         assert 0 <= estimate.mi_x_t <= math.log2(count) + 1e-9
 
@@ -170,6 +182,7 @@ def test_bad_parameters_name_the_value():
 
 # --- models, config, measurement, figure -------------------------------------------------------
 
+
 def test_tanh_variant_has_the_relu_parameters_and_tanh_outputs():
     relu = build_model(ModelConfig("vgg8", width=0.125), (32, 32, 1), 10)
     tanh = build_model(ModelConfig("vgg8", width=0.125, activation="tanh"), (32, 32, 1), 10)
@@ -189,9 +202,11 @@ def test_the_default_activation_leaves_every_run_hash_unchanged():
     assert RunConfig.from_json(tanh.to_json()) == tanh and RunConfig.from_json(config.to_json()) == config
 
 
-TINY = RunConfig(data=DataConfig(name="digits", source="embedded", train_size=200, test_size=100),
-                 model=ModelConfig(architecture="vgg8", width=0.125, activation="tanh"),
-                 training=TrainingConfig(duration="4it", batch_size=32, learning_rate=0.05))
+TINY = RunConfig(
+    data=DataConfig(name="digits", source="embedded", train_size=200, test_size=100),
+    model=ModelConfig(architecture="vgg8", width=0.125, activation="tanh"),
+    training=TrainingConfig(duration="4it", batch_size=32, learning_rate=0.05),
+)
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +219,16 @@ def tiny_run(tmp_path_factory):
 def test_measure_adds_mutual_information_rows(tiny_run):
     from kphases.measurement import measure
 
-    config = MeasureConfig(layers=("logits",), decoders=(), probe=False, transfer=(), metrics=("mutual_information",),
-                           mi_bins=20, mi_noise_variance=0.5, mi_samples=60)
+    config = MeasureConfig(
+        layers=("logits",),
+        decoders=(),
+        probe=False,
+        transfer=(),
+        metrics=("mutual_information",),
+        mi_bins=20,
+        mi_noise_variance=0.5,
+        mi_samples=60,
+    )
     frame = measure(tiny_run, config, progress=False, log=lambda text: None)
     rows = frame[frame["metric"].isin(["mi_x_t", "mi_t_y"])]
     assert set(rows["instrument"]) == {"binning:20", "kde:0.5"} and sorted(rows["step"].unique()) == [0, 2, 4]

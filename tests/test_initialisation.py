@@ -1,6 +1,7 @@
 """kphases.models' `initialisation="open_lth"` (the Frankle et al. setting): the distributions of open_lth's
 CIFAR models (kaiming_normal kernels, BatchNorm scales uniform in [0, 1), shifts 0), checked on a
 full-width VGG-8 whose big kernels make the sample statistics tight; and that the default is unchanged."""
+
 import json
 
 import keras

@@ -1,4 +1,5 @@
 """Figure `label_noise`: its runs (the 0% one shared with `phases`) and the clean/flipped accuracies training logs."""
+
 import dataclasses
 
 import numpy as np
@@ -13,10 +14,20 @@ from reproduce.common import parse_options
 
 def _mock_data_dir(tmp_path):
     for name in ("mnist", "fashion_mnist"):
-        np.savez(tmp_path / f"{name}.npz", x_train=np.zeros((20, 28, 28), np.uint8), y_train=np.arange(20) % 10,
-                 x_test=np.zeros((10, 28, 28), np.uint8), y_test=np.arange(10) % 10)
-    np.savez(tmp_path / "cifar10_jpeg_q75.npz", x_train=np.zeros((20, 32, 32, 3), np.uint8), y_train=np.arange(20) % 10,
-             x_test=np.zeros((10, 32, 32, 3), np.uint8), y_test=np.arange(10) % 10)
+        np.savez(
+            tmp_path / f"{name}.npz",
+            x_train=np.zeros((20, 28, 28), np.uint8),
+            y_train=np.arange(20) % 10,
+            x_test=np.zeros((10, 28, 28), np.uint8),
+            y_test=np.arange(10) % 10,
+        )
+    np.savez(
+        tmp_path / "cifar10_jpeg_q75.npz",
+        x_train=np.zeros((20, 32, 32, 3), np.uint8),
+        y_train=np.arange(20) % 10,
+        x_test=np.zeros((10, 32, 32, 3), np.uint8),
+        y_test=np.arange(10) % 10,
+    )
     return tmp_path
 
 
@@ -32,7 +43,8 @@ def test_quick_runs_share_the_phases_run_and_differ_only_in_noise_and_seed(tmp_p
         assert planned.config.model == base.model and planned.config.training.duration == "1024it"
         assert planned.measure.decoders == ("linear_ridge",) and not planned.measure.probe and planned.measure.transfer == ()
     assert sorted({(p.config.data.label_noise, p.config.training.seed) for p in runs}) == [
-        (level, seed) for level in (0.0, 0.1, 0.2) for seed in (0, 1, 2)]
+        (level, seed) for level in (0.0, 0.1, 0.2) for seed in (0, 1, 2)
+    ]
     # reference_run at quick: the JPEG copy by name, 4,096 iterations, measured on fixed 10,000 / 2,000 subsets.
     reference = reference_run.seeded_runs(options)
     assert [p.config.training.seed for p in reference] == [0, 1, 2]
@@ -43,8 +55,10 @@ def test_quick_runs_share_the_phases_run_and_differ_only_in_noise_and_seed(tmp_p
 
 def test_training_with_label_noise_logs_clean_and_flipped_accuracy(tmp_path):
     smoke = profile("smoke")
-    config = smoke.replace(data=dataclasses.replace(smoke.data, train_size=100, test_size=50, label_noise=0.2),
-                           training=dataclasses.replace(smoke.training, duration="4it"))
+    config = smoke.replace(
+        data=dataclasses.replace(smoke.data, train_size=100, test_size=50, label_noise=0.2),
+        training=dataclasses.replace(smoke.training, duration="4it"),
+    )
     run = train(config, runs_dir=tmp_path, progress=False)
     data = run.provenance()["data"]
     assert data["flipped_train_labels"] == 20 and data["label_noise"] == 0.2

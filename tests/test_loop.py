@@ -4,17 +4,18 @@
 one Python call per step); it gave bitwise the same weights as the previous release on the three
 configs below. Every comparison here is bitwise: weights of every snapshot and every metric.
 """
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import kphases.training as training_module
 from kphases import early_phase
 from kphases.config import DataConfig, LineageConfig, ModelConfig, RunConfig, ScheduleConfig, TrainingConfig, profile
 from kphases.data import load_dataset, preprocess
 from kphases.models import build_model
 from kphases.store import Run
-from kphases.training import (TrainingError, augment_batch, call_points, crop_and_flip, make_plan, pad_value, train)
-import kphases.training as training_module
+from kphases.training import TrainingError, augment_batch, call_points, crop_and_flip, make_plan, pad_value, train
 
 # 200 digits at batch 32: 7 iterations per epoch, the last one of 8 examples; two learning-rate drops.
 DECAYED = RunConfig(
@@ -65,8 +66,10 @@ def test_masked_early_phase_run_equals_the_per_step_loop(tmp_path):
     )
     dataset = load_dataset(base.data)
     dense = train(base, runs_dir=tmp_path, progress=False, dataset=dataset)
-    config = base.replace(schedule=ScheduleConfig(kind="explicit", steps=(2, 12)),
-                          lineage=LineageConfig(rewind_run=dense.name, rewind_step=2, mask_run=dense.name, prune_fraction=0.5))
+    config = base.replace(
+        schedule=ScheduleConfig(kind="explicit", steps=(2, 12)),
+        lineage=LineageConfig(rewind_run=dense.name, rewind_step=2, mask_run=dense.name, prune_fraction=0.5),
+    )
     start = early_phase.build_start(config, tmp_path, dataset)
     compiled = train(config, runs_dir=tmp_path / "compiled", progress=False, dataset=dataset, start=start)
     per_step = train(config, runs_dir=tmp_path / "per_step", progress=False, dataset=dataset, start=start, steps_per_call=1)
@@ -127,13 +130,15 @@ def test_a_callback_with_steps_is_called_there_only(tmp_path):
 
 # --- augmentation ---------------------------------------------------------------------------------
 
+
 def test_crops_at_known_offsets_pad_with_black_and_flips_mirror():
     images = np.arange(2 * 6 * 5 * 2, dtype=np.float32).reshape(2, 6, 5, 2)
     fill = np.array([-7.0, -9.0], np.float32)
 
     def crop(row, col, flip):
-        return crop_and_flip(tf.constant(images), tf.constant([row, row]), tf.constant([col, col]),
-                             tf.constant([flip, flip]), tf.constant(fill)).numpy()
+        return crop_and_flip(
+            tf.constant(images), tf.constant([row, row]), tf.constant([col, col]), tf.constant([flip, flip]), tf.constant(fill)
+        ).numpy()
 
     assert np.array_equal(crop(4, 4, False), images)  # the centred crop is the image
     assert np.array_equal(crop(4, 4, True), images[:, :, ::-1])

@@ -41,16 +41,24 @@ def test_finished_cells_are_not_recomputed_and_new_ones_are_added(tiny_run):
     assert "already measured" in messages[0] and len(again) == len(before)
     stored = before.sort_values(list(before.columns)).reset_index(drop=True)
     assert stored.equals(again.sort_values(list(again.columns)).reset_index(drop=True))
-    more = measure(tiny_run, MeasureConfig(layers=("block5",), decoders=("linear_exact",), probe=False, transfer=(),
-                                           bn_stats=("stored",)), progress=False, log=lambda text: None)
+    more = measure(
+        tiny_run,
+        MeasureConfig(layers=("block5",), decoders=("linear_exact",), probe=False, transfer=(), bn_stats=("stored",)),
+        progress=False,
+        log=lambda text: None,
+    )
     assert len(more) == len(before) + 4 * 4  # 4 steps x (test, train, authors' scale, seconds)
     assert set(more[more["layer"] == "block5"]["bn_stats"]) == {"stored"}
 
 
 def test_measurement_never_changes_snapshots(tiny_run):
     before = {step: sha256_file(tiny_run.snapshot_path(step)) for step in tiny_run.snapshot_steps()}
-    measure(tiny_run, MeasureConfig(decoders=("linear_exact",), probe=False, transfer=(), bn_stats=("recalibrated", "batch"),
-                                    steps=(2,)), progress=False, log=lambda text: None)
+    measure(
+        tiny_run,
+        MeasureConfig(decoders=("linear_exact",), probe=False, transfer=(), bn_stats=("recalibrated", "batch"), steps=(2,)),
+        progress=False,
+        log=lambda text: None,
+    )
     assert before == {step: sha256_file(tiny_run.snapshot_path(step)) for step in tiny_run.snapshot_steps()}
 
 
@@ -91,7 +99,11 @@ def test_decoder_cells_store_per_image_errors_that_the_verdict_resamples(tiny_ru
 def test_a_curve_too_short_for_a_verdict_says_why(tiny_run):
     from kphases.measurement import summary_table
 
-    frame = measure(tiny_run, MeasureConfig(layers=("block4",), decoders=("linear_exact",), probe=False, transfer=(), steps=(0, 8)),
-                    progress=False, log=lambda text: None)
+    frame = measure(
+        tiny_run,
+        MeasureConfig(layers=("block4",), decoders=("linear_exact",), probe=False, transfer=(), steps=(0, 8)),
+        progress=False,
+        log=lambda text: None,
+    )
     line = next(line for line in summary_table(tiny_run, frame).splitlines() if "[block4, linear_exact" in line)
     assert "not three phases: only 2 measurement(s) (0: " in line and "three phases need at least 3" in line

@@ -9,11 +9,26 @@ from kphases.models import build_model, probe_points
 # + 5,130. ResNet-18 equals the common
 # CIFAR ResNet-18 (11,173,962).
 TRAINABLE = {
-    "vgg8": 1_574_698, "vgg11": 4_673_066, "vgg13": 7_042_666, "vgg16": 7_817_706,
-    "resnet10": 4_903_242, "resnet18": 11_173_962, "resnet20": 272_474, "simple3": 304_266, "linear": 30_720,
+    "vgg8": 1_574_698,
+    "vgg11": 4_673_066,
+    "vgg13": 7_042_666,
+    "vgg16": 7_817_706,
+    "resnet10": 4_903_242,
+    "resnet18": 11_173_962,
+    "resnet20": 272_474,
+    "simple3": 304_266,
+    "linear": 30_720,
 }
-LAST_BLOCK = {"vgg8": "block5", "vgg11": "block8", "vgg13": "block10", "vgg16": "block13",
-              "resnet10": "block4", "resnet18": "block8", "resnet20": "block9", "simple3": "block3"}
+LAST_BLOCK = {
+    "vgg8": "block5",
+    "vgg11": "block8",
+    "vgg13": "block10",
+    "vgg16": "block13",
+    "resnet10": "block4",
+    "resnet18": "block8",
+    "resnet20": "block9",
+    "simple3": "block3",
+}
 
 
 def trainable(model):
@@ -71,6 +86,7 @@ def test_unknown_architecture_is_named():
 
 # --- Conv2D's forward-convolution input gradient ------------------------------------------------
 
+
 @pytest.fixture
 def forward_input_gradient(monkeypatch):
     """The rule is off by default (an opt-in): these tests switch it on."""
@@ -94,15 +110,19 @@ def _assert_matches_keras(ours, theirs, x, rng, variables):
         assert mine.shape == reference.shape
         np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-4, atol=1e-4)
 
-@pytest.mark.parametrize("size, channels, filters, kernel_size, stride, padding", [
-    (4, 256, 16, 3, 2, "valid"),   # VGG-8's last block (2x2 after its ZeroPadding2D(1))
-    (6, 128, 8, 3, 2, "valid"),    # VGG-8's block4
-    (3, 128, 8, 3, 2, "valid"),    # odd size: the last row and column of x reach no output
-    (4, 128, 8, 3, 1, "same"),     # ResNet stage-4 convs
-    (3, 128, 8, 3, 2, "same"),     # TensorFlow's asymmetric "same" at stride 2
-    (6, 128, 8, 1, 2, "same"),     # a 1x1 stride-2 shortcut
-    (5, 128, 8, 3, 1, "valid"),
-])
+
+@pytest.mark.parametrize(
+    "size, channels, filters, kernel_size, stride, padding",
+    [
+        (4, 256, 16, 3, 2, "valid"),  # VGG-8's last block (2x2 after its ZeroPadding2D(1))
+        (6, 128, 8, 3, 2, "valid"),  # VGG-8's block4
+        (3, 128, 8, 3, 2, "valid"),  # odd size: the last row and column of x reach no output
+        (4, 128, 8, 3, 1, "same"),  # ResNet stage-4 convs
+        (3, 128, 8, 3, 2, "same"),  # TensorFlow's asymmetric "same" at stride 2
+        (6, 128, 8, 1, 2, "same"),  # a 1x1 stride-2 shortcut
+        (5, 128, 8, 3, 1, "valid"),
+    ],
+)
 def test_conv2d_gradients_equal_keras(size, channels, filters, kernel_size, stride, padding, forward_input_gradient):
     import keras
     import tensorflow as tf
@@ -132,6 +152,7 @@ def test_vgg8_uses_forward_input_gradient_only_on_its_small_wide_blocks(forward_
         return tf.gradients(tf.reduce_sum(model(x, training=True)), [w.value for w in model.trainable_weights])
 
     graph = tf.function(gradients).get_concrete_function(tf.TensorSpec((2, 32, 32, 1))).graph
+
     def layers_with(kind):
         return sorted(op.name.split("/")[2].removesuffix("_1") for op in graph.get_operations() if op.type == kind)
 
@@ -141,12 +162,15 @@ def test_vgg8_uses_forward_input_gradient_only_on_its_small_wide_blocks(forward_
     assert len(layers_with("Conv2DBackpropFilter")) == 5
 
 
-@pytest.mark.parametrize("size, channels, filters, kernel_size, stride", [
-    (1, 128, 16, 4, 2),   # ClaDec's first stage (1x1x512 -> 2x2x512 at 512-d features)
-    (2, 256, 8, 4, 2),
-    (3, 128, 8, 3, 2),    # odd kernel: TensorFlow's extra padding pixel at the bottom/right
-    (4, 128, 8, 3, 1),
-])
+@pytest.mark.parametrize(
+    "size, channels, filters, kernel_size, stride",
+    [
+        (1, 128, 16, 4, 2),  # ClaDec's first stage (1x1x512 -> 2x2x512 at 512-d features)
+        (2, 256, 8, 4, 2),
+        (3, 128, 8, 3, 2),  # odd kernel: TensorFlow's extra padding pixel at the bottom/right
+        (4, 128, 8, 3, 1),
+    ],
+)
 def test_conv2d_transpose_equals_keras(size, channels, filters, kernel_size, stride):
     import keras
     import tensorflow as tf
@@ -173,8 +197,12 @@ def test_forward_input_gradient_is_off_by_default():
 
     assert not FORWARD_INPUT_GRADIENT["enabled"]
     model = build_model(ModelConfig("vgg8", 1.0), (32, 32, 1), 10)
-    graph = tf.function(lambda x: tf.gradients(tf.reduce_sum(model(x, training=True)), [w.value for w in model.trainable_weights])
-                        ).get_concrete_function(tf.TensorSpec((2, 32, 32, 1))).graph
+    graph = (
+        tf.function(lambda x: tf.gradients(tf.reduce_sum(model(x, training=True)), [w.value for w in model.trainable_weights]))
+        .get_concrete_function(tf.TensorSpec((2, 32, 32, 1)))
+        .graph
+    )
     # TensorFlow's input-gradient kernel in every block (block1's is built, then pruned when run).
-    assert sorted({op.name.split("/")[2].removesuffix("_1") for op in graph.get_operations() if op.type == "Conv2DBackpropInput"}) == \
-        [f"block{i}_conv" for i in range(1, 6)]
+    assert sorted({op.name.split("/")[2].removesuffix("_1") for op in graph.get_operations() if op.type == "Conv2DBackpropInput"}) == [
+        f"block{i}_conv" for i in range(1, 6)
+    ]

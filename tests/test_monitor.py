@@ -1,4 +1,5 @@
 """PhaseMonitor: the decision rule on curves with known answers, its state, and the Keras callback."""
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,7 @@ def test_decides_at_the_first_confident_rise_and_keeps_the_minimum():
     assert decision.chosen_step == 64
     assert decision.decided_at == 256
     assert "three phases" in decision.reason or "increase" in decision.reason
-    assert rule.steps == STEPS[:STEPS.index(256) + 1]  # nothing observed after the decision counts
+    assert rule.steps == STEPS[: STEPS.index(256) + 1]  # nothing observed after the decision counts
 
 
 def test_patience_waits_for_more_confident_measurements():
@@ -44,11 +45,14 @@ def test_patience_waits_for_more_confident_measurements():
     assert (decision.chosen_step, decision.decided_at) == (64, 512)
 
 
-@pytest.mark.parametrize("levels, why", [
-    ([1.0] * 10, "flat noisy curve"),
-    ([1.0, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6], "decrease only"),
-    ([1.0, 1.02, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4], "rise only: no decrease to stop at"),
-])
+@pytest.mark.parametrize(
+    "levels, why",
+    [
+        ([1.0] * 10, "flat noisy curve"),
+        ([1.0, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6], "decrease only"),
+        ([1.0, 1.02, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4], "rise only: no decrease to stop at"),
+    ],
+)
 def test_no_decision_without_a_confident_fall_and_rise(levels, why):
     assert feed(MonitorRule(), levels) is None, why
 
@@ -99,8 +103,14 @@ def test_settings_refuse_bad_values():
 
 def _model():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((2, 3, 1)), keras.layers.Flatten(name="flat"), keras.layers.Dense(8, activation="relu", name="hidden"),
-                              keras.layers.Dense(3, name="scores")])
+    model = keras.Sequential(
+        [
+            keras.Input((2, 3, 1)),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(8, activation="relu", name="hidden"),
+            keras.layers.Dense(3, name="scores"),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 

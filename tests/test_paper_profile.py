@@ -5,6 +5,7 @@ images: 3 iterations per epoch, the last one smaller, as CIFAR-10's 391st): the 
 (VGG-8 at full width), batch size, learning rate, momentum, doubling schedule (0, 2, 4 of 6 iterations here) and tfds source,
 through the compiled loop with the data on the device.
 """
+
 import json
 
 import numpy as np

@@ -1,4 +1,5 @@
 """kphases.phases: known answers for the phase detector (synthetic curves and the authors' reference run)."""
+
 import math
 
 import numpy as np
@@ -23,8 +24,11 @@ def three_phase_curve(constant_end: int, minimum: int, depth: float, rise: float
     clean = np.where(
         index <= constant_end,
         1.0,
-        np.where(index <= minimum, 1.0 - depth * (index - constant_end) / (minimum - constant_end),
-                 1.0 - depth + rise * (index - minimum) / (last - minimum)),
+        np.where(
+            index <= minimum,
+            1.0 - depth * (index - constant_end) / (minimum - constant_end),
+            1.0 - depth + rise * (index - minimum) / (last - minimum),
+        ),
     )
     return clean + noise * np.random.default_rng(seed).standard_normal(len(index))
 
@@ -55,7 +59,8 @@ def test_reference_run_has_three_phases_with_the_minimum_at_128():
     seed=st.integers(0, 10_000),
 )
 def test_noisy_three_phase_curves_recover_their_boundaries_within_one_schedule_point(
-        constant_end, decrease_length, increase_room, depth, rise, noise, seed):
+    constant_end, decrease_length, increase_room, depth, rise, noise, seed
+):
     minimum = constant_end + decrease_length + increase_room // 2  # stays <= 14, so the rise spans >= 2 points
     minimum = min(minimum, len(DOUBLING) - 3)
     values = three_phase_curve(constant_end, minimum, depth, rise, noise, seed)
@@ -82,8 +87,11 @@ def test_labels_follow_the_phases_in_order():
 )
 def test_monotone_decreasing_curves_have_no_increase(shape, depth, noise, seed):
     index = np.arange(len(DOUBLING), dtype=float)
-    clean = {"linear": 1 - depth * index / 16, "exponential": 1 - depth * (1 - np.exp(-index / 4)),
-             "late": 1 - depth * np.clip(index - 8, 0, None) / 8}[shape]
+    clean = {
+        "linear": 1 - depth * index / 16,
+        "exponential": 1 - depth * (1 - np.exp(-index / 4)),
+        "late": 1 - depth * np.clip(index - 8, 0, None) / 8,
+    }[shape]
     values = clean + noise * np.random.default_rng(seed).standard_normal(len(index))
     result = detect_phases(DOUBLING, values)
     assert not result.three_phases
@@ -100,8 +108,11 @@ def test_monotone_decreasing_curves_have_no_increase(shape, depth, noise, seed):
 )
 def test_monotone_increasing_curves_have_no_decrease(shape, rise, noise, seed):
     index = np.arange(len(DOUBLING), dtype=float)
-    clean = {"linear": 1 + rise * index / 16, "exponential": 1 + rise * (1 - np.exp(-index / 4)),
-             "late": 1 + rise * np.clip(index - 8, 0, None) / 8}[shape]
+    clean = {
+        "linear": 1 + rise * index / 16,
+        "exponential": 1 + rise * (1 - np.exp(-index / 4)),
+        "late": 1 + rise * np.clip(index - 8, 0, None) / 8,
+    }[shape]
     values = clean + noise * np.random.default_rng(seed).standard_normal(len(index))
     result = detect_phases(DOUBLING, values)
     assert not result.three_phases
@@ -168,7 +179,11 @@ def test_scaling_the_values_by_a_positive_constant_changes_nothing(constant_end,
     original, scaled = detect_phases(DOUBLING, values), detect_phases(DOUBLING, factor * values)
     assert scaled.labels == original.labels
     assert (scaled.constant_end, scaled.decrease_end, scaled.increase_end, scaled.three_phases) == (
-        original.constant_end, original.decrease_end, original.increase_end, original.three_phases)
+        original.constant_end,
+        original.decrease_end,
+        original.increase_end,
+        original.three_phases,
+    )
     assert scaled.relative_decrease == pytest.approx(original.relative_decrease, abs=1e-9)
     assert scaled.relative_increase == pytest.approx(original.relative_increase, abs=1e-9)
     assert scaled.scale == pytest.approx(factor * original.scale)
@@ -264,11 +279,15 @@ def test_an_abrupt_six_percent_drop_is_found():
 
 
 def test_flat_noisy_curves_show_no_phase_in_at_most_a_few_of_twenty():
-    calls = [phase_verdict(VERDICT_STEPS, per_image_errors(np.ones(12), images=400, seed=seed), settings=VerdictSettings(seed=seed))
-             for seed in range(20)]
+    calls = [
+        phase_verdict(VERDICT_STEPS, per_image_errors(np.ones(12), images=400, seed=seed), settings=VerdictSettings(seed=seed))
+        for seed in range(20)
+    ]
     wrong = sum(verdict.has_decrease or verdict.has_increase for verdict in calls)
     assert wrong <= 3  # two 5% tests: about 2 of 20 expected, 3 allowed
-    assert all(verdict.constant_end == 2048 or not verdict.has_constant for verdict in calls if not (verdict.has_decrease or verdict.has_increase))
+    assert all(
+        verdict.constant_end == 2048 or not verdict.has_constant for verdict in calls if not (verdict.has_decrease or verdict.has_increase)
+    )
 
 
 def test_a_pure_rise_is_an_increase_without_constant_phase_or_decrease():
@@ -310,8 +329,7 @@ def test_seed_curves_give_three_phases_for_a_u_and_rarely_a_phase_for_flat_seeds
     verdict = phase_verdict(VERDICT_STEPS, seed_curves=U_CURVE + 0.02 * rng.standard_normal((3, 12)))
     assert verdict.three_phases and (verdict.noise_source, verdict.noise_units) == ("seeds", 3)
     assert verdict.decrease.low < 0.30 < verdict.decrease.high
-    flat = [phase_verdict(VERDICT_STEPS, seed_curves=1 + 0.02 * np.random.default_rng(seed).standard_normal((3, 12)))
-            for seed in range(40)]
+    flat = [phase_verdict(VERDICT_STEPS, seed_curves=1 + 0.02 * np.random.default_rng(seed).standard_normal((3, 12))) for seed in range(40)]
     assert sum(v.has_decrease or v.has_increase for v in flat) <= 8  # measured 8% at 300 runs; 20% allowed here
 
 

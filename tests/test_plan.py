@@ -1,4 +1,5 @@
 """The planner (reproduce.plan) on the paper profile: node count and dependency edges, no training, no data."""
+
 from __future__ import annotations
 
 import pytest
@@ -48,8 +49,13 @@ def test_paper_graph_edges(paper):
     early = _early(paper)
     dense = [node for node in early if not node.parents]
     assert len(dense) == 3 and all(node.iterations == EARLY_DENSE for node in dense)
-    imp = [node for node in early if node.config.lineage.mask_run and node.config.lineage.perturbation == "none"
-           and node.config.lineage.rewind_run in {d.config.hash() for d in dense}]
+    imp = [
+        node
+        for node in early
+        if node.config.lineage.mask_run
+        and node.config.lineage.perturbation == "none"
+        and node.config.lineage.rewind_run in {d.config.hash() for d in dense}
+    ]
     assert len(imp) == 3 * 6 * 12
     for node in imp:  # round 1: pruned from the dense run it rewinds to; round r: also round r-1
         lineage = node.config.lineage
@@ -84,8 +90,19 @@ def test_help_lists_every_option_with_its_default(capsys):
     with pytest.raises(SystemExit):
         reproduce_all.main(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--profile", "--out", "--plot-only", "--runs-dir", "--data-dir", "--no-progress", "--figures", "--dry-run",
-                 "--ray", "--gpus-per-task", "--max-retries"):
+    for flag in (
+        "--profile",
+        "--out",
+        "--plot-only",
+        "--runs-dir",
+        "--data-dir",
+        "--no-progress",
+        "--figures",
+        "--dry-run",
+        "--ray",
+        "--gpus-per-task",
+        "--max-retries",
+    ):
         assert flag in text, flag
     assert "(default: quick)" in text
 

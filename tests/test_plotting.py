@@ -1,4 +1,5 @@
 """The shared plot style: log2 step axis ticks that can be read (no overlapping labels)."""
+
 import matplotlib
 
 matplotlib.use("Agg")

@@ -1,4 +1,5 @@
 """Linear probes and transfer heads: separable features, random labels, the colour-dominance target."""
+
 import math
 import re
 

@@ -2,6 +2,7 @@
 
 Training with masks and the lineage plumbing (`build_start`) are in tests/test_early_phase.py.
 """
+
 import numpy as np
 import pytest
 
@@ -15,6 +16,7 @@ def _pruned(masks: dict) -> int:
 
 
 # --- which weights are prunable ----------------------------------------------------------------------
+
 
 def test_prunable_paths_are_the_conv_and_dense_kernels_only():
     model = build_model(ModelConfig(architecture="vgg8", width=0.125), (32, 32, 1), 10)
@@ -48,12 +50,16 @@ def test_the_output_layer_is_left_out_on_request_and_only_it():
 
 # --- global magnitude pruning ------------------------------------------------------------------------
 
+
 def test_one_round_prunes_the_globally_smallest_even_if_they_are_all_in_one_layer():
     rng = np.random.default_rng(0)
     small = rng.uniform(0.001, 0.1, size=(5, 4)) * rng.choice([-1.0, 1.0], size=(5, 4))  # 20 small weights
-    large = rng.uniform(0.5, 2.0, size=(3, 10)) * rng.choice([-1.0, 1.0], size=(3, 10))   # 30 large, many negative
-    weights = {"a/kernel": large.astype(np.float32), "b/kernel": small.astype(np.float32),
-               "b/bias": np.full(4, 1e-6, np.float32)}  # a tiny bias: not in the masks, never pruned
+    large = rng.uniform(0.5, 2.0, size=(3, 10)) * rng.choice([-1.0, 1.0], size=(3, 10))  # 30 large, many negative
+    weights = {
+        "a/kernel": large.astype(np.float32),
+        "b/kernel": small.astype(np.float32),
+        "b/bias": np.full(4, 1e-6, np.float32),
+    }  # a tiny bias: not in the masks, never pruned
     masks = pruning.dense_masks(weights, ["a/kernel", "b/kernel"])
     assert set(masks) == {"a/kernel", "b/kernel"} and pruning.remaining(masks) == 50
 
@@ -75,8 +81,11 @@ def test_one_round_prunes_the_globally_smallest_even_if_they_are_all_in_one_laye
 def test_successive_rounds_remove_round_of_fraction_times_remaining_over_all_layers():
     rng = np.random.default_rng(1)
     # Distinct magnitudes in layers of different sizes and scales, some weights negative.
-    weights = {"conv/kernel": rng.normal(0, 0.05, size=(3, 3, 4, 8)), "dense/kernel": rng.normal(0, 1.0, size=(64, 10)),
-               "out/kernel": rng.normal(0, 0.3, size=(10, 3))}
+    weights = {
+        "conv/kernel": rng.normal(0, 0.05, size=(3, 3, 4, 8)),
+        "dense/kernel": rng.normal(0, 1.0, size=(64, 10)),
+        "out/kernel": rng.normal(0, 0.3, size=(10, 3)),
+    }
     masks = pruning.dense_masks(weights, list(weights))
     counts = [pruning.remaining(masks)]
     for fraction in (0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.35, 0.5):
@@ -127,10 +136,15 @@ def test_prune_fraction_outside_the_open_unit_interval_is_refused(fraction):
 
 # --- rewinding ---------------------------------------------------------------------------------------
 
+
 def test_rewind_gives_the_rewind_point_values_on_survivors_and_zero_elsewhere():
     rng = np.random.default_rng(2)
-    at_k = {"c/kernel": rng.normal(size=(3, 3, 2, 4)).astype(np.float32), "c_bn/gamma": rng.normal(size=4).astype(np.float32),
-            "d/kernel": rng.normal(size=(8, 5)).astype(np.float32), "d/bias": rng.normal(size=5).astype(np.float32)}
+    at_k = {
+        "c/kernel": rng.normal(size=(3, 3, 2, 4)).astype(np.float32),
+        "c_bn/gamma": rng.normal(size=4).astype(np.float32),
+        "d/kernel": rng.normal(size=(8, 5)).astype(np.float32),
+        "d/bias": rng.normal(size=5).astype(np.float32),
+    }
     final = {path: value * 10 + 1 for path, value in at_k.items()}
     masks = pruning.prune_globally(final, pruning.dense_masks(final, ["c/kernel", "d/kernel"]), 0.6)
     rewound = pruning.rewind(at_k, masks)
@@ -149,14 +163,17 @@ def test_rewind_gives_the_rewind_point_values_on_survivors_and_zero_elsewhere():
 
 # --- perturbations -----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def perturbation_case():
     """Iteration-k weights of a large and a small layer (plus unpruned BatchNorm and bias), a 60%-sparse mask, a fresh draw."""
     rng = np.random.default_rng(3)
-    weights = {"big/kernel": rng.normal(0.02, 0.1, size=(200, 150)).astype(np.float32),
-               "small/kernel": rng.normal(0, 1.0, size=(3, 3, 2, 4)).astype(np.float32),
-               "big_bn/gamma": rng.normal(1, 0.1, size=150).astype(np.float32),
-               "small/bias": rng.normal(size=4).astype(np.float32)}
+    weights = {
+        "big/kernel": rng.normal(0.02, 0.1, size=(200, 150)).astype(np.float32),
+        "small/kernel": rng.normal(0, 1.0, size=(3, 3, 2, 4)).astype(np.float32),
+        "big_bn/gamma": rng.normal(1, 0.1, size=150).astype(np.float32),
+        "small/bias": rng.normal(size=4).astype(np.float32),
+    }
     paths = ["big/kernel", "small/kernel"]
     masks = {path: (rng.random(weights[path].shape) < 0.4).astype(np.float32) for path in paths}
     fresh = {path: rng.uniform(-0.3, 0.3, size=value.shape).astype(np.float32) for path, value in weights.items()}

@@ -5,6 +5,7 @@ One Ray execution (module fixture) with two workers killed mid-training (`kphase
 one IMP round of `early_phase` (it has none between its rewind step and its end). Ray start-up and
 TensorFlow in each worker cost tens of seconds, so every assertion reads this one execution.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,14 @@ def executions(tmp_path_factory):
 
     graph = _graph(ARGS)
     layers_run = next(node for node in graph.nodes.values() if node.kind == "train" and "layers" in node.figures)
-    imp_round = next(node for node in graph.nodes.values() if node.kind == "train" and node.config.lineage.mask_run
-                     and node.config.lineage.perturbation == "none" and node.config.lineage.rewind_step == 4)
+    imp_round = next(
+        node
+        for node in graph.nodes.values()
+        if node.kind == "train"
+        and node.config.lineage.mask_run
+        and node.config.lineage.perturbation == "none"
+        and node.config.lineage.rewind_step == 4
+    )
     journal = root / "journal.jsonl"
     faults = (Fault(layers_run.key, 8, str(root / "killed-layers")), Fault(imp_round.key, 8, str(root / "killed-imp")))
 
@@ -58,8 +65,14 @@ def executions(tmp_path_factory):
     finally:
         ray.shutdown()
     attempts = [json.loads(line) for line in journal.read_text().splitlines()]
-    return {"serial": (serial_out, serial_runs), "ray": (ray_out, ray_runs), "graph": graph, "attempts": attempts,
-            "killed": (layers_run, imp_round), "markers": [Path(fault.marker) for fault in faults]}
+    return {
+        "serial": (serial_out, serial_runs),
+        "ray": (ray_out, ray_runs),
+        "graph": graph,
+        "attempts": attempts,
+        "killed": (layers_run, imp_round),
+        "markers": [Path(fault.marker) for fault in faults],
+    }
 
 
 def test_ray_graph_gives_byte_identical_csvs_and_runs(executions):
@@ -72,7 +85,9 @@ def test_ray_graph_gives_byte_identical_csvs_and_runs(executions):
     for directory in serial_runs.iterdir():
         if (directory / "measurements.csv").is_file():
             serial = pd.read_csv(directory / "measurements.csv").query("metric != 'seconds'").sort_values(key, ignore_index=True)
-            other = pd.read_csv(ray_runs / directory.name / "measurements.csv").query("metric != 'seconds'").sort_values(key, ignore_index=True)
+            other = (
+                pd.read_csv(ray_runs / directory.name / "measurements.csv").query("metric != 'seconds'").sort_values(key, ignore_index=True)
+            )
             pd.testing.assert_frame_equal(serial, other, check_exact=True)
 
 

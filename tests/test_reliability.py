@@ -6,6 +6,7 @@ nothing changed on disk. A kill is staged in-process by raising a BaseException 
 store catches one) right after the write that opens the window; a full disk by a free-space reading
 of a few bytes, or by the OSError(ENOSPC) a full disk gives a writer.
 """
+
 import errno
 import os
 import shutil
@@ -20,11 +21,10 @@ import pytest
 
 from kphases.cli import main
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, ScheduleConfig, TrainingConfig
-from kphases.data import DataError, check_raw_splits, load_dataset
+from kphases.data import DataError, check_raw_splits
 from kphases.measurement import measure
 from kphases.models import build_model
-from kphases.store import (CorruptSnapshotError, DamagedFileError, DamagedFileWarning, NoSpaceError, Run, StoreError,
-                           atomic_path, list_runs)
+from kphases.store import CorruptSnapshotError, DamagedFileError, DamagedFileWarning, NoSpaceError, Run, StoreError, atomic_path, list_runs
 from kphases.training import TrainingError, train
 
 TINY = RunConfig(
@@ -80,6 +80,7 @@ def kill_after_snapshot(monkeypatch, step: int) -> None:
 
 # --- 1. a kill between a snapshot and its resume state ------------------------------------------
 
+
 @pytest.mark.parametrize("step", [2, 8])
 def test_a_kill_right_after_any_snapshot_resumes_bit_identically(tmp_path, monkeypatch, reference, step):
     with monkeypatch.context() as patch:
@@ -104,10 +105,15 @@ def test_a_store_without_resume_state_says_exactly_what_to_do(tmp_path, monkeypa
 
 # --- 3, 9, 10, 14. bad data and bad configs: one line, nothing created ----------------------------
 
+
 def write_npz(directory: Path, **overrides) -> Path:
     rng = np.random.default_rng(0)
-    arrays = {"x_train": rng.integers(0, 256, (60, 28, 28), dtype=np.uint8), "y_train": np.tile(np.arange(10, dtype=np.uint8), 6),
-              "x_test": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), "y_test": np.tile(np.arange(10, dtype=np.uint8), 2)}
+    arrays = {
+        "x_train": rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
+        "y_train": np.tile(np.arange(10, dtype=np.uint8), 6),
+        "x_test": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        "y_test": np.tile(np.arange(10, dtype=np.uint8), 2),
+    }
     arrays.update(overrides)
     directory.mkdir(parents=True, exist_ok=True)
     np.savez(directory / "mnist.npz", **arrays)
@@ -115,18 +121,42 @@ def write_npz(directory: Path, **overrides) -> Path:
 
 
 def train_cli(tmp_path, data_dir, *flags):
-    return main(["train", "--profile", "smoke", "--data.source", "directory", "--data-dir", str(data_dir), "--data.train-size", "60",
-                 "--data.test-size", "20",
-                 "--runs-dir", str(tmp_path / "runs"), "--no-progress", *flags])
+    return main(
+        [
+            "train",
+            "--profile",
+            "smoke",
+            "--data.source",
+            "directory",
+            "--data-dir",
+            str(data_dir),
+            "--data.train-size",
+            "60",
+            "--data.test-size",
+            "20",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--no-progress",
+            *flags,
+        ]
+    )
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"x_train": np.random.default_rng(1).random((60, 28, 28)).astype(np.float32)},
-     r"x_train has dtype float32; the directory source reads uint8 pixels 0..255"),
-    ({"y_train": np.tile(np.arange(1, 11), 6)}, r"train labels include \[10\] \(6 labels\); mnist has 10 classes, so labels must be 0..9"),
-    ({"y_test": np.full(20, 255, np.uint8)}, r"test labels include \[255\] \(20 labels\)"),
-    ({"y_train": np.tile(np.arange(10.0), 6)}, r"train labels have dtype float64; expected integer class labels 0..9"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            {"x_train": np.random.default_rng(1).random((60, 28, 28)).astype(np.float32)},
+            r"x_train has dtype float32; the directory source reads uint8 pixels 0..255",
+        ),
+        (
+            {"y_train": np.tile(np.arange(1, 11), 6)},
+            r"train labels include \[10\] \(6 labels\); mnist has 10 classes, so labels must be 0..9",
+        ),
+        ({"y_test": np.full(20, 255, np.uint8)}, r"test labels include \[255\] \(20 labels\)"),
+        ({"y_train": np.tile(np.arange(10.0), 6)}, r"train labels have dtype float64; expected integer class labels 0..9"),
+    ],
+)
 def test_bad_data_is_one_line_naming_it_and_creates_no_run(tmp_path, capsys, overrides, message):
     data = write_npz(tmp_path / "data", **overrides)
     assert train_cli(tmp_path, data) == 2
@@ -145,13 +175,16 @@ def test_nan_images_are_named_at_load_not_blamed_on_the_learning_rate():
         check_raw_splits((images[:0], labels[:0], images, labels), "digits", "embedded:digits")
 
 
-@pytest.mark.parametrize("change", [
-    {"model": ModelConfig(architecture="vgg99", width=0.125)},
-    {"model": ModelConfig(architecture="vgg8", width=0.0)},
-    {"training": TrainingConfig(duration="8it", batch_size=0)},
-    {"training": TrainingConfig(duration="8it", lr_milestones=("9it",))},
-    {"schedule": ScheduleConfig(kind="explicit", steps=(0, 4, 100))},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": ModelConfig(architecture="vgg99", width=0.125)},
+        {"model": ModelConfig(architecture="vgg8", width=0.0)},
+        {"training": TrainingConfig(duration="8it", batch_size=0)},
+        {"training": TrainingConfig(duration="8it", lr_milestones=("9it",))},
+        {"schedule": ScheduleConfig(kind="explicit", steps=(0, 4, 100))},
+    ],
+)
 def test_an_invalid_config_creates_nothing(tmp_path, change):
     with pytest.raises(ValueError):
         train(TINY.replace(**change), runs_dir=tmp_path, **QUIET)
@@ -159,6 +192,7 @@ def test_an_invalid_config_creates_nothing(tmp_path, change):
 
 
 # --- 4, 8. torn tables --------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def measured(reference, tmp_path_factory):
@@ -205,6 +239,7 @@ def test_metrics_cut_mid_number_is_refused_naming_the_line(reference, tmp_path):
 
 
 # --- 6, 7. edited configs and files that went missing ----------------------------------------------
+
 
 def test_an_edited_config_is_refused_by_every_open(reference, tmp_path, capsys):
     run = copy_of(reference, tmp_path)
@@ -258,6 +293,7 @@ def test_measure_on_an_incomplete_run_says_so_and_gives_no_verdict(tmp_path, mon
 
 # --- 11. a full disk --------------------------------------------------------------------------------
 
+
 def test_a_full_disk_during_train_is_named_and_the_run_resumes(tmp_path, monkeypatch, reference):
     usage = shutil.disk_usage(tmp_path)
 
@@ -304,14 +340,19 @@ def test_a_full_disk_during_measure_is_one_line_and_changes_nothing(reference, t
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_text", full)
-    assert main(["measure", str(run.directory), "--profile", "smoke", "--decoders", "linear_exact", "--no-probe", "--transfer",
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            ["measure", str(run.directory), "--profile", "smoke", "--decoders", "linear_exact", "--no-probe", "--transfer", "--no-progress"]
+        )
+        == 2
+    )
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and error.startswith(f"error: no space left on the disk of {run.directory}"), error
     assert not run.measurements_path.exists() and not list(run.directory.glob(".measurements*"))
 
 
 # --- 12. paths that are not runs ---------------------------------------------------------------
+
 
 def test_an_absolute_path_that_is_not_a_run_is_named(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -326,11 +367,14 @@ def test_an_absolute_path_that_is_not_a_run_is_named(tmp_path, monkeypatch, caps
 
 # --- 15. temp files of killed writers, and permissions ------------------------------------------
 
+
 def test_temp_files_of_killed_writers_are_removed_on_open_and_live_ones_kept(reference, tmp_path):
     run = copy_of(reference, tmp_path)
-    writer = ("import os, sys\nfrom pathlib import Path\nfrom kphases.store import atomic_path\n"
-              "with atomic_path(Path(sys.argv[1]), suffix='.weights.h5') as temp:\n"
-              "    temp.write_bytes(b'half a snapshot')\n    os._exit(9)\n")
+    writer = (
+        "import os, sys\nfrom pathlib import Path\nfrom kphases.store import atomic_path\n"
+        "with atomic_path(Path(sys.argv[1]), suffix='.weights.h5') as temp:\n"
+        "    temp.write_bytes(b'half a snapshot')\n    os._exit(9)\n"
+    )
     target = run.snapshot_path(16)
     result = subprocess.run([sys.executable, "-c", writer, str(target)], cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 9
@@ -356,6 +400,7 @@ def test_files_respect_the_umask(tmp_path, umask):
 
 
 # --- 5, 13. figure tables in --out ----------------------------------------------------------------
+
 
 def test_plot_only_refuses_a_figure_csv_cut_mid_row_naming_it(tmp_path, capsys):
     from reproduce import phases

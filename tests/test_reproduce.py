@@ -1,11 +1,12 @@
 """The whole `reproduce.all` at smoke scale: every figure, its CSV and the summary are written to --out."""
+
 import re
 
 import pandas as pd
 import pytest
 
 from reproduce import all as reproduce_all
-from reproduce.common import FIGURES_DIR, update_summary, Options
+from reproduce.common import FIGURES_DIR, Options, update_summary
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,19 @@ def smoke_output(tmp_path_factory):
 
 
 def expected_figures(data_available: bool) -> list[str]:
-    names = ["data_model", "theory", "phases", "layers", "decoders", "reconstructions", "transfer", "early_stopping", "early_phase",
-             "information_plane", "label_noise"]
+    names = [
+        "data_model",
+        "theory",
+        "phases",
+        "layers",
+        "decoders",
+        "reconstructions",
+        "transfer",
+        "early_stopping",
+        "early_phase",
+        "information_plane",
+        "label_noise",
+    ]
     return names + (["reference_run"] if data_available else [])
 
 
@@ -102,16 +114,21 @@ def test_a_skipped_figure_leaves_earlier_results_in_out_as_they_were(tmp_path):
     out, empty_data = tmp_path / "out", tmp_path / "data"
     out.mkdir()
     empty_data.mkdir()
-    earlier = {"reference_run.csv": "label,step,metric,value\nseed 0,0,reconstruction_mse,0.5\n",
-               "reference_run.png": "an earlier figure", "reference_run.pdf": "an earlier figure"}
+    earlier = {
+        "reference_run.csv": "label,step,metric,value\nseed 0,0,reconstruction_mse,0.5\n",
+        "reference_run.png": "an earlier figure",
+        "reference_run.pdf": "an earlier figure",
+    }
     for name, text in earlier.items():
         (out / name).write_text(text)
-    update_summary(Options("smoke", out, plot_only=False, runs_dir=None, data_dir=None, progress=False), "reference_run",
-                   "the earlier run's table")
+    update_summary(
+        Options("smoke", out, plot_only=False, runs_dir=None, data_dir=None, progress=False), "reference_run", "the earlier run's table"
+    )
     summary = (out / "summary.md").read_text()
 
-    line = reference_run.main(["--profile", "smoke", "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
-                               "--data-dir", str(empty_data), "--no-progress"])
+    line = reference_run.main(
+        ["--profile", "smoke", "--out", str(out), "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(empty_data), "--no-progress"]
+    )
 
     assert "skipped" in line and "reference_run.png" not in line
     assert {name: (out / name).read_text() for name in earlier} == earlier
@@ -186,8 +203,9 @@ def test_phases_table_holds_the_run_stores_own_rows(smoke_output):
         measured = rows[rows["instrument"] != "classifier"]
         keys = ["step", "layer", "metric", "split", "instrument", "bn_stats"]
         store_rows = read_measurements(run)
-        joined = measured.merge(store_rows[keys + ["value"]].drop_duplicates(keys, keep="last"), on=keys, suffixes=("", "_stored"),
-                                validate="one_to_one")
+        joined = measured.merge(
+            store_rows[keys + ["value"]].drop_duplicates(keys, keep="last"), on=keys, suffixes=("", "_stored"), validate="one_to_one"
+        )
         assert len(joined) == len(measured) and {"linear_exact", "probe"} <= set(measured["instrument"])
         assert (joined["value"] - joined["value_stored"]).abs().max() < 1e-12
         accuracy = rows[rows["metric"].str.endswith("accuracy")]["value"]
@@ -207,8 +225,10 @@ def test_theory_table_has_the_known_answers(smoke_output):
     scalars = table[table["step"] < 0].pivot_table(index=["regime", "seed"], columns="metric", values="value")
     curves = table[table["step"] >= 0].pivot_table(index=["regime", "seed", "step"], columns="metric", values="value")
     joined = curves.join(scalars)
-    assert ((joined["reconstruction_loss"] >= joined["eckart_young_minimum"] - 1e-9)
-            & (joined["reconstruction_loss"] <= joined["trace_covariance"] + 1e-9)).all()
+    assert (
+        (joined["reconstruction_loss"] >= joined["eckart_young_minimum"] - 1e-9)
+        & (joined["reconstruction_loss"] <= joined["trace_covariance"] + 1e-9)
+    ).all()
     three = "10% outliers at another prototype"
     assert scalars.loc[(three, 0), "eckart_young_minimum"] == pytest.approx(61.0)
     assert scalars.loc[(three, 0), "trace_covariance"] == pytest.approx(392 / 3)

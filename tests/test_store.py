@@ -29,8 +29,12 @@ def test_edited_config_is_refused(tmp_path):
 
 def test_metrics_rows_are_tidy_and_replace_duplicates(tmp_path):
     run = Run.create(tmp_path, RunConfig())
-    run.append_metrics([{"step": 2, "split": "test", "metric": "classifier_accuracy", "value": 0.5},
-                        {"step": 0, "split": "test", "metric": "classifier_accuracy", "value": 0.1}])
+    run.append_metrics(
+        [
+            {"step": 2, "split": "test", "metric": "classifier_accuracy", "value": 0.5},
+            {"step": 0, "split": "test", "metric": "classifier_accuracy", "value": 0.1},
+        ]
+    )
     run.append_metrics([{"step": 2, "split": "test", "metric": "classifier_accuracy", "value": 0.6}])
     frame = run.metrics()
     assert list(frame.columns) == ["step", "split", "metric", "value"]

@@ -71,8 +71,11 @@ def test_run_writes_schedule_snapshots_metrics_and_calls_callbacks(tmp_path):
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     first = train(TINY, runs_dir=tmp_path / "a", progress=False)
     second = train(TINY, runs_dir=tmp_path / "b", progress=False)
-    other = train(TINY.replace(training=TrainingConfig(duration="16it", batch_size=32, learning_rate=0.05, seed=1)),
-                  runs_dir=tmp_path / "a", progress=False)
+    other = train(
+        TINY.replace(training=TrainingConfig(duration="16it", batch_size=32, learning_rate=0.05, seed=1)),
+        runs_dir=tmp_path / "a",
+        progress=False,
+    )
     for a, b in zip(snapshot_weights(first, 16), snapshot_weights(second, 16)):
         assert np.array_equal(a, b)
     assert not np.array_equal(snapshot_weights(first, 0)[0], snapshot_weights(other, 0)[0])
@@ -96,8 +99,12 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     """Kill a real training process (SIGKILL, no clean-up) after a checkpoint, resume, compare."""
     args = ["--profile", "smoke", "--training.duration", "400it", "--checkpoint-every", "25", "--no-progress"]
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": ""}
-    process = subprocess.Popen([sys.executable, "-m", "kphases", "train", "--runs-dir", str(tmp_path / "killed"), *args],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kphases", "train", "--runs-dir", str(tmp_path / "killed"), *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     state = None
     deadline = time.time() + 240
     try:

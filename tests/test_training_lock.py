@@ -1,5 +1,6 @@
 """One trainer per run directory (kphases.store.Run.training_lock): a second waits or is refused naming the
 holder, and a killed holder never blocks the next (the lock is the operating system's, freed with its process)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -13,8 +14,11 @@ import pytest
 from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig
 from kphases.store import Run, StoreError
 
-TINY = RunConfig(data=DataConfig(name="digits", source="embedded", train_size=100, test_size=50),
-                 model=ModelConfig(architecture="vgg8", width=0.125), training=TrainingConfig(duration="2it", batch_size=50))
+TINY = RunConfig(
+    data=DataConfig(name="digits", source="embedded", train_size=100, test_size=50),
+    model=ModelConfig(architecture="vgg8", width=0.125),
+    training=TrainingConfig(duration="2it", batch_size=50),
+)
 
 HOLD = """
 import json, sys
@@ -28,8 +32,13 @@ with run.training_lock():
 
 
 def _holder(runs_dir):
-    process = subprocess.Popen([sys.executable, "-c", HOLD, str(runs_dir), TINY.to_json()], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                               cwd=Path(__file__).resolve().parents[1])  # this checkout's kphases
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(runs_dir), TINY.to_json()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # this checkout's kphases
     assert process.stdout.readline().strip() == "held"
     return process
 

@@ -21,6 +21,7 @@ Modules, in the order data flows:
 - symbolic: sympy derivations (imported on demand: `from theory import symbolic`);
 - keras_check: the same training in the project's Keras "F" net (imports TensorFlow on call).
 """
+
 from theory.bounds import (
     alignment_sine_bound,
     gradient_deviation_bound,
@@ -60,13 +61,41 @@ from theory.regimes import near_outlier_regime, no_outlier_regime, three_phase_r
 from theory.simulate import SimulationConfig, Trajectory, cross_entropy_gradient, doubling_steps, initial_weights, simulate, simulate_many
 
 __all__ = [
-    "DataModel", "Dataset", "PhasePrediction", "SimulationConfig", "Trajectory",
-    "alignment_sine_bound", "cross_entropy_gradient", "decoder_squared_error", "doubling_steps",
-    "eckart_young_minimum", "fit_affine_decoder", "gradient_at_zero", "gradient_deviation_bound",
-    "gradient_norm_bound", "initial_weights", "linearised_weights", "max_margin_classifier",
-    "near_outlier_regime", "no_outlier_regime", "optimal_affine_decoder", "phase1_certified_steps",
-    "phase1_reconstruction_change_bound", "population_covariance", "population_mean",
-    "predict_phases", "principal_angles", "projector_perturbation_bound", "prototype_eigenvalue",
-    "prototype_span_basis", "prototypes", "reconstruction_loss", "reconstruction_loss_closed_form",
-    "reconstruction_loss_from_angles", "sample_dataset", "simulate", "simulate_many", "three_phase_regime",
+    "DataModel",
+    "Dataset",
+    "PhasePrediction",
+    "SimulationConfig",
+    "Trajectory",
+    "alignment_sine_bound",
+    "cross_entropy_gradient",
+    "decoder_squared_error",
+    "doubling_steps",
+    "eckart_young_minimum",
+    "fit_affine_decoder",
+    "gradient_at_zero",
+    "gradient_deviation_bound",
+    "gradient_norm_bound",
+    "initial_weights",
+    "linearised_weights",
+    "max_margin_classifier",
+    "near_outlier_regime",
+    "no_outlier_regime",
+    "optimal_affine_decoder",
+    "phase1_certified_steps",
+    "phase1_reconstruction_change_bound",
+    "population_covariance",
+    "population_mean",
+    "predict_phases",
+    "principal_angles",
+    "projector_perturbation_bound",
+    "prototype_eigenvalue",
+    "prototype_span_basis",
+    "prototypes",
+    "reconstruction_loss",
+    "reconstruction_loss_closed_form",
+    "reconstruction_loss_from_angles",
+    "sample_dataset",
+    "simulate",
+    "simulate_many",
+    "three_phase_regime",
 ]

@@ -8,6 +8,7 @@ Notation: inputs X (N x d), second moment M2 = X^T X / N, covariance S, W0 the i
 A0 = S^(1/2) W0^T (d x C), sigma_C(A0) its smallest singular value, K_2C(S) the sum of the 2C
 largest eigenvalues of S, g a bound on the gradient's spectral norm.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,9 @@ def projector_perturbation_bound(matrix: np.ndarray, perturbation: np.ndarray) -
     return float(size / smallest) if size < smallest else math.inf
 
 
-def _phase1_constants(initial_weights: np.ndarray, covariance: np.ndarray, inputs: np.ndarray, batch_size: int | None) -> tuple[float, float, float]:
+def _phase1_constants(
+    initial_weights: np.ndarray, covariance: np.ndarray, inputs: np.ndarray, batch_size: int | None
+) -> tuple[float, float, float]:
     """(sigma_C(A0), K_2C(S), g ||S||^(1/2)) for proposition 2."""
     num_classes = initial_weights.shape[0]
     smallest = np.linalg.svd(covariance_square_root(covariance) @ initial_weights.T, compute_uv=False)[-1]
@@ -53,7 +56,11 @@ def _phase1_constants(initial_weights: np.ndarray, covariance: np.ndarray, input
 
 
 def phase1_reconstruction_change_bound(
-    initial_weights: np.ndarray, covariance: np.ndarray, inputs: np.ndarray, learning_rate: float, step: int,
+    initial_weights: np.ndarray,
+    covariance: np.ndarray,
+    inputs: np.ndarray,
+    learning_rate: float,
+    step: int,
     batch_size: int | None = None,
 ) -> float:
     """Proposition 2: |R(W_t) - R(W0)| <= K_2C(S) eps_t / sigma_C(A0), eps_t = eta t g ||S||^(1/2).
@@ -69,8 +76,12 @@ def phase1_reconstruction_change_bound(
 
 
 def phase1_certified_steps(
-    initial_weights: np.ndarray, covariance: np.ndarray, inputs: np.ndarray, learning_rate: float,
-    projector_tolerance: float = 1.0, batch_size: int | None = None,
+    initial_weights: np.ndarray,
+    covariance: np.ndarray,
+    inputs: np.ndarray,
+    learning_rate: float,
+    projector_tolerance: float = 1.0,
+    batch_size: int | None = None,
 ) -> int:
     """The number of steps T proposition 2 covers: the largest t with eps_t < sigma_C(A0) and
     eps_t / sigma_C(A0) <= projector_tolerance, so that |R(W_t) - R(W0)| <= projector_tolerance K_2C(S)

@@ -19,6 +19,7 @@ S = sigma^2 I + lambda Pi_P, where P = span{m_c - mean(m)} is the (C - 1)-dimens
 prototype span and lambda = r^2 (1 - gamma) / C * ((1 - rho) + rho ((1 - tau)^2 + tau^2
 - 2 tau (1 - tau) / (C - 1))) (derived in `theory.symbolic.population_covariance_eigenvalue`).
 """
+
 from __future__ import annotations
 
 import dataclasses

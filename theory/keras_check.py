@@ -6,6 +6,7 @@ bias-free Dense "logits"), started from the simulator's W0 (kernel = W0^T), trai
 with full-batch `tf.GradientTape` steps on the mean sparse cross-entropy, in float32. Keras and
 TensorFlow are imported inside the function, so `import theory` stays free of TensorFlow.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

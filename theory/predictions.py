@@ -28,6 +28,7 @@ predictions on `theory.simulate` trajectories). What each number is, and how muc
   the outliers start to move the rows, not when they are fitted: at the minimum none is, and the
   rise goes on after all are.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -97,8 +98,14 @@ def max_margin_classifier(inputs: np.ndarray, labels: np.ndarray, num_classes: i
         product = gram @ dual
         return 0.5 * dual @ product - dual.sum(), product - 1.0
 
-    result = minimize(objective, np.zeros(len(pairs)), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * len(pairs),
-                      options={"maxiter": 50_000, "ftol": 1e-16, "gtol": 1e-12})
+    result = minimize(
+        objective,
+        np.zeros(len(pairs)),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0.0, None)] * len(pairs),
+        options={"maxiter": 50_000, "ftol": 1e-16, "gtol": 1e-12},
+    )
     weights = (class_part * result.x[:, None]).T @ inputs[sample_index]
     scores = inputs @ weights.T
     margins = scores[np.arange(len(labels)), labels][:, None] - scores
@@ -132,8 +139,10 @@ def predict_phases(trajectory: Trajectory, tolerances: PhaseTolerances = PhaseTo
     margin_weights = _cached_max_margin_classifier(dataset.inputs, dataset.labels, model.num_classes)
     asymptotic_level = None if margin_weights is None else reconstruction_loss(np.vstack([margin_weights, conserved_row_sum]), covariance)
 
-    linearised = tuple(reconstruction_loss(linearised_weights(initial, gradient_zero, config.learning_rate, int(step)), covariance)
-                       for step in trajectory.steps)
+    linearised = tuple(
+        reconstruction_loss(linearised_weights(initial, gradient_zero, config.learning_rate, int(step)), covariance)
+        for step in trajectory.steps
+    )
     band = tolerances.constant_tolerance * abs(initial_level)
     constant_last = 0
     while constant_last + 1 < len(linearised) and abs(linearised[constant_last + 1] - initial_level) <= band:
@@ -141,8 +150,9 @@ def predict_phases(trajectory: Trajectory, tolerances: PhaseTolerances = PhaseTo
     linearised_constant_end = int(trajectory.steps[constant_last]) if constant_last >= 1 else None
 
     certified_steps = phase1_certified_steps(initial, covariance, dataset.inputs, config.learning_rate, batch_size=config.batch_size)
-    certified_change = phase1_reconstruction_change_bound(initial, covariance, dataset.inputs, config.learning_rate,
-                                                          certified_steps, batch_size=config.batch_size)
+    certified_change = phase1_reconstruction_change_bound(
+        initial, covariance, dataset.inputs, config.learning_rate, certified_steps, batch_size=config.batch_size
+    )
 
     dominated = np.flatnonzero(trajectory.outlier_gradient_share >= OUTLIER_DOMINANCE_SHARE)
     outlier_dominance_step = int(trajectory.steps[dominated[0]]) if dominated.size else None
@@ -150,8 +160,12 @@ def predict_phases(trajectory: Trajectory, tolerances: PhaseTolerances = PhaseTo
     relative_decrease = (initial_level - phase2_level) / abs(initial_level)
     relative_increase = None if asymptotic_level is None else (asymptotic_level - phase2_level) / abs(initial_level)
     threshold = tolerances.min_relative_change
-    expected = (linearised_constant_end is not None and relative_decrease >= threshold
-                and relative_increase is not None and relative_increase >= threshold)
+    expected = (
+        linearised_constant_end is not None
+        and relative_decrease >= threshold
+        and relative_increase is not None
+        and relative_increase >= threshold
+    )
     return PhasePrediction(
         initial_level=initial_level,
         phase2_level=phase2_level,

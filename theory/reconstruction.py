@@ -13,6 +13,7 @@ depends on W only through its row space. `reconstruction_loss` evaluates it thro
 S^(1/2) W^T (stable when W's rows differ in scale by many orders, as they do late in training);
 `reconstruction_loss_closed_form` is the pseudo-inverse formula, kept as an independent check.
 """
+
 from __future__ import annotations
 
 import numpy as np

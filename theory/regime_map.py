@@ -28,6 +28,7 @@ measured minimum of R:
   span, minimum -> last step, that lies in the span of the outliers' own noise vectors; a random
   direction would put `tilt_in_outlier_noise_by_chance` = n_outliers / (d - C) there.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -109,9 +110,14 @@ def map_cells(grid: RegimeMapGrid) -> list[MapCell]:
     cells = []
     for fraction in grid.outlier_fractions:
         distances = (None,) if fraction == 0 else grid.outlier_distances
-        cells += [MapCell(FRACTION_POSITION, fraction, distance, grid.fraction_plane_rate, grid.fraction_plane_scale) for distance in distances]
-    cells += [MapCell(RATE_SCALE, grid.rate_plane_fraction, grid.rate_plane_distance, rate, scale)
-              for rate in grid.learning_rates for scale in grid.init_scales]
+        cells += [
+            MapCell(FRACTION_POSITION, fraction, distance, grid.fraction_plane_rate, grid.fraction_plane_scale) for distance in distances
+        ]
+    cells += [
+        MapCell(RATE_SCALE, grid.rate_plane_fraction, grid.rate_plane_distance, rate, scale)
+        for rate in grid.learning_rates
+        for scale in grid.init_scales
+    ]
     return cells
 
 
@@ -150,9 +156,11 @@ def tilt_in_outlier_noise(trajectory: Trajectory) -> tuple[float, float]:
     minimum = int(np.argmin(trajectory.reconstruction_loss))
     if minimum == len(trajectory.steps) - 1:
         return math.nan, chance
+
     # Differences of rows (the conserved row sum removed), outside the prototype directions.
     def centred_outside(weights: np.ndarray) -> np.ndarray:
         return (weights - weights.mean(axis=0)) @ outside
+
     growth = centred_outside(trajectory.weights[-1]) - centred_outside(trajectory.weights[minimum])
     total = float(np.sum(growth**2))
     return (float(np.sum((growth @ noise_span) ** 2)) / total if total > 0 else math.nan), chance
@@ -170,15 +178,23 @@ def run_map(grid: RegimeMapGrid = RegimeMapGrid()) -> list[SeedRun]:
         trajectory = simulated[cell.run(seed, grid.last_step)]
         prediction = predict_phases(trajectory)
         tilt, chance = tilt_in_outlier_noise(trajectory)
-        results.append(SeedRun(
-            cell=cell, seed=seed, steps=tuple(int(step) for step in trajectory.steps),
-            reconstruction_loss=tuple(float(value) for value in trajectory.reconstruction_loss),
-            outlier_accuracy=tuple(float(value) for value in trajectory.outlier_accuracy),
-            majority_accuracy=tuple(float(value) for value in trajectory.majority_accuracy),
-            predicted_constant=prediction.linearised_constant_end is not None,
-            predicted_three_phases=prediction.three_phases_expected,
-            asymptotic_relative_increase=math.nan if prediction.asymptotic_relative_increase is None else prediction.asymptotic_relative_increase,
-            tilt_in_outlier_noise=tilt, tilt_in_outlier_noise_by_chance=chance))
+        results.append(
+            SeedRun(
+                cell=cell,
+                seed=seed,
+                steps=tuple(int(step) for step in trajectory.steps),
+                reconstruction_loss=tuple(float(value) for value in trajectory.reconstruction_loss),
+                outlier_accuracy=tuple(float(value) for value in trajectory.outlier_accuracy),
+                majority_accuracy=tuple(float(value) for value in trajectory.majority_accuracy),
+                predicted_constant=prediction.linearised_constant_end is not None,
+                predicted_three_phases=prediction.three_phases_expected,
+                asymptotic_relative_increase=math.nan
+                if prediction.asymptotic_relative_increase is None
+                else prediction.asymptotic_relative_increase,
+                tilt_in_outlier_noise=tilt,
+                tilt_in_outlier_noise_by_chance=chance,
+            )
+        )
     return results
 
 
@@ -234,7 +250,9 @@ def rise_before_outliers_fitted(reconstruction_loss: Sequence[float], outlier_ac
 def summarise_cell(runs: Sequence[SeedRun], min_effect: float = MAP_MIN_EFFECT) -> CellSummary:
     """The verdicts and means of one cell's seeds (all runs must share the cell and the steps)."""
     if len({run.cell for run in runs}) != 1 or len({run.steps for run in runs}) != 1:
-        raise ValueError(f"summarise_cell needs the seeds of one cell measured at the same steps, got cells {sorted({str(r.cell) for r in runs})}")
+        raise ValueError(
+            f"summarise_cell needs the seeds of one cell measured at the same steps, got cells {sorted({str(r.cell) for r in runs})}"
+        )
     steps = list(runs[0].steps)
     curves = np.array([run.reconstruction_loss for run in runs])
     verdict = phase_verdict(steps, seed_curves=curves, settings=VerdictSettings(min_effect=min_effect))
@@ -242,7 +260,10 @@ def summarise_cell(runs: Sequence[SeedRun], min_effect: float = MAP_MIN_EFFECT) 
     minima = [int(np.argmin(run.reconstruction_loss)) for run in runs]
     detected = [detect_phases(steps, list(run.reconstruction_loss)) for run in runs]
     return CellSummary(
-        cell=runs[0].cell, seeds=len(runs), verdict=verdict, small_rise_confident=bool(small_rise),
+        cell=runs[0].cell,
+        seeds=len(runs),
+        verdict=verdict,
+        small_rise_confident=bool(small_rise),
         seeds_three_phases_detected=sum(result.three_phases for result in detected),
         seeds_constant_detected=sum(result.constant_end is not None for result in detected),
         seeds_predicted_three_phases=sum(run.predicted_three_phases for run in runs),

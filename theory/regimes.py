@@ -14,6 +14,7 @@ generic there: with eta = 0.001 and init_scale = 0.5 they need outliers at anoth
 most 1%); with rho = 0.1, tau = 1 they need eta / init_scale below about 0.007 for phase 1 and
 init_scale well below 1.5 for a rise within 2^16 steps.
 """
+
 from __future__ import annotations
 
 from theory.data_model import DataModel

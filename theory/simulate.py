@@ -10,6 +10,7 @@ R(W_t) of `theory.reconstruction` and the quantities the propositions talk about
 The update is W <- W - eta G, G = (1 / |B|) sum_{i in B} (softmax(W x_i) - e_{y_i}) x_i^T
 (proposition 1), in float64.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from theory.data_model import DataModel, Dataset, population_covariance, prototype_eigenvalue, prototype_span_basis, sample_dataset
+from theory.data_model import DataModel, Dataset, population_covariance, prototype_span_basis, sample_dataset
 from theory.reconstruction import eckart_young_minimum, principal_angles, reconstruction_loss
 
 
@@ -53,7 +54,9 @@ class SimulationConfig:
         if self.measure_steps is not None:
             steps = list(self.measure_steps)
             if not steps or steps != sorted(set(steps)) or steps[0] < 0 or steps[-1] > self.last_step:
-                raise ValueError(f"measure_steps must be distinct increasing steps in 0..last_step={self.last_step}, got {self.measure_steps!r}")
+                raise ValueError(
+                    f"measure_steps must be distinct increasing steps in 0..last_step={self.last_step}, got {self.measure_steps!r}"
+                )
         if self.batch_size is not None and not 1 <= self.batch_size <= self.num_train:
             raise ValueError(f"batch_size must be None (full batch) or in 1..num_train={self.num_train}, got {self.batch_size!r}")
 
@@ -165,7 +168,9 @@ def _outlier_gradient_share(weights: np.ndarray, dataset: Dataset) -> float:
     return float(outlier_part / total) if total > 0 else 0.0
 
 
-def _measure(weights: np.ndarray, dataset: Dataset, test: Dataset, covariance: np.ndarray, span: np.ndarray, records: dict[str, list]) -> None:
+def _measure(
+    weights: np.ndarray, dataset: Dataset, test: Dataset, covariance: np.ndarray, span: np.ndarray, records: dict[str, list]
+) -> None:
     """Append one measurement of W_t to `records` (shared by `simulate` and `simulate_many`)."""
     inputs, labels, outlier = dataset.inputs, dataset.labels, dataset.is_outlier
     records["reconstruction_loss"].append(reconstruction_loss(weights, covariance))
@@ -179,16 +184,26 @@ def _measure(weights: np.ndarray, dataset: Dataset, test: Dataset, covariance: n
     records["weights"].append(weights.copy())
 
 
-_RECORDED = ("reconstruction_loss", "train_accuracy", "majority_accuracy", "outlier_accuracy", "test_accuracy",
-             "train_loss", "outlier_gradient_share", "prototype_angles", "weights")
+_RECORDED = (
+    "reconstruction_loss",
+    "train_accuracy",
+    "majority_accuracy",
+    "outlier_accuracy",
+    "test_accuracy",
+    "train_loss",
+    "outlier_gradient_share",
+    "prototype_angles",
+    "weights",
+)
 
 
 def _measurement_steps(config: SimulationConfig) -> np.ndarray:
     return doubling_steps(config.last_step) if config.measure_steps is None else np.array(config.measure_steps, dtype=np.int64)
 
 
-def _trajectory(steps: np.ndarray, records: dict[str, list], covariance: np.ndarray, dataset: Dataset, model: DataModel,
-                config: SimulationConfig) -> Trajectory:
+def _trajectory(
+    steps: np.ndarray, records: dict[str, list], covariance: np.ndarray, dataset: Dataset, model: DataModel, config: SimulationConfig
+) -> Trajectory:
     return Trajectory(
         steps=steps,
         **{name: np.array(values) for name, values in records.items()},
@@ -233,7 +248,9 @@ def simulate(model: DataModel, config: SimulationConfig = SimulationConfig(), in
             weights = weights - config.learning_rate * gradient
             step += 1
         if not np.all(np.isfinite(weights)):
-            raise FloatingPointError(f"weights became non-finite by step {step} (learning_rate={config.learning_rate}); lower the learning rate")
+            raise FloatingPointError(
+                f"weights became non-finite by step {step} (learning_rate={config.learning_rate}); lower the learning rate"
+            )
         _measure(weights, dataset, test, covariance, span, records)
     return _trajectory(steps, records, covariance, dataset, model, config)
 
@@ -255,13 +272,19 @@ def simulate_many(runs: Sequence[tuple[DataModel, SimulationConfig]]) -> list[Tr
     steps = _measurement_steps(first_config)
     for index, (model, config) in enumerate(runs):
         if config.batch_size is not None:
-            raise ValueError(f"simulate_many runs full-batch gradient descent only; run {index} has batch_size={config.batch_size} (use simulate)")
+            raise ValueError(
+                f"simulate_many runs full-batch gradient descent only; run {index} has batch_size={config.batch_size} (use simulate)"
+            )
         if (model.num_classes, model.input_dim, config.num_train) != shape:
-            raise ValueError(f"simulate_many runs must share (num_classes, input_dim, num_train) = {shape}; "
-                             f"run {index} has {(model.num_classes, model.input_dim, config.num_train)}")
+            raise ValueError(
+                f"simulate_many runs must share (num_classes, input_dim, num_train) = {shape}; "
+                f"run {index} has {(model.num_classes, model.input_dim, config.num_train)}"
+            )
         if not np.array_equal(_measurement_steps(config), steps):
-            raise ValueError(f"simulate_many runs must share the measurement steps; run {index} measures at "
-                             f"{_measurement_steps(config).tolist()}, run 0 at {steps.tolist()}")
+            raise ValueError(
+                f"simulate_many runs must share the measurement steps; run {index} measures at "
+                f"{_measurement_steps(config).tolist()}, run 0 at {steps.tolist()}"
+            )
     datasets = [sample_dataset(model, config.num_train, seed=config.seed) for model, config in runs]
     tests = [sample_dataset(model, config.num_test, seed=(config.seed, 1)) for model, config in runs]
     covariances = [population_covariance(model) for model, _ in runs]
@@ -288,7 +311,10 @@ def simulate_many(runs: Sequence[tuple[DataModel, SimulationConfig]]) -> list[Tr
             step += 1
         for index, (model, config) in enumerate(runs):
             if not np.all(np.isfinite(weights[index])):
-                raise FloatingPointError(f"weights became non-finite by step {step} (learning_rate={config.learning_rate}); lower the learning rate")
+                raise FloatingPointError(
+                    f"weights became non-finite by step {step} (learning_rate={config.learning_rate}); lower the learning rate"
+                )
             _measure(weights[index], datasets[index], tests[index], covariances[index], spans[index], records[index])
-    return [_trajectory(steps, records[index], covariances[index], datasets[index], model, config)
-            for index, (model, config) in enumerate(runs)]
+    return [
+        _trajectory(steps, records[index], covariances[index], datasets[index], model, config) for index, (model, config) in enumerate(runs)
+    ]

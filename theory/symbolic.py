@@ -7,6 +7,7 @@ equations, enumerating a mixture) and returns it next to the closed form claimed
 as a `Derivation`. Dimensions are small and fixed (a symbolic proof for general C and d is
 not attempted); the numeric property tests cover general dimensions.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -50,6 +51,7 @@ def reconstruction_loss_expression(weights: sp.MatrixBase, covariance: sp.Matrix
 
 
 # --- Proposition 1: the gradient -------------------------------------------------------------
+
 
 def cross_entropy_gradient(num_classes: int = 3, input_dim: int = 2, label: int = 0) -> Derivation:
     """d/dW of -log softmax(W x)_y, by differentiation, against (p - e_y) x^T."""
@@ -100,6 +102,7 @@ def softmax_jacobian_norm_two_classes() -> Derivation:
 
 # --- Propositions 3 and 5: the reconstruction loss ---------------------------------------------
 
+
 def optimal_decoder(code_dim: int = 2, input_dim: int = 3, diagonal_covariance: bool = True) -> tuple[Derivation, Derivation]:
     """The decoder D minimising E||x - D W x||^2 for centred x with covariance S, derived by solving
     the stationarity equations, against D* = S W^T (W S W^T)^{-1}; and the loss at D*, against
@@ -111,7 +114,9 @@ def optimal_decoder(code_dim: int = 2, input_dim: int = 3, diagonal_covariance: 
         covariance = sp.Matrix(input_dim, input_dim, lambda i, j: sp.Symbol(f"s_{min(i, j)}_{max(i, j)}", real=True))
     decoder = sp.Matrix(input_dim, code_dim, lambda i, j: sp.Symbol(f"D_{i}_{j}", real=True))
     # E||x - D W x||^2 = tr S - 2 tr(D W S) + tr(D W S W^T D^T) for E[x x^T] = S.
-    objective = covariance.trace() - 2 * (decoder * weights * covariance).trace() + (decoder * weights * covariance * weights.T * decoder.T).trace()
+    objective = (
+        covariance.trace() - 2 * (decoder * weights * covariance).trace() + (decoder * weights * covariance * weights.T * decoder.T).trace()
+    )
     solution = sp.solve([sp.diff(objective, entry) for entry in decoder], list(decoder), dict=True)[0]
     derived_decoder = decoder.subs(solution)
     claimed_decoder = covariance * weights.T * (weights * covariance * weights.T).inv()
@@ -156,6 +161,7 @@ def tilt_derivative() -> Derivation:
 
 # --- The data model ---------------------------------------------------------------------------
 
+
 def _prototypes(num_classes: int, norm: sp.Symbol, cosine: sp.Symbol) -> list[sp.Matrix]:
     basis = sp.eye(num_classes + 1)
     return [norm * (sp.sqrt(1 - cosine) * basis[:, c + 1] + sp.sqrt(cosine) * basis[:, 0]) for c in range(num_classes)]
@@ -180,7 +186,12 @@ def population_covariance_eigenvalue(num_classes: int = 3) -> Derivation:
     direction = sp.zeros(num_classes + 1, 1)
     direction[1], direction[2] = 1 / sp.sqrt(2), -1 / sp.sqrt(2)  # q_1 - q_2, a unit vector of P
     derived = (direction.T * between * direction)[0, 0]
-    claimed = norm**2 * (1 - cosine) / num_classes * ((1 - fraction) + fraction * ((1 - distance) ** 2 + distance**2 - 2 * distance * (1 - distance) / (num_classes - 1)))
+    claimed = (
+        norm**2
+        * (1 - cosine)
+        / num_classes
+        * ((1 - fraction) + fraction * ((1 - distance) ** 2 + distance**2 - 2 * distance * (1 - distance) / (num_classes - 1)))
+    )
     return Derivation(derived, claimed, (norm, cosine, fraction, distance))
 
 

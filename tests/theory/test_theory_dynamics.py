@@ -4,6 +4,7 @@ The bounds of theory.bounds are checked on simulated runs over hypothesis-drawn 
 each lemma is also checked to be tight on a construction where it is attained (a bound with a
 wrong constant fails one side or the other).
 """
+
 import math
 
 import numpy as np
@@ -49,13 +50,26 @@ def stable_learning_rate(model: DataModel, num_train: int, seed: int, fraction: 
 
 # --- Proposition 1: every update lies in the span of the data; the row sum is conserved ------------
 
+
 @settings(max_examples=15)
-@given(model=data_models(min_dim=30, max_dim=40), num_train=st.integers(6, 20), fraction=st.floats(0.05, 1.0),
-       batch=st.sampled_from([None, 1, 4]), seed=seeds)
+@given(
+    model=data_models(min_dim=30, max_dim=40),
+    num_train=st.integers(6, 20),
+    fraction=st.floats(0.05, 1.0),
+    batch=st.sampled_from([None, 1, 4]),
+    seed=seeds,
+)
 def test_updates_stay_in_the_span_of_the_data_and_conserve_the_row_sum(model, num_train, fraction, batch, seed):
     # N < d, so the data span is a proper subspace and the check can fail.
-    config = SimulationConfig(learning_rate=stable_learning_rate(model, num_train, seed, fraction), last_step=64,
-                              num_train=num_train, num_test=10, init_scale=1.0, batch_size=batch, seed=seed)
+    config = SimulationConfig(
+        learning_rate=stable_learning_rate(model, num_train, seed, fraction),
+        last_step=64,
+        num_train=num_train,
+        num_test=10,
+        init_scale=1.0,
+        batch_size=batch,
+        seed=seed,
+    )
     trajectory = simulate(model, config)
     basis, _ = np.linalg.qr(trajectory.dataset.inputs.T)  # d x N, orthonormal basis of the data span
     for weights in trajectory.weights[1:]:
@@ -67,6 +81,7 @@ def test_updates_stay_in_the_span_of_the_data_and_conserve_the_row_sum(model, nu
 
 
 # --- Proposition 2: phase 1 ---------------------------------------------------------------------
+
 
 @given(model=data_models(), num_train=st.integers(5, 60), scale=st.floats(0.01, 30.0), batch=st.sampled_from([None, 1, 3]), seed=seeds)
 def test_gradient_norm_bound_holds_for_any_weights_and_batch(model, num_train, scale, batch, seed):
@@ -110,8 +125,14 @@ def test_projector_perturbation_bound_is_tight_to_first_order():
 
 
 @settings(max_examples=15)
-@given(model=data_models(), num_train=st.integers(10, 60), init_scale=st.floats(0.05, 3.0),
-       fraction=st.floats(0.001, 0.2), batch=st.sampled_from([None, 4]), seed=seeds)
+@given(
+    model=data_models(),
+    num_train=st.integers(10, 60),
+    init_scale=st.floats(0.05, 3.0),
+    fraction=st.floats(0.001, 0.2),
+    batch=st.sampled_from([None, 4]),
+    seed=seeds,
+)
 def test_phase1_bound_holds_on_simulated_runs(model, num_train, init_scale, fraction, batch, seed):
     learning_rate = stable_learning_rate(model, num_train, seed, fraction)
     data = sample_dataset(model, num_train, seed=seed)
@@ -119,8 +140,16 @@ def test_phase1_bound_holds_on_simulated_runs(model, num_train, init_scale, frac
     covariance = population_covariance(model)
     certified = phase1_certified_steps(start, covariance, data.inputs, learning_rate, batch_size=batch)
     last = min(certified, 200)
-    config = SimulationConfig(learning_rate=learning_rate, last_step=last, num_train=num_train, num_test=10,
-                              init_scale=init_scale, batch_size=batch, seed=seed, measure_steps=tuple(range(last + 1)))
+    config = SimulationConfig(
+        learning_rate=learning_rate,
+        last_step=last,
+        num_train=num_train,
+        num_test=10,
+        init_scale=init_scale,
+        batch_size=batch,
+        seed=seed,
+        measure_steps=tuple(range(last + 1)),
+    )
     trajectory = simulate(model, config)
     np.testing.assert_array_equal(trajectory.weights[0], start)
     for step, loss in zip(trajectory.steps, trajectory.reconstruction_loss):
@@ -147,14 +176,23 @@ def test_phase1_certified_steps_scale_with_init_over_learning_rate():
 
 # --- Proposition 3: phase 2 ----------------------------------------------------------------------
 
+
 @given(model=data_models(), num_train=st.integers(4, 60), seed=seeds)
 def test_gradient_at_uniform_softmax_is_the_centred_class_means(model, num_train, seed):
     data = sample_dataset(model, num_train, seed=seed)
     num_classes = model.num_classes
     grand_mean = data.inputs.mean(axis=0)
-    expected = np.array([np.mean(data.labels == c) * data.inputs[data.labels == c].mean(axis=0) - grand_mean / num_classes
-                         if np.any(data.labels == c) else -grand_mean / num_classes for c in range(num_classes)])
-    np.testing.assert_allclose(-gradient_at_zero(data.inputs, data.labels, num_classes), expected, atol=1e-12 * (1 + np.abs(expected).max()))
+    expected = np.array(
+        [
+            np.mean(data.labels == c) * data.inputs[data.labels == c].mean(axis=0) - grand_mean / num_classes
+            if np.any(data.labels == c)
+            else -grand_mean / num_classes
+            for c in range(num_classes)
+        ]
+    )
+    np.testing.assert_allclose(
+        -gradient_at_zero(data.inputs, data.labels, num_classes), expected, atol=1e-12 * (1 + np.abs(expected).max())
+    )
 
 
 @given(model=data_models(), num_train=st.integers(4, 60), scale=st.floats(0.001, 10.0), seed=seeds)
@@ -183,8 +221,9 @@ def test_early_updates_point_to_the_centred_class_means(model, num_train, fracti
     smallest_row = np.linalg.norm(towards_means, axis=1).min()
     budget = 0.2 * smallest_row / mean_square_norm  # keeps (1/2) max||W|| E||x||^2 <= 0.1 ||G(0)_c||
     learning_rate = fraction * budget / (8 * gradient_norm_bound(data.inputs))
-    config = SimulationConfig(learning_rate=learning_rate, last_step=8, num_train=num_train, num_test=10,
-                              init_scale=0.01 * budget, seed=seed)
+    config = SimulationConfig(
+        learning_rate=learning_rate, last_step=8, num_train=num_train, num_test=10, init_scale=0.01 * budget, seed=seed
+    )
     trajectory = simulate(model, config)
     largest_norm = max(np.linalg.norm(weights, 2) for weights in trajectory.weights)
     for weights in trajectory.weights[1:]:

@@ -1,11 +1,12 @@
 """The NumPy simulator is the project's Keras "F" net: same W0, same data, same weights after training."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from theory.reconstruction import reconstruction_loss
 from theory.data_model import population_covariance
+from theory.reconstruction import reconstruction_loss
 from theory.regimes import three_phase_regime
 from theory.simulate import simulate
 
@@ -17,8 +18,9 @@ def test_keras_f_net_follows_the_simulator():
 
     model, config = three_phase_regime(seed=0)
     trajectory = simulate(model, config.replace(last_step=256))
-    keras_weights = train_linear_keras_net(trajectory.dataset.inputs, trajectory.dataset.labels, trajectory.weights[0],
-                                           config.learning_rate, trajectory.steps.tolist())
+    keras_weights = train_linear_keras_net(
+        trajectory.dataset.inputs, trajectory.dataset.labels, trajectory.weights[0], config.learning_rate, trajectory.steps.tolist()
+    )
     simulated = trajectory.weights
     relative = np.linalg.norm(keras_weights - simulated, axis=(1, 2)) / np.linalg.norm(simulated, axis=(1, 2))
     assert relative.max() < 1e-4  # float32 Keras against float64 NumPy

@@ -4,6 +4,7 @@
 Three full runs (2^16 steps each, about 4 s each) from theory.regimes: outliers at another
 class's prototype (three phases), no outliers and near outliers (no phase 3).
 """
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -23,8 +24,11 @@ def runs():
     results = {}
     for name, regime in [("three", three_phase_regime), ("none", no_outlier_regime), ("near", near_outlier_regime)]:
         trajectory = simulate(*regime())
-        results[name] = (trajectory, detect_phases(trajectory.steps.tolist(), trajectory.reconstruction_loss.tolist()),
-                         predict_phases(trajectory))
+        results[name] = (
+            trajectory,
+            detect_phases(trajectory.steps.tolist(), trajectory.reconstruction_loss.tolist()),
+            predict_phases(trajectory),
+        )
     return results
 
 
@@ -59,8 +63,14 @@ def test_phase3_is_a_tilt_of_the_rows_out_of_the_prototype_span(runs):
     # And R is exactly the angle formula of proposition 3(c) at every measured step.
     model = trajectory.model
     for weights, loss in zip(trajectory.weights, trajectory.reconstruction_loss):
-        from_angles = reconstruction_loss_from_angles(principal_angles(weights, prototype_span_basis(model)), prototype_eigenvalue(model),
-                                                      model.noise_scale**2, model.input_dim, model.num_classes, model.num_classes)
+        from_angles = reconstruction_loss_from_angles(
+            principal_angles(weights, prototype_span_basis(model)),
+            prototype_eigenvalue(model),
+            model.noise_scale**2,
+            model.input_dim,
+            model.num_classes,
+            model.num_classes,
+        )
         assert from_angles == pytest.approx(loss, rel=1e-7)
 
 
@@ -92,8 +102,14 @@ def test_increase_grows_with_the_outlier_fraction_and_distance(runs):
     assert none < near < three
 
 
-@given(theta=st.lists(st.floats(0.0, np.pi / 2), min_size=1, max_size=3), num_classes=st.integers(2, 4),
-       dim=st.integers(10, 20), norm=st.floats(0.5, 10.0), noise=st.floats(0.2, 2.0), seed=st.integers(0, 2**31 - 1))
+@given(
+    theta=st.lists(st.floats(0.0, np.pi / 2), min_size=1, max_size=3),
+    num_classes=st.integers(2, 4),
+    dim=st.integers(10, 20),
+    norm=st.floats(0.5, 10.0),
+    noise=st.floats(0.2, 2.0),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_tilting_learned_rows_out_of_the_prototype_span_raises_the_loss(theta, num_classes, dim, norm, noise, seed):
     # Proposition 4(a) in general dimension: rows cos t_j p_j + sin t_j n_j (plus one row outside both)
     # have R increasing in every t_j; checked against the trace formula at t and at t + a small step.

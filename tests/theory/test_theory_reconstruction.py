@@ -4,6 +4,7 @@ Every test compares two independent computations (closed form vs a decoder fitte
 SVD vs pseudo-inverse, the principal-angle formula vs the trace formula) or checks a bound
 against an exact known answer.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -58,7 +59,9 @@ def test_svd_form_equals_the_pseudo_inverse_formula(dim, data, seed):
     rng = np.random.default_rng(seed)
     covariance, weights = random_covariance(dim, rng), rng.standard_normal((rows, dim))
     # The pseudo-inverse squares the condition number of W S^(1/2): allow round-off relative to tr S.
-    assert reconstruction_loss(weights, covariance) == pytest.approx(reconstruction_loss_closed_form(weights, covariance), rel=1e-8, abs=1e-8 * np.trace(covariance))
+    assert reconstruction_loss(weights, covariance) == pytest.approx(
+        reconstruction_loss_closed_form(weights, covariance), rel=1e-8, abs=1e-8 * np.trace(covariance)
+    )
 
 
 @settings(max_examples=10)
@@ -92,7 +95,9 @@ def test_invertible_mixing_of_the_rows_leaves_the_loss_unchanged(dim, data, seed
     covariance, weights = random_covariance(dim, rng), rng.standard_normal((rows, dim))
     rotation, _ = np.linalg.qr(rng.standard_normal((rows, rows)))
     mixing = rotation * np.exp(rng.uniform(-2, 2, rows))  # condition number up to e^4
-    assert reconstruction_loss(mixing @ weights, covariance) == pytest.approx(reconstruction_loss(weights, covariance), rel=1e-7, abs=1e-10 * np.trace(covariance))
+    assert reconstruction_loss(mixing @ weights, covariance) == pytest.approx(
+        reconstruction_loss(weights, covariance), rel=1e-7, abs=1e-10 * np.trace(covariance)
+    )
 
 
 @given(dim=st.integers(2, 12), data=st.data(), seed=settings_seeds)
@@ -134,7 +139,8 @@ def test_population_covariance_is_isotropic_noise_plus_lambda_on_the_prototype_s
     closed_form = model.noise_scale**2 * np.eye(model.input_dim) + prototype_eigenvalue(model) * span @ span.T
     np.testing.assert_allclose(population_covariance(model), closed_form, atol=1e-10 * (1 + model.prototype_norm**2))
     assert eckart_young_minimum(population_covariance(model), model.num_classes) == pytest.approx(
-        (model.input_dim - model.num_classes) * model.noise_scale**2, rel=1e-9)
+        (model.input_dim - model.num_classes) * model.noise_scale**2, rel=1e-9
+    )
 
 
 @settings(max_examples=10)
@@ -155,8 +161,9 @@ def test_principal_angle_formula_equals_the_trace_formula(model, data, seed):
     # Rows mixing P and its complement at random strengths, so every angle from 0 to pi/2 occurs.
     weights = rng.standard_normal((rank, model.num_classes - 1)) @ span.T * rng.uniform(0, 3) + rng.standard_normal((rank, model.input_dim))
     angles = principal_angles(weights, span)
-    from_angles = reconstruction_loss_from_angles(angles, prototype_eigenvalue(model), model.noise_scale**2,
-                                                  model.input_dim, model.num_classes, rank)
+    from_angles = reconstruction_loss_from_angles(
+        angles, prototype_eigenvalue(model), model.noise_scale**2, model.input_dim, model.num_classes, rank
+    )
     assert from_angles == pytest.approx(reconstruction_loss(weights, population_covariance(model)), rel=1e-7)
 
 
@@ -165,8 +172,9 @@ def test_rows_containing_the_prototype_span_reach_the_rank_c_minimum(model, seed
     # Phase 2's end point: C - 1 rows spanning P plus any row outside P (the conserved row sum u0).
     rng = np.random.default_rng(seed)
     span = prototype_span_basis(model)
-    weights = np.vstack([rng.standard_normal((model.num_classes - 1, model.num_classes - 1)) @ span.T,
-                         rng.standard_normal((1, model.input_dim))])
+    weights = np.vstack(
+        [rng.standard_normal((model.num_classes - 1, model.num_classes - 1)) @ span.T, rng.standard_normal((1, model.input_dim))]
+    )
     covariance = population_covariance(model)
     assert reconstruction_loss(weights, covariance) == pytest.approx(eckart_young_minimum(covariance, model.num_classes), rel=1e-8)
 
@@ -175,7 +183,9 @@ def test_rows_containing_the_prototype_span_reach_the_rank_c_minimum(model, seed
 def test_outliers_at_another_prototype_leave_the_input_covariance_unchanged(model):
     at_other_prototype = model.replace(outlier_distance=1.0)
     without_outliers = model.replace(outlier_fraction=0.0)
-    np.testing.assert_allclose(population_covariance(at_other_prototype), population_covariance(without_outliers), atol=1e-9 * model.prototype_norm**2)
+    np.testing.assert_allclose(
+        population_covariance(at_other_prototype), population_covariance(without_outliers), atol=1e-9 * model.prototype_norm**2
+    )
     # Elsewhere on the segment they do change it (the known factor of the closed form is < 1).
     if model.outlier_fraction > 0.05 and 0.1 < model.outlier_distance < 0.9:
         assert prototype_eigenvalue(model) < prototype_eigenvalue(without_outliers)

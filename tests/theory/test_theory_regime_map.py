@@ -5,6 +5,7 @@ without outliers, three phases in every seed of the committed regime cell, no co
 the learning rate is large against the initial scale, and a rise without the outliers being fitted
 on a sample that cannot be separated.
 """
+
 import numpy as np
 import pytest
 
@@ -25,9 +26,11 @@ from theory.simulate import simulate, simulate_many
 
 
 def test_stacked_simulator_equals_one_run_at_a_time():
-    runs = [(BASE_MODEL.replace(outlier_fraction=0.1, outlier_distance=1.0), BASE_CONFIG.replace(last_step=512, seed=0)),
-            (BASE_MODEL.replace(outlier_fraction=0.0), BASE_CONFIG.replace(last_step=512, seed=1, learning_rate=0.01, init_scale=0.05)),
-            (BASE_MODEL.replace(outlier_fraction=0.2, outlier_distance=0.75), BASE_CONFIG.replace(last_step=512, seed=2, init_scale=1.5))]
+    runs = [
+        (BASE_MODEL.replace(outlier_fraction=0.1, outlier_distance=1.0), BASE_CONFIG.replace(last_step=512, seed=0)),
+        (BASE_MODEL.replace(outlier_fraction=0.0), BASE_CONFIG.replace(last_step=512, seed=1, learning_rate=0.01, init_scale=0.05)),
+        (BASE_MODEL.replace(outlier_fraction=0.2, outlier_distance=0.75), BASE_CONFIG.replace(last_step=512, seed=2, init_scale=1.5)),
+    ]
     for stacked, (model, config) in zip(simulate_many(runs), runs):
         single = simulate(model, config)
         np.testing.assert_array_equal(stacked.steps, single.steps)
@@ -55,14 +58,17 @@ def test_stacked_simulator_refuses_runs_it_cannot_stack():
 # Both planes at full length, small: the fraction plane holds the committed three-phase cell
 # (rho 0.1, tau 1, eta 0.001, init 0.5) and the no-outlier cell; the rate plane is run WITHOUT
 # outliers, so that no cell of it may rise.
-KNOWN_ANSWER_GRID = RegimeMapGrid(outlier_fractions=(0.0, 0.1), outlier_distances=(1.0,), learning_rates=(0.001, 0.01),
-                                  init_scales=(0.05, 0.5), rate_plane_fraction=0.0)
+KNOWN_ANSWER_GRID = RegimeMapGrid(
+    outlier_fractions=(0.0, 0.1), outlier_distances=(1.0,), learning_rates=(0.001, 0.01), init_scales=(0.05, 0.5), rate_plane_fraction=0.0
+)
 
 
 @pytest.fixture(scope="module")
 def known_answer_map():
-    return {(s.cell.plane, s.cell.outlier_fraction, s.cell.learning_rate, s.cell.init_scale): s
-            for s in summarise_map(run_map(KNOWN_ANSWER_GRID))}
+    return {
+        (s.cell.plane, s.cell.outlier_fraction, s.cell.learning_rate, s.cell.init_scale): s
+        for s in summarise_map(run_map(KNOWN_ANSWER_GRID))
+    }
 
 
 def test_without_outliers_no_cell_rises(known_answer_map):

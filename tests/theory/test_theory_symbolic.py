@@ -1,5 +1,6 @@
 """Symbolic identities of theory.symbolic (sympy.simplify(derived - claimed) == 0), and each
 symbolic result evaluated numerically against the NumPy implementation it stands behind."""
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -92,11 +93,24 @@ EIGENVALUE = symbolic.population_covariance_eigenvalue(num_classes=3)
 EIGENVALUE_FUNCTION = sp.lambdify(EIGENVALUE.symbols, EIGENVALUE.derived, "numpy")
 
 
-@given(norm=st.floats(0.1, 10.0), cosine=st.floats(0.0, 0.95), fraction=st.floats(0.0, 0.9), distance=st.floats(0.0, 1.0),
-       noise=st.floats(0.1, 3.0), dim=st.integers(4, 12))
+@given(
+    norm=st.floats(0.1, 10.0),
+    cosine=st.floats(0.0, 0.95),
+    fraction=st.floats(0.0, 0.9),
+    distance=st.floats(0.0, 1.0),
+    noise=st.floats(0.1, 3.0),
+    dim=st.integers(4, 12),
+)
 def test_enumerated_symbolic_eigenvalue_equals_the_numeric_covariance(norm, cosine, fraction, distance, noise, dim):
-    model = DataModel(num_classes=3, input_dim=dim, prototype_norm=norm, prototype_cosine=cosine, noise_scale=noise,
-                      outlier_fraction=fraction, outlier_distance=distance)
+    model = DataModel(
+        num_classes=3,
+        input_dim=dim,
+        prototype_norm=norm,
+        prototype_cosine=cosine,
+        noise_scale=noise,
+        outlier_fraction=fraction,
+        outlier_distance=distance,
+    )
     expected = float(EIGENVALUE_FUNCTION(norm, cosine, fraction, distance))
     assert prototype_eigenvalue(model) == pytest.approx(expected, rel=1e-9, abs=1e-12)
     span = prototype_span_basis(model)
