@@ -44,11 +44,11 @@ def test_adding_a_field_with_a_default_renames_no_run():
     # A later version of TrainingConfig with one more field (as jit_compile, label noise, ... were added).
     training = profile("quick").training
     Extended = dataclasses.make_dataclass(
-        "TrainingConfig", [("jit_compile", bool, dataclasses.field(default=True))], bases=(TrainingConfig,), frozen=True
+        "TrainingConfig", [("future_option", bool, dataclasses.field(default=True))], bases=(TrainingConfig,), frozen=True
     )
     extended = Extended(**{spec.name: getattr(training, spec.name) for spec in dataclasses.fields(TrainingConfig)})
     assert profile("quick").replace(training=extended).hash() == profile("quick").hash()
-    assert profile("quick").replace(training=dataclasses.replace(extended, jit_compile=False)).hash() != profile("quick").hash()
+    assert profile("quick").replace(training=dataclasses.replace(extended, future_option=False)).hash() != profile("quick").hash()
     # A whole new section at its default (nested dataclasses are omitted recursively).
     Section = dataclasses.make_dataclass("NoiseConfig", [("label_noise", float, dataclasses.field(default=0.0))], frozen=True)
     Later = dataclasses.make_dataclass(
