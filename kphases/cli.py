@@ -44,6 +44,8 @@ class TrainCommand:
     """tf.config.experimental.enable_op_determinism (bit-reproducible runs); --no-deterministic is for GPUs only: faster cuDNN kernels, numbers that vary from run to run (docs/gpu.md)."""
     tensorboard: bool = False
     """Write TensorBoard summaries (loss, learning rate, classifier accuracy) to <run>/tensorboard/train: tensorboard --logdir runs."""
+    monitor: bool = False
+    """Run kphases.PhaseMonitor at the snapshot steps: which snapshot to keep for transfer, from the source images alone (<run>/monitor/state.json)."""
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
@@ -77,6 +79,14 @@ def command_train(argv: Sequence[str]) -> int:
     config = command.run_config()
     directory = resolve_runs_dir(command.runs_dir) / config.hash()
     finished_before = (directory / "config.json").is_file() and Run.open(directory).complete
+    dataset, callbacks = None, []
+    if command.monitor:
+        from kphases.data import load_dataset
+        from kphases.monitor import TrainingMonitor
+        from kphases.training import make_plan
+
+        dataset = load_dataset(config.data, command.data_dir)
+        callbacks = [TrainingMonitor(dataset.x_train, dataset.x_test, make_plan(config, len(dataset.y_train)).last_iteration)]
     try:
         run = train(
             config,
@@ -87,6 +97,8 @@ def command_train(argv: Sequence[str]) -> int:
             devices=command.devices,
             tensorboard=command.tensorboard,
             deterministic=command.deterministic,
+            dataset=dataset,
+            callbacks=callbacks,
         )
     except DeviceError as error:
         print(f"error: {error}", file=sys.stderr)

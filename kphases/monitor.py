@@ -29,7 +29,8 @@ State: `<directory>/monitor/state.json` (settings, steps, mean curve, decision) 
 `per_image_errors.npz` (the errors the verdict needs), written atomically after every
 measurement, so a resumed training continues the same curve. As a Keras callback it also keeps
 the weights of every measured step in `monitor/step_<s>.weights.h5` until the decision, then only
-the chosen one; inside `kphases train` the run's snapshots are the checkpoints and nothing is copied.
+the chosen one; inside `kphases train --monitor` (`TrainingMonitor`) the run's snapshots are the
+checkpoints and nothing is copied.
 """
 
 from __future__ import annotations
@@ -347,6 +348,53 @@ class PhaseMonitor(keras.callbacks.Callback):
             os.replace(chosen, self.directory / CHOSEN_WEIGHTS)
         for leftover in self.directory.glob("step_*.weights.h5"):
             leftover.unlink()
+
+
+class TrainingMonitor:
+    """The monitor inside `kphases train` (`--monitor`): a training-loop callback, called at its steps only.
+
+    The run's snapshots are its checkpoints (the doubling schedule is the snapshot schedule), so
+    nothing is copied: the decision names the snapshot step to keep. The run trains to the length
+    its config names (its config, and so its directory, stays that of the whole run); to stop at
+    the decision, use `PhaseMonitor(stop=True)` in `model.fit`. State lives in `<run>/monitor/` and
+    survives resume: a resumed run continues the same curve.
+    """
+
+    def __init__(
+        self,
+        train_images: np.ndarray,
+        test_images: np.ndarray,
+        last_step: int,
+        settings: MonitorSettings = MonitorSettings(),
+        log: Callable[[str], None] | None = print,
+    ):
+        if settings.stop:
+            raise ValueError(
+                "MonitorSettings(stop=True) is for model.fit (PhaseMonitor); kphases train records the decision "
+                "and trains the run to the length its config names"
+            )
+        self.settings = settings
+        self.steps = tuple(settings.scheduled_steps(last_step))
+        """The steps the training loop calls this at (and returns to Python for)."""
+        self.probe = Probe(settings, train_images, test_images)
+        self.rule: MonitorRule | None = None
+        self.log = log or (lambda message: None)
+
+    def __call__(self, run, step: int, model: keras.Model, optimizer) -> None:
+        directory = run.directory / MONITOR_DIRECTORY
+        if self.rule is None:
+            self.rule = MonitorRule.load(directory, self.settings)
+        rule = self.rule
+        if rule.decision is not None or step in rule.steps or (rule.steps and step < rule.steps[-1]):
+            return
+        decision = rule.observe(step, self.probe(model))
+        rule.save(directory)
+        if decision is not None:
+            self.log(f"monitor: at step {decision.decided_at} keep the snapshot of step {decision.chosen_step}: {decision.reason}")
+
+    @property
+    def decision(self) -> Decision | None:
+        return None if self.rule is None else self.rule.decision
 
 
 def replay_run(

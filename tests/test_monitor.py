@@ -199,3 +199,22 @@ def test_worked_example_runs_at_its_small_size(tmp_path):
         assert (tmp_path / MONITOR_DIRECTORY / "chosen.weights.h5").is_file()
     else:
         assert result["last_iteration"] >= 200
+
+
+def test_kphases_train_monitor_flag_records_the_curve_at_the_snapshot_steps(tmp_path):
+    from kphases.cli import main as cli_main
+
+    runs = tmp_path / "runs"
+    assert cli_main(["train", "--profile", "smoke", "--runs-dir", str(runs), "--no-progress", "--monitor"]) == 0
+    (directory,) = [path for path in runs.iterdir() if path.is_dir()]
+    state = json.loads((directory / MONITOR_DIRECTORY / STATE_FILE).read_text())
+    assert state["steps"] == [0, 2, 4, 8, 16]  # the smoke run's snapshot steps: its checkpoints
+    assert len(state["reconstruction_mse"]) == 5 and all(value > 0 for value in state["reconstruction_mse"])
+    assert state["settings"]["stop"] is False
+
+
+def test_training_monitor_refuses_stop():
+    from kphases.monitor import TrainingMonitor
+
+    with pytest.raises(ValueError, match=r"stop=True\) is for model.fit"):
+        TrainingMonitor(np.zeros((4, 2, 3, 1)), np.zeros((4, 2, 3, 1)), 16, MonitorSettings(stop=True))
