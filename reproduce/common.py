@@ -275,10 +275,14 @@ def write_table(table: pd.DataFrame, options: Options, name: str) -> Path:
 
 def read_table(options: Options, name: str) -> pd.DataFrame:
     """`<out>/<name>.csv`, refused (TableError) if a row is torn or has another number of fields than the header."""
+    return read_table_file(options.out / f"{name}.csv")
+
+
+def read_table_file(path: Path) -> pd.DataFrame:
+    """A results CSV, refused (TableError, naming the file) if a row is torn or has another number of fields than the header."""
     import csv
     import io
 
-    path = options.out / f"{name}.csv"
     text = path.read_text()
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)

@@ -3,7 +3,7 @@
 A noise-aware verdict (`kphases.phases.phase_verdict`) resamples the per-image test errors of each
 reconstruction curve. Figures read results files only, so `compute` copies the per-image errors
 of the curves a figure judges out of the run directories (`kphases.measurement.read_per_image_errors`)
-into `<out>/<figure>_per_image.npz`, next to `<out>/<figure>.csv`; `plot` (also with
+into `<out>/<figure>_per_image.csv`, next to `<out>/<figure>.csv`; `plot` (also with
 `--plot-only`) reads them back. A curve whose cells predate the per-image files gets
 `detect_phases`' verdict instead, which says in every line that it has no measurement-noise
 interval.
@@ -24,7 +24,7 @@ def curve_key(label: str, layer: str, instrument: str, bn_stats: str) -> str:
 
 
 def per_image_path(out: Path, name: str) -> Path:
-    return Path(out) / f"{name}_per_image.npz"
+    return Path(out) / f"{name}_per_image.csv"
 
 
 def collect(run, frame: pd.DataFrame, label: str, curves_wanted: list[tuple[str, str, str]]) -> dict[str, tuple[list[int], np.ndarray]]:
@@ -40,18 +40,19 @@ def collect(run, frame: pd.DataFrame, label: str, curves_wanted: list[tuple[str,
 
 
 def write_per_image(out: Path, name: str, collected: dict[str, tuple[list[int], np.ndarray]]) -> Path | None:
-    """Write (replace) the figure's per-image file; none when no curve has per-image errors."""
+    """Write (replace, atomically) the figure's per-image errors as a long CSV (curve, step, image,
+    error; float32 values written to round-trip exactly); none when no curve has per-image errors."""
     path = per_image_path(out, name)
     if not collected:
         return None
     Path(out).mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for index, (key, (steps, errors)) in enumerate(collected.items()):
-        arrays[f"key_{index}"] = np.asarray(key)
-        arrays[f"steps_{index}"] = np.asarray(steps, dtype=np.int64)
-        arrays[f"errors_{index}"] = np.asarray(errors, dtype=np.float32)
-    partial = path.with_name(f".{path.name}.partial.npz")
-    np.savez_compressed(partial, **arrays)
+    frames = []
+    for key, (steps, errors) in collected.items():
+        errors = np.asarray(errors, dtype=np.float32)
+        step_index, image_index = np.meshgrid(np.asarray(steps, dtype=np.int64), np.arange(errors.shape[1]), indexing="ij")
+        frames.append(pd.DataFrame({"curve": key, "step": step_index.ravel(), "image": image_index.ravel(), "error": errors.ravel()}))
+    partial = path.with_name(f".{path.name}.partial")
+    pd.concat(frames, ignore_index=True).to_csv(partial, index=False, float_format="%.9g")
     partial.replace(path)
     return path
 
@@ -60,9 +61,14 @@ def read_per_image(out: Path, name: str) -> dict[str, tuple[list[int], np.ndarra
     path = per_image_path(out, name)
     if not path.exists():
         return {}
-    with np.load(path) as data:
-        count = sum(1 for key in data.files if key.startswith("key_"))
-        return {str(data[f"key_{i}"]): ([int(s) for s in data[f"steps_{i}"]], data[f"errors_{i}"]) for i in range(count)}
+    from reproduce.common import read_table_file
+
+    table = read_table_file(path)
+    result = {}
+    for key, group in table.groupby("curve", sort=False):
+        wide = group.pivot(index="step", columns="image", values="error").sort_index()
+        result[str(key)] = ([int(step) for step in wide.index], wide.to_numpy(dtype=np.float32))
+    return result
 
 
 def verdict(per_image: dict, series: pd.Series, label: str, layer: str, instrument: str, bn_stats: str, settings=None):
