@@ -7,7 +7,7 @@ Sources (`DataConfig.source`), never swapped silently:
   way (a second embedded set, e.g. a transfer target for MNIST).
 - `directory`: `<data_dir>/<name>.npz` with uint8 arrays `x_train, y_train, x_test, y_test` (NHWC,
   the layout of `keras.datasets.*.load_data()`); the directory comes from an argument or the
-  `KPHASES_DATA_DIR` environment variable. This is how tests and CI read `../shared/data`.
+  `KPHASES_DATA_DIR` environment variable (tests that need it skip where it is unset).
   `DataConfig.file` names another file of that directory for the dataset (for example a JPEG copy
   `cifar10_jpeg_q75.npz`, a full 50,000-image `cifar10_full.npz`), so several copies of one dataset
   can sit side by side without renaming; the file name is part of the run's config (its identity),

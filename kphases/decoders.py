@@ -464,8 +464,7 @@ def build_cladec_decoder(
     Example: 512-d features to a 32x32x3 image: Dense 512 -> 1x1x512 -> 2x2x512 -> 4x4x256
     -> 8x8x128 -> 16x16x64 -> 32x32x3, 7,213,507 parameters. On two CPU cores, batch 128, to
     32x32x1 images: 0.54 s per update (the authors' 7,820 updates: about 70 minutes per fit), against
-    1.4 ms for the linear decoder (`python -m benchmarks.measure`, 2026-11-30; 1.9 s and 6 ms on
-    the slower machine of 2026-11-23).
+    1.4 ms for the linear decoder (`python -m benchmarks.measure`; the CHANGELOG has other machines').
 
     PROTOCOL.md leaves open the width of the dense stem and where the upsampling starts; both
     follow the authors' code above. Non-square images or feature maps, and size ratios that are

@@ -30,10 +30,9 @@ PROTOCOL.md). ResNet-18 is [2,2,2,2]; ResNet-20 (Frankle et al.) is 3 stages of 
 
 Speed: every conv is a `Conv2D`, Keras' layer with one change. TensorFlow's CPU kernel for a
 convolution's input gradient (Conv2DBackpropInput) was 4-10x slower than the forward convolution
-that computes the same numbers on small maps with many channels on one 2-core machine (2026-11-23):
-for VGG-8's last block (2x2x256 to 512, stride 2, batch 128) it took 383 ms of the 469 ms training
-step. On another (AMD EPYC with AVX-512, 2026-11-30) TensorFlow's kernel is the faster one (VGG-8
-34 ms against 44 ms a step): the rule below helps or costs by CPU, so it is off by default, never
+that computes the same numbers on small maps with many channels on one 2-core machine (for VGG-8's
+last block most of a training step); on another TensorFlow's kernel was the faster one (CHANGELOG:
+the step times of both): the rule below helps or costs by CPU, so it is off by default, never
 used on a GPU, and an opt-in ($KPHASES_FORWARD_INPUT_GRADIENT=1) for a CPU where the benchmark
 shows it faster. Where on (`FORWARD_INPUT_GRADIENT` below: inputs of at most 6x6, after any ZeroPadding2D, with at least 128
 channels) the input

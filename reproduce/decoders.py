@@ -6,7 +6,7 @@ loss measured with every decoder and BatchNorm mode the suite has:
   authors' 7,820 Adam updates, `linear` trained for 20 epochs only (what the authors' epoch count
   gives on a subset: far fewer updates), and `cladec` (deconvolution decoder; smoke and paper
   profiles only: an update costs 0.54 s on 2 CPU cores at batch 128 for 512-d features to 32x32x1 images
-  (`python -m benchmarks.measure`, 2026-11-30; 1.9 s on the slower machine of 2026-11-23), so 20
+  (`python -m benchmarks.measure`; the CHANGELOG records it on other machines), so 20
   epochs of 10,000 images (1,580 updates) take 14 minutes per snapshot and BatchNorm mode, and the
   authors' 7,820 updates 70 minutes; the quick figure omits it and says so);
 - BatchNorm statistics while extracting features: `batch` (the authors' protocol: each batch of 128
@@ -22,15 +22,11 @@ no noise interval; the table in summary.md (and the README) states which phases 
 
     python -m reproduce.decoders [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: quick 2.7 min after `phases` (measured by reproduce.all on 2 CPU cores, 2026-11-30) (the trained linear decoders dominate); paper: GPU.
+Runtime: quick: minutes after `phases` (the trained linear decoders dominate); paper: GPU.
 
-Numbers you should see (quick, KPHASES_DATA_DIR set; reproduce.all on a 2-core CPU, 2026-11-30; another CPU moves
-the third decimal, README "Reproducing the figures"): `linear_exact` has
-three phases with batch statistics (-15.2% to 64, +13.1%) and recalibrated ones (-16.3%, +13.2%),
-not with stored ones (0.156 at 0, no constant phase, no decrease, +31.0%); the trained `linear`
-decoder (7,821 updates; at 0, 64, 1,024) follows `linear_exact` within 0.001 under batch and
-recalibrated statistics, and under stored ones starts at 0.668 (0.691 after 1,580 updates), an
-optimisation artefact.
+Numbers you should see (quick): the committed figure is still that of the earlier protocol (fixed-threshold
+detector, unregularised decoder); until it is regenerated, paper_figures/summary.md has its numbers, and the
+README says which figures are current.
 """
 
 from __future__ import annotations
@@ -53,9 +49,7 @@ MODES = ("batch", "stored", "recalibrated")
 TRAINED_STEPS = {"smoke": (0, 4, 16), "quick": (0, 64, 1024), "paper": (0, 8, 128, 1024, 8192, 65536)}
 CLADEC_STEPS = {"smoke": (0, 4, 16), "quick": (), "paper": (0, 128, 8192, 65536)}  # (): not in this profile
 CLADEC_EPOCHS = {"smoke": 1, "quick": 2, "paper": 20}
-CLADEC_SECONDS_PER_UPDATE = 0.54  # python -m benchmarks.measure on the 2-core CPU machine of the committed figures, 2026-11-30
-# (batch 128, VGG-8's 512-d penultimate features to 32x32x1 images; 1.9 s on the slower machine of 2026-11-23,
-# 3.3 s there before Conv2DTranspose's forward path)
+CLADEC_SECONDS_PER_UPDATE = 0.54  # python -m benchmarks.measure on the 2-core CPU that made the earlier figures (CHANGELOG)
 
 
 def work(options: Options) -> list[Work]:

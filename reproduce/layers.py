@@ -15,13 +15,12 @@ snapshot on 2 cores).
 
     python -m reproduce.layers [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: smoke ~1 min; quick 2.6 min after `phases` (measured by reproduce.all on 2 CPU cores, 2026-11-30) (the network is shared); paper: GPU.
+Runtime: smoke ~1 min; quick: the `phases` VGG-8/MNIST network is shared; the closed-form decoders on
+block2's 4,096-d output dominate (an eigendecomposition per snapshot); paper: GPU.
 
-Numbers you should see (quick, KPHASES_DATA_DIR set; reproduce.all on a 2-core CPU, 2026-11-30; another CPU moves
-the third decimal, README "Reproducing the figures"): three phases at
-block4 (constant to 8, -13.3% to 64, +5.3%) and penultimate (-15.2% to 64, +13.1%); none at
-block2 (no decrease) and, just, none at block3 (constant to 16, -7.1% to 128, +6.5% against a
-threshold of 7.2%; on the machine of 2026-11-23 -7.4% and +7.4%, three phases).
+Numbers you should see (quick): the committed figure is still that of the earlier protocol (fixed-threshold
+detector, unregularised decoder); until it is regenerated, paper_figures/summary.md has its numbers, and the
+README says which figures are current.
 """
 
 from __future__ import annotations

@@ -12,16 +12,15 @@ and each panel prints the decrease and increase with their 95% intervals.
 
     python -m reproduce.phases [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: smoke ~1 min; quick 6.2 min (measured by reproduce.all on 2 CPU cores, 2026-11-30; 14.5 min on the slower machine of 2026-11-23) (VGG-8 and ResNet-10 x1/8 on MNIST and
-Fashion-MNIST, 1,024 iterations each; needs KPHASES_DATA_DIR, else the embedded MNIST only);
-paper: 20 runs of 257 epochs, for GPUs.
+Runtime: smoke ~1 min; quick: 4 runs of 1,024 iterations and 11 snapshots each (6 minutes alone on 2
+CPU cores at the earlier protocol; the CHANGELOG records measured times); needs KPHASES_DATA_DIR, else
+the embedded MNIST only; paper: 20 runs of 257 epochs, for GPUs.
 
-Numbers you should see (quick, KPHASES_DATA_DIR set; reproduce.all on a 2-core CPU, 2026-11-30; another CPU moves
-the third decimal, README "Reproducing the figures"): three phases in 2 of 4
-runs: VGG-8/MNIST constant to 8, -15.2% to 64, +13.1% (test acc 0.980); VGG-8/Fashion constant
-to 4, -16.3% to 32, +16.1% (0.871); ResNet-10 x1/8 MNIST -19.7% to 512, +2.0%, and Fashion -39.2%
-to 256, +6.4%, have no third phase above the detector's threshold (train acc 0.983, 0.878).
-paper_figures/summary.md has the table.
+Numbers you should see (quick, KPHASES_DATA_DIR set; another CPU moves the third decimal): a confident
+decrease, then a confident increase, in all 4 runs: VGG-8/MNIST -17.9% [16.8, 19.0] to 64, +13.1% [12.1,
+14.0] (test acc 0.980); VGG-8/Fashion -17.8% to 32, +16.1% (0.871); ResNet-10 x1/8 MNIST -23.6% to 512,
++2.0% [1.4, 2.6] (0.966); Fashion -42.6% to 256, +6.4% (0.837). A plateau with no confident change only
+in VGG-8/MNIST (to 2), so "three phases" in 1 of 4 runs. paper_figures/summary.md has the table.
 """
 
 from __future__ import annotations

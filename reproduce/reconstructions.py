@@ -9,11 +9,11 @@ prototype, losing what distinguishes the sample.
 
     python -m reproduce.reconstructions [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: quick 9 s after `phases` (measured by reproduce.all on 2 CPU cores, 2026-11-30) (the network is shared).
+Runtime: seconds after `phases` (the network is shared).
 
-Numbers you should see (quick, KPHASES_DATA_DIR set; reproduce.all on a 2-core CPU, 2026-11-30; another CPU moves
-the third decimal, README "Reproducing the figures"): test MSE of the
-reconstructions 0.224, 0.218, 0.184, 0.194, 0.213 at iterations 0, 8, 64, 256, 1,024.
+Numbers you should see (quick): the committed figure is still that of the earlier protocol (fixed-threshold
+detector, unregularised decoder); until it is regenerated, paper_figures/summary.md has its numbers, and the
+README says which figures are current.
 """
 
 from __future__ import annotations

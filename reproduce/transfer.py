@@ -13,12 +13,12 @@ the gain of stopping early (best - final), with the spread over seeds where ther
 
     python -m reproduce.transfer [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: shares every run with `phases` and `reference_run` (nothing new to train); quick 9 s
-after them (measured by reproduce.all on 2 CPU cores, 2026-11-30).
+Runtime: shares every run with `phases` and `reference_run` (nothing new to train); its heads get
+the authors' 7,820 updates at quick.
 
-Numbers you should see (quick, KPHASES_DATA_DIR set; reproduce.all on a 2-core CPU, 2026-11-30; another CPU moves
-the third decimal, README "Reproducing the figures"): dataset switch (one seed each) VGG-8 MNIST->Fashion +0.000, VGG-8 Fashion->MNIST +0.011 (best
-at 128), ResNet-10 x1/8 MNIST->Fashion +0.000, Fashion->MNIST +0.033 (best at 256).
+Numbers you should see (quick): the committed figure is still that of the earlier protocol (fixed-threshold
+detector, unregularised decoder); until it is regenerated, paper_figures/summary.md has its numbers, and the
+README says which figures are current.
 """
 
 from __future__ import annotations
