@@ -256,23 +256,7 @@ def fit_linear_exact_decoder(
             weights = _solve_by_eigendecomposition(moments.covariance, moments.cross, ridge)
     moments.covariance = moments.cross = None  # free the d x d and d x P float64 matrices
     bias = moments.target_mean - moments.feature_mean @ weights
-
-    def predict(features_batch: np.ndarray) -> np.ndarray:
-        return features_batch.astype(np.float64) @ weights + bias
-
-    train_mse, _, _ = _reconstruction_errors(predict, train_flat, train_targets, settings.batch_size)
-    test_mse, authors_scale, test_per_image = _reconstruction_errors(predict, test_flat, test_targets, settings.batch_size)
-    return ReconstructionResult(
-        mse_per_element_test=test_mse,
-        authors_scale_test=authors_scale,
-        mse_per_element_train=train_mse,
-        update_steps=0,
-        decoder="linear_exact",
-        epochs=0,
-        batch_size=settings.batch_size,
-        test_reconstructions=_kept_reconstructions(predict, test_flat, test_images, settings.keep_reconstructions),
-        test_errors_per_image=test_per_image,
-    )
+    return _affine_result("linear_exact", weights, bias, (train_flat, train_targets), (test_flat, test_targets), test_images, settings)
 
 
 def fit_linear_ridge_decoder(
@@ -345,25 +329,48 @@ def fit_linear_ridge_decoder(
         del eigenvectors, rotated_cross
     moments.covariance = moments.cross = None
     bias = moments.target_mean - moments.feature_mean @ weights
+    return _affine_result(
+        "linear_ridge",
+        weights,
+        bias,
+        (train_flat, train_targets),
+        (test_flat, test_targets),
+        test_images,
+        settings,
+        ridge_penalty=float(penalty),
+        ridge_relative_penalty=relative,
+        ridge_effective_parameters=effective,
+    )
+
+
+def _affine_result(
+    decoder: str,
+    weights: np.ndarray,
+    bias: np.ndarray,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    test_images: np.ndarray,
+    settings: DecoderSettings,
+    **ridge: float,
+) -> ReconstructionResult:
+    """The result of a closed-form affine decoder (weights, bias in float64) on the flattened splits."""
 
     def predict(features_batch: np.ndarray) -> np.ndarray:
         return features_batch.astype(np.float64) @ weights + bias
 
-    train_mse, _, _ = _reconstruction_errors(predict, train_flat, train_targets, settings.batch_size)
-    test_mse, authors_scale, test_per_image = _reconstruction_errors(predict, test_flat, test_targets, settings.batch_size)
+    train_mse, _, _ = _reconstruction_errors(predict, *train, settings.batch_size)
+    test_mse, authors_scale, test_per_image = _reconstruction_errors(predict, *test, settings.batch_size)
     return ReconstructionResult(
         mse_per_element_test=test_mse,
         authors_scale_test=authors_scale,
         mse_per_element_train=train_mse,
         update_steps=0,
-        decoder="linear_ridge",
+        decoder=decoder,
         epochs=0,
         batch_size=settings.batch_size,
-        test_reconstructions=_kept_reconstructions(predict, test_flat, test_images, settings.keep_reconstructions),
+        test_reconstructions=_kept_reconstructions(predict, test[0], test_images, settings.keep_reconstructions),
         test_errors_per_image=test_per_image,
-        ridge_penalty=float(penalty),
-        ridge_relative_penalty=relative,
-        ridge_effective_parameters=effective,
+        **ridge,
     )
 
 
