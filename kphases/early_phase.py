@@ -212,8 +212,8 @@ def train_lineage(
         return Run.open(directory)
     if config.lineage == LineageConfig():
         return train(config, runs_dir=runs_dir, data_dir=data_dir, progress=progress, dataset=dataset, callbacks=callbacks)
-    existing = Run.create(runs_dir, config)
-    if existing.complete:
+    existing = Run.find(runs_dir, config)  # creates nothing: train() creates the directory after checking the config
+    if existing is not None and existing.complete:
         return existing
     base = dataset or load_dataset(config.data, data_dir)
     start = build_start(config, runs_dir, base)

@@ -420,3 +420,14 @@ def test_plot_only_refuses_a_figure_csv_cut_mid_row_naming_it(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(error.splitlines()) == 1, error
     assert error.startswith(f"error: phases: {out / 'phases.csv'} is cut off"), error
+
+
+def test_an_invalid_lineage_config_leaves_no_run_directory(tmp_path):
+    # A lineage whose parents were never trained is refused before anything is created for it.
+    from kphases.config import LineageConfig, profile
+    from kphases.early_phase import train_lineage
+
+    config = profile("smoke").replace(lineage=LineageConfig(rewind_run="0123456789ab", rewind_step=4))
+    with pytest.raises(Exception):
+        train_lineage(config, runs_dir=tmp_path, progress=False)
+    assert not (tmp_path / config.hash()).exists()
