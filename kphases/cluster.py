@@ -143,10 +143,30 @@ def _fault_callbacks(faults: Sequence[Fault], node: Node) -> list:
     return [make(fault) for fault in faults if fault.node == node.key]
 
 
+def _compute_as_a_serial_process() -> None:
+    """Give this worker the numerical settings of a process that runs the suite serially on this node.
+
+    - BLAS threads: Ray sets OMP_NUM_THREADS to the task's CPUs (1 by default) in each worker, so
+      OpenBLAS runs one thread where a serial process runs one per core, and the closed-form
+      decoders' LAPACK solves (Cholesky, eigh) then sum in another order: `linear_exact` and
+      `linear_ridge` cells differed from the serial run's in their last digits. The threads are
+      set back to this node's cores (threadpoolctl; the count, not oversubscription, fixes the bits).
+    - TensorFlow op determinism, as a process that trained has it (training enables it): a worker
+      that only measures would otherwise compute the same cells with other reduction orders.
+    """
+    import tensorflow as tf
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(), user_api="blas")
+    tf.config.experimental.enable_op_determinism()
+
+
 def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, faults: tuple[Fault, ...], *parents) -> str:
     """Train (or resume, or reuse) the node's run; its parents' runs are complete when Ray starts this."""
     from kphases.early_phase import train_lineage
     from kphases.store import Run
+
+    _compute_as_a_serial_process()
 
     directory = Path(runs_dir) / node.config.hash()
     state = Run(directory, node.config).checkpoint_state() if (directory / "config.json").is_file() else None
@@ -164,14 +184,10 @@ def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | N
 
 def measure_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, faults: tuple[Fault, ...], *parents) -> pd.DataFrame:
     """The node's new measurement rows (computed here, written by the driver)."""
-    import tensorflow as tf
-
     from kphases.measurement import PendingRows, measure
     from kphases.store import Run
 
-    # As in a process that trained first (training enables it): a worker that only measures would
-    # otherwise compute the same cells with other reduction orders.
-    tf.config.experimental.enable_op_determinism()
+    _compute_as_a_serial_process()
     _journal(journal, node)
     run = Run.open(Path(runs_dir) / node.config.hash())
     rows = PendingRows()
