@@ -150,7 +150,10 @@ def _compute_as_a_serial_process() -> None:
       OpenBLAS runs one thread where a serial process runs one per core, and the closed-form
       decoders' LAPACK solves (Cholesky, eigh) then sum in another order: `linear_exact` and
       `linear_ridge` cells differed from the serial run's in their last digits. The threads are
-      set back to this node's cores (threadpoolctl; the count, not oversubscription, fixes the bits).
+      set back to this node's cores (threadpoolctl). Two tasks on a node then share its cores for
+      their solves; the bits depend on the thread count, and this count is the serial run's.
+      (A node with another number of cores, or another CPU, gives other last digits, as a serial
+      run there would.)
     - TensorFlow op determinism, as a process that trained has it (training enables it): a worker
       that only measures would otherwise compute the same cells with other reduction orders.
     """
