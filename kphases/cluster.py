@@ -45,6 +45,10 @@ DEFAULT_GPU_FRACTION = 0.25
 """A GPU's share per task on a cluster with GPUs: the suite's networks (VGG-8..16, ResNet-10/20 on 32x32 images) are small."""
 
 
+BLAS_THREADS_VARIABLE = "KPHASES_BLAS_THREADS"
+"""Set by `connect` for the workers when the driver's environment names a BLAS thread count."""
+
+
 class ClusterError(RuntimeError):
     """Some tasks of the graph failed; the message names each with its error."""
 
@@ -150,8 +154,10 @@ def _compute_as_a_serial_process() -> None:
       OpenBLAS runs one thread where a serial process runs one per core, and the closed-form
       decoders' LAPACK solves (Cholesky, eigh) then sum in another order: `linear_exact` and
       `linear_ridge` cells differed from the serial run's in their last digits. The threads are
-      set back to this node's cores (threadpoolctl). Two tasks on a node then share its cores for
-      their solves; the bits depend on the thread count, and this count is the serial run's.
+      set back to this node's cores (threadpoolctl), or to the count the driver's environment
+      names (OPENBLAS_NUM_THREADS, else OMP_NUM_THREADS: a serial run would use it). Two tasks
+      on a node then share its cores for their solves; the bits depend on the thread count, and
+      this count is the serial run's.
       (A node with another number of cores, or another CPU, gives other last digits, as a serial
       run there would.)
     - TensorFlow op determinism, as a process that trained has it (training enables it): a worker
@@ -160,7 +166,8 @@ def _compute_as_a_serial_process() -> None:
     import tensorflow as tf
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(), user_api="blas")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threadpool_limits(int(os.environ.get(BLAS_THREADS_VARIABLE) or cores), user_api="blas")
     tf.config.experimental.enable_op_determinism()
 
 
@@ -219,6 +226,9 @@ def connect(address: str = "local", num_cpus: int | None = None) -> None:
         "TF_FORCE_GPU_ALLOW_GROWTH": "true",
         "KERAS_BACKEND": "tensorflow",
     }
+    named = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    if named:  # the driver's BLAS thread count, which Ray's OMP_NUM_THREADS in workers would hide
+        env[BLAS_THREADS_VARIABLE] = named
     if address == "local":
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True)
     else:
