@@ -45,6 +45,10 @@ DEFAULT_GPU_FRACTION = 0.25
 """A GPU's share per task on a cluster with GPUs: the suite's networks (VGG-8..16, ResNet-10/20 on 32x32 images) are small."""
 
 
+BLAS_THREADS_VARIABLE = "KPHASES_BLAS_THREADS"
+"""Set by `connect` for the workers when the driver's environment names a BLAS thread count."""
+
+
 class ClusterError(RuntimeError):
     """Some tasks of the graph failed; the message names each with its error."""
 
@@ -143,10 +147,36 @@ def _fault_callbacks(faults: Sequence[Fault], node: Node) -> list:
     return [make(fault) for fault in faults if fault.node == node.key]
 
 
+def _compute_as_a_serial_process() -> None:
+    """Give this worker the numerical settings of a process that runs the suite serially on this node.
+
+    - BLAS threads: Ray sets OMP_NUM_THREADS to the task's CPUs (1 by default) in each worker, so
+      OpenBLAS runs one thread where a serial process runs one per core, and the closed-form
+      decoders' LAPACK solves (Cholesky, eigh) then sum in another order: `linear_exact` and
+      `linear_ridge` cells differed from the serial run's in their last digits. The threads are
+      set back to this node's cores (threadpoolctl), or to the count the driver's environment
+      names (OPENBLAS_NUM_THREADS, else OMP_NUM_THREADS: a serial run would use it). Two tasks
+      on a node then share its cores for their solves; the bits depend on the thread count, and
+      this count is the serial run's.
+      (A node with another number of cores, or another CPU, gives other last digits, as a serial
+      run there would.)
+    - TensorFlow op determinism, as a process that trained has it (training enables it): a worker
+      that only measures would otherwise compute the same cells with other reduction orders.
+    """
+    import tensorflow as tf
+    from threadpoolctl import threadpool_limits
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threadpool_limits(int(os.environ.get(BLAS_THREADS_VARIABLE) or cores), user_api="blas")
+    tf.config.experimental.enable_op_determinism()
+
+
 def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, faults: tuple[Fault, ...], *parents) -> str:
     """Train (or resume, or reuse) the node's run; its parents' runs are complete when Ray starts this."""
     from kphases.early_phase import train_lineage
     from kphases.store import Run
+
+    _compute_as_a_serial_process()
 
     directory = Path(runs_dir) / node.config.hash()
     state = Run(directory, node.config).checkpoint_state() if (directory / "config.json").is_file() else None
@@ -164,14 +194,10 @@ def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | N
 
 def measure_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, faults: tuple[Fault, ...], *parents) -> pd.DataFrame:
     """The node's new measurement rows (computed here, written by the driver)."""
-    import tensorflow as tf
-
     from kphases.measurement import PendingRows, measure
     from kphases.store import Run
 
-    # As in a process that trained first (training enables it): a worker that only measures would
-    # otherwise compute the same cells with other reduction orders.
-    tf.config.experimental.enable_op_determinism()
+    _compute_as_a_serial_process()
     _journal(journal, node)
     run = Run.open(Path(runs_dir) / node.config.hash())
     rows = PendingRows()
@@ -200,6 +226,9 @@ def connect(address: str = "local", num_cpus: int | None = None) -> None:
         "TF_FORCE_GPU_ALLOW_GROWTH": "true",
         "KERAS_BACKEND": "tensorflow",
     }
+    named = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    if named:  # the driver's BLAS thread count, which Ray's OMP_NUM_THREADS in workers would hide
+        env[BLAS_THREADS_VARIABLE] = named
     if address == "local":
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=True)
     else:

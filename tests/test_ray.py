@@ -2,8 +2,10 @@
 
 One Ray execution (module fixture) with two workers killed mid-training (`kphases.cluster.Fault`:
 `os._exit` at step 8 on the first attempt): the `layers` run (it has a checkpoint at step 8) and
-one IMP round of `early_phase` (it has none between its rewind step and its end). Ray start-up and
-TensorFlow in each worker cost tens of seconds, so every assertion reads this one execution.
+one IMP round of `early_phase` (its only checkpoint is its start, the rewind step). `layers` is the
+one training figure: its closed-form decoders are the cells most sensitive to how a worker computes
+(BLAS threads). Ray start-up and TensorFlow in each worker cost tens of seconds, so every assertion
+reads this one execution, and `kphases measure --ray` reuses the same cluster and its warm workers.
 """
 
 from __future__ import annotations
@@ -35,7 +37,17 @@ def _graph(options_args):
 
 
 @pytest.fixture(scope="module")
-def executions(tmp_path_factory):
+def local_cluster():
+    """The module's local 2-CPU cluster; `--ray` and `measure --ray` join it, so its workers (TensorFlow imported) are reused."""
+    from kphases import cluster
+
+    cluster.connect("local", num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def executions(tmp_path_factory, local_cluster):
     root = tmp_path_factory.mktemp("ray")
     serial_out, serial_runs = root / "serial" / "out", root / "serial" / "runs"
     reproduce_all.main([*ARGS, "--out", str(serial_out), "--runs-dir", str(serial_runs)])
@@ -55,19 +67,19 @@ def executions(tmp_path_factory):
 
     from kphases import cluster
 
-    cluster.connect("local", num_cpus=2)  # the local cluster of this module; --ray joins it
     real_execute = cluster.execute
     ray_out, ray_runs = root / "ray" / "out", root / "ray" / "runs"
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(cluster, "execute", lambda *args, **kwargs: real_execute(*args, **kwargs, journal=journal, faults=faults))
-            reproduce_all.main([*ARGS, "--out", str(ray_out), "--runs-dir", str(ray_runs), "--ray"])
-    finally:
-        ray.shutdown()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cluster, "execute", lambda *args, **kwargs: real_execute(*args, **kwargs, journal=journal, faults=faults))
+        reproduce_all.main([*ARGS, "--out", str(ray_out), "--runs-dir", str(ray_runs), "--ray"])
+    # Drawn again from the store alone: a cell the graph missed is an error here, not computed on the driver.
+    plot_only_out = root / "ray" / "plot-only"
+    reproduce_all.main([*ARGS, "--out", str(plot_only_out), "--runs-dir", str(ray_runs), "--plot-only"])
     attempts = [json.loads(line) for line in journal.read_text().splitlines()]
     return {
         "serial": (serial_out, serial_runs),
         "ray": (ray_out, ray_runs),
+        "plot_only": plot_only_out,
         "graph": graph,
         "attempts": attempts,
         "killed": (layers_run, imp_round),
@@ -78,7 +90,9 @@ def executions(tmp_path_factory):
 def test_ray_graph_gives_byte_identical_csvs_and_runs(executions):
     (serial_out, serial_runs), (ray_out, ray_runs) = executions["serial"], executions["ray"]
     for name in FIGURES.split(","):
-        assert (ray_out / f"{name}.csv").read_bytes() == (serial_out / f"{name}.csv").read_bytes(), name
+        serial = (serial_out / f"{name}.csv").read_bytes()
+        assert (ray_out / f"{name}.csv").read_bytes() == serial, name
+        assert (executions["plot_only"] / f"{name}.csv").read_bytes() == serial, name
     assert sorted(path.name for path in ray_runs.iterdir()) == sorted(path.name for path in serial_runs.iterdir())
     # The driver wrote the measurements; the rows are the serial run's (timings aside).
     key = ["step", "layer", "bn_stats", "instrument", "protocol", "metric", "split"]
@@ -116,9 +130,31 @@ def test_killed_training_resumed_from_its_checkpoint_bit_identically(executions)
 def test_killed_imp_round_is_redone_alone(executions):
     _, imp_round = executions["killed"]
     tries = [attempt for attempt in executions["attempts"] if attempt["node"] == imp_round.key]
-    # No checkpoint between its rewind step (4) and its end (16): the round starts again from its start.
-    assert [attempt["resume_step"] for attempt in tries] == [None, None]
+    # Its only checkpoint is the one of its start (the rewind step, 4; none between it and its end, 16):
+    # the retry trains the whole round again, and nothing of its lineage (the counts above).
+    assert [attempt["resume_step"] for attempt in tries] == [None, imp_round.config.lineage.rewind_step]
     assert tries[0]["pid"] != tries[1]["pid"]
+
+
+def test_measure_on_ray_gives_the_serial_rows(executions, tmp_path):
+    """`kphases measure <run> --ray` on the module's cluster: a task per snapshot, rows written by this
+    process, equal to the serial figure pass's rows of the same cells (timings aside)."""
+    import shutil
+
+    from kphases.cli import main as kphases_main
+
+    (_, serial_runs), (layers_run, _) = executions["serial"], executions["killed"]
+    name = layers_run.config.hash()
+    shutil.copytree(serial_runs / name, tmp_path / name, ignore=shutil.ignore_patterns("measurements.csv"))
+    argv = ["measure", str(tmp_path / name), "--profile", "smoke", "--ray", "--no-progress"]
+    assert kphases_main([*argv, "--layers", "block4", "--decoders", "linear_exact", "linear_ridge", "--transfer"]) == 0
+    key = ["step", "layer", "bn_stats", "instrument", "protocol", "metric", "split"]
+    ours = pd.read_csv(tmp_path / name / "measurements.csv").query("metric != 'seconds'")
+    serial = pd.read_csv(serial_runs / name / "measurements.csv").query("metric != 'seconds'")
+    assert set(ours["instrument"]) == {"linear_exact", "linear_ridge", "probe"} and set(ours["layer"]) == {"block4"}
+    assert sorted(set(ours["step"])) == Run.open(tmp_path / name).snapshot_steps()
+    serial = serial.merge(ours[key], on=key).sort_values(key, ignore_index=True)  # the same cells of the serial pass
+    pd.testing.assert_frame_equal(ours.sort_values(key, ignore_index=True), serial, check_exact=True)
 
 
 def test_bare_ray_flag_means_local():
