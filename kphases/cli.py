@@ -134,6 +134,8 @@ class MeasureCommand:
     """Also write every new measurement as a TensorBoard scalar (reconstruction_mse/<layer>/<instrument>/<bn_stats>/<split>, ...) to <run>/tensorboard/measure."""
     ray: str | None = None
     """Measure on a Ray cluster, one task per snapshot step: local (a cluster on this machine), auto (the cluster this machine is in) or the head's host:port; a bare --ray means local. This process writes the measurements (kphases.cluster)."""
+    partial_verdicts: bool = False
+    """Print phase verdicts also for a run that is not complete (still training, or interrupted); a partial curve's verdict may change once training ends."""
     measure: MeasureConfig = dataclasses.field(default_factory=MeasureConfig)
 
 
@@ -169,6 +171,7 @@ def command_measure(argv: Sequence[str]) -> int:
             runs_dir=command.runs_dir,
             progress=command.progress,
             tensorboard=command.tensorboard,
+            partial_verdicts=command.partial_verdicts,
         )
         return 0
     measure(
@@ -178,6 +181,7 @@ def command_measure(argv: Sequence[str]) -> int:
         runs_dir=command.runs_dir,
         progress=command.progress,
         tensorboard=command.tensorboard,
+        partial_verdicts=command.partial_verdicts,
     )
     return 0
 

@@ -332,8 +332,10 @@ def measure_on_ray(
     num_cpus: int | None = None,
     resources: Resources = Resources(),
     log: Callable[[str], None] = print,
+    partial_verdicts: bool = False,
 ) -> pd.DataFrame:
-    """`kphases measure <run> --ray`: one task per requested snapshot step; the rows are written here; return all of the run's rows."""
+    """`kphases measure <run> --ray`: one task per requested snapshot step; the rows are written here; return all of the run's rows.
+    `partial_verdicts`: as `kphases.measure`'s (verdicts in the summary of a run that is not complete)."""
     import dataclasses
 
     from kphases.measurement import read_measurements, summary_table
@@ -369,7 +371,7 @@ def measure_on_ray(
         written=(lambda run, rows: write_measurements(run, rows.to_dict("records"), tensorboard)) if tensorboard else None,
     )
     frame = read_measurements(run)
-    log(summary_table(run, frame))
+    log(summary_table(run, frame, verdicts=partial_verdicts or run.complete))
     return frame
 
 

@@ -283,15 +283,15 @@ def retrain_config(experiment: ExperimentConfig, last_iteration: int, lineage: L
     return experiment.base.replace(schedule=ScheduleConfig(kind="explicit", steps=steps), lineage=lineage)
 
 
-def pretrain_config(experiment: ExperimentConfig, dense: Run, task: str) -> RunConfig:
-    """k iterations on `task` from the dense run's initialisation, at the base run's learning rate."""
+def pretrain_config(experiment: ExperimentConfig, dense: str, task: str) -> RunConfig:
+    """k iterations on `task` from the dense run's (hash `dense`) initialisation, at the base run's learning rate."""
     steps = experiment.pretrain_steps
     training: TrainingConfig = experiment.base.training
     training = dataclasses.replace(training, duration=f"{steps}it", lr_milestones=())
     return experiment.base.replace(
         training=training,
         schedule=ScheduleConfig(kind="explicit", steps=(0, steps)),
-        lineage=LineageConfig(task=task, rewind_run=dense.name, rewind_step=0),
+        lineage=LineageConfig(task=task, rewind_run=dense, rewind_step=0),
     )
 
 
@@ -299,63 +299,73 @@ def last_iteration(config: RunConfig, dataset: Dataset) -> int:
     return make_plan(config, len(dataset.y_train)).last_iteration
 
 
-def experiment_runs(experiment: ExperimentConfig, last: int) -> list[RunConfig]:
+@dataclasses.dataclass(frozen=True)
+class ExperimentRun:
+    """One run of the experiment and the row of the figure it gives."""
+
+    config: RunConfig
+    experiment: str
+    """"imp" (the dense run and the IMP lineages), "perturbation", "pretrain" or "data"."""
+    variant: str
+    rewind_step: int
+    round: int
+    step: int
+    """The iteration whose test accuracy is the row's value (the run's last)."""
+
+    def describe(self, sparsity: float, accuracy: float) -> str:
+        where = f"k={self.rewind_step}, round {self.round}, sparsity {sparsity:.3f}"
+        if self.variant == "dense":
+            where = "dense"
+        elif self.experiment == "pretrain":
+            where = f"{self.step} iterations on its own task"
+        return f"{self.experiment} {self.variant} ({where}): test accuracy {accuracy:.4f} [{self.config.hash()}]"
+
+
+def experiment_runs(experiment: ExperimentConfig, last: int) -> list[ExperimentRun]:
     """Every run of the experiment, parents first, in the order `run_experiment` trains them (`last`:
     the dense run's last iteration). A run's parents are its lineage's `rewind_run` and `mask_run`
-    (run hashes), so this list is the experiment's task graph (`reproduce.plan`)."""
+    (run hashes), so this list is also the experiment's task graph (`reproduce.plan`)."""
     base = experiment.base
-    dense, runs, chains = base.hash(), [base], {}
+    dense = base.hash()
+    runs = [ExperimentRun(base, "imp", "dense", 0, 0, last)]
+
+    def lineage(rewind_run: str, rewind_step: int, mask_run: str, **extra) -> LineageConfig:
+        return LineageConfig(
+            rewind_run=rewind_run,
+            rewind_step=rewind_step,
+            mask_run=mask_run,
+            prune_fraction=experiment.prune_fraction,
+            prune_output_layer=experiment.prune_output_layer,
+            **extra,
+        )
+
+    chains: dict[int, list[str]] = {}
     for rewind_step in experiment.rewind_steps:
         parent, chains[rewind_step] = dense, []
-        for _ in range(experiment.rounds):
-            lineage = LineageConfig(
-                rewind_run=dense,
-                rewind_step=rewind_step,
-                mask_run=parent,
-                prune_fraction=experiment.prune_fraction,
-                prune_output_layer=experiment.prune_output_layer,
-            )
-            runs.append(retrain_config(experiment, last, lineage))
-            parent = runs[-1].hash()
+        for round_index in range(1, experiment.rounds + 1):
+            config = retrain_config(experiment, last, lineage(dense, rewind_step, parent))
+            runs.append(ExperimentRun(config, "imp", f"rewind k={rewind_step}", rewind_step, round_index, last))
+            parent = config.hash()
             chains[rewind_step].append(parent)
+
+    def mask_parent(k: int, round_index: int) -> str:
+        return dense if round_index == 1 else chains[k][round_index - 2]
+
     k = experiment.perturbation_rewind_step
     for round_index in experiment.perturbation_rounds:
-        mask_parent = dense if round_index == 1 else chains[k][round_index - 2]
         for kind in experiment.perturbations:
-            runs.append(
-                retrain_config(
-                    experiment,
-                    last,
-                    LineageConfig(
-                        rewind_run=dense,
-                        rewind_step=k,
-                        mask_run=mask_parent,
-                        prune_fraction=experiment.prune_fraction,
-                        prune_output_layer=experiment.prune_output_layer,
-                        perturbation=kind,
-                        perturbation_seed=base.training.seed,
-                    ),
-                )
+            # each seed of the experiment its own draw
+            config = retrain_config(
+                experiment, last, lineage(dense, k, mask_parent(k, round_index), perturbation=kind, perturbation_seed=base.training.seed)
             )
+            runs.append(ExperimentRun(config, "perturbation", kind, k, round_index, last))
     k = experiment.pretrain_steps
     for task in experiment.tasks:
-        pretrained = pretrain_config(experiment, Run(resolve_runs_dir(None) / dense, base), task)
-        runs.append(pretrained)
+        pretrained = pretrain_config(experiment, dense, task)
+        runs.append(ExperimentRun(pretrained, "pretrain", task, k, 0, k))  # accuracy on the pre-training task itself
         for round_index in experiment.data_rounds:
-            mask_parent = dense if round_index == 1 else chains[k][round_index - 2]
-            runs.append(
-                retrain_config(
-                    experiment,
-                    last,
-                    LineageConfig(
-                        rewind_run=pretrained.hash(),
-                        rewind_step=k,
-                        mask_run=mask_parent,
-                        prune_fraction=experiment.prune_fraction,
-                        prune_output_layer=experiment.prune_output_layer,
-                    ),
-                )
-            )
+            config = retrain_config(experiment, last, lineage(pretrained.hash(), k, mask_parent(k, round_index)))
+            runs.append(ExperimentRun(config, "data", task, k, round_index, last))
     return runs
 
 
@@ -381,62 +391,15 @@ def run_experiment(
     if base.schedule != wanted:
         raise ValueError(f"the dense run's schedule must be {wanted} (kphases.early_phase.dense_schedule), got {base.schedule}")
     rows: list[dict] = []
-    dense = train_lineage(base, runs_dir, data_dir, progress, dataset, read_only)
-    log(f"dense run {dense.name}: test accuracy {_final(dense, 'test'):.4f}")
-    dense_paths = pruning.prunable_paths(_model(base, dataset))
-    rows.append(_result("imp", "dense", 0, 0, 0.0, dense, last))
-    lineages: dict[int, list[Run]] = {}
-    for rewind_step in experiment.rewind_steps:
-        parent, chain = dense, []
-        for round_index in range(1, experiment.rounds + 1):
-            lineage = LineageConfig(
-                rewind_run=dense.name,
-                rewind_step=rewind_step,
-                mask_run=parent.name,
-                prune_fraction=experiment.prune_fraction,
-                prune_output_layer=experiment.prune_output_layer,
-            )
-            run = train_lineage(retrain_config(experiment, last, lineage), runs_dir, data_dir, progress, dataset, read_only)
-            chain.append(run)
-            rows.append(_result("imp", f"rewind k={rewind_step}", rewind_step, round_index, _sparsity(run, runs_dir, dataset), run, last))
-            log(f"IMP k={rewind_step} round {round_index}: sparsity {rows[-1]['sparsity']:.3f}, test accuracy {rows[-1]['value']:.4f}")
-            parent = run
-        lineages[rewind_step] = chain
-    k = experiment.perturbation_rewind_step
-    for round_index in experiment.perturbation_rounds:
-        mask_parent = dense if round_index == 1 else lineages[k][round_index - 2]
-        for kind in experiment.perturbations:
-            lineage = LineageConfig(
-                rewind_run=dense.name,
-                rewind_step=k,
-                mask_run=mask_parent.name,
-                prune_fraction=experiment.prune_fraction,
-                prune_output_layer=experiment.prune_output_layer,
-                perturbation=kind,
-                perturbation_seed=base.training.seed,
-            )  # each seed of the experiment its own draw
-            run = train_lineage(retrain_config(experiment, last, lineage), runs_dir, data_dir, progress, dataset, read_only)
-            rows.append(_result("perturbation", kind, k, round_index, _sparsity(run, runs_dir, dataset), run, last))
-            log(f"perturbation {kind} (k={k}, round {round_index}): test accuracy {rows[-1]['value']:.4f}")
-    k = experiment.pretrain_steps
-    for task in experiment.tasks:
-        pretrained = train_lineage(pretrain_config(experiment, dense, task), runs_dir, data_dir, progress, dataset, read_only)
-        rows.append(_result("pretrain", task, k, 0, 0.0, pretrained, k))  # accuracy on the pre-training task itself
-        for round_index in experiment.data_rounds:
-            mask_parent = dense if round_index == 1 else lineages[k][round_index - 2]
-            lineage = LineageConfig(
-                rewind_run=pretrained.name,
-                rewind_step=k,
-                mask_run=mask_parent.name,
-                prune_fraction=experiment.prune_fraction,
-                prune_output_layer=experiment.prune_output_layer,
-            )
-            run = train_lineage(retrain_config(experiment, last, lineage), runs_dir, data_dir, progress, dataset, read_only)
-            rows.append(_result("data", task, k, round_index, _sparsity(run, runs_dir, dataset), run, last))
-            log(f"pre-trained on {task} for {k} iterations, round {round_index}: test accuracy {rows[-1]['value']:.4f}")
-    statistics = early_statistics(dense, dataset, dense_paths, experiment.statistics_examples)
-    table = pd.concat([pd.DataFrame(rows), statistics], ignore_index=True)
-    return table
+    runs = {}
+    for planned in experiment_runs(experiment, last):
+        run = runs[planned.config.hash()] = train_lineage(planned.config, runs_dir, data_dir, progress, dataset, read_only)
+        sparsity = _sparsity(run, runs_dir, dataset)
+        rows.append(_result(planned, sparsity, run))
+        log(planned.describe(sparsity, rows[-1]["value"]))
+    dense = runs[base.hash()]
+    statistics = early_statistics(dense, dataset, pruning.prunable_paths(_model(base, dataset)), experiment.statistics_examples)
+    return pd.concat([pd.DataFrame(rows), statistics], ignore_index=True)
 
 
 def _final(run: Run, split: str, step: int | None = None) -> float:
@@ -453,17 +416,17 @@ def _sparsity(run: Run, runs_dir, dataset: Dataset) -> float:
     return 0.0 if masks is None else pruning.sparsity(masks)
 
 
-def _result(experiment: str, variant: str, rewind_step: int, round_index: int, sparsity: float, run: Run, step: int) -> dict:
+def _result(planned: ExperimentRun, sparsity: float, run: Run) -> dict:
     return {
-        "experiment": experiment,
-        "variant": variant,
-        "rewind_step": rewind_step,
-        "round": round_index,
+        "experiment": planned.experiment,
+        "variant": planned.variant,
+        "rewind_step": planned.rewind_step,
+        "round": planned.round,
         "sparsity": sparsity,
-        "step": step,
+        "step": planned.step,
         "metric": "test_accuracy",
         "split": "test",
-        "value": _final(run, "test", step),
+        "value": _final(run, "test", planned.step),
         "run": run.name,
     }
 
@@ -589,6 +552,7 @@ __all__ = [
     "paired_sign_flip_test",
     "run_experiment",
     "experiment_runs",
+    "ExperimentRun",
     "train_lineage",
     "build_start",
     "lineage_masks",

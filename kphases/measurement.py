@@ -251,7 +251,7 @@ def measure(
             + (
                 "phase verdicts on this partial curve were asked for"
                 if partial_verdicts
-                else "no phase verdicts until it is complete (partial_verdicts=True to see them)"
+                else "no phase verdicts until it is complete (--partial-verdicts, or partial_verdicts=True, to see them)"
             )
         )
     dataset = dataset or _run_dataset(run, data_dir)
@@ -417,7 +417,7 @@ def _measure_group(
     """All missing cells of one (snapshot, BatchNorm mode, layer): features are extracted once for them."""
     rows: list[dict] = []
 
-    def row(metric, split, value, cell, update_steps, epochs, data):
+    def row(metric, split, value, cell, data, update_steps=0, epochs=0):
         rows.append(
             {
                 "run": run.name,
@@ -436,6 +436,14 @@ def _measure_group(
             }
         )
 
+    def head_rows(prefix: str, result, cell, data) -> None:
+        """A linear head's accuracy and loss on both splits, with the updates it was trained for."""
+        for split in ("train", "test"):
+            for quantity in ("accuracy", "loss"):
+                value = getattr(result, f"{split}_{quantity}")
+                row(f"{prefix}_{quantity}", split, value, cell, data, result.update_steps, result.epochs)
+
+    data = splits.description
     source_cells = [cell for cell in todo if not cell.instrument.startswith("dataset_switch")]
     if source_cells:
         train_features = extract_features(network, layer, splits.x_train, extract_mode)
@@ -446,59 +454,25 @@ def _measure_group(
                 result = fit_decoder(cell.instrument, train_features, splits.x_train, test_features, splits.x_test, decoder_settings)
                 # Per-image errors first: a cell whose rows exist always has its per-image file.
                 write_per_image_errors(run, step, layer, mode, cell.instrument, cell.protocol, result.test_errors_per_image)
-                row("reconstruction_mse", "test", result.mse_per_element_test, cell, result.update_steps, result.epochs, splits.description)
-                row(
-                    "reconstruction_mse",
-                    "train",
-                    result.mse_per_element_train,
-                    cell,
-                    result.update_steps,
-                    result.epochs,
-                    splits.description,
-                )
-                row(
-                    "reconstruction_authors_scale",
-                    "test",
-                    result.authors_scale_test,
-                    cell,
-                    result.update_steps,
-                    result.epochs,
-                    splits.description,
-                )
+                fitted = (result.update_steps, result.epochs)
+                row("reconstruction_mse", "test", result.mse_per_element_test, cell, data, *fitted)
+                row("reconstruction_mse", "train", result.mse_per_element_train, cell, data, *fitted)
+                row("reconstruction_authors_scale", "test", result.authors_scale_test, cell, data, *fitted)
                 if result.ridge_penalty is not None:  # linear_ridge: the penalty GCV chose on the train split
-                    row("ridge_relative_penalty", "train", result.ridge_relative_penalty, cell, 0, 0, splits.description)
-                    row("ridge_effective_parameters", "train", result.ridge_effective_parameters, cell, 0, 0, splits.description)
+                    row("ridge_relative_penalty", "train", result.ridge_relative_penalty, cell, data)
+                    row("ridge_effective_parameters", "train", result.ridge_effective_parameters, cell, data)
             elif cell.instrument.startswith(INFORMATION_PREFIXES):
                 estimate, description = _mutual_information(cell.instrument, test_features, splits, information, seed)
-                row("mi_x_t", "test", estimate.mi_x_t, cell, 0, 0, description)
-                row("mi_t_y", "test", estimate.mi_t_y, cell, 0, 0, description)
+                row("mi_x_t", "test", estimate.mi_x_t, cell, description)
+                row("mi_t_y", "test", estimate.mi_t_y, cell, description)
             else:
                 if cell.instrument == "probe":
                     train_labels, test_labels, classes = splits.y_train, splits.y_test, num_classes
                 else:  # color_dominance
                     train_labels, test_labels, classes = color_dominance_labels(splits.x_train), color_dominance_labels(splits.x_test), 3
                 result = train_linear_head(train_features, train_labels, test_features, test_labels, classes, probe_settings)
-                prefix = "probe" if cell.instrument == "probe" else "transfer"
-                for split in ("train", "test"):
-                    row(
-                        f"{prefix}_accuracy",
-                        split,
-                        getattr(result, f"{split}_accuracy"),
-                        cell,
-                        result.update_steps,
-                        result.epochs,
-                        splits.description,
-                    )
-                    row(
-                        f"{prefix}_loss",
-                        split,
-                        getattr(result, f"{split}_loss"),
-                        cell,
-                        result.update_steps,
-                        result.epochs,
-                        splits.description,
-                    )
-            row("seconds", "all", time.perf_counter() - began, cell, 0, 0, splits.description)
+                head_rows("probe" if cell.instrument == "probe" else "transfer", result, cell, data)
+            row("seconds", "all", time.perf_counter() - began, cell, data)
             if bar is not None:
                 bar.update(1)
         del train_features, test_features
@@ -511,26 +485,8 @@ def _measure_group(
         test_features = extract_features(network, layer, target_splits.x_test, extract_mode)
         classes = int(max(target_splits.y_train.max(), target_splits.y_test.max())) + 1
         result = train_linear_head(train_features, target_splits.y_train, test_features, target_splits.y_test, classes, probe_settings)
-        for split in ("train", "test"):
-            row(
-                "transfer_accuracy",
-                split,
-                getattr(result, f"{split}_accuracy"),
-                cell,
-                result.update_steps,
-                result.epochs,
-                target_splits.description,
-            )
-            row(
-                "transfer_loss",
-                split,
-                getattr(result, f"{split}_loss"),
-                cell,
-                result.update_steps,
-                result.epochs,
-                target_splits.description,
-            )
-        row("seconds", "all", time.perf_counter() - began, cell, 0, 0, target_splits.description)
+        head_rows("transfer", result, cell, target_splits.description)
+        row("seconds", "all", time.perf_counter() - began, cell, target_splits.description)
         del train_features, test_features
         if bar is not None:
             bar.update(1)

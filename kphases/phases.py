@@ -72,9 +72,12 @@ verdict does not change when the curve is multiplied by a constant):
 - increase (phase iii): the largest rise over pairs starting at or after the decrease's minimum
   (anywhere if there is no decrease), interval and presence the same way.
 - constant (phase i): the longest initial stretch, ending before the minimum, in which no pair of
-  measurements differs confidently (by more than `min_effect`), covering at least
-  `min_constant_points` measurements; its drift (last - first value) is reported with its
-  interval. A curve with no confident change at all is constant throughout: flat, no phases.
+  measurements differs confidently by more than `plateau_tolerance` (default 0: by anything),
+  covering at least `min_constant_points` measurements; its drift (last - first value) is reported
+  with its interval, and so is the tolerance the curve would need for a plateau
+  (`plateau_tolerance_needed`): the paper's phase is "near constant", and how near is a choice the
+  verdict states rather than hides. A curve with no confident change at all is constant
+  throughout: flat, no phases.
 - three phases: all three present. Only confident phases are labelled; steps between them are
   "undetermined", so figures shade only what the verdict is sure of.
 """
@@ -108,6 +111,11 @@ class PhaseTolerances:
     """Phase (i) may drift this far (fraction of the scale) from its initial fitted value."""
     min_constant_points: int = 2
     """Phase (i) must cover at least this many measurements (step 0 alone is not a phase)."""
+    plateau_tolerance: float = 0.0
+    """Phase (i) is "near constant": no pair of its measurements may differ confidently (interval
+    beyond it) by more than this fraction of the scale. 0: no confident change at all, the strictest
+    reading. How near is near is the reader's call, so every verdict also reports the tolerance its
+    curve would need (`PhaseVerdict.plateau_tolerance_needed`)."""
 
     def __post_init__(self) -> None:
         for name in ("min_relative_change", "noise_multiple", "constant_tolerance"):
@@ -116,6 +124,8 @@ class PhaseTolerances:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not isinstance(self.min_constant_points, int) or self.min_constant_points < 2:
             raise ValueError(f"min_constant_points must be an integer >= 2, got {self.min_constant_points!r}")
+        if not (isinstance(self.plateau_tolerance, (int, float)) and math.isfinite(self.plateau_tolerance) and self.plateau_tolerance >= 0):
+            raise ValueError(f"plateau_tolerance must be a finite number >= 0 (a fraction of the scale), got {self.plateau_tolerance!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -285,6 +295,11 @@ class VerdictSettings:
     """Seed of the bootstrap resampling (the same resamples at every step: paired)."""
     min_constant_points: int = 2
     """Phase (i) must cover at least this many measurements (step 0 alone is not a phase)."""
+    plateau_tolerance: float = 0.0
+    """Phase (i) is "near constant": no pair of its measurements may differ confidently (interval
+    beyond it) by more than this fraction of the scale. 0: no confident change at all, the strictest
+    reading. How near is near is the reader's call, so every verdict also reports the tolerance its
+    curve would need (`PhaseVerdict.plateau_tolerance_needed`)."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.confidence, float) and 0.5 <= self.confidence < 1):
@@ -295,6 +310,8 @@ class VerdictSettings:
             raise ValueError(f"bootstrap_samples must be an integer >= 100, got {self.bootstrap_samples!r}")
         if not isinstance(self.min_constant_points, int) or self.min_constant_points < 2:
             raise ValueError(f"min_constant_points must be an integer >= 2, got {self.min_constant_points!r}")
+        if not (isinstance(self.plateau_tolerance, (int, float)) and math.isfinite(self.plateau_tolerance) and self.plateau_tolerance >= 0):
+            raise ValueError(f"plateau_tolerance must be a finite number >= 0 (a fraction of the scale), got {self.plateau_tolerance!r}")
 
 
 @dataclass(frozen=True)
@@ -339,6 +356,10 @@ class PhaseVerdict:
     """Phase (iii): the largest rise that starts at or after the decrease's minimum."""
     plateau: ChangeInterval
     """Phase (i): the change from step 0 to the plateau's last step (its drift; 0 when there is no plateau)."""
+    plateau_tolerance_needed: float
+    """The smallest `plateau_tolerance` at which the first `min_constant_points` measurements form phase
+    (i) (the largest confident part of a change among them; 0 when none is confident); inf when the
+    decrease or the increase starts too early for any plateau."""
     has_constant: bool
     has_decrease: bool
     has_increase: bool
@@ -378,7 +399,8 @@ class PhaseVerdict:
         return (
             ("three phases: " if self.three_phases else "not three phases: ")
             + ", ".join(parts)
-            + f" (fractions of the initial loss; {noise}; min_effect={self.settings.min_effect:g})"
+            + f" (fractions of the initial loss; {noise}; min_effect={self.settings.min_effect:g}, "
+            f"plateau_tolerance={self.settings.plateau_tolerance:g}, needed {self.plateau_tolerance_needed:.1%})"
         )
 
     def to_dict(self) -> dict:
@@ -559,12 +581,17 @@ def _verdict(steps: np.ndarray, curve: np.ndarray, contrast, source: str, units:
 
     # Phase (i): the longest initial stretch in which no pair of measurements differs confidently,
     # ending before the decrease starts (or anywhere when there is no decrease: a flat start).
+    def confident_part(s: int, t: int) -> float:  # how far the interval of curve[t] - curve[s] lies from 0
+        return max(contrast.low[s, t], -contrast.high[s, t], 0.0) / scale
+
     def confident_change(s: int, t: int) -> bool:
-        return contrast.low[s, t] / scale > effect or -contrast.high[s, t] / scale > effect
+        return confident_part(s, t) > settings.plateau_tolerance
 
     limit = fall_end - 1 if has_decrease else count - 1
     if has_increase:  # the plateau also ends where a confident rise starts (a rise without a decrease)
         limit = min(limit, rise[3][0])
+    shortest = settings.min_constant_points
+    needed = max(confident_part(s, t) for t in range(1, shortest) for s in range(t)) if shortest - 1 <= limit else math.inf
     constant_last = 0
     while constant_last + 1 <= limit and not any(confident_change(s, constant_last + 1) for s in range(constant_last + 1)):
         constant_last += 1
@@ -601,6 +628,7 @@ def _verdict(steps: np.ndarray, curve: np.ndarray, contrast, source: str, units:
         decrease=interval(*fall),
         increase=interval(*rise),
         plateau=plateau,
+        plateau_tolerance_needed=float(needed),
         has_constant=bool(has_constant),
         has_decrease=bool(has_decrease),
         has_increase=bool(has_increase),

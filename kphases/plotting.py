@@ -64,30 +64,26 @@ def shade_phases(axis, steps: Sequence[int], labels: Sequence[str]) -> None:
 
 def shade_verdict(axis, steps: Sequence[int], verdict, colour: str = "black") -> None:
     """Shade the phases a verdict is confident of and show its noise: the band of each point's change from step 0
-    (a `PhaseVerdict`) and the decrease and increase with their intervals in the panel's corner; a
-    `PhaseResult` (`detect_phases`, no per-image or per-seed data) is marked "no noise interval"."""
+    (a `PhaseVerdict`) and, under the panel (clear of the curves), the decrease, the increase and the plateau
+    with their intervals; a `PhaseResult` (`detect_phases`, no per-image or per-seed data) is marked "no noise interval"."""
     shade_phases(axis, steps, verdict.labels)
     if hasattr(verdict, "curve_low"):
         positions = step_position(verdict.steps)
         axis.fill_between(positions, verdict.curve_low, verdict.curve_high, color=colour, alpha=0.18, lw=0, zorder=1)
+        plateau = (
+            f"plateau to {verdict.constant_end}, drift {verdict.plateau.describe()}"
+            if verdict.has_constant
+            else f"no plateau at tolerance {verdict.settings.plateau_tolerance:.1%} (needs {verdict.plateau_tolerance_needed:.1%})"
+        )
         text = (
-            f"decrease {verdict.decrease.describe()}{'' if verdict.has_decrease else ' (not confident)'}\n"
+            f"decrease {verdict.decrease.describe()}{'' if verdict.has_decrease else ' (not confident)'}; "
             f"increase {verdict.increase.describe()}{'' if verdict.has_increase else ' (not confident)'}\n"
-            f"{verdict.settings.confidence:.0%} CI, {verdict.noise_units} {verdict.noise_source}; band: change from step 0"
+            f"{plateau}; {verdict.settings.confidence:.0%} CI, {verdict.noise_units} {verdict.noise_source}; band: change from step 0"
         )
     else:
-        text = f"decrease {verdict.relative_decrease:.1%}, increase {verdict.relative_increase:.1%}\nno noise interval (no per-image data)"
-    axis.text(
-        0.02,
-        0.02,
-        text,
-        transform=axis.transAxes,
-        fontsize=6,
-        va="bottom",
-        ha="left",
-        zorder=5,
-        bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.7),
-    )
+        text = f"decrease {verdict.relative_decrease:.1%}, increase {verdict.relative_increase:.1%}; no noise interval (no per-image data)"
+    # Below the x axis's label, where no curve runs (inside the panel it covered the early points).
+    axis.annotate(text, xy=(0, 0), xycoords="axes fraction", xytext=(0, -26), textcoords="offset points", fontsize=5.5, va="top", ha="left")
 
 
 def phase_legend_handles():

@@ -73,7 +73,10 @@ def plot(table: pd.DataFrame, options: Options):
 
     detected = phase_rows(table, options)
     figure, axes = grid(len(detected), columns=2)
-    lines = ["| run | phases | minimum at | decrease | increase | final test acc | final train acc |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | phases | minimum at | decrease | increase | plateau needs tolerance | final test acc | final train acc |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     accuracy_styles = [
         ("classifier_accuracy", "test", None, None, "C0-", "classifier test acc"),
         ("classifier_accuracy", "train", None, None, "C0--", "classifier train acc"),
@@ -96,7 +99,7 @@ def plot(table: pd.DataFrame, options: Options):
         final = {split: curve(table, label, "classifier_accuracy", split).iloc[-1] for split in ("test", "train")}
         lines.append(
             f"| {label} | {describe_phases(phases)} | {phases.decrease_end} | {_size(phases, 'decrease')} | {_size(phases, 'increase')} | "
-            f"{final['test']:.3f} | {final['train']:.3f} |"
+            f"{_needed(phases)} | {final['test']:.3f} | {final['train']:.3f} |"
         )
     legend = handles + phase_legend_handles()
     figure.legend(legend, [handle.get_label() for handle in legend], loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.02))
@@ -106,7 +109,18 @@ def plot(table: pd.DataFrame, options: Options):
     figure.tight_layout(rect=(0, 0.07, 1, 1))
     save_figure(figure, options, NAME)
     count = sum(phases.three_phases for _, _, phases in detected)
-    return f"three phases detected in {count} of {len(detected)} runs", "\n".join(lines)
+    headline = f"three phases detected in {count} of {len(detected)} runs"
+    needed = [phases.plateau_tolerance_needed for _, _, phases in detected if hasattr(phases, "plateau_tolerance_needed")]
+    if needed:
+        tolerance = detected[0][2].settings.plateau_tolerance
+        headline += f" (plateau tolerance {tolerance:.1%}; the runs' plateaus need {min(needed):.1%} to {max(needed):.1%})"
+    return headline, "\n".join(lines)
+
+
+def _needed(result) -> str:
+    """The plateau tolerance a verdict's curve needs for phase (i) (`PhaseVerdict.plateau_tolerance_needed`)."""
+    needed = getattr(result, "plateau_tolerance_needed", None)
+    return "-" if needed is None else ("no room" if needed == float("inf") else f"{needed:.1%}")
 
 
 def _size(result, phase: str) -> str:

@@ -146,7 +146,7 @@ def _early_phase_nodes(nodes: dict[str, Node], module, options: Options) -> None
     planned, _ = module.experiment(options)
     last = make_plan(planned.base, train_examples(planned.base.data, options)).last_iteration
     for _, seeded, _ in module.seeded_experiments(planned, last, options.profile):
-        for config in experiment_runs(seeded, last):
+        for config in (entry.config for entry in experiment_runs(seeded, last)):
             parents = tuple(dict.fromkeys(f"train:{name}" for name in (config.lineage.rewind_run, config.lineage.mask_run) if name))
             _add(nodes, _training_node(config, options, module.NAME, parents))
 

@@ -324,6 +324,23 @@ def test_min_effect_decides_a_small_but_certain_change_and_is_printed():
     assert not strict.has_decrease and "min_effect=0.05" in strict.describe()
 
 
+def test_plateau_tolerance_decides_a_near_constant_start_and_the_needed_tolerance_is_reported():
+    # A certain 1.5% drift over the first four points, then the U: no plateau at tolerance 0, one at 3%.
+    drifting = U_CURVE.copy()
+    drifting[:4] = [1.0, 1.005, 1.01, 1.015]
+    errors = per_image_errors(drifting, noise=0.01, seed=8)
+    strict = phase_verdict(VERDICT_STEPS, errors)
+    assert strict.has_decrease and strict.has_increase and not strict.three_phases
+    # the first two points differ by 0.5%: that, less its interval's half-width, is what a plateau needs
+    assert 0.001 < strict.plateau_tolerance_needed < 0.005
+    tolerant = phase_verdict(VERDICT_STEPS, errors, settings=VerdictSettings(plateau_tolerance=0.03))
+    assert tolerant.three_phases and tolerant.constant_end == 8 and "plateau_tolerance=0.03" in tolerant.describe()
+    assert tolerant.plateau.low < 0.015 < tolerant.plateau.high  # the drift it tolerated, with its interval
+    # a fall whose minimum is the second point leaves no room for a plateau at any tolerance
+    falling = phase_verdict(VERDICT_STEPS, per_image_errors(np.r_[1.0, np.linspace(0.72, 0.9, 11)], noise=0.01))
+    assert falling.has_decrease and falling.decrease_end == 2 and falling.plateau_tolerance_needed == float("inf")
+
+
 def test_seed_curves_give_three_phases_for_a_u_and_rarely_a_phase_for_flat_seeds():
     rng = np.random.default_rng(7)
     verdict = phase_verdict(VERDICT_STEPS, seed_curves=U_CURVE + 0.02 * rng.standard_normal((3, 12)))
@@ -348,3 +365,5 @@ def test_verdict_round_trips_to_a_dict_and_rejects_bad_input():
         phase_verdict(VERDICT_STEPS[:-1], np.ones((12, 5)))
     with pytest.raises(ValueError, match="min_effect must be a finite number >= 0"):
         VerdictSettings(min_effect=-0.1)
+    with pytest.raises(ValueError, match="plateau_tolerance must be a finite number >= 0"):
+        VerdictSettings(plateau_tolerance=float("nan"))

@@ -291,6 +291,20 @@ def test_measure_on_an_incomplete_run_says_so_and_gives_no_verdict(tmp_path, mon
     assert "phases of reconstruction" in "\n".join(lines)
 
 
+def test_the_cli_gives_partial_verdicts_when_asked(tmp_path, monkeypatch, capsys):
+    with monkeypatch.context() as patch:
+        kill_after_snapshot(patch, 4)
+        with pytest.raises(Killed):
+            train(TINY, runs_dir=tmp_path, **QUIET)
+    directory = str(tmp_path / TINY.hash())
+    quiet = ["--no-progress", "--decoders", "linear_exact", "--no-probe", "--transfer"]
+    assert main(["measure", directory, *quiet]) == 0
+    assert "phases of reconstruction" not in capsys.readouterr().out
+    Path(directory, "measurements.csv").unlink()
+    assert main(["measure", directory, *quiet, "--partial-verdicts"]) == 0
+    assert "phases of reconstruction" in capsys.readouterr().out
+
+
 # --- 11. a full disk --------------------------------------------------------------------------------
 
 

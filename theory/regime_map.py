@@ -255,7 +255,8 @@ def summarise_cell(runs: Sequence[SeedRun], min_effect: float = MAP_MIN_EFFECT) 
         )
     steps = list(runs[0].steps)
     curves = np.array([run.reconstruction_loss for run in runs])
-    verdict = phase_verdict(steps, seed_curves=curves, settings=VerdictSettings(min_effect=min_effect))
+    # the plateau at the same 5% as the phases: "near constant" in the map means within the effect that counts
+    verdict = phase_verdict(steps, seed_curves=curves, settings=VerdictSettings(min_effect=min_effect, plateau_tolerance=min_effect))
     small_rise = phase_verdict(steps, seed_curves=curves, settings=VerdictSettings(min_effect=SMALL_RISE_MIN_EFFECT)).has_increase
     minima = [int(np.argmin(run.reconstruction_loss)) for run in runs]
     detected = [detect_phases(steps, list(run.reconstruction_loss)) for run in runs]
