@@ -11,9 +11,10 @@ For each network (32x32 inputs, 10 classes, SGD with momentum, random normalised
 - `host ms`: the host's work per step in that loop (the epoch's permutation and each call's index
   matrix), measured alone;
 - `old loop ms`: the loop as it was (a permutation, a numpy gather and a `float(loss)` every step).
-`--variants` adds, for VGG-8, the step with XLA (`--training.jit-compile`) and with
-`kphases.models.Conv2D`'s forward input-gradient rule (KPHASES_FORWARD_INPUT_GRADIENT=1), each
-against the default in the same run.
+`--variants` adds, for VGG-8, the step with XLA (`--training.jit-compile`), with
+`kphases.models.Conv2D`'s forward input-gradient rule (KPHASES_FORWARD_INPUT_GRADIENT=1), and
+without the single-position product and the fused BatchNorm (the defaults on a CPU,
+`kphases.models`), each against the default measured just before it in the same run.
 
 The last lines estimate the paper profile's training cost on this device from the measured loop
 times: VGG-8/11/13/16 and ResNet-10 for 257 epochs of CIFAR-10 (100,487 iterations) each per seed,
@@ -62,6 +63,8 @@ def measure(
     jit_compile: bool = False,
     forward_input_gradient: bool = False,
     loop: bool = True,
+    single_position_product: bool = True,
+    fused_batchnorm: bool = True,
 ) -> Timing:
     import keras
     import tensorflow as tf
@@ -71,8 +74,14 @@ def measure(
     from kphases.data import Dataset
     from kphases.training import _Chunks, _make_step, batch_indices, epoch_permutation, strategy_devices
 
-    saved = dict(models.FORWARD_INPUT_GRADIENT)
-    models.FORWARD_INPUT_GRADIENT["enabled"] = forward_input_gradient  # read when a step is traced
+    switches = [
+        (models.FORWARD_INPUT_GRADIENT, forward_input_gradient),
+        (models.SINGLE_POSITION_PRODUCT, single_position_product),
+        (models.FUSED_BATCHNORM, fused_batchnorm),
+    ]
+    saved = [(switch, switch["enabled"]) for switch, _ in switches]
+    for switch, enabled in switches:  # each read when a step is traced
+        switch["enabled"] = enabled
     try:
         rng = np.random.default_rng(0)
         count = steps * batch_size  # one epoch = the timed steps, no smaller last batch
@@ -130,8 +139,8 @@ def measure(
         chunks.close()
         return Timing(step_ms, loop_ms, host_ms, old_loop_ms)
     finally:
-        models.FORWARD_INPUT_GRADIENT.clear()
-        models.FORWARD_INPUT_GRADIENT.update(saved)
+        for switch, enabled in saved:
+            switch["enabled"] = enabled
 
 
 def device_description() -> str:
@@ -171,6 +180,9 @@ def main() -> None:
         for label, options in (
             ("XLA (--training.jit-compile)", {"jit_compile": True}),
             ("forward input-gradient rule", {"forward_input_gradient": True}),
+            ("single-position product off", {"single_position_product": False}),
+            ("fused BatchNorm off", {"fused_batchnorm": False}),
+            ("both off (TensorFlow's kernels)", {"single_position_product": False, "fused_batchnorm": False}),
         ):
             default = measure("vgg8", 1.0, args.steps, args.batch_size, loop=False).step_ms
             variant = measure("vgg8", 1.0, args.steps, args.batch_size, loop=False, **options).step_ms

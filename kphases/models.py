@@ -39,6 +39,14 @@ channels) the input
 gradient is the forward convolution of the stride-dilated, padded output gradient with the flipped,
 transposed kernel; elsewhere TensorFlow's kernel is used. Same weights, same results to float32
 rounding (tests/test_models.py); `python -m benchmarks.training` prints both side by side.
+
+Where a conv's output map is 1x1 (every VGG's last conv: 2x2 padded to 4x4, 3x3 kernel, stride 2),
+it is one matrix product, on by default on CPUs: the one output position sees only the top-left
+3x3 corner of the padded input, so output = flatten(corner) @ flatten(kernel), and TensorFlow's
+gradients of a matrix product are two more. Its CPU convolution kernels are slow on that shape
+(2.6x the product for the forward and both gradients of VGG-8's block5, CHANGELOG); same weights,
+same results to float32 rounding (tests/test_models.py), never used on a GPU (cuDNN), switched off
+by $KPHASES_SINGLE_POSITION_PRODUCT=0 or `SINGLE_POSITION_PRODUCT["enabled"] = False`.
 """
 
 from __future__ import annotations
@@ -82,6 +90,13 @@ INITIALISATIONS = ("pytorch", "open_lth")
 # FORWARD_INPUT_GRADIENT["enabled"] = True before a step is traced), and never used where TensorFlow
 # sees a GPU (cuDNN's kernel is the one to use there).
 FORWARD_INPUT_GRADIENT = {"max_pixels": 36, "min_channels": 128, "enabled": os.environ.get("KPHASES_FORWARD_INPUT_GRADIENT", "0") == "1"}
+# Where Conv2D has a single output position (a 1x1 map: every VGG's last conv), the convolution is
+# one matrix product of the flattened window with the flattened kernel (module docstring). On by
+# default on CPUs ($KPHASES_SINGLE_POSITION_PRODUCT=0 switches it off); never used on a GPU.
+SINGLE_POSITION_PRODUCT = {"enabled": os.environ.get("KPHASES_SINGLE_POSITION_PRODUCT", "1") != "0"}
+# BatchNormalization's training pass as TensorFlow's fused kernel on CPUs (module docstring); on by
+# default, $KPHASES_FUSED_BATCHNORM=0 switches it off.
+FUSED_BATCHNORM = {"enabled": os.environ.get("KPHASES_FUSED_BATCHNORM", "1") != "0"}
 
 
 def _dilate(gradient, stride: int):
@@ -143,11 +158,43 @@ def _forward_input_gradient_applies(layer, inputs, channels: int) -> bool:
     )
 
 
+def _single_position(layer, inputs, kernel_size) -> bool:
+    """Whether the convolution's output map is 1x1 (then it is one matrix product)."""
+    sizes = inputs.shape[1:3]
+    if (
+        tf.config.list_logical_devices("GPU")
+        or None in sizes
+        or layer.data_format != "channels_last"
+        or tuple(layer.dilation_rate) != (1, 1)
+        or layer.groups != 1
+    ):
+        return False
+    if layer.padding == "same":
+        return all(-(-size // stride) == 1 for size, stride in zip(sizes, layer.strides))
+    return layer.padding == "valid" and all(
+        size >= k and (size - k) // stride == 0 for size, k, stride in zip(sizes, kernel_size, layer.strides)
+    )
+
+
+def _single_position_product(layer, inputs, kernel):
+    """The 1x1 output of a convolution as (window, flattened) @ (kernel, flattened): the window is the
+    top-left kernel-sized corner of the (padded) input, the only pixels the one output position sees."""
+    rows, cols, channels, filters = kernel.shape
+    if layer.padding == "same":
+        pads = [_same_padding(size, k, stride) for size, k, stride in zip(inputs.shape[1:3], (rows, cols), layer.strides)]
+        inputs = tf.pad(inputs, [[0, 0], *pads, [0, 0]])
+    window = tf.reshape(inputs[:, :rows, :cols, :], (-1, rows * cols * channels))
+    return tf.reshape(tf.matmul(window, tf.reshape(kernel, (rows * cols * channels, filters))), (-1, 1, 1, filters))
+
+
 class Conv2D(layers.Conv2D):
-    """keras.layers.Conv2D (square stride, no dilation, channels last) whose input gradient on
-    small maps with many channels is a forward convolution (module docstring: 4-10x faster there)."""
+    """keras.layers.Conv2D (channels last) computed as one matrix product where its output map is 1x1
+    (on by default on CPUs), and, as an opt-in, with the input gradient on small maps with many
+    channels as a forward convolution (module docstring)."""
 
     def convolution_op(self, inputs, kernel):
+        if SINGLE_POSITION_PRODUCT["enabled"] and _single_position(self, inputs, kernel.shape[:2]):
+            return _single_position_product(self, inputs, kernel)
         if not (FORWARD_INPUT_GRADIENT["enabled"] and _forward_input_gradient_applies(self, inputs, inputs.shape[3])):
             return super().convolution_op(inputs, kernel)
         stride = self.strides[0]
@@ -186,6 +233,41 @@ class Conv2DTranspose(layers.Conv2DTranspose):
         return self.activation(outputs) if self.activation is not None else outputs
 
 
+class BatchNormalization(layers.BatchNormalization):
+    """keras.layers.BatchNormalization whose training-mode pass on a CPU is TensorFlow's fused kernel
+    (FusedBatchNormV3: statistics, normalisation and their gradient in one op each) for 4-D float32
+    channels-last inputs; the same moving-statistics update as Keras' (biased batch variance);
+    everything else (inference, masks, renorm, synchronised replicas, other dtypes, a GPU) is
+    Keras' own. Same weights and names; same results to float32 rounding (tests/test_models.py).
+    $KPHASES_FUSED_BATCHNORM=0 or `FUSED_BATCHNORM["enabled"] = False` switches it off."""
+
+    def call(self, inputs, training=None, mask=None):
+        if not (
+            FUSED_BATCHNORM["enabled"]
+            and training
+            and self.trainable
+            and mask is None
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and inputs.dtype == "float32"
+            and self.center
+            and self.scale
+            and not self.renorm
+            and not self.synchronized
+            and not tf.config.list_logical_devices("GPU")
+        ):
+            return super().call(inputs, training=training, mask=mask)
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta), epsilon=self.epsilon, is_training=True
+        )
+        # The kernel returns the unbiased (n - 1) variance for the moving average; Keras averages the biased one.
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)
+        variance = variance * ((count - 1.0) / count)
+        self.moving_mean.assign(tf.convert_to_tensor(self.moving_mean) * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(tf.convert_to_tensor(self.moving_variance) * self.momentum + variance * (1.0 - self.momentum))
+        return outputs
+
+
 def architectures() -> list[str]:
     """Every valid architecture name (simple<n> stands for any n >= 1)."""
     return [*VGG_LAYOUTS, *RESNET_LAYOUTS, "simple<n>", "linear"]
@@ -209,7 +291,7 @@ def _conv_bn(x, filters: int, stride: int, name: str, relu: bool = True, kernel_
     x = Conv2D(
         filters, kernel_size, strides=stride, padding=padding, use_bias=False, kernel_initializer=_torch_uniform(), name=f"{name}_conv"
     )(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    x = BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     if relu:
         x = layers.ReLU(name=name)(x) if activation == "relu" else layers.Activation(activation, name=name)(x)
     return x

@@ -156,10 +156,11 @@ def test_vgg8_uses_forward_input_gradient_only_on_its_small_wide_blocks(forward_
     def layers_with(kind):
         return sorted(op.name.split("/")[2].removesuffix("_1") for op in graph.get_operations() if op.type == kind)
 
-    # block1..3 (inputs 34x34x1, 18x18x32, 10x10x64 padded): TensorFlow's kernel; block4 (6x6x128)
-    # and block5 (4x4x256): the forward convolution. (block1's is built here but pruned when run.)
+    # block1..3 (inputs 34x34x1, 18x18x32, 10x10x64 padded): TensorFlow's kernel; block4 (6x6x128):
+    # the forward convolution; block5 (4x4x256 to 1x1): a matrix product, no conv kernel at all.
+    # (block1's input gradient is built here but pruned when run.)
     assert layers_with("Conv2DBackpropInput") == ["block1_conv", "block2_conv", "block3_conv"]
-    assert len(layers_with("Conv2DBackpropFilter")) == 5
+    assert layers_with("Conv2DBackpropFilter") == [f"block{i}_conv" for i in range(1, 5)]
 
 
 @pytest.mark.parametrize(
@@ -202,7 +203,107 @@ def test_forward_input_gradient_is_off_by_default():
         .get_concrete_function(tf.TensorSpec((2, 32, 32, 1)))
         .graph
     )
-    # TensorFlow's input-gradient kernel in every block (block1's is built, then pruned when run).
+    # TensorFlow's input-gradient kernel in every block but the last, whose 1x1 output is a matrix
+    # product (block1's is built, then pruned when run).
     assert sorted({op.name.split("/")[2].removesuffix("_1") for op in graph.get_operations() if op.type == "Conv2DBackpropInput"}) == [
-        f"block{i}_conv" for i in range(1, 6)
+        f"block{i}_conv" for i in range(1, 5)
     ]
+
+
+@pytest.mark.parametrize(
+    "size, channels, filters, kernel_size, stride, padding",
+    [
+        (4, 64, 16, 3, 2, "valid"),  # every VGG's last conv (2x2 after its ZeroPadding2D(1))
+        (4, 8, 4, 3, 3, "valid"),  # the last row and column reach no output
+        (3, 8, 4, 3, 1, "valid"),
+        (1, 16, 4, 3, 1, "same"),  # only the kernel's centre sees the image
+        (2, 16, 4, 3, 2, "same"),  # TensorFlow's asymmetric "same" at stride 2
+        (3, 8, 4, 1, 4, "same"),
+    ],
+)
+def test_conv2d_with_one_output_position_equals_keras(size, channels, filters, kernel_size, stride, padding):
+    import keras
+    import tensorflow as tf
+
+    from kphases.models import Conv2D, _single_position
+
+    rng = np.random.default_rng(size + 10 * stride + channels)
+    x = tf.constant(rng.normal(size=(5, size, size, channels)).astype(np.float32))
+    ours = Conv2D(filters, kernel_size, strides=stride, padding=padding, use_bias=True)
+    theirs = keras.layers.Conv2D(filters, kernel_size, strides=stride, padding=padding, use_bias=True)
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    weights = ours.get_weights()
+    weights[1] = rng.normal(size=weights[1].shape).astype(np.float32)  # a nonzero bias
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    assert _single_position(ours, x, ours.kernel.shape[:2])
+    _assert_matches_keras(ours, theirs, x, rng, ("kernel", "bias"))
+
+
+def test_the_single_position_product_switches_off_and_leaves_larger_outputs_alone(monkeypatch):
+    import tensorflow as tf
+
+    from kphases.models import SINGLE_POSITION_PRODUCT, Conv2D, _single_position
+
+    assert SINGLE_POSITION_PRODUCT["enabled"]  # the default
+    layer = Conv2D(4, 3, strides=2, padding="valid")
+    assert not _single_position(layer, tf.zeros((1, 5, 5, 2)), (3, 3))  # a 2x2 output
+    assert not _single_position(Conv2D(4, 3, padding="same"), tf.zeros((1, 2, 2, 2)), (3, 3))
+    monkeypatch.setitem(SINGLE_POSITION_PRODUCT, "enabled", False)
+    model = build_model(ModelConfig("vgg8", 0.25), (32, 32, 1), 10)
+    graph = tf.function(lambda x: model(x, training=True)).get_concrete_function(tf.TensorSpec((2, 32, 32, 1))).graph
+    assert sum(op.type == "Conv2D" for op in graph.get_operations()) == 5 and not any(
+        op.type == "MatMul" and "block5" in op.name for op in graph.get_operations()
+    )
+
+
+# --- BatchNormalization's fused training pass ---------------------------------------------------
+
+
+def test_fused_batchnorm_equals_keras_in_training_and_inference():
+    import keras
+    import tensorflow as tf
+
+    from kphases.models import BN_EPSILON, BN_MOMENTUM, BatchNormalization
+
+    rng = np.random.default_rng(11)
+    x = tf.constant((3.0 + 2.0 * rng.normal(size=(6, 5, 4, 7))).astype(np.float32))
+    ours, theirs = (kind(momentum=BN_MOMENTUM, epsilon=BN_EPSILON) for kind in (BatchNormalization, keras.layers.BatchNormalization))
+    for layer in (ours, theirs):
+        layer.build(x.shape)
+    weights = [rng.uniform(0.5, 1.5, 7), rng.normal(size=7), rng.normal(size=7), rng.uniform(0.5, 2.0, 7)]
+    for layer in (ours, theirs):
+        layer.set_weights([w.astype(np.float32) for w in weights])
+    target = tf.constant(rng.normal(size=x.shape).astype(np.float32))
+    results = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * target)
+        gradients = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([layer(x, training=False), *gradients, layer.moving_mean, layer.moving_variance])
+    for mine, reference in zip(*results):
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(reference), rtol=1e-5, atol=1e-5)
+    # stateless (the measurement's batch-statistics features): the same outputs and moving statistics
+    outputs = [layer.stateless_call(layer.trainable_variables, layer.non_trainable_variables, x, training=True) for layer in (ours, theirs)]
+    np.testing.assert_allclose(outputs[0][0].numpy(), outputs[1][0].numpy(), rtol=1e-5, atol=1e-5)
+    for mine, reference in zip(outputs[0][1], outputs[1][1]):
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(reference), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(np.asarray(outputs[0][1][0]), np.asarray(ours.moving_mean))  # it updated the copy, not the layer
+
+
+def test_fused_batchnorm_is_in_the_networks_and_switches_off(monkeypatch):
+    import tensorflow as tf
+
+    from kphases.models import FUSED_BATCHNORM
+
+    assert FUSED_BATCHNORM["enabled"]  # the default
+
+    def fused_ops(model):
+        graph = tf.function(lambda x: model(x, training=True)).get_concrete_function(tf.TensorSpec((2, 32, 32, 1))).graph
+        return sum(op.type == "FusedBatchNormV3" for op in graph.get_operations())
+
+    assert fused_ops(build_model(ModelConfig("vgg8", 0.25), (32, 32, 1), 10)) == 5
+    monkeypatch.setitem(FUSED_BATCHNORM, "enabled", False)
+    assert fused_ops(build_model(ModelConfig("vgg8", 0.25), (32, 32, 1), 10)) == 0
