@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import time
 import warnings
 from collections.abc import Sequence
@@ -49,8 +48,8 @@ import keras
 import numpy as np
 
 from kphases.config import RUN_KIND, ModelRunConfig, ScheduleConfig  # noqa: F401 (ModelRunConfig, RUN_KIND: re-exported)
-from kphases.schedule import doubling_schedule, explicit_schedule
-from kphases.store import Run, StoreError, write_text_atomic
+from kphases.schedule import explicit_schedule, is_scheduled, steps_up_to
+from kphases.store import Run, StoreError, environment, write_text_atomic
 
 ARCHITECTURE_FILE = "model.json"
 DEFAULT_EVAL_SAMPLES = 2048
@@ -93,17 +92,6 @@ def schedule_config(schedule: str | Sequence[int] | ScheduleConfig) -> ScheduleC
     elif config.kind != "doubling" or config.steps:
         raise ValueError(f"a schedule is doubling (no steps) or explicit, got {config}")
     return config
-
-
-def scheduled_steps(schedule: ScheduleConfig, last_iteration: int) -> list[int]:
-    """The schedule's iterations up to `last_iteration`, from the suite's schedule functions."""
-    if schedule.kind == "doubling":
-        return doubling_schedule(last_iteration)
-    return [step for step in schedule.steps if step <= last_iteration]
-
-
-def _is_scheduled(schedule: ScheduleConfig, step: int) -> bool:
-    return step >= 0 and step in scheduled_steps(schedule, step)
 
 
 # --- architecture -------------------------------------------------------------------------------
@@ -440,7 +428,7 @@ class SnapshotCallback(keras.callbacks.Callback):
                 f"optimizer.iterations went back from {previous} to {step} during fit; snapshots of {self.run_dir} "
                 "are labelled by it, so it must only grow"
             )
-        missed = [s for s in scheduled_steps(self.schedule, step - 1) if s > previous]
+        missed = [s for s in steps_up_to(self.schedule, step - 1) if s > previous]
         if missed:
             raise RuntimeError(
                 f"optimizer.iterations jumped from {previous} to {step} within one callback call, past the scheduled snapshot "
@@ -456,7 +444,7 @@ class SnapshotCallback(keras.callbacks.Callback):
         step = self._iteration()
         last = max(step, int(self.run.manifest().get("last_iteration", 0)))  # a fit re-traversing old steps never shortens the run
         self.run.update_manifest(
-            schedule=scheduled_steps(self.schedule, last),
+            schedule=steps_up_to(self.schedule, last),
             last_iteration=last,
             steps_per_epoch=self.params.get("steps") if self.params else None,
             complete=True,
@@ -544,10 +532,6 @@ class SnapshotCallback(keras.callbacks.Callback):
         return Run(directory, config)
 
     def _record_provenance(self, model: keras.Model, start_iteration: int) -> None:
-        import tensorflow as tf
-
-        from kphases import __version__
-
         optimizer = model.optimizer
         try:
             compile_config = model.get_compile_config()
@@ -567,15 +551,7 @@ class SnapshotCallback(keras.callbacks.Callback):
         )
         values = {
             "recorded_by": "kphases.SnapshotCallback",
-            "kphases": __version__,
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "keras_backend": keras.backend.backend(),
-            "numpy": np.__version__,
-            "machine": platform.node(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
+            **environment(),
             "model": {
                 "name": model.name,
                 "class": type(model).__name__,
@@ -599,7 +575,7 @@ class SnapshotCallback(keras.callbacks.Callback):
         self.run.update_provenance(fits=fits)
 
     def _maybe_snapshot(self, step: int) -> None:
-        if not _is_scheduled(self.schedule, step):
+        if not is_scheduled(self.schedule, step):
             return
         run = self.run
         if str(step) in run.manifest()["snapshots"]:

@@ -50,7 +50,7 @@ import numpy as np
 from kphases.decoders import DecoderSettings, fit_linear_ridge_decoder
 from kphases.features import BN_STATS_MODES, batchnorm_layers, extract_features
 from kphases.phases import PhaseVerdict, VerdictSettings, phase_verdict
-from kphases.schedule import doubling_schedule
+from kphases.schedule import doubling_schedule, is_doubling_step
 from kphases.store import atomic_path, write_json_atomic
 
 MONITOR_DIRECTORY = "monitor"
@@ -107,7 +107,7 @@ class MonitorSettings:
     def is_scheduled(self, step: int) -> bool:
         if self.every is not None:
             return step % self.every == 0
-        return step == 0 or (step >= 2 and step & (step - 1) == 0)
+        return is_doubling_step(step)
 
     def scheduled_steps(self, last_step: int) -> list[int]:
         if self.every is not None:

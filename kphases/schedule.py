@@ -46,3 +46,23 @@ def snapshot_steps(schedule: ScheduleConfig, last_iteration: int) -> list[int]:
     if schedule.kind == "explicit":
         return explicit_schedule(schedule.steps, last_iteration)
     raise ValueError(f"unknown schedule kind {schedule.kind!r}; valid kinds: 'doubling', 'explicit'")
+
+
+def is_doubling_step(step: int) -> bool:
+    """Whether `step` is in the doubling schedule (0, 2, 4, 8, ...) of a run long enough to reach it."""
+    return step == 0 or (step >= 2 and step & (step - 1) == 0)
+
+
+def steps_up_to(schedule: ScheduleConfig, last_iteration: int) -> list[int]:
+    """The schedule's iterations up to `last_iteration`, for a run whose end is not known yet (a
+    `kphases.SnapshotCallback` inside `model.fit`): an explicit schedule may go beyond it."""
+    if schedule.kind == "doubling":
+        return doubling_schedule(last_iteration)
+    return [step for step in schedule.steps if step <= last_iteration]
+
+
+def is_scheduled(schedule: ScheduleConfig, step: int) -> bool:
+    """Whether the schedule freezes the run at `step`, however long the run."""
+    if step < 0:
+        return False
+    return is_doubling_step(step) if schedule.kind == "doubling" else step in schedule.steps

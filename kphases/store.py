@@ -248,6 +248,29 @@ def _parses(text: str, kind: type, empty_ok: bool = False) -> bool:
     return True
 
 
+def environment() -> dict[str, Any]:
+    """What every run's provenance.json records of the software and the machine: versions, host, CPUs."""
+    import platform
+
+    import keras
+    import numpy
+    import tensorflow
+
+    from kphases import __version__
+
+    return {
+        "kphases": __version__,
+        "python": platform.python_version(),
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "keras_backend": keras.backend.backend(),
+        "numpy": numpy.__version__,
+        "machine": platform.node(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
 class Run:
     """A run directory and the operations on it. Create with `Run.create` or open with `Run.open`."""
 

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -76,7 +75,7 @@ from kphases.config import LineageConfig, RunConfig, parse_steps
 from kphases.data import IMAGE_SIZE, Dataset, batch_bounds, load_dataset, preprocess
 from kphases.models import build_model
 from kphases.schedule import snapshot_steps
-from kphases.store import Run
+from kphases.store import Run, environment
 from kphases.tensorboard import Summaries, TensorBoardOption, training_summaries
 
 Callback = Callable[[Run, int, keras.Model, keras.optimizers.Optimizer], None]
@@ -524,12 +523,7 @@ def _train_locked(
     )
     run.update_provenance(
         data=dataset.describe(),
-        python=platform.python_version(),
-        tensorflow=tf.__version__,
-        keras=keras.__version__,
-        numpy=np.__version__,
-        machine=platform.node(),
-        cpu_count=os.cpu_count(),
+        **environment(),
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         strategy=strategy_name(strategy),
         devices=compute_devices,

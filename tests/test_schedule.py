@@ -1,7 +1,7 @@
 import pytest
 
 from kphases.config import ScheduleConfig
-from kphases.schedule import doubling_schedule, explicit_schedule, snapshot_steps
+from kphases.schedule import doubling_schedule, explicit_schedule, is_doubling_step, is_scheduled, snapshot_steps, steps_up_to
 
 
 def test_doubling_schedule_for_64():
@@ -29,3 +29,11 @@ def test_explicit_schedule_sorted_and_checked():
 def test_doubling_with_steps_is_rejected():
     with pytest.raises(ValueError, match="kind='explicit'"):
         snapshot_steps(ScheduleConfig(kind="doubling", steps=(3,)), 10)
+
+
+def test_membership_agrees_with_the_lists_for_runs_of_any_length():
+    doubling, explicit = ScheduleConfig(), ScheduleConfig(kind="explicit", steps=(0, 3, 50, 700))
+    assert [step for step in range(2100) if is_doubling_step(step)] == doubling_schedule(2099)
+    for schedule in (doubling, explicit):
+        assert [step for step in range(800) if is_scheduled(schedule, step)] == steps_up_to(schedule, 799)
+    assert steps_up_to(explicit, 60) == [0, 3, 50] and not is_scheduled(doubling, -2)
