@@ -54,7 +54,6 @@ from kphases.store import Run, StoreError, environment, write_text_atomic
 ARCHITECTURE_FILE = "model.json"
 DEFAULT_EVAL_SAMPLES = 2048
 DEFAULT_MAX_SAMPLES = 10_000
-EVAL_BATCH_SIZE = 512
 REGISTRATION_ADVICE = (
     "custom layers (and custom models) must be registered with @keras.saving.register_keras_serializable() "
     "and implement get_config() covering their constructor arguments, and their module must be imported "
@@ -628,22 +627,14 @@ def _classifier_metrics(network: keras.Model, compiled: keras.Model, x: np.ndarr
 
         predict = tf.function(lambda batch: network(batch, training=False), reduce_retracing=True)
         network._kphases_predict = predict
-    correct, loss_sum, accuracy_defined = 0, 0.0, True
-    for start in range(0, len(y), EVAL_BATCH_SIZE):
-        batch_x, batch_y = x[start : start + EVAL_BATCH_SIZE], y[start : start + EVAL_BATCH_SIZE]
-        output = np.asarray(predict(batch_x))
-        if output.ndim == 2 and output.shape[1] > 1:
-            correct += int(np.sum(np.argmax(output, axis=1) == labels[start : start + EVAL_BATCH_SIZE]))
-        else:
-            accuracy_defined = False
-        if loss_function is not None:
-            loss_sum += float(np.mean(keras.ops.convert_to_numpy(loss_function(batch_y, output)))) * len(batch_y)
-    metrics = {}
-    if accuracy_defined:
-        metrics["accuracy"] = correct / len(y)
-    if loss_function is not None:
-        metrics["loss"] = loss_sum / len(y)
-    return metrics
+    from kphases.training import classifier_metrics
+
+    def loss_sum(targets, outputs) -> float:
+        return float(np.mean(keras.ops.convert_to_numpy(loss_function(targets, outputs)))) * len(targets)
+
+    return classifier_metrics(
+        lambda batch: np.asarray(predict(batch)), x, labels, loss_sum if loss_function is not None else None, loss_targets=y
+    )
 
 
 def _loss_function(loss):

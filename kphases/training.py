@@ -275,13 +275,41 @@ def build_training_model(config: RunConfig, image_shape, num_classes: int) -> ke
 
 def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Classifier accuracy and mean cross-entropy in inference mode (stored BatchNorm statistics)."""
-    correct, loss_sum = 0, 0.0
+
+    def cross_entropy_sum(batch_labels, logits) -> float:
+        return float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(batch_labels, logits, from_logits=True)))
+
+    return classifier_metrics(lambda batch: _predict(model, batch), images, labels, cross_entropy_sum)
+
+
+def classifier_metrics(
+    predict: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    labels: np.ndarray,
+    loss_sum: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    loss_targets: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Accuracy and mean loss over batches of EVAL_BATCH_SIZE: the one evaluation of `kphases train` and
+    `kphases.SnapshotCallback`. `predict(batch)` gives the outputs; accuracy is the argmax of 2-D
+    outputs against the class `labels` (left out for any other output); the loss is
+    `loss_sum(targets, outputs)` summed over the batches over the count (left out without
+    `loss_sum`), the targets being `loss_targets` as the loss wants them (default: `labels`)."""
+    loss_targets = labels if loss_targets is None else loss_targets
+    correct, total, accuracy_defined = 0, 0.0, True
     for start, stop in batch_bounds(len(labels), EVAL_BATCH_SIZE):
-        logits = _predict(model, images[start:stop])
-        batch_labels = labels[start:stop]
-        loss_sum += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(batch_labels, logits, from_logits=True)))
-        correct += int(np.sum(np.argmax(logits, axis=-1) == batch_labels))
-    return {"accuracy": correct / len(labels), "loss": loss_sum / len(labels)}
+        outputs = predict(images[start:stop])
+        if outputs.ndim == 2 and outputs.shape[1] > 1:
+            correct += int(np.sum(np.argmax(outputs, axis=-1) == labels[start:stop]))
+        else:
+            accuracy_defined = False
+        if loss_sum is not None:
+            total += loss_sum(loss_targets[start:stop], outputs)
+    metrics = {}
+    if accuracy_defined:
+        metrics["accuracy"] = correct / len(labels)
+    if loss_sum is not None:
+        metrics["loss"] = total / len(labels)
+    return metrics
 
 
 def _predict(model: keras.Model, images: np.ndarray) -> np.ndarray:
