@@ -111,6 +111,16 @@ def _assert_matches_keras(ours, theirs, x, rng, variables):
         np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-4, atol=1e-4)
 
 
+def _build_alike(ours, theirs, x, rng) -> None:
+    """Build both layers for `x` with the same weights, the bias (second weight) nonzero."""
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    weights = ours.get_weights()
+    weights[1] = rng.normal(size=weights[1].shape).astype(np.float32)
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+
+
 @pytest.mark.parametrize(
     "size, channels, filters, kernel_size, stride, padding",
     [
@@ -182,12 +192,7 @@ def test_conv2d_transpose_equals_keras(size, channels, filters, kernel_size, str
     x = tf.constant(rng.normal(size=(5, size, size, channels)).astype(np.float32))
     ours = Conv2DTranspose(filters, kernel_size, strides=stride, padding="same", activation="relu")
     theirs = keras.layers.Conv2DTranspose(filters, kernel_size, strides=stride, padding="same", activation="relu")
-    ours.build(x.shape)
-    theirs.build(x.shape)
-    weights = ours.get_weights()
-    weights[1] = rng.normal(size=weights[1].shape).astype(np.float32)  # a nonzero bias
-    ours.set_weights(weights)
-    theirs.set_weights(weights)
+    _build_alike(ours, theirs, x, rng)
     _assert_matches_keras(ours, theirs, x, rng, ("kernel", "bias"))
 
 
@@ -231,12 +236,7 @@ def test_conv2d_with_one_output_position_equals_keras(size, channels, filters, k
     x = tf.constant(rng.normal(size=(5, size, size, channels)).astype(np.float32))
     ours = Conv2D(filters, kernel_size, strides=stride, padding=padding, use_bias=True)
     theirs = keras.layers.Conv2D(filters, kernel_size, strides=stride, padding=padding, use_bias=True)
-    ours.build(x.shape)
-    theirs.build(x.shape)
-    weights = ours.get_weights()
-    weights[1] = rng.normal(size=weights[1].shape).astype(np.float32)  # a nonzero bias
-    ours.set_weights(weights)
-    theirs.set_weights(weights)
+    _build_alike(ours, theirs, x, rng)
     assert _single_position(ours, x, ours.kernel.shape[:2])
     _assert_matches_keras(ours, theirs, x, rng, ("kernel", "bias"))
 
