@@ -400,7 +400,7 @@ class PhaseVerdict:
             ("three phases: " if self.three_phases else "not three phases: ")
             + ", ".join(parts)
             + f" (fractions of the initial loss; {noise}; min_effect={self.settings.min_effect:g}, "
-            f"plateau_tolerance={self.settings.plateau_tolerance:g}, needed {self.plateau_tolerance_needed:.1%})"
+            f"plateau_tolerance={self.settings.plateau_tolerance:g}, needed {self.plateau_tolerance_needed:.2%})"
         )
 
     def to_dict(self) -> dict:

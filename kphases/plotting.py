@@ -73,7 +73,7 @@ def shade_verdict(axis, steps: Sequence[int], verdict, colour: str = "black") ->
         plateau = (
             f"plateau to {verdict.constant_end}, drift {verdict.plateau.describe()}"
             if verdict.has_constant
-            else f"no plateau at tolerance {verdict.settings.plateau_tolerance:.1%} (needs {verdict.plateau_tolerance_needed:.1%})"
+            else f"no plateau at tolerance {verdict.settings.plateau_tolerance:.1%} (needs {verdict.plateau_tolerance_needed:.2%})"
         )
         text = (
             f"decrease {verdict.decrease.describe()}{'' if verdict.has_decrease else ' (not confident)'}; "
@@ -83,7 +83,7 @@ def shade_verdict(axis, steps: Sequence[int], verdict, colour: str = "black") ->
     else:
         text = f"decrease {verdict.relative_decrease:.1%}, increase {verdict.relative_increase:.1%}; no noise interval (no per-image data)"
     # Below the x axis's label, where no curve runs (inside the panel it covered the early points).
-    axis.annotate(text, xy=(0, 0), xycoords="axes fraction", xytext=(0, -26), textcoords="offset points", fontsize=5.5, va="top", ha="left")
+    axis.annotate(text, xy=(0, 0), xycoords="axes fraction", xytext=(0, -36), textcoords="offset points", fontsize=5.5, va="top", ha="left")
 
 
 def phase_legend_handles():

@@ -159,7 +159,7 @@ def reference_run(options: Options) -> PlannedRun | None:
     if name == "paper":
         return PlannedRun("VGG-8 / CIFAR-10 (authors' README run)", profile("paper"), measure)
     # quick: the 30,000 / 10,000-image JPEG (q75) copy, 4,096 iterations (17 epochs; train accuracy
-    # is still below 0.95 where the reconstruction loss turns up); decoders and heads are fitted on
+    # is still below 0.6 where the reconstruction loss turns up); decoders and heads are fitted on
     # fixed stratified subsets of 10,000 train / 2,000 test images (the classifier is scored on all).
     file = "cifar10_jpeg_q75.npz" if name == "quick" else "cifar10.npz"
     directory = data_directory(options)

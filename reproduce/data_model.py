@@ -11,7 +11,7 @@ fraction of samples closer to another prototype.
 
 Runtime: seconds (no training).
 
-Numbers you should see (quick, KPHASES_DATA_DIR set; no training, so any CPU gives them to rounding): medianmedian cosine to the own class mean MNIST 0.678,
+Numbers you should see (quick, KPHASES_DATA_DIR set; no training, so any CPU gives them to rounding): median cosine to the own class mean MNIST 0.678,
 Fashion-MNIST 0.811, CIFAR-10 0.318; closer to another class's mean than to their own: 18.5%,
 31.2% and 70.4% of train images (10,000 / 10,000 / 4,000).
 """

@@ -24,9 +24,12 @@ no noise interval; the table in summary.md (and the README) states which phases 
 
 Runtime: quick: minutes after `phases` (the trained linear decoders dominate); paper: GPU.
 
-Numbers you should see (quick): the committed figure is still that of the earlier protocol (fixed-threshold
-detector, unregularised decoder); until it is regenerated, paper_figures/summary.md has its numbers, and the
-README says which figures are current.
+Numbers you should see (quick, VGG-8/MNIST, penultimate layer): three phases under linear_ridge and
+linear_exact with batch statistics (-17.8% / -17.9% to 64, +12.9% / +13.0%) and with recalibrated
+statistics (-19.2%, +13.1%); with stored statistics (inference mode) no plateau and almost no
+decrease (-1.6% [0.5, 2.8] between 16 and 32; 0.1525 at step 0, 0.2021 at 1,024): the early shape
+depends on the BatchNorm mode. The trained decoder (7,821 updates, iterations 0, 64, 1,024 only)
+gives the same U under batch statistics: 0.2251 -> 0.1845 -> 0.2138.
 """
 
 from __future__ import annotations

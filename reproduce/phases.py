@@ -12,15 +12,17 @@ and each panel prints the decrease and increase with their 95% intervals.
 
     python -m reproduce.phases [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
-Runtime: smoke ~1 min; quick: 4 runs of 1,024 iterations and 11 snapshots each (6 minutes alone on 2
-CPU cores at the earlier protocol; the CHANGELOG records measured times); needs KPHASES_DATA_DIR, else
-the embedded MNIST only; paper: 20 runs of 257 epochs, for GPUs.
+Runtime: smoke ~1 min; quick: 4 runs of 1,024 iterations and 11 snapshots each, about 9 minutes on 2
+CPU cores (CHANGELOG: measured times); needs KPHASES_DATA_DIR, else the embedded MNIST only; paper:
+20 runs of 257 epochs, for GPUs.
 
 Numbers you should see (quick, KPHASES_DATA_DIR set; another CPU moves the third decimal): a confident
-decrease, then a confident increase, in all 4 runs: VGG-8/MNIST -17.9% [16.8, 19.0] to 64, +13.1% [12.1,
-14.0] (test acc 0.980); VGG-8/Fashion -17.8% to 32, +16.1% (0.871); ResNet-10 x1/8 MNIST -23.6% to 512,
-+2.0% [1.4, 2.6] (0.966); Fashion -42.6% to 256, +6.4% (0.837). A plateau with no confident change only
-in VGG-8/MNIST (to 2), so "three phases" in 1 of 4 runs. paper_figures/summary.md has the table.
+decrease, then a confident increase, in all 4 runs: VGG-8/MNIST -17.8% [16.7, 18.9] to 64, +12.9% [12.0,
+13.9] (test acc 0.979); VGG-8/Fashion -17.9% to 32, +16.2% (0.872); ResNet-10 x1/8 MNIST -23.6% to 512,
++2.0% [1.4, 2.6] (0.967); Fashion -42.6% to 256, +6.4% (0.836). A plateau with no confident change only
+in VGG-8/MNIST (iterations 0 to 2), so "three phases" in 1 of 4 runs at plateau_tolerance 0; the other
+three runs' first two points differ by at most 0.3% of the initial loss (the tolerance they would need).
+paper_figures/summary.md has the table.
 """
 
 from __future__ import annotations
@@ -113,14 +115,14 @@ def plot(table: pd.DataFrame, options: Options):
     needed = [phases.plateau_tolerance_needed for _, _, phases in detected if hasattr(phases, "plateau_tolerance_needed")]
     if needed:
         tolerance = detected[0][2].settings.plateau_tolerance
-        headline += f" (plateau tolerance {tolerance:.1%}; the runs' plateaus need {min(needed):.1%} to {max(needed):.1%})"
+        headline += f" (plateau tolerance {tolerance:.1%}; the runs' plateaus need {min(needed):.2%} to {max(needed):.2%})"
     return headline, "\n".join(lines)
 
 
 def _needed(result) -> str:
     """The plateau tolerance a verdict's curve needs for phase (i) (`PhaseVerdict.plateau_tolerance_needed`)."""
     needed = getattr(result, "plateau_tolerance_needed", None)
-    return "-" if needed is None else ("no room" if needed == float("inf") else f"{needed:.1%}")
+    return "-" if needed is None else ("no room" if needed == float("inf") else f"{needed:.2%}")
 
 
 def _size(result, phase: str) -> str:

@@ -11,9 +11,8 @@ prototype, losing what distinguishes the sample.
 
 Runtime: seconds after `phases` (the network is shared).
 
-Numbers you should see (quick): the committed figure is still that of the earlier protocol (fixed-threshold
-detector, unregularised decoder); until it is regenerated, paper_figures/summary.md has its numbers, and the
-README says which figures are current.
+Numbers you should see (quick, VGG-8/MNIST, linear_ridge): test MSE 0.224 at step 0, 0.218 at 8,
+0.184 at 64 (the minimum), 0.194 at 256, 0.213 at 1,024.
 """
 
 from __future__ import annotations
