@@ -41,18 +41,15 @@ unperturbed rewind seed by seed (same dense run, mask and data order), by an exa
 permutation test over seeds; with n seeds no two-sided p is below 2 / 2^n (0.25 at 3 seeds, 0.031
 at 6), so 3 seeds alone cannot show a difference. Frankle et al. report that deep networks lose
 accuracy when the rewound weights are reinitialised or shuffled, even with their signs kept.
-At quick scale (PyTorch-default initialisation, output layer pruned, 3 seeds: the committed
-figure) destroying signs costs 0.036 (random reinit) and 0.038 (shuffle) in every seed, while
-keeping them costs nothing: reinit keeping signs +0.002 (-0.008 .. +0.020), shuffle keeping signs
-+0.005 (-0.004 .. +0.017) against rewinding to k = 64 (two-sided p 1.0 and 0.75): the opposite of
-the paper. Rewinding to 64 is no better than to 0 (+0.004, p 0.75), and pre-training on blurred
-images or rotations falls below k = 0 in every seed (-0.018, -0.026), where the paper finds them
-close to rewinding. With the open_lth setting (measured for seeds 0-4, the k = 64 lineage and the
-perturbations only; docs/early_phase.md) the reading holds: random reinit -0.055 and shuffle
--0.050 in every seed (one-sided p 0.031, the floor for 5 seeds), reinit keeping signs +0.008
-(-0.002 .. +0.021, two-sided p 0.125), shuffle keeping signs +0.006 (-0.002 .. +0.017, p 0.25),
-noise +0.001, rewind to 64 at 0.506 (0.493 .. 0.517). On another CPU, means move by up to about 0.01 and one
-seed's accuracy by up to 0.03 (README "Reproducing the figures").
+At quick scale (the committed figure: open_lth's initialisation, output layer unpruned, k = 64,
+87.5% sparse) destroying signs costs 0.054 (random reinit) and 0.056 (shuffle), lower in each of 3
+seeds, while keeping them costs nothing: reinit keeping signs +0.000 (-0.020 .. +0.020), shuffle
+keeping signs +0.002 (-0.015 .. +0.010) over 6 seeds against rewinding to k = 64 (two-sided p 1 and
+0.75): the opposite of the paper. Rewinding to 64 is no better than to 0 (-0.009 over 3 seeds), and
+pre-training on random labels falls 0.054 below k = 0, on blurred images 0.017 and on rotations
+0.012, where the paper finds the latter two close to rewinding. Test accuracies: dense 0.485,
+rewind k=0 0.512 and k=64 0.507 at 87.5%. On another CPU, means move by up to about 0.01 and one
+seed's accuracy by up to 0.03 (CHANGELOG).
 """
 
 from __future__ import annotations

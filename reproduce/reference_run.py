@@ -28,17 +28,18 @@ settings in full (tfds CIFAR-10).
     python -m reproduce.reference_run [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
 Runtime: quick: 3 runs of 4,096 VGG-8 iterations, each with 13 snapshots scored on all 40,000
-images and measured on 12,000; the README's "Reproducing the figures" gives the measured time.
-paper: 3 x 257 epochs on a GPU.
+images and measured on 12,000: about 13 minutes on 2 CPU cores (CHANGELOG), most of it scoring and
+measurement, not training. paper: 3 x 257 epochs on a GPU.
 
 Numbers you should see (quick, seed 0; another CPU moves the third decimal): classifier test /
-train accuracy 0.455 / 0.494 at iteration 128, 0.560 / 0.670 at 512, 0.589 / 0.819 at 1,024,
-0.590 / 0.965 at 2,048, 0.600 / 1.000 at 4,096 (authors, on the 50,000 official images: 0.450 / 0.475, 0.577 / 0.630,
-0.614 / 0.718, and 0.666 / 0.989 at 4,096). Seed 0's reconstruction loss (linear_ridge, per-element
-test MSE on the 2,000-image subset): 0.601 at 0, 0.528 at 64, 0.500 at 256 (its minimum), 0.519 at
-512, 0.547 at 1,024, 0.592 at 2,048 (authors / 79: 0.591, 0.510 at 128, 0.528 at 512, 0.521 at
-1,024, 0.616 at 4,096): the rise starts where train accuracy is 0.57 (0.67 one snapshot later).
-paper_figures/summary.md has the table, the verdict and the three seeds.
+train accuracy 0.452 / 0.490 at iteration 128, 0.558 / 0.669 at 512, 0.586 / 0.816 at 1,024,
+0.596 / 0.973 at 2,048, 0.603 / 1.000 at 4,096 (authors, on the 50,000 official images: 0.450 /
+0.475, 0.577 / 0.630, 0.614 / 0.718, and 0.666 / 0.989 at 4,096). Seed 0's reconstruction loss
+(linear_ridge, per-element test MSE on the 2,000-image subset): 0.601 at 0, 0.527 at 64, 0.505 at
+256 (its minimum), 0.522 at 512, 0.545 at 1,024, 0.602 at 2,048, 0.691 at 4,096 (authors / 79:
+0.591, 0.510 at 128, 0.528 at 512, 0.521 at 1,024, 0.616 at 4,096). Across the 3 seeds: three
+phases, the minimum at 256 where train accuracy is 0.565 (0.553 .. 0.574), the rise 29.7% [25.6,
+33.7] of the initial loss. paper_figures/summary.md has the table, the verdict and the seeds.
 """
 
 from __future__ import annotations
