@@ -28,8 +28,8 @@ settings in full (tfds CIFAR-10).
     python -m reproduce.reference_run [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
 Runtime: quick: 3 runs of 4,096 VGG-8 iterations, each with 13 snapshots scored on all 40,000
-images and measured on 12,000: about 13 minutes on 2 CPU cores (CHANGELOG), most of it scoring and
-measurement, not training. paper: 3 x 257 epochs on a GPU.
+images and measured on 12,000: about 13 minutes on 2 CPU cores (CHANGELOG), 7 of them training with
+its snapshot scoring. paper: 3 x 257 epochs on a GPU.
 
 Numbers you should see (quick, seed 0; another CPU moves the third decimal): classifier test /
 train accuracy 0.452 / 0.490 at iteration 128, 0.558 / 0.669 at 512, 0.586 / 0.816 at 1,024,
