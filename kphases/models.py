@@ -145,10 +145,15 @@ def _same_padding(size: int, kernel_size: int, stride: int) -> list[int]:
     return [total // 2, total - total // 2]
 
 
+def _cpu_only() -> bool:
+    """Whether TensorFlow sees no GPU: the CPU speed paths of this module are never used beside one (cuDNN's there)."""
+    return not tf.config.list_logical_devices("GPU")
+
+
 def _forward_input_gradient_applies(layer, inputs, channels: int) -> bool:
     height, width = inputs.shape[1], inputs.shape[2]
     return (
-        not tf.config.list_logical_devices("GPU")
+        _cpu_only()
         and None not in (height, width, channels)
         and height * width <= FORWARD_INPUT_GRADIENT["max_pixels"]
         and channels >= FORWARD_INPUT_GRADIENT["min_channels"]
@@ -162,7 +167,7 @@ def _single_position(layer, inputs, kernel_size) -> bool:
     """Whether the convolution's output map is 1x1 (then it is one matrix product)."""
     sizes = inputs.shape[1:3]
     if (
-        tf.config.list_logical_devices("GPU")
+        not _cpu_only()
         or None in sizes
         or layer.data_format != "channels_last"
         or tuple(layer.dilation_rate) != (1, 1)
@@ -254,7 +259,7 @@ class BatchNormalization(layers.BatchNormalization):
             and self.scale
             and not self.renorm
             and not self.synchronized
-            and not tf.config.list_logical_devices("GPU")
+            and _cpu_only()
         ):
             return super().call(inputs, training=training, mask=mask)
         outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
