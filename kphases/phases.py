@@ -111,11 +111,6 @@ class PhaseTolerances:
     """Phase (i) may drift this far (fraction of the scale) from its initial fitted value."""
     min_constant_points: int = 2
     """Phase (i) must cover at least this many measurements (step 0 alone is not a phase)."""
-    plateau_tolerance: float = 0.0
-    """Phase (i) is "near constant": no pair of its measurements may differ confidently (interval
-    beyond it) by more than this fraction of the scale. 0: no confident change at all, the strictest
-    reading. How near is near is the reader's call, so every verdict also reports the tolerance its
-    curve would need (`PhaseVerdict.plateau_tolerance_needed`)."""
 
     def __post_init__(self) -> None:
         for name in ("min_relative_change", "noise_multiple", "constant_tolerance"):
@@ -124,8 +119,6 @@ class PhaseTolerances:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not isinstance(self.min_constant_points, int) or self.min_constant_points < 2:
             raise ValueError(f"min_constant_points must be an integer >= 2, got {self.min_constant_points!r}")
-        if not (isinstance(self.plateau_tolerance, (int, float)) and math.isfinite(self.plateau_tolerance) and self.plateau_tolerance >= 0):
-            raise ValueError(f"plateau_tolerance must be a finite number >= 0 (a fraction of the scale), got {self.plateau_tolerance!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
