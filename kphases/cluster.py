@@ -107,20 +107,7 @@ class Fault:
 
 
 # --- in the worker -------------------------------------------------------------------------------
-
-_DATASETS: dict = {}
-_DATASET_CACHE_SIZE = 2  # a worker runs one run's tasks after another; two datasets bound its memory
-
-
-def _dataset(data, data_dir):
-    from kphases.data import load_dataset
-
-    key = (data, str(data_dir))
-    if key not in _DATASETS:
-        while len(_DATASETS) >= _DATASET_CACHE_SIZE:
-            _DATASETS.pop(next(iter(_DATASETS)))
-        _DATASETS[key] = load_dataset(data, data_dir)
-    return _DATASETS[key]
+# A worker runs one task after another: `load_dataset` keeps the last datasets in memory (kphases.data).
 
 
 def _journal(path: str | None, node: Node, **values) -> None:
@@ -173,6 +160,7 @@ def _compute_as_a_serial_process() -> None:
 
 def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, faults: tuple[Fault, ...], *parents) -> str:
     """Train (or resume, or reuse) the node's run; its parents' runs are complete when Ray starts this."""
+    from kphases.data import load_dataset
     from kphases.early_phase import train_lineage
     from kphases.store import Run
 
@@ -186,7 +174,7 @@ def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | N
         runs_dir,
         data_dir,
         progress=False,
-        dataset=_dataset(node.config.data, data_dir),
+        dataset=load_dataset(node.config.data, data_dir),
         callbacks=_fault_callbacks(faults, node),
     )
     return node.config.hash()
@@ -194,6 +182,7 @@ def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | N
 
 def measure_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, faults: tuple[Fault, ...], *parents) -> pd.DataFrame:
     """The node's new measurement rows (computed here, written by the driver)."""
+    from kphases.data import load_dataset
     from kphases.measurement import PendingRows, measure
     from kphases.store import Run
 
@@ -203,7 +192,13 @@ def measure_task(node: Node, runs_dir: str, data_dir: str | None, journal: str |
     rows = PendingRows()
     for config in node.measures:
         measure(
-            run, config, data_dir=data_dir, progress=False, dataset=_dataset(node.config.data, data_dir), log=lambda text: None, rows=rows
+            run,
+            config,
+            data_dir=data_dir,
+            progress=False,
+            dataset=load_dataset(node.config.data, data_dir),
+            log=lambda text: None,
+            rows=rows,
         )
     return rows.new_rows()
 

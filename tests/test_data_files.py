@@ -96,3 +96,31 @@ def test_label_noise_flips_train_labels_only_and_keeps_the_true_ones(tmp_path):
     assert np.array_equal(noisy.y_test, clean.y_test)
     assert noisy.fingerprint != clean.fingerprint
     assert noisy.describe()["flipped_train_labels"] == 10 and "label_noise=0.1" in noisy.origin
+
+
+def test_loaded_datasets_are_kept_read_only_and_a_changed_file_is_read_again(tmp_path):
+    import os
+
+    config = DataConfig(name="cifar10", source="directory")
+    _write_npz(tmp_path / "cifar10.npz", 40, 20, value=3)
+    first = load_dataset(config, data_dir=tmp_path)
+    assert load_dataset(config, data_dir=tmp_path) is first  # the same config again: not parsed and zoomed again
+    with pytest.raises(ValueError, match="read-only"):
+        first.x_train[0, 0, 0, 0] = 0.0  # a caller cannot change what the next one gets
+    assert not first.y_train.flags.writeable and not first.x_test.flags.writeable and not first.y_test.flags.writeable
+    # The file is replaced (other pixels, same size): its modification time differs, so it is read again.
+    _write_npz(tmp_path / "cifar10.npz", 40, 20, value=200)
+    stat = os.stat(tmp_path / "cifar10.npz")
+    os.utime(tmp_path / "cifar10.npz", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    second = load_dataset(config, data_dir=tmp_path)
+    assert second is not first and second.fingerprint != first.fingerprint
+    assert float(second.x_train.max()) > float(first.x_train.max())
+    # Another directory with a file of the same name is another dataset.
+    other = tmp_path / "other"
+    other.mkdir()
+    _write_npz(other / "cifar10.npz", 40, 20, value=100)
+    assert load_dataset(config, data_dir=other).fingerprint not in (first.fingerprint, second.fingerprint)
+    # A file that disappears is an error, not the remembered copy.
+    (other / "cifar10.npz").unlink()
+    with pytest.raises(DataError, match="no cifar10.npz"):
+        load_dataset(config, data_dir=other)

@@ -1,4 +1,6 @@
-"""The whole `reproduce.all` at smoke scale: every figure, its CSV and the summary are written to --out."""
+"""The whole `reproduce.all` at smoke scale: every figure, its CSV and the summary are written to --out.
+
+The smoke run itself is the session fixture `smoke_output` (tests/conftest.py), shared with tests/test_ray.py."""
 
 import re
 
@@ -6,18 +8,7 @@ import pandas as pd
 import pytest
 
 from reproduce import all as reproduce_all
-from reproduce.common import FIGURES_DIR, Options, update_summary
-
-
-@pytest.fixture(scope="module")
-def smoke_output(tmp_path_factory):
-    out = tmp_path_factory.mktemp("figures")
-    runs = tmp_path_factory.mktemp("runs")
-    committed = {path: path.stat().st_mtime_ns for path in FIGURES_DIR.glob("*")} if FIGURES_DIR.is_dir() else {}
-    reproduce_all.main(["--profile", "smoke", "--out", str(out), "--runs-dir", str(runs), "--no-progress"])
-    after = {path: path.stat().st_mtime_ns for path in FIGURES_DIR.glob("*")} if FIGURES_DIR.is_dir() else {}
-    assert committed == after, "the smoke run touched the committed figures"
-    return out, runs
+from reproduce.common import Options, update_summary
 
 
 def expected_figures(data_available: bool) -> list[str]:
