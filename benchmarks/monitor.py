@@ -1,6 +1,6 @@
 """What `kphases.PhaseMonitor` costs, as a fraction of the training it watches, in one run.
 
-    python -m benchmarks.monitor [--profile quick] [--steps N]
+    python -m benchmarks.monitor [--profile quick] [--steps N] [--train-subset N] [--test-subset N]
 
 Trains the profile's network on its data with `model.fit` and a `PhaseMonitor` (default
 settings: doubling schedule, penultimate layer, 2,000 / 1,000 images, ridge decoder, paired
@@ -27,6 +27,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the profile's duration)")
+    parser.add_argument("--train-subset", type=int, default=None, help="MonitorSettings.train_subset (default: the monitor's default)")
+    parser.add_argument("--test-subset", type=int, default=None, help="MonitorSettings.test_subset (default: the monitor's default)")
     args = parser.parse_args(argv)
 
     import keras
@@ -49,7 +51,11 @@ def main(argv=None) -> None:
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     with tempfile.TemporaryDirectory() as directory:
-        monitor = PhaseMonitor(directory, dataset.x_train, dataset.x_test, MonitorSettings(min_effect=1e9), log=None)
+        sizes = {
+            name: value for name, value in (("train_subset", args.train_subset), ("test_subset", args.test_subset)) if value is not None
+        }
+        settings = MonitorSettings(min_effect=1e9, **sizes)
+        monitor = PhaseMonitor(directory, dataset.x_train, dataset.x_test, settings, log=None)
         inside = {"seconds": 0.0, "measurements": 0}
         observe = monitor.observe
 
@@ -81,6 +87,7 @@ def main(argv=None) -> None:
         f"profile {args.profile}: {config.model.architecture} on {dataset.name} ({len(dataset.y_train)} train images), "
         f"{updates} updates at batch {batch}"
     )
+    print(f"monitor subsets: {settings.train_subset} train / {settings.test_subset} test images")
     print(f"training (fit without the monitor's time)  {training:9.2f} s  ({1000 * training / max(updates, 1):.1f} ms per update)")
     print(
         f"monitor ({inside['measurements']} measurements)            {inside['seconds']:9.2f} s  "

@@ -99,7 +99,7 @@ def test_measure_benchmark_prints_each_instrument_and_consistent_ratios():
 
 def test_monitor_benchmark_measures_every_scheduled_step_and_prints_the_ratio():
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.monitor", "--profile", "smoke"],
+        [sys.executable, "-m", "benchmarks.monitor", "--profile", "smoke", "--train-subset", "100", "--test-subset", "50"],
         cwd=ROOT,
         env={**os.environ, "KERAS_BACKEND": "tensorflow"},
         capture_output=True,
@@ -110,6 +110,7 @@ def test_monitor_benchmark_measures_every_scheduled_step_and_prints_the_ratio():
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert any("16 updates" in line for line in lines), result.stdout
+    assert "monitor subsets: 100 train / 50 test images" in lines, result.stdout  # the flags reach the monitor's settings
     monitor = next(line for line in lines if line.startswith("monitor ("))
     assert monitor.startswith("monitor (5 measurements)"), monitor  # 0, 2, 4, 8, 16: the doubling schedule of 16 updates
     training = float(next(line for line in lines if line.startswith("training")).split()[-6])
