@@ -12,8 +12,8 @@ trained numbers (the CHANGELOG records how much between machines: a seed's final
 0.028, a three-seed mean by up to 0.009, an accuracy in mid-training, where it climbs fastest, by
 up to 0.10, and the unregularised exact decoder on features about as wide as the train set by
 far more), so numbers are compared within tolerances, not bitwise, and a difference printed here
-is a pointer to look, not by itself a failure: accuracies within `ACCURACY_TOLERANCE` (absolute), reconstruction losses within
-`RECONSTRUCTION_TOLERANCE` (relative). On the machine that made the reference the numbers are
+is a pointer to look, not by itself a failure: accuracies within `ACCURACY_TOLERANCE` (absolute),
+reconstruction losses within `RECONSTRUCTION_TOLERANCE` (relative). On the machine that made the reference the numbers are
 identical. Which numbers count: every accuracy (classifier, probe, transfer heads, the early-phase
 results) and every reconstruction loss of every figure table, keyed by every column of its row
 except the run hash and the data description (so a run renamed by a new hash still compares).
