@@ -9,6 +9,7 @@ is hand-built arrays.
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -502,8 +503,11 @@ def test_t_tests_and_tost_match_the_formulas_and_the_interval():
 
 
 def test_identical_differences_have_an_exact_verdict_and_bad_margins_are_refused():
-    assert compare_seeds([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]).outcome == "equivalent"
-    worse = compare_seeds([0.45, 0.55, 0.65], [0.5, 0.6, 0.7])
+    same = compare_seeds([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
+    assert same.outcome == "equivalent" and (same.p_lower, same.p_higher, same.p_equivalent) == (1.0, 1.0, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy warns of cancellation on differences equal up to float rounding
+        worse = compare_seeds([0.45, 0.55, 0.65], [0.5, 0.6, 0.7])
     assert worse.outcome == "lower" and worse.interval_low == pytest.approx(-0.05) == worse.interval_high
     with pytest.raises(ValueError, match="equivalence margin must be a positive number, got -0.01"):
         compare_seeds([0.5, 0.6, 0.7], [0.5, 0.6, 0.7], margin=-0.01)
