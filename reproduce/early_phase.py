@@ -324,10 +324,9 @@ def headline_text(premise: SeedComparison | None, rewind_step: int) -> str:
     """The premise's verdict with its interval: the first thing the figure's one-line summary says."""
     if premise is None:
         return ""
-    return (
-        f"rewind k={rewind_step} - k=0 {premise.mean_difference:+.3f} (90% interval {_interval(premise)}, {premise.seeds} seeds): "
-        f"{premise_verdict(premise)}"
-    )
+    seeds = f"{premise.seeds} seed{'s' if premise.seeds != 1 else ''}"
+    spread = seeds if np.isnan(premise.interval_low) else f"90% interval {_interval(premise)}, {seeds}"
+    return f"rewind k={rewind_step} - k=0 {premise.mean_difference:+.3f} ({spread}): {premise_verdict(premise)}"
 
 
 def _header_lines(table: pd.DataFrame, seeds: list, extra: list, spread: str) -> list[str]:

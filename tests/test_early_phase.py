@@ -10,6 +10,7 @@ is hand-built arrays.
 import dataclasses
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -513,6 +514,25 @@ def test_identical_differences_have_an_exact_verdict_and_bad_margins_are_refused
         compare_seeds([0.5, 0.6, 0.7], [0.5, 0.6, 0.7], margin=-0.01)
     with pytest.raises(ValueError, match="paper direction must be 'lower', 'higher' or '', got 'worse'"):
         paper_verdict(worse, worse, "worse")
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "paper_figures" / "early_phase.csv"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "early_phase.md"
+
+
+def test_what_the_docs_say_in_words_is_what_the_committed_figure_shows():
+    """docs/early_phase.md states the rule's constants and the committed figure's readings in words (its numbers are in summary.md)."""
+    docs = " ".join(DOCS.read_text().split())
+    assert f"`EQUIVALENCE_MARGIN` = {EQUIVALENCE_MARGIN} test accuracy" in docs and f"fewer than `MIN_SEEDS` ({MIN_SEEDS}) seeds" in docs
+    table = pd.read_csv(COMMITTED)
+    full = table[table["full_experiment"].astype(bool)]
+    panel = panel_of(table, full, "perturbation", {}, "(b) perturbed at iteration k")
+    premise = premise_comparison(panel)
+    assert panel.rewind_step == 64 and not premise_holds(premise)
+    assert "at this scale rewinding to k = 64 does not beat rewinding to 0, so the premise does not hold" in docs
+    for variant in ("reinit", "shuffle"):  # "Destroying the signs (random reinit, shuffle) still loses accuracy"
+        assert compare(panel.treated[variant][1], panel.rewound).outcome == "lower", variant
+    assert all(row.endswith("| not tested: the premise does not hold at this scale |") for row in comparison_rows(panel, premise)[1:5])
 
 
 def test_the_figure_reads_the_perturbations_only_under_its_premise():
