@@ -257,15 +257,14 @@ def _cell(values) -> str:
 
 
 # What Frankle et al. report for each comparison against its control (docs/early_phase.md gives the
-# source of each; "" where the suite does not state the paper's finding). "rewind" is the premise:
-# rewinding to k beats rewinding to 0.
+# source of each; "" where the suite does not state the paper's finding). The premise, rewinding to
+# k above rewinding to 0, is read by `premise_verdict`.
 PAPER_DIRECTION = {
     "reinit": "lower",
     "reinit_signs": "lower",
     "shuffle": "lower",
     "shuffle_signs": "lower",
     "noise": "",
-    "rewind": "higher",
     "random_labels": "",
     "blur": "higher",
     "rotation": "higher",
@@ -295,8 +294,9 @@ def comparison_row(name: str, test: SeedComparison, paper_column: str) -> str:
     )
 
 
+INTERVAL = f"{1 - 2 * LEVEL:.0%} interval"
 TABLE_HEADER = [
-    "| comparison | seeds | mean paired difference (min .. max) | 90% interval | p lower / higher | p equivalent (TOST) "
+    f"| comparison | seeds | mean paired difference (min .. max) | {INTERVAL} | p lower / higher | p equivalent (TOST) "
     "| exact sign-flip p | this scale | Frankle et al. |",
     "|---|---|---|---|---|---|---|---|---|",
 ]
@@ -306,7 +306,7 @@ def rule_text() -> str:
     """How the seed-level table is read: the rule, its level, margin and minimum number of seeds."""
     return (
         "Seed-level tests, paired by seed (each seed has its own dense run, mask and trainings): Student t tests over the seeds' "
-        f"differences, each one-sided at {LEVEL}, with the matching {1 - 2 * LEVEL:.0%} interval. 'lower' / 'higher': the interval "
+        f"differences, each one-sided at {LEVEL}, with the matching {INTERVAL}. 'lower' / 'higher': the interval "
         f"excludes 0; 'equivalent': two one-sided tests (TOST) put it inside +-{EQUIVALENCE_MARGIN} test accuracy, the margin "
         "within which a start 'costs nothing' (the figure's means move by up to about this much from one CPU to another); "
         f"'undecided': neither, which is no evidence of equality. A verdict needs {MIN_SEEDS} seeds. Frankle et al.'s perturbation "
@@ -325,7 +325,7 @@ def headline_text(premise: SeedComparison | None, rewind_step: int) -> str:
     if premise is None:
         return ""
     seeds = f"{premise.seeds} seed{'s' if premise.seeds != 1 else ''}"
-    spread = seeds if np.isnan(premise.interval_low) else f"90% interval {_interval(premise)}, {seeds}"
+    spread = seeds if np.isnan(premise.interval_low) else f"{INTERVAL} {_interval(premise)}, {seeds}"
     return f"rewind k={rewind_step} - k=0 {premise.mean_difference:+.3f} ({spread}): {premise_verdict(premise)}"
 
 

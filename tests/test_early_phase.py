@@ -95,7 +95,7 @@ def masked(dense, dataset):
     return run, start, seen
 
 
-# --- 1. masks hold under training ----------------------------------------------------------------------
+# --- masks hold under training ----------------------------------------------------------------------
 
 
 def test_pruned_weights_are_exactly_zero_after_every_update_with_momentum_and_weight_decay(masked):
@@ -123,7 +123,7 @@ def test_unpruned_weights_do_train(masked):
     assert not np.array_equal(first["block2_bn/gamma"], last["block2_bn/gamma"])  # BatchNorm trains unmasked
 
 
-# --- 3. rewinding ----------------------------------------------------------------------------------------
+# --- rewinding ----------------------------------------------------------------------------------------
 
 
 def test_build_start_is_the_iteration_k_snapshot_on_survivors_of_a_global_magnitude_mask(dense, masked):
@@ -281,7 +281,7 @@ def test_early_statistics_start_at_zero_change_and_grow(dense, dataset):
     assert all(value[(step, "gradient_norm")] > 0 for step in (0, 1, 2, 4, 8))
 
 
-# --- 5. pre-training tasks -------------------------------------------------------------------------------
+# --- pre-training tasks -------------------------------------------------------------------------------
 
 
 def _dataset(images: np.ndarray, labels: np.ndarray, classes: int = 10) -> Dataset:
@@ -355,7 +355,7 @@ def test_random_labels_are_in_range_and_deterministic_per_seed():
     assert early_phase.task_dataset(base, "classes", 1) is base
 
 
-# --- 6. clear errors -------------------------------------------------------------------------------------
+# --- clear errors -------------------------------------------------------------------------------------
 
 
 def test_unknown_task_or_perturbation_names_the_value():
@@ -418,7 +418,7 @@ def test_train_refuses_a_lineage_without_its_start_and_a_start_without_a_lineage
     assert not any(tmp_path.iterdir())
 
 
-# --- 7. verdicts over seeds: synthetic seed results with known answers ------------------------------
+# --- verdicts over seeds: synthetic seed results with known answers ------------------------------
 
 REWIND_0 = np.array([0.50, 0.52, 0.49, 0.51, 0.53, 0.48])  # rewinding to 0, one accuracy per seed
 JITTER = np.array([0.002, -0.001, 0.001, -0.002, 0.0, 0.001])  # seed-to-seed noise far below the margin
@@ -575,7 +575,7 @@ def test_the_figure_reads_the_perturbations_only_under_its_premise():
             assert all(row.endswith("| not tested: the premise does not hold at this scale |") for row in rows[1:])
 
 
-# --- 8. every field of an experiment names its runs ---------------------------------------------------
+# --- every field of an experiment names its runs ---------------------------------------------------
 
 DEFAULT_EXPERIMENT = ExperimentConfig(base=BASE)
 EXPERIMENT_LAST = 1000  # the defaults rewind to 500: a dense run longer than that
