@@ -400,3 +400,63 @@ def profile(name: str) -> RunConfig:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; valid profiles: {sorted(PROFILES)}")
     return PROFILES[name]()
+
+
+# --- The early-phase experiment (Frankle, Schwab & Morcos 2020; run by kphases.early_phase) ----
+
+TASKS: tuple[str, ...] = typing.get_args(typing.get_type_hints(LineageConfig)["task"])
+"""What a lineage run learns: the class labels, then the pre-training tasks (order fixed: it seeds their labels)."""
+PERTURBATIONS: tuple[str, ...] = typing.get_args(typing.get_type_hints(LineageConfig)["perturbation"])
+"""Changes to the rewound weights: "none", then the perturbations (`kphases.pruning.perturb`)."""
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One early-phase experiment: the dense run and what is derived from it.
+
+    An experiment has no directory of its own: it is named by the runs it derives
+    (`kphases.early_phase.experiment_runs`), each hashed from its `RunConfig`. Every field but
+    `statistics_examples` changes those runs; `statistics_examples` only picks the batch on which
+    the dense run's gradient norm is recomputed from its stored snapshots.
+    """
+
+    base: RunConfig
+    """The dense run (its snapshot schedule must contain every rewind step and its last iteration)."""
+    rewind_steps: tuple[int, ...] = (0, 500)
+    """Rewind points k of the IMP figure (0: the lottery-ticket baseline)."""
+    rounds: int = 10
+    """IMP rounds per rewind point."""
+    prune_fraction: float = 0.2
+    """Fraction of the remaining weights pruned per round."""
+    perturbations: tuple[str, ...] = ("reinit", "reinit_signs", "shuffle", "shuffle_signs", "noise")
+    """Perturbations of the rewound weights, each retrained under the unperturbed lineage's mask."""
+    perturbation_rewind_step: int = 500
+    """Rewind point k whose weights are perturbed (one of `rewind_steps`: its lineage gives the masks)."""
+    perturbation_rounds: tuple[int, ...] = (5,)
+    """IMP rounds (sparsities) at which each perturbation is retrained."""
+    tasks: tuple[str, ...] = ("random_labels", "blur", "rotation")
+    """Pre-training tasks of the data experiments."""
+    pretrain_steps: int = 500
+    """k of the data experiments: iterations of pre-training, and the rewind point whose mask is used."""
+    data_rounds: tuple[int, ...] = (5,)
+    """IMP rounds (sparsities) at which each pre-trained start is retrained."""
+    statistics_examples: int = 512
+    """Training images (the first ones) of the fixed batch for the gradient norm."""
+    prune_output_layer: bool = True
+    """Prune the output layer's kernel with the others (open_lth: its ResNets yes, its VGGs no)."""
+
+    def __post_init__(self):
+        bad = [kind for kind in self.perturbations if kind not in PERTURBATIONS[1:]]
+        if bad:
+            raise ValueError(f"unknown perturbations {bad}; valid: {list(PERTURBATIONS[1:])}")
+        bad_tasks = [task for task in self.tasks if task not in TASKS[1:]]
+        if bad_tasks:
+            raise ValueError(f"unknown pre-training tasks {bad_tasks}; valid: {list(TASKS[1:])}")
+        if self.perturbation_rewind_step not in self.rewind_steps or self.pretrain_steps not in self.rewind_steps:
+            raise ValueError(
+                f"perturbation_rewind_step {self.perturbation_rewind_step} and pretrain_steps {self.pretrain_steps} "
+                f"must be rewind steps {self.rewind_steps} (their masks come from that IMP lineage)"
+            )
+        too_far = [r for r in (*self.perturbation_rounds, *self.data_rounds) if not 1 <= r <= self.rounds]
+        if too_far:
+            raise ValueError(f"rounds {too_far} are outside 1..{self.rounds}")
