@@ -164,37 +164,17 @@ def fit_decoder(
     Features are (n, d) or (n, H', W', C') float arrays; images are the normalised (n, H, W, C)
     inputs the features came from, in the same order.
     """
-    fitters: dict[str, Callable[..., ReconstructionResult]] = {
-        "linear": fit_linear_decoder,
+    # The trained decoders differ only in their architecture; the closed-form ones are solved, not trained.
+    builders: dict[str, Callable[..., keras.Model]] = {"linear": build_linear_decoder, "cladec": build_cladec_decoder}
+    solvers: dict[str, Callable[..., ReconstructionResult]] = {
         "linear_exact": fit_linear_exact_decoder,
         "linear_ridge": fit_linear_ridge_decoder,
-        "cladec": fit_cladec_decoder,
     }
-    if kind not in fitters:
-        raise ValueError(f"unknown decoder kind {kind!r}; valid kinds: {list(DECODER_KINDS)}")
-    return fitters[kind](train_features, train_images, test_features, test_images, settings)
-
-
-def fit_linear_decoder(
-    train_features: np.ndarray,
-    train_images: np.ndarray,
-    test_features: np.ndarray,
-    test_images: np.ndarray,
-    settings: DecoderSettings = DecoderSettings(),
-) -> ReconstructionResult:
-    """The authors' decoder: one affine Dense layer from the flattened features to the image."""
-    return _fit_trained_decoder("linear", build_linear_decoder, train_features, train_images, test_features, test_images, settings)
-
-
-def fit_cladec_decoder(
-    train_features: np.ndarray,
-    train_images: np.ndarray,
-    test_features: np.ndarray,
-    test_images: np.ndarray,
-    settings: DecoderSettings = DecoderSettings(),
-) -> ReconstructionResult:
-    """The ClaDec-style deconvolution decoder (`build_cladec_decoder`), trained like the linear one."""
-    return _fit_trained_decoder("cladec", build_cladec_decoder, train_features, train_images, test_features, test_images, settings)
+    if kind in builders:
+        return _fit_trained_decoder(kind, builders[kind], train_features, train_images, test_features, test_images, settings)
+    if kind in solvers:
+        return solvers[kind](train_features, train_images, test_features, test_images, settings)
+    raise ValueError(f"unknown decoder kind {kind!r}; valid kinds: {list(DECODER_KINDS)}")
 
 
 def fit_linear_exact_decoder(

@@ -119,7 +119,7 @@ def export_dataset(
         source=source,
         train_shape=tuple(raw[0].shape),
         test_shape=tuple(raw[2].shape),
-        fingerprint=data_module._fingerprint(*raw),
+        fingerprint=data_module.fingerprint(*raw),
         sha256=sha256_file(path),
     )
 
