@@ -15,6 +15,7 @@ of `protocol.md` must carry a heading, so a reader lands on the paragraph meant,
 renamed in docs/protocol.md fails here until its citations follow. `PROTOCOL.md`, a file that does
 not exist, may not be named at all. Issue numbers ("issue 20", "issue #7") belong in the
 CHANGELOG and the tracker, not in code or docs, where they mean nothing to a reader without both.
+The README's table of modules names every module of kphases/, and no other.
 """
 
 from __future__ import annotations
@@ -89,6 +90,20 @@ def test_every_reference_in_code_and_docs_resolves():
     failures = {str(path.relative_to(ROOT)): problems for path in scanned_files() if (problems := _problems(path, known))}
     assert not failures, "references that do not resolve:\n" + "\n".join(
         f"  {name}: {'; '.join(problems)}" for name, problems in sorted(failures.items())
+    )
+
+
+def readme_modules(readme: str) -> set[str]:
+    """The modules named in the first column of the README's table under "The modules of `kphases/`"."""
+    table = readme.split("The modules of `kphases/`", 1)[1].split("\n\n", 2)[1]
+    return {name for line in table.splitlines()[2:] for name in re.findall(r"`([\w.]+)`", line.split("|")[1])}
+
+
+def test_the_readme_lists_every_module_of_the_library():
+    modules = {path.stem for path in (ROOT / "kphases").glob("*.py") if path.stem != "__init__"}
+    listed = readme_modules((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert listed == modules, (
+        f"missing from README's module table: {sorted(modules - listed)}; listed but not modules: {sorted(listed - modules)}"
     )
 
 
