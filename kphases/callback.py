@@ -45,11 +45,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kphases.config import RUN_KIND, ModelRunConfig, ScheduleConfig  # noqa: F401 (ModelRunConfig, RUN_KIND: re-exported)
 from kphases.data import fingerprint
 from kphases.schedule import explicit_schedule, is_scheduled, steps_up_to
 from kphases.store import Run, StoreError, environment, jsonable, write_text_atomic
+from kphases.training import classifier_metrics
 
 ARCHITECTURE_FILE = "model.json"
 DEFAULT_EVAL_SAMPLES = 2048
@@ -240,14 +242,10 @@ def read_pairs(
 
 
 def _is_tf_dataset(data) -> bool:
-    import tensorflow as tf
-
     return isinstance(data, tf.data.Dataset)
 
 
 def _materialise(dataset, what: str, input_shape, max_samples: int, warn: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    import tensorflow as tf
-
     if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
         raise ValueError(f"{what} is an infinite tf.data dataset (repeat()); pass a finite one, e.g. dataset.take(n)")
     xs, ys, count, truncated = [], [], 0, False
@@ -601,11 +599,8 @@ def _classifier_metrics(network: keras.Model, compiled: keras.Model, x: np.ndarr
     loss_function = _loss_function(getattr(compiled, "loss", None))
     predict = getattr(network, "_kphases_predict", None)
     if predict is None:
-        import tensorflow as tf
-
         predict = tf.function(lambda batch: network(batch, training=False), reduce_retracing=True)
         network._kphases_predict = predict
-    from kphases.training import classifier_metrics
 
     def loss_sum(targets, outputs) -> float:
         return float(np.mean(keras.ops.convert_to_numpy(loss_function(targets, outputs)))) * len(targets)
