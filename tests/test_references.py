@@ -7,6 +7,7 @@ a heading is the text of one of its `#` lines, exactly):
 
     docs/protocol.md, "The snapshot schedule"              in a docstring or comment
     docs/protocol.md, section "The snapshot schedule"      the same, with the word
+    `docs/protocol.md`, "The snapshot schedule"            the same, the path as code
     [protocol](docs/protocol.md#the-snapshot-schedule)     a markdown link, GitHub's anchor of the heading
     [protocol](protocol.md#the-snapshot-schedule)          the same from inside docs/
 
@@ -31,7 +32,7 @@ PROTOCOL = ROOT / "docs" / "protocol.md"
 
 # What may follow a mention of protocol.md: a markdown anchor, or a comma, optionally the word
 # "section", and a heading in straight or curly double quotes.
-_CITATION = re.compile(r"protocol\.md(?:#(?P<anchor>[\w-]+)|,\s*(?:section\s+)?[\"“](?P<heading>[^\"”]+)[\"”])?")
+_CITATION = re.compile(r"protocol\.md`?(?:#(?P<anchor>[\w-]+)|,\s*(?:section\s+)?[\"“](?P<heading>[^\"”]+)[\"”])?")
 _ISSUE_NUMBER = re.compile(r"\bissues?\s*#?\s*\d+", re.IGNORECASE)
 
 
@@ -117,6 +118,7 @@ KNOWN = {"The snapshot schedule", "Frankle, Schwab & Morcos (ICLR 2020)"}
     [
         'weights after s updates (docs/protocol.md, "The snapshot schedule").',
         'see docs/protocol.md, section "The snapshot schedule"',
+        '(`docs/protocol.md`, "The snapshot\nschedule")',
         "see docs/protocol.md, section “The snapshot schedule”",
         'measured (docs/protocol.md, "The snapshot\n    schedule"): wrapped in a docstring',
         '# the rewind (docs/protocol.md, "Frankle, Schwab &\n# Morcos (ICLR 2020)"): wrapped in comments',
