@@ -33,7 +33,14 @@ import argparse
 import time
 from dataclasses import dataclass
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+from kphases import models
+from kphases.config import ModelConfig, TrainingConfig
+from kphases.data import Dataset
+from kphases.training import _Chunks, _make_step, batch_indices, configure_gpu_memory, epoch_permutation, strategy_devices
 
 PAPER_ITERATIONS = 257 * 391
 FRANKLE_ITERATIONS = 160 * 391
@@ -66,14 +73,6 @@ def measure(
     single_position_product: bool = True,
     fused_batchnorm: bool = True,
 ) -> Timing:
-    import keras
-    import tensorflow as tf
-
-    from kphases import models
-    from kphases.config import ModelConfig, TrainingConfig
-    from kphases.data import Dataset
-    from kphases.training import _Chunks, _make_step, batch_indices, epoch_permutation, strategy_devices
-
     switches = [
         (models.FORWARD_INPUT_GRADIENT, forward_input_gradient),
         (models.SINGLE_POSITION_PRODUCT, single_position_product),
@@ -144,8 +143,6 @@ def measure(
 
 
 def device_description() -> str:
-    import tensorflow as tf
-
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return f"CPU ({os.cpu_count()} cores; no GPU visible to TensorFlow)"
@@ -160,8 +157,6 @@ def main() -> None:
     parser.add_argument("--networks", default=DEFAULT_NETWORKS, help="comma-separated <architecture>[x<width>]")
     parser.add_argument("--variants", action="store_true", help="also VGG-8 with XLA and with the forward input-gradient rule")
     args = parser.parse_args()
-
-    from kphases.training import configure_gpu_memory
 
     configure_gpu_memory()
     print(f"device: {device_description()}")

@@ -206,7 +206,7 @@ def _load_dataset(config: DataConfig, data_dir: str | os.PathLike | None) -> Dat
     if config.label_noise:
         y_train_clean = y_train.astype(np.int64)
         y_train = flip_labels(y_train_clean, config.label_noise, config.subset_seed, NUM_CLASSES[config.name])
-    fingerprint = _fingerprint(x_train, y_train, x_test, y_test)  # of the labels trained on (flipped ones included)
+    contents = fingerprint(x_train, y_train, x_test, y_test)  # of the labels trained on (flipped ones included)
     return Dataset(
         name=config.name,
         source=config.source,
@@ -215,7 +215,7 @@ def _load_dataset(config: DataConfig, data_dir: str | os.PathLike | None) -> Dat
         x_test=preprocess(x_test, config.name),
         y_test=y_test.astype(np.int64),
         num_classes=NUM_CLASSES[config.name],
-        fingerprint=fingerprint,
+        fingerprint=contents,
         file=file,
         compression=compression,
         y_train_clean=y_train_clean,
@@ -451,7 +451,8 @@ def _load_tfds(name: str) -> RawSplits:
     return _check_images(x_train, f"tfds:{name}", "train"), y_train, _check_images(x_test, f"tfds:{name}", "test"), y_test
 
 
-def _fingerprint(*arrays: np.ndarray) -> str:
+def fingerprint(*arrays: np.ndarray) -> str:
+    """A 16-hex-digit SHA-256 of the arrays' shapes, dtypes and bytes: names a dataset's exact contents."""
     digest = hashlib.sha256()
     for array in arrays:
         contiguous = np.ascontiguousarray(array)

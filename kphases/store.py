@@ -217,6 +217,20 @@ def write_json_atomic(path: Path, value: Any) -> None:
     write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
+def jsonable(value: Any) -> Any:
+    """A JSON-safe copy of `value`: numpy scalars and arrays become Python numbers and lists, any other
+    object JSON cannot hold becomes its repr (kept readable in the file rather than refused)."""
+
+    def default(item: Any) -> Any:
+        if isinstance(item, np.generic):
+            return item.item()
+        if isinstance(item, np.ndarray):
+            return item.tolist()
+        return repr(item)
+
+    return json.loads(json.dumps(value, default=default))
+
+
 # --- validated tables ---------------------------------------------------------------------------
 
 
