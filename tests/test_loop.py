@@ -1,21 +1,21 @@
 """The compiled multi-step loop of kphases.training against its one-call-per-step twin, and augmentation.
 
-`train(steps_per_call=1)` is the loop as it was before steps were compiled together (host gather,
-one Python call per step); it gave bitwise the same weights as the previous release on the three
-configs below. Every comparison here is bitwise: weights of every snapshot and every metric.
+`train(steps_per_call=1)` gathers each batch on the host and makes one Python call per step, the
+Keras guide's loop. Every comparison here is bitwise: weights of every snapshot and every metric.
 """
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import kphases.training as training_module
+import kphases.placement as placement
 from kphases import early_phase
+from kphases.augmentation import augment_batch, crop_and_flip, pad_value
 from kphases.config import DataConfig, LineageConfig, ModelConfig, RunConfig, ScheduleConfig, TrainingConfig, profile
 from kphases.data import load_dataset, preprocess
 from kphases.models import build_model
 from kphases.store import Run
-from kphases.training import TrainingError, augment_batch, call_points, crop_and_flip, make_plan, pad_value, train
+from kphases.training import TrainingError, call_points, make_plan, train
 
 # 200 digits at batch 32: 7 iterations per epoch, the last one of 8 examples; two learning-rate drops.
 DECAYED = RunConfig(
@@ -52,7 +52,7 @@ def test_compiled_loop_equals_the_per_step_loop_bitwise(tmp_path, config):
 
 def test_streamed_data_equals_data_on_the_device(tmp_path, monkeypatch):
     on_device = train(DECAYED, runs_dir=tmp_path / "device", progress=False)
-    monkeypatch.setattr(training_module, "DEVICE_DATA_MAX_BYTES", 0)
+    monkeypatch.setattr(placement, "DEVICE_DATA_MAX_BYTES", 0)
     streamed = train(DECAYED, runs_dir=tmp_path / "streamed", progress=False)
     assert_same_runs(on_device, streamed)
 
