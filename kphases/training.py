@@ -335,7 +335,7 @@ def train(
     `callbacks` are called before every step, unless a callback has a `steps` attribute (the
     steps it acts at): then only there, and the loop runs the steps between in one compiled call.
     `deterministic=False` (GPUs only) skips `enable_op_determinism`: faster cuDNN kernels, runs
-    no longer bit-reproducible (docs/gpu.md). `steps_per_call`: iterations per compiled call at
+    not bit-reproducible (docs/gpu.md). `steps_per_call`: iterations per compiled call at
     most (1: one Python call per step, the batch gathered on the host; several devices always go
     one step per call).
     """
