@@ -584,6 +584,7 @@ def _synchronise_batchnorm(model: keras.Model) -> None:
 
 
 def _take_steps(loop: Loop, start: Start | None, per_step: bool, record: bool) -> TakeSteps:
+    """The loop's `take_steps`: one step per call (several replicas, or steps_per_call=1), else compiled calls."""
     masks = start.masks if start else None
     training = loop.config.training
     if per_step:
