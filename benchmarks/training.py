@@ -6,7 +6,8 @@ For each network (32x32 inputs, 10 classes, SGD with momentum, random normalised
 - `step ms`: the compiled training step alone (`kphases.training._make_step`, the batch already a
   tensor), one call per step, waiting for its loss;
 - `loop ms`: `kphases.training`'s loop per step: the steps of an epoch in one compiled call
-  (`_Chunks`: train set on the device, batches gathered there), including the host's work;
+  (`compiled_steps`; `kphases.placement.TrainBatches`: train set on the device, batches gathered
+  there), including the host's work;
 - `loop/step`: their ratio (1.00: the loop adds nothing to the step);
 - `host ms`: the host's work per step in that loop (the epoch's permutation and each call's index
   matrix), measured alone;
@@ -40,7 +41,8 @@ import tensorflow as tf
 from kphases import models
 from kphases.config import ModelConfig, TrainingConfig
 from kphases.data import Dataset
-from kphases.training import _Chunks, _make_step, batch_indices, configure_gpu_memory, epoch_permutation, strategy_devices
+from kphases.placement import TrainBatches, batch_indices, epoch_permutation, strategy_devices
+from kphases.training import _make_step, compiled_steps, configure_gpu_memory
 
 PAPER_ITERATIONS = 257 * 391
 FRANKLE_ITERATIONS = 160 * 391
@@ -123,19 +125,20 @@ def measure(
         old_loop_ms = (time.perf_counter() - began) / steps * 1000
 
         model, optimizer = fresh()
-        chunks = _Chunks(model, optimizer, training, None, None, dataset, strategy_devices(tf.distribute.get_strategy())[0])
-        [values.numpy() for values in chunks.run(0, chunks.prepare(0, steps))]  # trace
+        take_steps = compiled_steps(model, optimizer, training, dataset)
+        batches = TrainBatches(dataset, batch_size, 0, strategy_devices(tf.distribute.get_strategy())[0])
+        take_steps(0, batches.prepare(0, steps))  # trace
         began = time.perf_counter()
-        chunks.epoch = None  # a new epoch's permutation, as in training
-        [values.numpy() for values in chunks.run(steps, chunks.prepare(steps, 2 * steps))]
+        batches.epoch = None  # a new epoch's permutation, as in training
+        take_steps(steps, batches.prepare(steps, 2 * steps))
         loop_ms = (time.perf_counter() - began) / steps * 1000
         began = time.perf_counter()
         for epoch in range(5):
             epoch_permutation(epoch, count, 0)
-            chunks.epoch = None
-            chunks.prepare(0, steps)
+            batches.epoch = None
+            batches.prepare(0, steps)
         host_ms = (time.perf_counter() - began) / 5 / steps * 1000
-        chunks.close()
+        batches.close()
         return Timing(step_ms, loop_ms, host_ms, old_loop_ms)
     finally:
         for switch, enabled in saved:
