@@ -13,7 +13,8 @@ A refusal is one line on stderr, whatever printed it:
   that follows. TF_CPP_MIN_LOG_LEVEL=0 in the environment also shows them.
 
 Ctrl-C (SIGINT) ends a command with one line saying which run stopped where and that the same
-command resumes it (`interrupted`), exit status 130 (128 + SIGINT, the shell's convention).
+command resumes it (`interrupted`), exit status 130 (128 + SIGINT, the shell's convention);
+KPHASES_DEBUG=1 shows the traceback instead, as it does for every refusal.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def interrupted(error: KeyboardInterrupt, during: str = "") -> int:
     frames: the interrupt lands anywhere (a training step, a decoder fit, a file write), and every
     layer that trains or measures holds its `Run` in a local variable.
     """
+    if os.environ.get("KPHASES_DEBUG"):
+        raise error
     run = _run_in_frames(error.__traceback__)
     where = f" during {during}" if during else ""
     if run is None:
