@@ -387,8 +387,8 @@ def _load_directory(name: str, directory: Path, file: str | None = None) -> RawS
     if not zipfile.is_zipfile(path):
         # numpy reads any other file as a pickle and then blames "pickled (object) data", which misleads.
         raise DataError(
-            f"{path} is not a valid npz archive (numpy.savez writes a zip of .npy arrays; this file is not a zip); "
-            "write it with numpy.savez or `python -m kphases export-data`"
+            f"cannot read {path}: it is not a valid npz archive (numpy.savez writes a zip file of .npy arrays; this is not a "
+            "whole zip file: text, another format, or a copy cut off); write it with numpy.savez or `python -m kphases export-data`"
         )
     try:
         with np.load(path, allow_pickle=False) as archive:

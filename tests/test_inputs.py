@@ -149,7 +149,7 @@ def test_a_text_file_given_as_npz_is_named_as_not_an_npz_archive(tmp_path, capsy
     assert main(train_arguments(tmp_path / "data", tmp_path / "runs")) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1, error
-    assert f"{tmp_path / 'data' / 'mnist.npz'} is not a valid npz archive" in error and "pickled" not in error, error
+    assert f"cannot read {tmp_path / 'data' / 'mnist.npz'}: it is not a valid npz archive" in error and "pickled" not in error, error
 
 
 # --- one line on stderr, TensorFlow's start-up notices included ---------------------------------------
