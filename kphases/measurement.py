@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import time
@@ -50,7 +51,7 @@ from kphases.models import build_model, probe_points
 from kphases.probes import ProbeSettings, color_dominance_labels, train_linear_head
 
 # Reading, appending and locking measurements.csv is the store's (kphases.store); re-exported for callers.
-from kphases.store import MEASUREMENT_COLUMNS, Run, done_cells, read_measurements
+from kphases.store import MEASUREMENT_COLUMNS, Run, atomic_path, done_cells, ensure_free_space, read_measurements
 
 CELL_COLUMNS = ["step", "layer", "bn_stats", "instrument", "protocol", "metric", "split"]  # one row of a cell
 TRANSFER_TASKS = ("color_dominance", "dataset_switch")
@@ -523,11 +524,12 @@ def per_image_errors_path(run: Run, step: int, layer: str, bn_stats: str, instru
 def write_per_image_errors(run: Run, step: int, layer: str, bn_stats: str, instrument: str, protocol: str, errors: np.ndarray) -> Path:
     """Write one cell's per-image errors atomically (a reader never sees half a file)."""
     path = per_image_errors_path(run, step, layer, bn_stats, instrument, protocol)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with open(partial, "wb") as handle:
-        np.save(handle, np.asarray(errors, dtype=np.float32))
-    os.replace(partial, path)
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(errors, dtype=np.float32))
+    # Checked before any directory is made; a disk that fills meanwhile is a NoSpaceError and leaves no temp file.
+    ensure_free_space(path.parent, buffer.getbuffer().nbytes, path.name)
+    with atomic_path(path) as temp:
+        temp.write_bytes(buffer.getvalue())
     return path
 
 

@@ -320,8 +320,10 @@ class Run:
         if run is not None:
             return run
         directory = resolve_runs_dir(runs_dir) / config.hash()
+        text = config.to_json() + "\n"
+        ensure_free_space(directory, len(text.encode()), "config.json")  # before mkdir: a refusal leaves no empty run directory
         directory.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(directory / "config.json", config.to_json() + "\n")
+        write_text_atomic(directory / "config.json", text)
         return cls(directory, config)
 
     @classmethod
