@@ -32,7 +32,7 @@ class TrainCommand:
     """Train a classifier and write weight snapshots at iterations 0, 2, 4, 8, ... into its run directory."""
 
     profile: ProfileName = config_module.DEFAULT_PROFILE
-    """Profile whose settings are the defaults of every other flag (smoke: seconds; quick: minutes on 2 CPU cores; paper: docs/protocol.md exactly)."""
+    """Profile whose settings are the defaults of every other flag (smoke: seconds; quick: minutes on 2 CPU cores; paper: the papers' settings, docs/protocol.md, "Training the classifier (paper profile)")."""
     runs_dir: str | None = None
     """Directory of run directories (default: $KPHASES_RUNS_DIR, else ./runs)."""
     data_dir: str | None = None

@@ -54,7 +54,7 @@ from kphases.config import DataConfig
 DATA_DIR_VARIABLE = "KPHASES_DATA_DIR"
 IMAGE_SIZE = 32
 
-# Per-channel (mean, std) of pixels/255, docs/protocol.md. digits: measured on all 1,797 images / 16.
+# Per-channel (mean, std) of pixels/255, docs/protocol.md, "Training the classifier (paper profile)". digits: measured on all 1,797 images / 16.
 NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),
     "fashion_mnist": ((0.281,), (0.352,)),
