@@ -333,8 +333,9 @@ def measure_on_ray(
     `partial_verdicts`: as `kphases.measure`'s (verdicts in the summary of a run that is not complete)."""
     import dataclasses
 
-    from kphases.measurement import read_measurements, summary_table
+    from kphases.measurement import read_measurements
     from kphases.store import Run
+    from kphases.verdict_tables import summary_table
 
     run = run if isinstance(run, Run) else Run.open(run, runs_dir)
     available = run.snapshot_steps()

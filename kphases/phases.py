@@ -244,7 +244,9 @@ def _validated_steps(steps: Sequence[int], count: int) -> np.ndarray:
 def _nested_errors(per_image_errors, seed_curves) -> tuple[np.ndarray, int]:
     """(seeds, replicates, steps, images) errors, and the number of test images (0: seed curves only)."""
     if (per_image_errors is None) == (seed_curves is None):
-        raise ValueError("give exactly one of per_image_errors (steps x images, seeds x steps x images, ...) and seed_curves (seeds x steps)")
+        raise ValueError(
+            "give exactly one of per_image_errors (steps x images, seeds x steps x images, ...) and seed_curves (seeds x steps)"
+        )
     if per_image_errors is not None:
         errors = np.asarray(per_image_errors, dtype=np.float64)
         if errors.ndim not in (2, 3, 4) or errors.shape[-1] < 2:
@@ -382,7 +384,9 @@ def _within_seed_variance(errors: np.ndarray, pair: tuple[int, int]) -> float:
     grand = table.mean()
     by_replicate, by_image = table.mean(axis=1) - grand, table.mean(axis=0) - grand
     interaction = table - grand - by_replicate[:, None] - by_image[None, :]
-    return float(np.mean(by_replicate**2) / replicate_count + np.mean(by_image**2) / count + np.mean(interaction**2) / (count * replicate_count))
+    return float(
+        np.mean(by_replicate**2) / replicate_count + np.mean(by_image**2) / count + np.mean(interaction**2) / (count * replicate_count)
+    )
 
 
 class _SeedContrasts:
@@ -502,6 +506,8 @@ def _verdict(steps: np.ndarray, contrast, scale: float, shape: tuple, images: in
         constant_end=int(steps[constant_last]) if has_constant else None,
         decrease_end=int(steps[fall_end]) if has_decrease else None,
         increase_end=int(steps[rise[3][1]]) if has_increase else None,
-        labels=_labels(count, constant_last if has_constant else None, fall[3] if has_decrease else None, rise[3] if has_increase else None),
+        labels=_labels(
+            count, constant_last if has_constant else None, fall[3] if has_decrease else None, rise[3] if has_increase else None
+        ),
         settings=settings,
     )

@@ -242,7 +242,9 @@ def test_noise_shared_by_all_images_at_a_step_fools_one_seed_but_not_three():
 
 
 def test_three_seeds_find_the_three_phases_of_a_u():
-    verdicts = [phase_verdict(STEPS, nested_errors(U_CURVE, seeds=3, images=1000, noise=0.02, seed_noise=0.002, seed=seed)) for seed in range(6)]
+    verdicts = [
+        phase_verdict(STEPS, nested_errors(U_CURVE, seeds=3, images=1000, noise=0.02, seed_noise=0.002, seed=seed)) for seed in range(6)
+    ]
     assert sum(verdict.three_phases for verdict in verdicts) >= 5
     assert all(verdict.decrease.low < 0.30 < verdict.decrease.high for verdict in verdicts)
 
