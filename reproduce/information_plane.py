@@ -1,6 +1,6 @@
 """Figure `information_plane`: the information-bottleneck lens beside reconstruction, on the same snapshots.
 
-Issue 7. Shwartz-Ziv & Tishby (2017) read training off the information plane, I(X;T) against
+Shwartz-Ziv & Tishby (2017) read training off the information plane, I(X;T) against
 I(T;Y) for each layer T: first both rise ("fitting"), then I(X;T) falls ("compression"). Saxe et
 al. (ICLR 2018) found the compression with saturating tanh nets only and traced it to the binning
 estimator. Schneider & Prabhushankar's reconstruction loss asks the same question (how much of

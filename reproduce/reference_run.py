@@ -1,6 +1,6 @@
 """Figure `reference_run`: the authors' README run next to ours (VGG-8, CIFAR-10, penultimate layer).
 
-PROTOCOL.md lists the authors' published numbers for VGG-8 on CIFAR-10: reconstruction loss of the
+The authors' README lists their published numbers for VGG-8 on CIFAR-10: reconstruction loss of the
 penultimate layer (linear decoder, BatchNorm in batch mode), colour-dominance transfer accuracy and
 classifier accuracy at iterations 0 ... 65,536. We run the same network and protocol with three
 seeds and draw the mean and the min-max band of ours with their numbers as markers on the same
@@ -58,7 +58,7 @@ NAME = "reference_run"
 SEEDS = (0, 1, 2)
 TRAINED_DECODER_STEPS = (0, 128)
 AUTHORS_TEST_BATCHES = 79  # ceil(10,000 / 128)
-# PROTOCOL.md, authors' README: iteration -> (reconstruction sum of 79 batch MSEs, transfer test acc, test acc, train acc)
+# The authors' README: iteration -> (reconstruction sum of 79 batch MSEs, transfer test acc, test acc, train acc)
 AUTHORS = {
     0: (46.71, 0.789, 0.097, 0.098),
     8: (45.62, 0.789, 0.195, 0.195),
