@@ -312,3 +312,17 @@ def test_verdict_round_trips_to_a_dict_and_rejects_bad_input():
         VerdictSettings(min_effect=-0.1)
     with pytest.raises(ValueError, match="plateau_margin must be a finite number > 0"):
         VerdictSettings(plateau_margin=0.0)
+
+
+def test_the_hierarchical_interval_is_the_ideal_bootstrap_over_seeds_then_images_in_closed_form():
+    # 3 seeds x 1 fit x 3 steps x 4 images: the interval of each change from step 0 is t(2 df) x the standard
+    # error of the ideal two-level bootstrap: the seeds' spread (unbiased) plus each seed's images' spread / images.
+    rng = np.random.default_rng(3)
+    errors = 1.0 + 0.1 * rng.random((3, 1, 3, 4))
+    verdict = phase_verdict([0, 2, 4], errors)
+    change = (errors[:, 0, 2, :] - errors[:, 0, 0, :]) / errors[:, 0, 0, :].mean()  # seeds x images, relative
+    per_seed = change.mean(axis=1)
+    within = (change.var(axis=1) / 4).mean()
+    half = 4.302652729911275 * math.sqrt((per_seed.var(ddof=1) + within) / 3)
+    assert (verdict.curve_high[2] - verdict.curve_low[2]) / 2 / verdict.scale == pytest.approx(half, rel=1e-9)
+    assert verdict.noise == "3 seeds x 4 test images (hierarchical, cross-fitted)"
