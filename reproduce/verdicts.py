@@ -85,6 +85,30 @@ def verdict(
     return phase_verdict(stored[0], stored[1], settings=settings or VerdictSettings())
 
 
+def across_seeds(
+    per_image: dict,
+    curves: pd.DataFrame,
+    labels: list[str],
+    layer: str,
+    instrument: str,
+    bn_stats: str,
+    settings: VerdictSettings | None = None,
+) -> PhaseVerdict | None:
+    """The verdict across seeds on `curves` (step x seed, the seeds' figure labels in `labels`, in column
+    order): hierarchical over the seeds and each seed's test images when every seed's per-image errors
+    cover the curve's steps with one number of images; otherwise from the seed curves alone, and its
+    line says "seed curves". None with fewer than 3 seeds or 3 steps."""
+    curves = curves.dropna()
+    if curves.shape[1] < 3 or len(curves) < 3:
+        return None
+    steps = [int(step) for step in curves.index]
+    settings = settings or VerdictSettings()
+    stored = [per_image.get(curve_key(label, layer, instrument, bn_stats)) for label in labels]
+    if all(item is not None and list(item[0]) == steps for item in stored) and len({item[1].shape[1] for item in stored}) == 1:
+        return phase_verdict(steps, np.stack([item[1] for item in stored]), settings=settings)
+    return phase_verdict(steps, seed_curves=curves.to_numpy().T, settings=settings)
+
+
 def describe(result: PhaseVerdict | None, series: pd.Series) -> str:
     """The verdict's line, or why the curve has none (too short, or no per-image errors)."""
     return describe_phases(result, series)
