@@ -23,8 +23,9 @@ a phase when it covers at least `min_constant_points` measurements, and its last
 
 The margin is 2% of the initial loss: fixed before looking at the curve (a margin that scaled
 with the decrease that follows would make the plateau depend on an estimate of the fall and give a
-flat curve no margin at all), a tenth or less of the decreases the paper describes, and the same
-for the networks and the theory. A verdict also reports the margin its first measurements would
+flat curve no margin at all), a small fraction of the decrease in the authors' published reference
+run (`reproduce/reference_run.py`) and in the suite's runs, and the same for the networks and the
+theory. A verdict also reports the margin its first measurements would
 need (`plateau_margin_needed`), so a reader who prefers another margin can read the answer off.
 
 Phases (ii) and (iii) keep superiority tests: the largest fall (over pairs of steps s < t) and
