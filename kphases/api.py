@@ -8,7 +8,8 @@ ordinary `kphases train` run with everything `kphases.measurement.measure` has (
 linear probe, transfer heads; `MeasureConfig` fields as keyword arguments); rows land in the run's
 `measurements.csv` like every run's. `plot_phases` draws the standard phases figure
 (`reproduce/phases.py`): reconstruction loss and accuracy against iteration on a log2 axis, the
-phases `kphases.phases.detect_phases` finds shaded.
+phases the suite's verdict (`kphases.phases.phase_verdict`, from the run's per-image errors) is
+confident of shaded.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ import pandas as pd
 from kphases.callback import DEFAULT_MAX_SAMPLES, as_arrays, is_model_run, layer_names, load_run_model
 from kphases.config import MeasureConfig
 from kphases.data import Dataset, fingerprint
+from kphases.measurement import read_measurements
+from kphases.phases import PhaseVerdict, VerdictSettings
+from kphases.plotting import grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
 from kphases.store import Run
+from kphases.verdict_tables import curves, reconstruction_verdict
 
 DECODER_PREFERENCE = ("linear_exact", "linear", "cladec")
 BN_STATS_PREFERENCE = ("batch", "stored", "recalibrated")
@@ -199,15 +204,17 @@ def plot_phases(
     runs_dir: str | os.PathLike | None = None,
     title: str | None = None,
     path: str | os.PathLike | None = None,
-    tolerances=None,
+    settings: VerdictSettings | None = None,
 ):
     """The standard phases figure of one run; returns the matplotlib Figure (saved to `path` if given).
 
     One panel per layer: the reconstruction loss (`split` per-element MSE of decoder `instrument`,
     features in BatchNorm mode `bn_stats`) on the left axis, the classifier's test and train
     accuracy (the run's metrics.csv) and the linear probe's test accuracy on the right axis,
-    against iteration on a log2 axis; the phases `kphases.phases.detect_phases` finds (constant,
-    decrease, increase) are shaded (a curve needs at least 3 snapshots).
+    against iteration on a log2 axis; the phases the verdict is confident of (constant, decrease,
+    increase; `kphases.phases.phase_verdict` on the run's per-image errors: one seed, test-image noise
+    only) are shaded, with the verdict's intervals under the panel. A curve needs at least 3 snapshots
+    with per-image errors; rows alone (a DataFrame) carry none, so they are drawn without a verdict.
 
     Args:
         frame_or_run: a run directory, run hash or `Run` (its measurements.csv and metrics.csv),
@@ -216,13 +223,10 @@ def plot_phases(
         instrument, bn_stats: default the first measured of linear_exact, linear, cladec and of
             batch, stored, recalibrated.
         classifier: metrics rows (step, split, metric, value) when `frame_or_run` is a DataFrame.
-        tolerances: a `kphases.phases.PhaseTolerances` (default: the suite's).
+        settings: the verdict's `kphases.phases.VerdictSettings` (default: the suite's).
     """
-    from kphases.measurement import curves
-    from kphases.phases import PhaseTolerances, detect_phases
-    from kphases.plotting import grid, log_step_axis, phase_legend_handles, shade_phases, step_position
-
     frame, metrics, name = _plot_inputs(frame_or_run, classifier, runs_dir)
+    run = None if isinstance(frame_or_run, pd.DataFrame) else _open_run(frame_or_run, runs_dir)
     reconstruction = frame[(frame["metric"] == "reconstruction_mse") & (frame["split"] == split)] if len(frame) else frame
     if not len(reconstruction):
         raise ValueError(
@@ -243,14 +247,13 @@ def plot_phases(
         raise ValueError(f"layer(s) {bad} have no {instrument}/{bn_stats} reconstruction rows; measured layers: {measured}")
 
     probes = curves(frame, "probe_accuracy", "test")
-    tolerances = tolerances or PhaseTolerances()
     figure, axes = grid(len(layers), columns=min(2, len(layers)), width=6.0, height=4.0)
     handles: dict[str, object] = {}
     for axis, layer in zip(axes, layers):
         series = series_by_key[(layer, instrument, bn_stats)]
-        phases = detect_phases(series.index.tolist(), series.tolist(), tolerances) if len(series) >= 3 else None
+        phases = None if run is None else reconstruction_verdict(run, frame, layer, instrument, bn_stats, settings)
         if phases is not None:
-            shade_phases(axis, series.index, phases.labels)
+            shade_verdict(axis, series.index, phases)
         (line,) = axis.plot(
             step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction ({split} MSE, {instrument})"
         )
@@ -278,8 +281,7 @@ def plot_phases(
         accuracy_axis.set_ylim(0, 1.02)
         accuracy_axis.set_ylabel("accuracy")
         log_step_axis(axis, series.index)
-        verdict = ("three phases" if phases.three_phases else "not three phases") if phases else "under 3 snapshots: no phases"
-        axis.set_title(f"{layer}: {verdict}")
+        axis.set_title(f"{layer}: {_panel_verdict(phases, series, run)}")
     legend = list(handles.values()) + phase_legend_handles()
     figure.legend(legend, [handle.get_label() for handle in legend], loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.02))
     figure.suptitle(title or f"Reconstruction loss phases{f' of run {name}' if name else ''}\n(decoder {instrument}, BatchNorm {bn_stats})")
@@ -289,14 +291,24 @@ def plot_phases(
     return figure
 
 
-def _plot_inputs(frame_or_run, classifier, runs_dir):
-    from kphases.measurement import read_measurements
+def _panel_verdict(phases: PhaseVerdict | None, series: pd.Series, run: Run | None) -> str:
+    if phases is not None:
+        return "three phases" if phases.three_phases else "not three phases"
+    if len(series) < 3:
+        return "under 3 snapshots: no phases"
+    return "no verdict: rows only (pass the run for its per-image errors)" if run is None else "no verdict: no per-image errors"
 
+
+def _open_run(run_or_path, runs_dir) -> Run:
+    return run_or_path if isinstance(run_or_path, Run) else Run.open(run_or_path, runs_dir)
+
+
+def _plot_inputs(frame_or_run, classifier, runs_dir):
     if isinstance(frame_or_run, pd.DataFrame):
         frame = frame_or_run
         name = str(frame["run"].iloc[0]) if "run" in frame and len(frame) and frame["run"].nunique() == 1 else ""
         return frame, classifier, name
-    run = frame_or_run if isinstance(frame_or_run, Run) else Run.open(frame_or_run, runs_dir)
+    run = _open_run(frame_or_run, runs_dir)
     return read_measurements(run), (classifier if classifier is not None else run.metrics()), run.name
 
 

@@ -46,9 +46,10 @@ from tqdm.auto import tqdm
 from kphases.config import MeasureConfig, RunConfig
 from kphases.data import load_dataset
 from kphases.early_phase import train_lineage
-from kphases.measurement import PendingRows, measure, read_measurements, summary_table
+from kphases.measurement import PendingRows, measure, read_measurements
 from kphases.store import Run, resolve_runs_dir
 from kphases.tensorboard import write_measurements
+from kphases.verdict_tables import summary_table
 
 # `ray` is imported where it is used: it is an optional dependency (the `ray` extra), and every
 # other function of this module (the graph's types, the task functions) works without it.

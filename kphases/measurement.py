@@ -360,6 +360,10 @@ def measure(
     if bar is not None:
         bar.close()
     frame = rows.read(run)
+    # The summary's verdicts are the layer above (kphases.verdict_tables, which reads this module's
+    # per-image errors); imported here, at the one place measurement hands its result to people.
+    from kphases.verdict_tables import summary_table
+
     log(summary_table(run, frame, verdicts=partial_verdicts or run.complete))
     return _only(frame, requested) if requested_only else frame
 
@@ -568,87 +572,3 @@ def read_per_image_errors(
             f"counts {sizes} across steps; they are not one paired test split"
         )
     return [int(step) for step in latest.index], np.stack(arrays)
-
-
-def reconstruction_verdict(run: Run, frame: pd.DataFrame, layer: str, instrument: str, bn_stats: str, settings=None):
-    """The noise-aware `PhaseVerdict` of one reconstruction curve from its per-image errors, or, when the
-    cells have no per-image files, `detect_phases`' `PhaseResult` (which says it has no noise interval);
-    None for fewer than 3 steps."""
-    from kphases.phases import VerdictSettings, detect_phases, phase_verdict
-
-    per_image = read_per_image_errors(run, frame, layer, instrument, bn_stats)
-    if per_image is not None and len(per_image[0]) >= 3:
-        return phase_verdict(per_image[0], per_image_errors=per_image[1], settings=settings or VerdictSettings())
-    series = curves(frame).get((layer, instrument, bn_stats))
-    if series is None or len(series) < 3:
-        return None
-    return detect_phases(series.index.tolist(), series.tolist())
-
-
-# --- summaries ---------------------------------------------------------------------------------
-
-
-def curves(frame: pd.DataFrame, metric: str = "reconstruction_mse", split: str = "test") -> dict[tuple[str, str, str], pd.Series]:
-    """(layer, instrument, bn_stats) -> the metric's value per step (one protocol per key: the latest rows)."""
-    selected = frame[(frame["metric"] == metric) & (frame["split"] == split)]
-    result = {}
-    for key, group in selected.groupby(["layer", "instrument", "bn_stats"], sort=True):
-        series = group.drop_duplicates("step", keep="last").set_index("step")["value"].sort_index()
-        result[key] = series
-    return result
-
-
-def summary_table(run: Run, frame: pd.DataFrame, verdicts: bool = True) -> str:
-    """Steps x metrics, one column per (layer, instrument, bn_stats), plus classifier accuracy, and (`verdicts`) the phases
-    (noise-aware verdicts where the cells have per-image errors, `reconstruction_verdict`)."""
-    columns: dict[str, pd.Series] = {}
-    classifier = run.metrics()
-    if len(classifier):
-        for split in ("test", "train"):
-            picked = classifier[(classifier["metric"] == "classifier_accuracy") & (classifier["split"] == split)]
-            columns[f"classifier_{split}_acc"] = picked.set_index("step")["value"]
-    for metric, label in (
-        ("reconstruction_mse", "rec"),
-        ("probe_accuracy", "probe_acc"),
-        ("transfer_accuracy", "transfer_acc"),
-        ("mi_x_t", "I(X;T)"),
-        ("mi_t_y", "I(T;Y)"),
-    ):
-        for (layer, instrument, mode), series in curves(frame, metric).items():
-            columns[f"{label}[{layer},{instrument},{mode}]"] = series
-    table = pd.DataFrame(columns)
-    table = table[table.index.isin(frame["step"].unique())]
-    lines = [f"run {run.name}: test split (reconstruction: per-element MSE)", table.to_string(float_format=lambda v: f"{v:.4f}")]
-    for (layer, instrument, mode), series in curves(frame, "reconstruction_mse").items():
-        if not verdicts:
-            continue
-        verdict = reconstruction_verdict(run, frame, layer, instrument, mode)
-        described = describe_phases(verdict) if verdict is not None else describe_too_short(series)
-        lines.append(f"phases of reconstruction [{layer}, {instrument}, bn={mode}]: {described}")
-    return "\n".join(lines)
-
-
-def describe_too_short(series: pd.Series) -> str:
-    """The line for a curve too short for any verdict (three phases need at least three measurements)."""
-    values = ", ".join(f"{step}: {value:.4f}" for step, value in series.items())
-    return f"not three phases: only {len(series)} measurement(s) ({values}); three phases need at least 3"
-
-
-def describe_phases(result) -> str:
-    """One line for people: which phases, where they end, each change as a fraction of the initial loss.
-
-    A `PhaseVerdict` (noise-aware, `kphases.phases.phase_verdict`) gives its sizes with intervals, the
-    noise it was measured from and the minimum effect; a `PhaseResult` (`detect_phases`, a curve
-    without per-image or per-seed data) says that it has no measurement-noise interval."""
-    if hasattr(result, "describe"):
-        return result.describe()
-    parts = [
-        f"constant until {result.constant_end}" if result.constant_end is not None else "no constant phase",
-        f"decrease until {result.decrease_end} (by {result.relative_decrease:.1%})" if result.decrease_end is not None else "no decrease",
-        f"increase until {result.increase_end} (by {result.relative_increase:.1%})" if result.increase_end is not None else "no increase",
-    ]
-    return (
-        ("three phases: " if result.three_phases else "not three phases: ")
-        + ", ".join(parts)
-        + f" (changes relative to the initial loss; no measurement-noise interval: fixed threshold {result.threshold:.1%})"
-    )

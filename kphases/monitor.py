@@ -13,9 +13,9 @@ every N steps):
    layer (`penultimate` for the suite's networks; for other models the layer before the last);
 2. fit the ridge-regularised exact decoder (`kphases.decoders.fit_linear_ridge_decoder`, the
    penalty chosen by GCV on the train subset) and keep its per-image test errors;
-3. update the noise-aware verdict on the curve so far (`kphases.phases.phase_verdict`, a paired
-   bootstrap over the monitor's test images) and decide once the decrease and the rise after its
-   minimum are both confident at `patience` consecutive measurements.
+3. update the suite's verdict on the curve so far (`kphases.phases.phase_verdict` with its default
+   settings: one seed, a paired bootstrap over the monitor's test images) and decide once the
+   decrease and the rise after its minimum are both confident at `patience` consecutive measurements.
 
 The decision names the checkpoint at the verdict's minimum (the end of the decrease), records
 when (the step it was taken at) and why (the verdict's one-line description), and, with
@@ -49,7 +49,7 @@ import numpy as np
 
 from kphases.decoders import DecoderSettings, fit_linear_ridge_decoder
 from kphases.features import BN_STATS_MODES, batchnorm_layers, extract_features
-from kphases.phases import PhaseVerdict, VerdictSettings, phase_verdict
+from kphases.phases import PLATEAU_MARGIN, PhaseVerdict, VerdictSettings, phase_verdict
 from kphases.schedule import doubling_schedule, is_doubling_step
 from kphases.store import atomic_path, jsonable, write_json_atomic
 
@@ -77,8 +77,8 @@ class MonitorSettings:
     """BatchNorm statistics during feature extraction; None: `batch` (the authors') if the model has BatchNorm, else `stored`."""
     confidence: float = 0.95
     """Coverage of the verdict's intervals."""
-    min_effect: float = 0.0
-    """Smallest decrease and rise, as a fraction of the initial loss, that count (0: any the noise cannot explain)."""
+    min_effect: float = PLATEAU_MARGIN
+    """Smallest decrease and rise, as a fraction of the initial loss, that count (the verdict's default)."""
     patience: int = 1
     """Consecutive measurements at which the decrease and the rise must both be confident before deciding."""
     stop: bool = False

@@ -1,85 +1,67 @@
-"""Phase detection: label the three phases of a reconstruction-loss curve.
+"""Phase verdicts: is a reconstruction-loss curve near constant, then decreasing, then increasing?
 
-Serves the paper's central claim (Schneider & Prabhushankar 2024, PROTOCOL.md section 1): over
-training, the reconstruction loss of the input from a layer's output is (i) near constant, then
-(ii) decreases, then (iii) increases. The curve is measured on the doubling schedule
-0, 2, 4, ..., 2^k, so consecutive measurements are equally spaced in log-step; the criterion works
-on the order of the measurements and never interpolates between steps. The theory's tests
-(`tests/theory`) use this detector on simulated runs, and the figures use it on measured ones.
+Serves the paper's central claim (Schneider & Prabhushankar 2024; `docs/protocol.md`, "The claim
+under test"): over training, the reconstruction loss of the input from a layer's output is (i) near
+constant, then (ii) decreases, then (iii) increases. The curve is measured on the doubling schedule
+0, 2, 4, ..., 2^k; the verdict works on the order of the measurements and never interpolates.
+`phase_verdict` is the one verdict of the suite: the figures, `kphases.plot_phases`, the tables of
+`kphases.verdict_tables`, the monitor and the theory's simulated curves all call it with the
+defaults of `VerdictSettings`.
 
-The criterion, with every threshold a field of `PhaseTolerances`:
+Sizes. Every change is a fraction of the scale = |first value of the curve| (the initial loss), so
+multiplying the curve by a positive constant changes nothing.
 
-1. Scale. Values are divided by `scale` = |first value| (the loss of the initial network), so the
-   result is invariant to multiplying the curve by a positive constant. If the first value is 0
-   the scale is max |value| instead; an all-zero curve is flat.
-2. Noise level. `noise_level` is a robust estimate of the measurement noise of the scaled curve:
-   1.4826 * median |u_i - (u_{i-1} + u_{i+1}) / 2| / sqrt(1.5), the median absolute deviation of
-   the second differences, scaled so that i.i.d. Gaussian noise of standard deviation s gives s.
-   A few kinks (the phase boundaries) do not move the median; smooth curvature raises it, which
-   errs towards reporting fewer phases.
-3. Threshold. A change counts only if it is at least
-   `threshold` = max(min_relative_change, noise_multiple * noise_level). Smaller changes are noise.
-4. Shape. The scaled curve is smoothed by the best valley-shaped fit (least squares; non-increasing
-   up to some point, non-decreasing after it; isotonic regression on both sides of every
-   candidate turning point). Its lowest fitted level marks the minimum; `decrease_end` is the step
-   of the smallest measured value inside that lowest level (so it is always a measured step).
-5. Phase (i): the longest initial stretch whose fitted values stay within
-   max(constant_tolerance, noise_multiple * noise_level) of the first fitted value, ending before
-   the minimum, and covering at least `min_constant_points` measurements. Otherwise absent.
-6. Phase (ii): present if the fitted value at the start of the decrease (the end of phase (i), or
-   the first step without phase (i)) exceeds the minimum by at least `threshold`.
-7. Phase (iii): present if the fitted value at the last step exceeds the minimum by at least
-   `threshold`; it then runs from after the minimum to the last step.
-8. Three phases: all of (i), (ii) and (iii) present. Measurements outside every detected phase
-   are labelled "undetermined": the detector does not invent a phase where the data do not show one.
+Phase (i), "near constant", is an equivalence test. The plateau holds up to step j when the change
+from the first point to every step up to j, with its two-sided interval at the verdict's
+confidence, lies inside +-`plateau_margin` (two one-sided tests at (1 - confidence) / 2 each). A
+claim "constant up to j" is the intersection of the claims for each step, so pointwise intervals
+suffice (the intersection-union principle: no multiplicity correction), and the first step that is
+truly outside the margin must itself pass for an error, so the longest passing stretch keeps the
+level. The plateau is the longest such initial stretch ending before the decrease's minimum; it is
+a phase when it covers at least `min_constant_points` measurements, and its last step is reported
+(`constant_end`). More test images narrow the intervals, so they can only lengthen a true plateau.
 
-A curve that rises again after phase (iii) and falls (not the paper's shape) is still summarised by
-the valley fit: the increase is measured to the last step.
+The margin is 2% of the initial loss: fixed before looking at the curve (a margin that scaled
+with the decrease that follows would make the plateau depend on an estimate of the fall and give a
+flat curve no margin at all), a small fraction of the decrease in the authors' published reference
+run (`reproduce/reference_run.py`) and in the suite's runs, and the same for the networks and the
+theory. A verdict also reports the margin its first measurements would
+need (`plateau_margin_needed`), so a reader who prefers another margin can read the answer off.
 
-`detect_phases` above sees one curve and nothing of its noise but the curve itself: its threshold
-is a fixed floor or a multiple of the curve's own roughness, and it has no measurement-noise
-interval. Use it for curves without per-image or per-seed data only.
+Phases (ii) and (iii) keep superiority tests: the largest fall (over pairs of steps s < t) and
+the largest rise after its minimum are present when the lower end of their interval exceeds
+`min_effect`. Its default equals the plateau margin: a change the plateau calls "near constant"
+cannot at the same time be a phase of its own, and a slow drift that more test images make
+significant does not cut a true plateau short. Three phases: all three present. Only these are
+labelled; steps between them are "undetermined".
 
-Noise-aware verdicts (`phase_verdict`, issue 17). A verdict says a phase is there only when the
-noise cannot explain it. The noise is measured, in one of two ways:
+The noise the intervals carry (`per_image_errors` of shape steps x images, seeds x steps x images
+or seeds x replicates x steps x images; or `seed_curves`, seeds x steps):
 
-- images: the per-image test errors of the decoder fitted at each step (`per_image_errors`,
-  steps x images, the same images in the same order at every step). The test images are
-  resampled with replacement, the same indices at every step (paired: a hard image is hard at
-  every step, so differences between steps are far less noisy than the levels), B = 1,000 times.
-  For every pair of steps s < t the difference curve[t] - curve[s] gets a simultaneous interval:
-  point +- q x (its bootstrap standard deviation), q the `confidence` quantile of the largest
-  studentised deviation over all pairs (max-|t|). This captures the sampling noise of the test
-  images, not the decoder's own training noise (the closed-form decoder has none) nor the
-  network's seed.
-- seeds: one curve per seed (`seed_curves`, >= 3 seeds). A simultaneous interval over all pairs
-  has no power with 3 seeds, and picking the pair on the same seeds that measure it is biased
-  (the minimum of noise is below zero: measured, 88% of flat 3-seed curves got a "decrease" that
-  way). So the sizes are cross-fitted: for each seed, the pair of steps (largest fall; largest
-  rise after that fall's minimum) is picked on the mean curve of the *other* seeds, and the held-
-  out seed's change between those two steps is its size; the interval is the Student-t interval
-  of the mean over seeds. On flat curves with Gaussian seed noise (300 simulations, 12 steps) a
-  decrease or an increase was called in 8% of 3-seed and 13% of 5-seed runs (two 5% tests); a U
-  with 25%/15% changes and 2% noise got three phases in 93%. The plateau uses pointwise
-  t-intervals of the differences from step 0 and between its steps.
+- One seed: test-image noise, resampled with replacement B times with the same image indices at
+  every step (paired: a hard image is hard at every step, so changes are far less noisy than
+  levels); with replicate decoder fits (refits on halves of the train features), the replicates
+  are resampled too, before the images, so the decoder's own fitting noise, shared by every image
+  at a step, enters. Every pair's difference gets a simultaneous interval (max-|t| over pairs);
+  the largest fall's interval runs from the largest lower to the largest upper end over pairs.
+  The verdict says "one seed: test-image noise only" (or "and decoder refits"): seed-to-seed
+  variation is not in it.
+- Three or more seeds: hierarchical intervals, seeds, then (within each seed) replicates and test
+  images, for every size. Picking the pair of steps on the seeds that then measure it is biased
+  (the largest fall of pure noise is positive), so each seed's change is measured between the
+  steps the mean curve of the other seeds picks (cross-fitting). The spread of the mean of those
+  changes is that of the ideal (infinitely many resamples) hierarchical bootstrap, computed in
+  closed form; its seed part is rescaled by seeds / (seeds - 1) and the interval uses Student's
+  t with seeds - 1 degrees of freedom, because a bootstrap over 3 seeds has 10 distinct resamples
+  and its spread is too small by that factor. The images resampled inside each seed count the
+  within-seed noise a second time (the seed-to-seed spread contains it already): conservative.
+- `seed_curves` without images: the same with no within-seed part, i.e. the Student-t interval
+  over seeds (the theory's simulated curves, whose noise is the simulator's seeds).
+Two seeds are refused: one degree of freedom gives no usable interval.
 
-From the pairs' intervals (images) or the cross-fitted sizes (seeds), with scale = |first value| (every size is a fraction of it, so the
-verdict does not change when the curve is multiplied by a constant):
-- decrease (phase ii): the largest fall curve[s] - curve[t] over s < t; its interval runs from
-  the largest lower end to the largest upper end over all pairs (on the event that every pair's
-  interval covers, this covers the true largest fall). Present when the lower end exceeds
-  `min_effect` (default 0: any fall the noise cannot explain).
-- increase (phase iii): the largest rise over pairs starting at or after the decrease's minimum
-  (anywhere if there is no decrease), interval and presence the same way.
-- constant (phase i): the longest initial stretch, ending before the minimum, in which no pair of
-  measurements differs confidently by more than `plateau_tolerance` (default 0: by anything),
-  covering at least `min_constant_points` measurements; its drift (last - first value) is reported
-  with its interval, and so is the tolerance the curve would need for a plateau
-  (`plateau_tolerance_needed`): the paper's phase is "near constant", and how near is a choice the
-  verdict states rather than hides. A curve with no confident change at all is constant
-  throughout: flat, no phases.
-- three phases: all three present. Only confident phases are labelled; steps between them are
-  "undetermined", so figures shade only what the verdict is sure of.
+`scipy.stats.bootstrap` resamples one level along one axis; it cannot resample images inside
+resampled replicates, nor give the joint distribution of all pairs' differences under one set of
+resamples that the simultaneous interval needs, so the resampling is written out here.
 """
 
 from __future__ import annotations
@@ -90,221 +72,52 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import isotonic_regression
+from scipy.stats import t as student_t
 
 CONSTANT, DECREASE, INCREASE, UNDETERMINED = "constant", "decrease", "increase", "undetermined"
-
-# Converts the median absolute second difference of i.i.d. Gaussian noise (std s) back into s:
-# u_i - (u_{i-1} + u_{i+1}) / 2 has std s * sqrt(1.5), and 1.4826 * MAD estimates a Gaussian std.
-_MAD_TO_STD = 1.4826 / math.sqrt(1.5)
-
-
-@dataclass(frozen=True)
-class PhaseTolerances:
-    """Every threshold of the criterion in the module docstring (relative to the scale)."""
-
-    min_relative_change: float = 0.05
-    """Smallest decrease or increase, as a fraction of the scale, that counts as a phase (5%)."""
-    noise_multiple: float = 3.0
-    """A change must also be at least this many estimated noise levels (3 sigma)."""
-    constant_tolerance: float = 0.05
-    """Phase (i) may drift this far (fraction of the scale) from its initial fitted value."""
-    min_constant_points: int = 2
-    """Phase (i) must cover at least this many measurements (step 0 alone is not a phase)."""
-
-    def __post_init__(self) -> None:
-        for name in ("min_relative_change", "noise_multiple", "constant_tolerance"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not isinstance(self.min_constant_points, int) or self.min_constant_points < 2:
-            raise ValueError(f"min_constant_points must be an integer >= 2, got {self.min_constant_points!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class PhaseResult:
-    """The detected phases of one curve; steps are the caller's measurement steps."""
-
-    constant_end: int | None
-    """Last step of phase (i) (None: not detected)."""
-    decrease_end: int | None
-    """Step of the minimum that ends phase (ii) (None: no decrease detected)."""
-    increase_end: int | None
-    """Last step of phase (iii) (None: no increase detected)."""
-    relative_decrease: float
-    """(fitted value at the start of the decrease - minimum) / scale."""
-    relative_increase: float
-    """(fitted value at the last step - minimum) / scale."""
-    three_phases: bool
-    """True when phases (i), (ii) and (iii) are all detected, in that order."""
-    labels: tuple[str, ...]
-    """One of "constant", "decrease", "increase", "undetermined" per input step."""
-    scale: float = 1.0
-    """The value that relative sizes are divided by (|first value|, see the module docstring)."""
-    noise_level: float = 0.0
-    """Estimated measurement noise of the scaled curve."""
-    threshold: float = 0.0
-    """The smallest relative change that counted as a phase for this curve."""
-
-    def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        values["labels"] = list(self.labels)
-        return values
-
-
-def _validated(steps: Sequence[int], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    steps_list, values_list = list(steps), list(values)
-    if len(steps_list) != len(values_list):
-        raise ValueError(f"steps and values must have equal lengths, got {len(steps_list)} steps and {len(values_list)} values")
-    if len(steps_list) < 3:
-        raise ValueError(f"phase detection needs at least 3 measurements, got {len(steps_list)}")
-    for step in steps_list:
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"steps must be non-negative integers, got {step!r} in {steps_list}")
-    for previous, current in zip(steps_list, steps_list[1:]):
-        if current == previous:
-            raise ValueError(f"steps must not repeat: step {current} appears twice in {steps_list}")
-        if current < previous:
-            raise ValueError(f"steps must be sorted increasingly: {current} follows {previous} in {steps_list}")
-    array = np.asarray(values_list, dtype=np.float64)
-    for index, value in enumerate(array):
-        if not math.isfinite(value):
-            raise ValueError(f"values must be finite: value {float(value)!r} at step {steps_list[index]} (index {index})")
-    return np.asarray(steps_list, dtype=np.int64), array
-
-
-def _noise_level(scaled: np.ndarray) -> float:
-    second_differences = scaled[1:-1] - 0.5 * (scaled[:-2] + scaled[2:])
-    return float(_MAD_TO_STD * np.median(np.abs(second_differences)))
-
-
-def _valley_fit(scaled: np.ndarray) -> np.ndarray:
-    """Least-squares fit that is non-increasing up to some index and non-decreasing after it."""
-    best_fit, best_error = None, math.inf
-    for turn in range(len(scaled)):
-        left = isotonic_regression(scaled[: turn + 1], increasing=False).x
-        right = isotonic_regression(scaled[turn + 1 :], increasing=True).x if turn + 1 < len(scaled) else np.empty(0)
-        fit = np.concatenate([left, right])
-        error = float(np.sum((fit - scaled) ** 2))
-        # Strictly better only: among equal fits the earliest turning point wins (deterministic).
-        if error < best_error - 1e-15:
-            best_fit, best_error = fit, error
-    return best_fit
-
-
-def detect_phases(steps: Sequence[int], values: Sequence[float], tolerances: PhaseTolerances = PhaseTolerances()) -> PhaseResult:
-    """Label the phases (i) constant, (ii) decrease, (iii) increase of a curve measured at `steps`.
-
-    See the module docstring for the criterion. Raises ValueError for unequal lengths, fewer than
-    3 points, unsorted, repeated or negative steps, and non-finite values.
-    """
-    step_array, value_array = _validated(steps, values)
-    count = len(value_array)
-    scale = abs(value_array[0]) if value_array[0] != 0 else float(np.max(np.abs(value_array)))
-    if scale == 0.0:  # all zero: a flat curve, every point constant
-        return PhaseResult(int(step_array[-1]), None, None, 0.0, 0.0, False, (CONSTANT,) * count, 0.0, 0.0, tolerances.min_relative_change)
-    scaled = value_array / scale
-    noise = _noise_level(scaled)
-    threshold = max(tolerances.min_relative_change, tolerances.noise_multiple * noise)
-    constant_band = max(tolerances.constant_tolerance, tolerances.noise_multiple * noise)
-    fit = _valley_fit(scaled)
-
-    lowest = fit.min()
-    bottom = np.flatnonzero(np.isclose(fit, lowest, rtol=0.0, atol=1e-12))
-    minimum_index = int(bottom[np.argmin(scaled[bottom])])
-
-    # Phase (i): the initial fitted values within the band of the first one.
-    constant_last = 0
-    while constant_last + 1 < count and abs(fit[constant_last + 1] - fit[0]) <= constant_band:
-        constant_last += 1
-    if constant_last == count - 1:  # the whole curve stays in the band: flat, nothing else to find
-        return PhaseResult(
-            int(step_array[-1]),
-            None,
-            None,
-            float(fit[0] - fit[minimum_index]),
-            float(fit[-1] - fit[minimum_index]),
-            False,
-            (CONSTANT,) * count,
-            float(scale),
-            noise,
-            float(threshold),
-        )
-    has_constant = constant_last + 1 >= tolerances.min_constant_points
-
-    # Phase (ii): from the end of phase (i) (or the first step) down to the minimum. When the
-    # minimum lies inside phase (i), the curve never left the band downwards: no decrease.
-    decrease_start = constant_last if has_constant else 0
-    relative_decrease = float(fit[decrease_start] - fit[minimum_index]) if minimum_index > decrease_start else 0.0
-    has_decrease = minimum_index > constant_last and relative_decrease >= threshold
-    # Phase (iii): from after the minimum (or after phase (i), if that ends later) to the last step.
-    relative_increase = float(fit[-1] - fit[minimum_index])
-    has_increase = relative_increase >= threshold
-    increase_first = max(minimum_index, constant_last if has_constant else 0) + 1
-
-    labels = [UNDETERMINED] * count
-    if has_constant:
-        labels[: constant_last + 1] = [CONSTANT] * (constant_last + 1)
-    if has_decrease:
-        first = constant_last + 1 if has_constant else 0
-        labels[first : minimum_index + 1] = [DECREASE] * (minimum_index + 1 - first)
-    if has_increase:
-        labels[increase_first:] = [INCREASE] * (count - increase_first)
-
-    return PhaseResult(
-        constant_end=int(step_array[constant_last]) if has_constant else None,
-        decrease_end=int(step_array[minimum_index]) if has_decrease else None,
-        increase_end=int(step_array[-1]) if has_increase else None,
-        relative_decrease=relative_decrease,
-        relative_increase=relative_increase,
-        three_phases=bool(has_constant and has_decrease and has_increase),
-        labels=tuple(labels),
-        scale=float(scale),
-        noise_level=noise,
-        threshold=float(threshold),
-    )
-
-
-# --- Noise-aware verdicts (issue 17): a phase is present only when its 95% interval excludes no change ---
-
 NOISE_IMAGES, NOISE_SEEDS = "images", "seeds"
+PLATEAU_MARGIN = 0.02
+"""The default equivalence margin of phase (i) and smallest effect of phases (ii) and (iii): 2% of the initial loss."""
+
+
+def _is_fraction(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 @dataclass(frozen=True)
 class VerdictSettings:
-    """The settings of `phase_verdict` (module section "Noise-aware verdicts"); printed with every verdict."""
+    """The settings of `phase_verdict` (module docstring); printed with every verdict."""
 
     confidence: float = 0.95
-    """Coverage of every interval (the decrease, the increase, the plateau's drift)."""
-    min_effect: float = 0.0
-    """Smallest change, as a fraction of the scale, that counts as a phase: the interval's lower end must
-    exceed it. 0: any change the noise cannot explain counts. Printed beside every verdict."""
+    """Coverage of every two-sided interval (the plateau's changes, the decrease, the increase)."""
+    plateau_margin: float = PLATEAU_MARGIN
+    """Phase (i): every change from the first point, with its interval, lies inside +- this fraction of the initial loss."""
+    min_effect: float = PLATEAU_MARGIN
+    """Phases (ii) and (iii): the interval's lower end must exceed this fraction of the initial loss."""
     bootstrap_samples: int = 1000
-    """Paired bootstrap resamples of the test images (image noise only)."""
+    """Resamples of the test images (and replicate fits) of one seed."""
     seed: int = 0
-    """Seed of the bootstrap resampling (the same resamples at every step: paired)."""
+    """Seed of the resampling (the same resamples at every step: paired)."""
     min_constant_points: int = 2
     """Phase (i) must cover at least this many measurements (step 0 alone is not a phase)."""
-    plateau_tolerance: float = 0.0
-    """Phase (i) is "near constant": no pair of its measurements may differ confidently (interval
-    beyond it) by more than this fraction of the scale. 0: no confident change at all, the strictest
-    reading. How near is near is the reader's call, so every verdict also reports the tolerance its
-    curve would need (`PhaseVerdict.plateau_tolerance_needed`)."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.confidence, float) and 0.5 <= self.confidence < 1):
             raise ValueError(f"confidence must be a float in [0.5, 1), got {self.confidence!r}")
-        if not (isinstance(self.min_effect, (int, float)) and math.isfinite(self.min_effect) and self.min_effect >= 0):
-            raise ValueError(f"min_effect must be a finite number >= 0 (a fraction of the scale), got {self.min_effect!r}")
+        if not _is_fraction(self.plateau_margin) or self.plateau_margin == 0:
+            raise ValueError(f"plateau_margin must be a finite number > 0 (a fraction of the initial loss), got {self.plateau_margin!r}")
+        if not _is_fraction(self.min_effect):
+            raise ValueError(f"min_effect must be a finite number >= 0 (a fraction of the initial loss), got {self.min_effect!r}")
         if not (isinstance(self.bootstrap_samples, int) and self.bootstrap_samples >= 100):
             raise ValueError(f"bootstrap_samples must be an integer >= 100, got {self.bootstrap_samples!r}")
         if not isinstance(self.min_constant_points, int) or self.min_constant_points < 2:
             raise ValueError(f"min_constant_points must be an integer >= 2, got {self.min_constant_points!r}")
-        if not (isinstance(self.plateau_tolerance, (int, float)) and math.isfinite(self.plateau_tolerance) and self.plateau_tolerance >= 0):
-            raise ValueError(f"plateau_tolerance must be a finite number >= 0 (a fraction of the scale), got {self.plateau_tolerance!r}")
+
+    def describe(self) -> str:
+        return (
+            f"{self.confidence:.0%} intervals; plateau within +-{self.plateau_margin:.1%}, "
+            f"decrease and increase beyond {self.min_effect:.1%} of the initial loss"
+        )
 
 
 @dataclass(frozen=True)
@@ -332,15 +145,18 @@ class PhaseVerdict:
 
     steps: tuple[int, ...]
     curve: tuple[float, ...]
-    """The curve the verdict is about: mean over images (image noise) or over seeds (seed noise)."""
+    """The curve the verdict is about: the mean over seeds, replicate fits and test images."""
     curve_low: tuple[float, ...]
-    """Error band: each point minus the half-width of the 95% interval of its change from step 0 (paired
-    over images, or across seeds); zero width at step 0. For figures: the phases are changes."""
+    """Error band: each point's change from step 0, with its interval, drawn around the point (zero width
+    at step 0). For figures: the phases are changes; the levels' own intervals are far wider."""
     curve_high: tuple[float, ...]
     noise_source: str
-    """"images" (paired bootstrap over the test images) or "seeds" (t-interval across seeds)."""
-    noise_units: int
-    """How many test images or seeds the noise was measured from."""
+    """"images" (one seed: test images, and replicate fits if any) or "seeds" (hierarchical over seeds)."""
+    seeds: int
+    replicates: int
+    """Decoder fits per seed and step (1: no refits, the decoder's fitting noise is not in the intervals)."""
+    images: int
+    """Test images per curve (0: seed curves without per-image errors)."""
     scale: float
     """|first value of the curve|: every size is a fraction of it (scale invariance)."""
     decrease: ChangeInterval
@@ -348,17 +164,17 @@ class PhaseVerdict:
     increase: ChangeInterval
     """Phase (iii): the largest rise that starts at or after the decrease's minimum."""
     plateau: ChangeInterval
-    """Phase (i): the change from step 0 to the plateau's last step (its drift; 0 when there is no plateau)."""
-    plateau_tolerance_needed: float
-    """The smallest `plateau_tolerance` at which the first `min_constant_points` measurements form phase
-    (i) (the largest confident part of a change among them; 0 when none is confident); inf when the
-    decrease or the increase starts too early for any plateau."""
+    """Phase (i): the change from step 0 to the plateau's last step (0 when there is no plateau)."""
+    plateau_margin_needed: float
+    """The smallest margin at which the first `min_constant_points` measurements are a plateau (the largest
+    |end| of their changes' intervals); inf when the decrease's minimum comes too early for any plateau."""
     has_constant: bool
     has_decrease: bool
     has_increase: bool
     three_phases: bool
     """Phases (i), (ii) and (iii) all confident, in this order."""
     constant_end: int | None
+    """The plateau's last step."""
     decrease_end: int | None
     increase_end: int | None
     labels: tuple[str, ...]
@@ -373,27 +189,35 @@ class PhaseVerdict:
     def relative_increase(self) -> float:
         return self.increase.estimate
 
+    @property
+    def noise(self) -> str:
+        """Which noise the intervals carry, in words."""
+        if self.noise_source == NOISE_IMAGES:
+            refits = f" and {self.replicates} decoder refits" if self.replicates > 1 else ""
+            return f"one seed: test-image noise only{refits} ({self.images} images, paired bootstrap)"
+        if self.images == 0:
+            return f"{self.seeds} seeds (seed curves; t-interval)"
+        refits = f" x {self.replicates} decoder refits" if self.replicates > 1 else ""
+        return f"{self.seeds} seeds{refits} x {self.images} test images (hierarchical, cross-fitted)"
+
+    def describe_plateau(self) -> str:
+        if self.has_constant:
+            return f"constant until {self.constant_end} (change {self.plateau.describe()} within +-{self.settings.plateau_margin:.1%})"
+        needed = "no room before the minimum" if math.isinf(self.plateau_margin_needed) else f"needs {self.plateau_margin_needed:.2%}"
+        return f"no constant phase within +-{self.settings.plateau_margin:.1%} ({needed})"
+
     def describe(self) -> str:
-        """One line: which phases are confident, the sizes with intervals, the noise and the minimum effect."""
-        parts = [
-            f"constant until {self.constant_end} (drift {self.plateau.describe()})" if self.has_constant else "no constant phase",
-            (
-                f"decrease until {self.decrease.end_step} (largest fall from {self.decrease.start_step}) by "
-                if self.has_decrease
-                else "no decrease: "
-            )
-            + self.decrease.describe(),
-            (f"increase until {self.increase.end_step} (from {self.increase.start_step}) by " if self.has_increase else "no increase: ")
-            + self.increase.describe(),
-        ]
-        noise = f"{self.settings.confidence:.0%} intervals from {self.noise_units} " + (
-            "test images (paired bootstrap)" if self.noise_source == NOISE_IMAGES else "seeds (cross-fitted t-interval)"
-        )
+        """One line: which phases are confident, the sizes with intervals, the noise and the margins."""
+        decrease = (
+            f"decrease until {self.decrease.end_step} (from {self.decrease.start_step}) by " if self.has_decrease else "no decrease: "
+        ) + self.decrease.describe()
+        increase = (
+            f"increase until {self.increase.end_step} (from {self.increase.start_step}) by " if self.has_increase else "no increase: "
+        ) + self.increase.describe()
         return (
             ("three phases: " if self.three_phases else "not three phases: ")
-            + ", ".join(parts)
-            + f" (fractions of the initial loss; {noise}; min_effect={self.settings.min_effect:g}, "
-            f"plateau_tolerance={self.settings.plateau_tolerance:g}, needed {self.plateau_tolerance_needed:.2%})"
+            + ", ".join([self.describe_plateau(), decrease, increase])
+            + f" (fractions of the initial loss; {self.settings.describe()}; {self.noise})"
         )
 
     def to_dict(self) -> dict:
@@ -403,6 +227,48 @@ class PhaseVerdict:
         return values
 
 
+def _validated_steps(steps: Sequence[int], count: int) -> np.ndarray:
+    steps_list = list(steps)
+    if len(steps_list) != count:
+        raise ValueError(f"steps and values must have equal lengths, got {len(steps_list)} steps and {count} values")
+    if len(steps_list) < 3:
+        raise ValueError(f"a phase verdict needs at least 3 measurements, got {len(steps_list)}")
+    for step in steps_list:
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"steps must be non-negative integers, got {step!r} in {steps_list}")
+    for previous, current in zip(steps_list, steps_list[1:]):
+        if current <= previous:
+            raise ValueError(f"steps must increase strictly: {current} follows {previous} in {steps_list}")
+    return np.asarray(steps_list, dtype=np.int64)
+
+
+def _nested_errors(per_image_errors, seed_curves) -> tuple[np.ndarray, int]:
+    """(seeds, replicates, steps, images) errors, and the number of test images (0: seed curves only)."""
+    if (per_image_errors is None) == (seed_curves is None):
+        raise ValueError(
+            "give exactly one of per_image_errors (steps x images, seeds x steps x images, ...) and seed_curves (seeds x steps)"
+        )
+    if per_image_errors is not None:
+        errors = np.asarray(per_image_errors, dtype=np.float64)
+        if errors.ndim not in (2, 3, 4) or errors.shape[-1] < 2:
+            raise ValueError(
+                "per_image_errors must be (steps, images), (seeds, steps, images) or (seeds, replicates, steps, images) "
+                f"with at least 2 images, got shape {errors.shape}"
+            )
+        nested = errors[None, None] if errors.ndim == 2 else errors[:, None] if errors.ndim == 3 else errors
+        images = errors.shape[-1]
+    else:
+        curves = np.asarray(seed_curves, dtype=np.float64)
+        if curves.ndim != 2 or curves.shape[0] < 3:
+            raise ValueError(f"seed_curves must be (seeds, steps) with at least 3 seeds, got shape {curves.shape}")
+        nested, images = curves[:, None, :, None], 0
+    if nested.shape[0] == 2:
+        raise ValueError("2 seeds give a seed-level interval with 1 degree of freedom; give 1 seed (image noise only) or at least 3")
+    if not np.all(np.isfinite(nested)):
+        raise ValueError("per_image_errors and seed_curves must be finite")
+    return nested, images
+
+
 def phase_verdict(
     steps: Sequence[int],
     per_image_errors: np.ndarray | None = None,
@@ -410,54 +276,93 @@ def phase_verdict(
     seed_curves: np.ndarray | None = None,
     settings: VerdictSettings = VerdictSettings(),
 ) -> PhaseVerdict:
-    """The noise-aware verdict on one curve; exactly one of `per_image_errors` and `seed_curves`.
+    """The verdict on one curve; exactly one of `per_image_errors` and `seed_curves`.
 
-    per_image_errors: (steps, images), each row the per-image errors of the fixed decoder at that
-        step on the same test images in the same order (the paired bootstrap needs the pairing).
+    per_image_errors: the per-image test errors of the decoder fitted at each step, the same test
+        images in the same order at every step (the pairing): (steps, images) for one seed,
+        (seeds, steps, images) for several, (seeds, replicates, steps, images) with replicate
+        decoder fits (refits on resamples or halves of the train features) per seed and step.
     seed_curves: (seeds, steps), one curve per seed (at least 3 seeds).
-    See the module section "Noise-aware verdicts" for the criterion.
+    See the module docstring for the rule.
     """
-    if (per_image_errors is None) == (seed_curves is None):
-        raise ValueError("give exactly one of per_image_errors (steps x images) and seed_curves (seeds x steps)")
-    if per_image_errors is not None:
-        errors = np.asarray(per_image_errors, dtype=np.float64)
-        if errors.ndim != 2 or errors.shape[1] < 2:
-            raise ValueError(f"per_image_errors must be (steps, images) with at least 2 images, got shape {errors.shape}")
-        step_array, _ = _validated(steps, errors.mean(axis=1))
-        if not np.all(np.isfinite(errors)):
-            raise ValueError("per_image_errors must be finite")
-        curve = errors.mean(axis=1)
-        replicates = _paired_bootstrap(errors, settings)
-        contrast = _BootstrapContrasts(curve, replicates, settings.confidence)
-        source, units = NOISE_IMAGES, errors.shape[1]
+    errors, images = _nested_errors(per_image_errors, seed_curves)
+    step_array = _validated_steps(steps, errors.shape[2])
+    first = float(errors[:, :, 0, :].mean())
+    scale = abs(first) if first != 0 else float(np.max(np.abs(errors.mean(axis=(0, 1, 3)))))
+    scale = scale if scale > 0 else 1.0  # an all-zero curve: every size stays 0
+    relative = errors / scale  # sizes are fractions of the initial loss from here on: scale invariance
+    if errors.shape[0] == 1:
+        contrast = _BootstrapContrasts(relative[0], settings)
     else:
-        curves_array = np.asarray(seed_curves, dtype=np.float64)
-        if curves_array.ndim != 2 or curves_array.shape[0] < 3:
-            raise ValueError(f"seed_curves must be (seeds, steps) with at least 3 seeds, got shape {curves_array.shape}")
-        step_array, _ = _validated(steps, curves_array.mean(axis=0))
-        if not np.all(np.isfinite(curves_array)):
-            raise ValueError("seed_curves must be finite")
-        curve = curves_array.mean(axis=0)
-        contrast = _SeedContrasts(curves_array, settings.confidence)
-        source, units = NOISE_SEEDS, curves_array.shape[0]
-    return _verdict(step_array, curve, contrast, source, units, settings)
+        contrast = _SeedContrasts(relative, settings.confidence)
+    return _verdict(step_array, contrast, scale, errors.shape[:2], images, settings)
 
 
-def _paired_bootstrap(errors: np.ndarray, settings: VerdictSettings) -> np.ndarray:
-    """(resamples, steps): the mean error of each resample of image indices, the same indices at every step.
+class _BootstrapContrasts:
+    """One seed: simultaneous intervals for every difference curve[t] - curve[s] (max-|t| over all pairs)
+    from the paired bootstrap over images (and replicate fits)."""
 
-    A resample is drawn as multinomial counts over the images (the ordinary bootstrap, written as
-    weights), so the replicate curves are one matrix product."""
+    source = NOISE_IMAGES
+
+    def __init__(self, errors: np.ndarray, settings: VerdictSettings) -> None:
+        self.curve = errors.mean(axis=(0, 2))
+        replicates = _resampled_curves(errors, settings)
+        differences = replicates[:, None, :] - replicates[:, :, None]  # [b, s, t] = rep[t] - rep[s]
+        point = self.curve[None, :] - self.curve[:, None]
+        spread = differences.std(axis=0)
+        safe = np.where(spread > 0, spread, 1.0)
+        studentised = np.abs(differences - point[None]) / safe[None]
+        critical = float(np.quantile(studentised.reshape(len(replicates), -1).max(axis=1), settings.confidence))
+        self.low, self.high = point - critical * spread, point + critical * spread
+        tail = (1 - settings.confidence) / 2
+        change = replicates - replicates[:, :1]
+        self.first_low = np.quantile(change, tail, axis=0)  # pointwise interval of each change from step 0
+        self.first_high = np.quantile(change, 1 - tail, axis=0)
+
+    def change_from_first(self, index: int) -> tuple[float, float, float]:
+        return float(self.curve[index] - self.curve[0]), float(self.first_low[index]), float(self.first_high[index])
+
+    def largest_change(self, sign: float, first: int | None) -> tuple[float, float, float, tuple]:
+        """The largest sign * (curve[t] - curve[s]) over pairs first <= s < t, with its interval: on the
+        event that every pair's simultaneous interval covers, the true largest change over any set of
+        pairs lies between the largest lower end and the largest upper end over that set."""
+        pair = _best_pair(self.curve, sign, first)
+        if pair is None:
+            return 0.0, 0.0, 0.0, (None, None)
+        count = len(self.curve)
+        upper = np.triu(np.ones((count, count), dtype=bool), 1)
+        upper[:first] = False
+        lows, highs = (self.low, self.high) if sign > 0 else (-self.high, -self.low)
+        estimate = sign * (self.curve[pair[1]] - self.curve[pair[0]])
+        return float(estimate), float(lows[upper].max()), float(highs[upper].max()), pair
+
+
+def _resampled_curves(errors: np.ndarray, settings: VerdictSettings) -> np.ndarray:
+    """(resamples, steps): mean curves of resamples of one seed's (replicates, steps, images) errors, the
+    same image indices at every step and in every replicate (paired).
+
+    An image resample is drawn as multinomial counts (the ordinary bootstrap, written as weights), so the
+    curves are one matrix product. Replicate fits are resampled too, their deviations from their mean
+    widened by sqrt(R / (R - 1)) first: a bootstrap over R replicates has R - 1 / R of their variance."""
     rng = np.random.default_rng([settings.seed, 17])
-    count = errors.shape[1]
-    replicates = np.empty((settings.bootstrap_samples, errors.shape[0]))
-    chunk = max(1, 2_000_000 // count)  # bounded memory: chunk x images counts at a time
+    replicate_count, steps, count = errors.shape
+    if replicate_count > 1:
+        mean = errors.mean(axis=0, keepdims=True)
+        errors = mean + math.sqrt(replicate_count / (replicate_count - 1)) * (errors - mean)
+    flat = errors.reshape(replicate_count * steps, count)
+    curves = np.empty((settings.bootstrap_samples, steps))
+    chunk = max(1, 2_000_000 // (count * replicate_count))  # bounded memory: chunk x images counts at a time
     uniform = np.full(count, 1.0 / count)
     for start in range(0, settings.bootstrap_samples, chunk):
         stop = min(start + chunk, settings.bootstrap_samples)
         weights = rng.multinomial(count, uniform, size=stop - start).astype(np.float64)
-        replicates[start:stop] = weights @ errors.T / count
-    return replicates
+        by_replicate = (weights @ flat.T / count).reshape(stop - start, replicate_count, steps)
+        if replicate_count == 1:
+            curves[start:stop] = by_replicate[:, 0]
+        else:
+            picks = rng.multinomial(replicate_count, np.full(replicate_count, 1.0 / replicate_count), size=stop - start)
+            curves[start:stop] = np.einsum("br,brt->bt", picks / replicate_count, by_replicate)
+    return curves
 
 
 def _best_pair(curve: np.ndarray, sign: float, first: int) -> tuple[int, int] | None:
@@ -471,157 +376,130 @@ def _best_pair(curve: np.ndarray, sign: float, first: int) -> tuple[int, int] | 
     return pair
 
 
-class _BootstrapContrasts:
-    """Simultaneous intervals for every difference curve[t] - curve[s] (max-|t| over all pairs)."""
-
-    def __init__(self, curve: np.ndarray, replicates: np.ndarray, confidence: float) -> None:
-        self.curve = curve
-        differences = replicates[:, None, :] - replicates[:, :, None]  # [b, s, t] = rep[t] - rep[s]
-        point = curve[None, :] - curve[:, None]
-        spread = differences.std(axis=0)
-        safe = np.where(spread > 0, spread, 1.0)
-        studentised = np.abs(differences - point[None]) / safe[None]
-        critical = float(np.quantile(studentised.reshape(len(replicates), -1).max(axis=1), confidence))
-        self.low, self.high = point - critical * spread, point + critical * spread
-        # Error bands: each point's paired change from step 0 (percentile bootstrap), drawn around the
-        # point. The levels' own intervals are far wider (a hard test set is hard at every step) and
-        # say nothing about the phases, which are changes.
-        tail = (1 - confidence) / 2
-        change = replicates - replicates[:, :1]
-        self.curve_low = curve + np.quantile(change, tail, axis=0) - (curve - curve[0])
-        self.curve_high = curve + np.quantile(change, 1 - tail, axis=0) - (curve - curve[0])
-
-    def largest_change(self, sign: float, first: int) -> tuple[float, float, float, tuple]:
-        """The largest sign * (curve[t] - curve[s]) over pairs first <= s < t, with its interval: on the
-        event that every pair's simultaneous interval covers, the true largest change over any set of
-        pairs lies between the largest lower end and the largest upper end over that set."""
-        pair = _best_pair(self.curve, sign, first)
-        if pair is None:
-            return 0.0, 0.0, 0.0, (None, None)
-        low, high = -math.inf, -math.inf
-        for s in range(first, len(self.curve)):
-            for t in range(s + 1, len(self.curve)):
-                low = max(low, self.low[s, t] if sign > 0 else -self.high[s, t])
-                high = max(high, self.high[s, t] if sign > 0 else -self.low[s, t])
-        estimate = sign * (self.curve[pair[1]] - self.curve[pair[0]])
-        return float(estimate), float(low), float(high), pair
+def _within_seed_variance(errors: np.ndarray, pair: tuple[int, int]) -> float:
+    """Variance of one seed's change between `pair` under the ideal bootstrap of its replicates and images
+    (images shared by the replicates): replicate, image and interaction parts of the (replicates, images)
+    table of changes, each divided by how many units its mean is over."""
+    table = errors[:, pair[1], :] - errors[:, pair[0], :]
+    replicate_count, count = table.shape
+    grand = table.mean()
+    by_replicate, by_image = table.mean(axis=1) - grand, table.mean(axis=0) - grand
+    interaction = table - grand - by_replicate[:, None] - by_image[None, :]
+    return float(
+        np.mean(by_replicate**2) / replicate_count + np.mean(by_image**2) / count + np.mean(interaction**2) / (count * replicate_count)
+    )
 
 
 class _SeedContrasts:
-    """Seed noise: cross-fitted contrasts, each seed's change measured at the pair of steps the other
-    seeds' mean curve picks, then a Student-t interval across seeds (see the module docstring)."""
+    """Three or more seeds: cross-fitted changes (each seed's change between the steps the other seeds'
+    mean curve picks) with the closed-form hierarchical interval (module docstring)."""
 
-    def __init__(self, curves: np.ndarray, confidence: float) -> None:
-        from scipy.stats import t as student_t
+    source = NOISE_SEEDS
 
-        self.curves = curves
-        self.seeds = curves.shape[0]
-        self.curve = curves.mean(axis=0)
+    def __init__(self, errors: np.ndarray, confidence: float) -> None:
+        self.errors = errors
+        self.seeds = errors.shape[0]
+        self.seed_curves = errors.mean(axis=(1, 3))
+        self.curve = self.seed_curves.mean(axis=0)
         self.critical = float(student_t.ppf(0.5 + confidence / 2, self.seeds - 1))
-        differences = curves[:, None, :] - curves[:, :, None]
-        point = differences.mean(axis=0)
-        half = self.critical * differences.std(axis=0, ddof=1) / math.sqrt(self.seeds)
-        self.low, self.high = point - half, point + half  # pointwise, used for the plateau only
-        half_curve = half[0]  # t-interval of each point's change from step 0 across seeds (see _BootstrapContrasts)
-        self.curve_low, self.curve_high = self.curve - half_curve, self.curve + half_curve
 
-    def _others(self, seed: int) -> np.ndarray:
-        return np.delete(self.curves, seed, axis=0).mean(axis=0)
+    def _interval(self, pairs: list[tuple[int, int] | None], sign: float) -> tuple[float, float, float]:
+        changes, within = [], []
+        for seed, pair in enumerate(pairs):
+            if pair is None:
+                changes.append(0.0)
+                within.append(0.0)
+                continue
+            changes.append(sign * (self.seed_curves[seed, pair[1]] - self.seed_curves[seed, pair[0]]))
+            within.append(_within_seed_variance(self.errors[seed], pair))
+        changes = np.asarray(changes)
+        mean = float(changes.mean())
+        half = self.critical * math.sqrt((float(changes.var(ddof=1)) + float(np.mean(within))) / self.seeds)
+        return mean, mean - half, mean + half
+
+    def change_from_first(self, index: int) -> tuple[float, float, float]:
+        return self._interval([(0, index)] * self.seeds, 1.0) if index > 0 else (0.0, 0.0, 0.0)
 
     def largest_change(self, sign: float, first: int | None) -> tuple[float, float, float, tuple]:
         """`first` None: the rise after each held-out fit's own minimum (the end of its largest fall)."""
-        contrasts = []
+        pairs = []
         for seed in range(self.seeds):
-            others = self._others(seed)
+            others = np.delete(self.seed_curves, seed, axis=0).mean(axis=0)
             start = first if first is not None else _best_pair(others, -1.0, 0)[1]
-            pair = _best_pair(others, sign, start)
-            contrasts.append(0.0 if pair is None else sign * (self.curves[seed, pair[1]] - self.curves[seed, pair[0]]))
-        contrasts = np.asarray(contrasts)
-        mean = float(contrasts.mean())
-        half = self.critical * float(contrasts.std(ddof=1)) / math.sqrt(self.seeds)
+            pairs.append(_best_pair(others, sign, start))
+        mean, low, high = self._interval(pairs, sign)
         full_start = first if first is not None else _best_pair(self.curve, -1.0, 0)[1]
-        pair = _best_pair(self.curve, sign, full_start) or (None, None)
-        return mean, mean - half, mean + half, pair
+        return mean, low, high, _best_pair(self.curve, sign, full_start) or (None, None)
 
 
-def _verdict(steps: np.ndarray, curve: np.ndarray, contrast, source: str, units: int, settings: VerdictSettings) -> PhaseVerdict:
-    count = len(curve)
-    scale = abs(curve[0]) if curve[0] != 0 else float(np.max(np.abs(curve)))
-    scale = scale if scale > 0 else 1.0  # an all-zero curve: sizes stay 0 and nothing is significant
-    effect = settings.min_effect
+def _interval(change: tuple, steps: np.ndarray) -> ChangeInterval:
+    estimate, low, high, (start, end) = change
+    return ChangeInterval(
+        float(estimate), float(low), float(high), None if start is None else int(steps[start]), None if end is None else int(steps[end])
+    )
 
-    def interval(estimate, low, high, pair) -> ChangeInterval:
-        start, end = pair
-        return ChangeInterval(
-            float(estimate), float(low), float(high), None if start is None else int(steps[start]), None if end is None else int(steps[end])
-        )
 
-    def relative(change):
-        estimate, low, high, pair = change
-        return estimate / scale, low / scale, high / scale, pair
+def _plateau(contrast, limit: int, settings: VerdictSettings) -> tuple[int, float, tuple]:
+    """(last index of the plateau, the margin the first `min_constant_points` need, the change to the last index)."""
+    margin = settings.plateau_margin
+    bounds = [contrast.change_from_first(index) for index in range(limit + 1)]
+    reach = [max(abs(low), abs(high)) for _, low, high in bounds]
+    shortest = settings.min_constant_points
+    needed = max(reach[1:shortest]) if shortest - 1 <= limit else math.inf
+    last = 0
+    while last + 1 <= limit and reach[last + 1] < margin:
+        last += 1
+    return last, needed, bounds[last]
 
-    fall = relative(contrast.largest_change(-1.0, 0))
-    has_decrease = fall[1] > effect
+
+def _labels(count: int, constant_last: int | None, fall: tuple | None, rise: tuple | None) -> tuple[str, ...]:
+    labels = [UNDETERMINED] * count
+    after_plateau = 0 if constant_last is None else constant_last + 1
+    if constant_last is not None:
+        labels[:after_plateau] = [CONSTANT] * after_plateau
+    if fall is not None:
+        start, end = fall
+        labels[max(start + 1, after_plateau) : end + 1] = [DECREASE] * (end + 1 - max(start + 1, after_plateau))
+    if rise is not None:
+        start, end = rise
+        labels[max(start + 1, after_plateau) : end + 1] = [INCREASE] * (end + 1 - max(start + 1, after_plateau))
+    return tuple(labels)
+
+
+def _verdict(steps: np.ndarray, contrast, scale: float, shape: tuple, images: int, settings: VerdictSettings) -> PhaseVerdict:
+    count = len(steps)
+    fall = contrast.largest_change(-1.0, 0)
+    has_decrease = fall[1] > settings.min_effect
     fall_end = fall[3][1]
     # The rise is searched after the fall's minimum when there is a decrease (seeds: after each
     # held-out fit's own minimum), anywhere otherwise.
     if has_decrease and fall_end >= count - 1:
         rise = (0.0, 0.0, 0.0, (None, None))
     else:
-        rise_first = (None if isinstance(contrast, _SeedContrasts) else fall_end) if has_decrease else 0
-        rise = relative(contrast.largest_change(1.0, rise_first))
-    has_increase = rise[1] > effect and rise[3][0] is not None
-
-    # Phase (i): the longest initial stretch in which no pair of measurements differs confidently,
-    # ending before the decrease starts (or anywhere when there is no decrease: a flat start).
-    def confident_part(s: int, t: int) -> float:  # how far the interval of curve[t] - curve[s] lies from 0
-        return max(contrast.low[s, t], -contrast.high[s, t], 0.0) / scale
-
-    def confident_change(s: int, t: int) -> bool:
-        return confident_part(s, t) > settings.plateau_tolerance
+        rise_first = (None if contrast.source == NOISE_SEEDS else fall_end) if has_decrease else 0
+        rise = contrast.largest_change(1.0, rise_first)
+    has_increase = rise[1] > settings.min_effect and rise[3][0] is not None
 
     limit = fall_end - 1 if has_decrease else count - 1
-    if has_increase:  # the plateau also ends where a confident rise starts (a rise without a decrease)
-        limit = min(limit, rise[3][0])
-    shortest = settings.min_constant_points
-    needed = max(confident_part(s, t) for t in range(1, shortest) for s in range(t)) if shortest - 1 <= limit else math.inf
-    constant_last = 0
-    while constant_last + 1 <= limit and not any(confident_change(s, constant_last + 1) for s in range(constant_last + 1)):
-        constant_last += 1
+    constant_last, needed, drift = _plateau(contrast, limit, settings)
     has_constant = constant_last + 1 >= settings.min_constant_points
-    drift_pair = (0, constant_last) if has_constant else (None, None)
-    if has_constant:
-        plateau = interval(
-            (curve[constant_last] - curve[0]) / scale,
-            contrast.low[0, constant_last] / scale,
-            contrast.high[0, constant_last] / scale,
-            drift_pair,
-        )
-    else:
-        plateau = interval(0.0, 0.0, 0.0, drift_pair)
-
-    labels = [UNDETERMINED] * count
-    if has_constant:
-        labels[: constant_last + 1] = [CONSTANT] * (constant_last + 1)
-    if has_decrease:
-        start, end = fall[3]
-        first = max(start + 1, constant_last + 1 if has_constant else 0)
-        labels[first : end + 1] = [DECREASE] * (end + 1 - first)
-    if has_increase:
-        start, end = rise[3]
-        labels[start + 1 : end + 1] = [INCREASE] * (end - start)
+    plateau = (*drift, (0, constant_last)) if has_constant else (0.0, 0.0, 0.0, (None, None))
+    band = [contrast.change_from_first(index) for index in range(count)]
+    curve = contrast.curve
     return PhaseVerdict(
         steps=tuple(int(step) for step in steps),
-        curve=tuple(float(v) for v in curve),
-        curve_low=tuple(float(v) for v in contrast.curve_low),
-        curve_high=tuple(float(v) for v in contrast.curve_high),
-        noise_source=source,
-        noise_units=int(units),
+        curve=tuple(float(value * scale) for value in curve),
+        curve_low=tuple(float((curve[index] + low - change) * scale) for index, (change, low, _) in enumerate(band)),
+        curve_high=tuple(float((curve[index] + high - change) * scale) for index, (change, _, high) in enumerate(band)),
+        noise_source=contrast.source,
+        seeds=int(shape[0]),
+        replicates=int(shape[1]),
+        images=int(images),
         scale=float(scale),
-        decrease=interval(*fall),
-        increase=interval(*rise),
-        plateau=plateau,
-        plateau_tolerance_needed=float(needed),
+        decrease=_interval(fall, steps),
+        increase=_interval(rise, steps),
+        plateau=_interval(plateau, steps),
+        plateau_margin_needed=float(needed),
         has_constant=bool(has_constant),
         has_decrease=bool(has_decrease),
         has_increase=bool(has_increase),
@@ -629,6 +507,8 @@ def _verdict(steps: np.ndarray, curve: np.ndarray, contrast, source: str, units:
         constant_end=int(steps[constant_last]) if has_constant else None,
         decrease_end=int(steps[fall_end]) if has_decrease else None,
         increase_end=int(steps[rise[3][1]]) if has_increase else None,
-        labels=tuple(labels),
+        labels=_labels(
+            count, constant_last if has_constant else None, fall[3] if has_decrease else None, rise[3] if has_increase else None
+        ),
         settings=settings,
     )

@@ -63,25 +63,19 @@ def shade_phases(axis, steps: Sequence[int], labels: Sequence[str]) -> None:
 
 
 def shade_verdict(axis, steps: Sequence[int], verdict, colour: str = "black") -> None:
-    """Shade the phases a verdict is confident of and show its noise: the band of each point's change from step 0
-    (a `PhaseVerdict`) and, under the panel (clear of the curves), the decrease, the increase and the plateau
-    with their intervals; a `PhaseResult` (`detect_phases`, no per-image or per-seed data) is marked "no noise interval"."""
+    """Shade the phases a `PhaseVerdict` is confident of and show its noise: the band of each point's change
+    from step 0 and, under the panel (clear of the curves), the plateau, the decrease and the increase with
+    their intervals, the margins and which noise the intervals carry."""
     shade_phases(axis, steps, verdict.labels)
-    if hasattr(verdict, "curve_low"):
-        positions = step_position(verdict.steps)
-        axis.fill_between(positions, verdict.curve_low, verdict.curve_high, color=colour, alpha=0.18, lw=0, zorder=1)
-        plateau = (
-            f"plateau to {verdict.constant_end}, drift {verdict.plateau.describe()}"
-            if verdict.has_constant
-            else f"no plateau at tolerance {verdict.settings.plateau_tolerance:.1%} (needs {verdict.plateau_tolerance_needed:.2%})"
-        )
-        text = (
-            f"decrease {verdict.decrease.describe()}{'' if verdict.has_decrease else ' (not confident)'}; "
-            f"increase {verdict.increase.describe()}{'' if verdict.has_increase else ' (not confident)'}\n"
-            f"{plateau}; {verdict.settings.confidence:.0%} CI, {verdict.noise_units} {verdict.noise_source}; band: change from step 0"
-        )
-    else:
-        text = f"decrease {verdict.relative_decrease:.1%}, increase {verdict.relative_increase:.1%}; no noise interval (no per-image data)"
+    positions = step_position(verdict.steps)
+    axis.fill_between(positions, verdict.curve_low, verdict.curve_high, color=colour, alpha=0.18, lw=0, zorder=1)
+    text = (
+        f"{verdict.describe_plateau()}\n"
+        f"decrease {verdict.decrease.describe()}{'' if verdict.has_decrease else ' (not confident)'}; "
+        f"increase {verdict.increase.describe()}{'' if verdict.has_increase else ' (not confident)'}\n"
+        f"{verdict.settings.confidence:.0%} CI; plateau +-{verdict.settings.plateau_margin:.1%}, min_effect {verdict.settings.min_effect:.1%}; "
+        f"band: change from step 0\n{verdict.noise}"
+    )
     # Below the x axis's label, where no curve runs (inside the panel it covered the early points).
     axis.annotate(text, xy=(0, 0), xycoords="axes fraction", xytext=(0, -36), textcoords="offset points", fontsize=5.5, va="top", ha="left")
 

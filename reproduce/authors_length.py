@@ -20,8 +20,8 @@ fitting the train set.
 
 What the reader gets: `authors_length.png` (reference_run's four panels), `authors_length.csv`,
 and a section of `summary.md` with the side-by-side table at every iteration the authors report,
-the per-snapshot table, and the phase verdict across seeds (with fewer than 3 seeds the summary
-says that no seed-level verdict is possible). The numbers are in those files, not here.
+the per-snapshot table, and the phase verdict: across seeds with 3 or more, over the test images
+of one seed with one (the summary says which noise its intervals carry). The numbers are in those files, not here.
 
 Not part of `python -m reproduce.all`: training alone is about 65,536 VGG-8 steps per seed, hours
 on a 2-core CPU (the dry-run of `reproduce.all` prices a step). It resumes from the run store after
@@ -46,7 +46,7 @@ import pandas as pd
 
 from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile
 from reproduce import reference_run
-from reproduce.common import Options, PlannedRun, Work, data_directory, parse_options, perform, run_figure, tidy_rows
+from reproduce.common import Options, PlannedRun, Work, data_directory, parse_options, run_figure
 
 NAME = "authors_length"
 FILE = "cifar10_jpeg_q75.npz"
@@ -107,7 +107,7 @@ def compute(options: Options) -> pd.DataFrame:
     if directory is None or not (directory / file).is_file():
         print(f"{NAME}: skipped: no {file} in the offline data directory (set KPHASES_DATA_DIR or --data-dir)")
         return pd.DataFrame(columns=["label"])
-    return pd.concat([tidy_rows(item.planned, *perform(item, options)) for item in work(options)], ignore_index=True)
+    return reference_run.perform_all(work(options), options, NAME)
 
 
 def snapshot_table(table: pd.DataFrame) -> str:

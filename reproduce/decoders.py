@@ -15,21 +15,19 @@ loss measured with every decoder and BatchNorm mode the suite has:
   recomputed on the train split, weights untouched).
 - `linear_ridge` (the closed-form decoder with its ridge chosen by GCV on the train split) beside
   the unregularised `linear_exact`.
-Each curve is labelled with its verdict: the closed-form decoders' by the noise-aware
-`kphases.phases.phase_verdict` (paired bootstrap over the test images, band: pointwise 95%
-interval), the trained ones (a few steps, two update budgets) by `detect_phases`, which says it has
-no noise interval; the table in summary.md (and the README) states which phases survive which control.
+Each curve is labelled with its verdict: the closed-form decoders' by the suite's verdict
+(`kphases.phases.phase_verdict`, default settings; one seed: test-image noise only; band: the 95%
+interval of each point's change from step 0); the trained ones (a few steps, two update budgets)
+get no verdict, and their line says why. The table in summary.md states which phases survive which
+control.
 
     python -m reproduce.decoders [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
 Runtime: quick: minutes after `phases` (the trained linear decoders dominate); paper: GPU.
 
-Numbers you should see (quick, VGG-8/MNIST, penultimate layer): three phases under linear_ridge and
-linear_exact with batch statistics (-17.8% / -17.9% to 64, +12.9% / +13.0%) and with recalibrated
-statistics (-19.2%, +13.1%); with stored statistics (inference mode) no plateau and almost no
-decrease (-1.6% [0.5, 2.8] between 16 and 32; 0.1525 at step 0, 0.2021 at 1,024): the early shape
-depends on the BatchNorm mode. The trained decoder (7,821 updates, iterations 0, 64, 1,024 only)
-gives the same U under batch statistics: 0.2251 -> 0.1845 -> 0.2138.
+What you should see (quick): the numbers are in `paper_figures/decoders.csv` and the verdicts in
+`paper_figures/summary.md`; the shape survives batch and recalibrated statistics with either
+closed-form decoder, and stored statistics (inference mode) change the early part of the curve.
 """
 
 from __future__ import annotations
@@ -126,15 +124,14 @@ def plot(table: pd.DataFrame, options: Options):
             series = found.get((decoder, mode))
             if series is None or len(series) == 0:
                 continue
-            # The closed-form decoders' curves carry per-image errors (a noise-aware verdict); the
-            # trained ones, measured at a few steps, get detect_phases' verdict, which says it has no
-            # noise interval. A curve of 3 points is judged too: it can show three phases only
-            # if each of its points is its own phase, which the verdict then says.
+            # The closed-form decoders' curves carry per-image errors and get the suite's verdict; the
+            # trained ones (two update budgets at a few steps, one per-image file per cell would mix
+            # them) get none, and their line says why.
             instrument = decoder.split(" (")[0]
             phases = verdicts.verdict(per_image, series, label, "penultimate", instrument, mode)
             verdict = "three phases" if phases is not None and phases.three_phases else "not three phases"
             axis.plot(step_position(series.index), series.values, "o-", color=f"C{index}", ms=3, lw=1.2, label=f"{decoder}: {verdict}")
-            if hasattr(phases, "curve_low"):
+            if phases is not None:
                 axis.fill_between(step_position(series.index), phases.curve_low, phases.curve_high, color=f"C{index}", alpha=0.2, lw=0)
             values = ", ".join(f"{step}: {value:.4f}" for step, value in series.items())
             lines.append(f"| {decoder} | {mode} | {verdicts.describe(phases, series)}; values {values} |")
@@ -165,7 +162,7 @@ def plot(table: pd.DataFrame, options: Options):
     figure.tight_layout()
     save_figure(figure, options, NAME)
     kept = [f"{decoder}/{mode}" for (decoder, mode), three in survivors.items() if three]
-    headline = f"three phases under {len(kept)} of {len(survivors)} decoder x BatchNorm controls with every step measured" + (
+    headline = f"three phases under {len(kept)} of {len(survivors)} decoder x BatchNorm controls with per-image errors" + (
         f" ({', '.join(kept)})" if kept else ""
     )
     return headline, "\n".join(lines)

@@ -1,6 +1,6 @@
 """Figure `information_plane`: the information-bottleneck lens beside reconstruction, on the same snapshots.
 
-Issue 7. Shwartz-Ziv & Tishby (2017) read training off the information plane, I(X;T) against
+Shwartz-Ziv & Tishby (2017) read training off the information plane, I(X;T) against
 I(T;Y) for each layer T: first both rise ("fitting"), then I(X;T) falls ("compression"). Saxe et
 al. (ICLR 2018) found the compression with saturating tanh nets only and traced it to the binning
 estimator. Schneider & Prabhushankar's reconstruction loss asks the same question (how much of
@@ -15,8 +15,8 @@ so that the penultimate layer has 64 dimensions and the logits 10). Per activati
   image subset of the measurement test split);
 - I(X;T) of each estimator against iteration, on the same log2 axis as
 - the reconstruction loss of the penultimate layer (affine decoder with its ridge chosen by GCV on
-  the train split, `linear_ridge`, test MSE; shaded: the phases the noise-aware verdict is confident of)
-  with its detected phases shaded, and the linear-probe and classifier test accuracies.
+  the train split, `linear_ridge`, test MSE; shaded: the phases the suite's verdict is confident of),
+  and the linear-probe and classifier test accuracies. and the linear-probe and classifier test accuracies.
 Features are taken with BatchNorm in batch mode, as every other figure measures them.
 
     python -m reproduce.information_plane [--profile smoke|quick|paper] [--plot-only] [--out DIR] [--data-dir DIR]
@@ -28,17 +28,13 @@ smoke: 16 iterations on 256 embedded images; paper: the same two networks at ful
 MNIST from tfds for 257 epochs (GPU).
 
 Runtime: quick about a minute with training (2 runs of 1,024 iterations) and all three estimators
-(CHANGELOG). Quick numbers of the earlier protocol (the committed figure; the reconstruction verdicts
-below are the earlier fixed-threshold detector's, superseded until the figure is regenerated; 1,000
-test images):
-- binning and the fixed-noise KDE are at their ceiling log2 1000 = 9.97 bits (I(T;Y) at
-  log2 10) for block4 and penultimate at every snapshot, tanh and ReLU: these estimators cannot
-  see training on layers this wide; only the KDE on the 10 logits moves (tanh 8.21 -> 9.95 bits);
-- the scale-free KDE: I(X;T) falls from the first iterations in every layer (penultimate: tanh
-  9.40 -> 6.05, ReLU 8.81 -> 5.63 bits) while I(T;Y) rises (tanh 3.02 -> 3.20), with no rise of
-  I(X;T) before it, for tanh and ReLU alike;
-- reconstruction (penultimate) has three phases in both: tanh constant to 8, -13.4% to 64, +10.9%;
-  ReLU constant to 8, -22.9% to 128, +7.3%.
+(CHANGELOG). What you should see: the information-plane trajectories are in
+`paper_figures/information_plane.csv`, the compression counts and the reconstruction verdicts
+(`kphases.phases.phase_verdict`, default settings) in `paper_figures/summary.md`. In words (quick):
+binning and the fixed-noise KDE sit at their ceiling (log2 of the images, log2 10 for I(T;Y)) for
+block4 and penultimate at every snapshot, tanh and ReLU alike, so they cannot see training on
+layers this wide, and only the KDE on the 10 logits moves; the scale-free KDE shows I(X;T) falling
+from the first iterations in every layer while I(T;Y) rises, with no rise of I(X;T) before it.
 """
 
 from __future__ import annotations

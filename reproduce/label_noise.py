@@ -16,8 +16,9 @@ fraction, the same in every class, fixed by the subset seed; the test labels are
 reconstruction loss of the penultimate layer (`linear_ridge`, BatchNorm batch statistics, as in
 `phases`) and, at every snapshot, the classifier's accuracy on the test split, on the clean train
 examples and on the flipped ones (against the flipped label: how many it has fitted; and against
-the true label). The verdict on each noise level's reconstruction curve is
-`kphases.phases.phase_verdict` with seed-level 95% t-intervals across the 3 seeds; the rise of each
+the true label). The verdict on each noise level's reconstruction curve is the
+suite's verdict across the 3 seeds (`kphases.phases.phase_verdict`, default settings; hierarchical
+over the seeds and their test images where the per-image errors are saved); the rise of each
 noise level over the clean one is a paired (by seed) t-interval of the per-seed rise from the
 minimum to the last step.
 
@@ -29,12 +30,9 @@ per snapshot (the clean/flipped accuracies), measured with the closed-form ridge
 probe, no transfer heads). Without a data directory it uses the embedded MNIST run of `phases`
 (4,000 images). paper: the paper profile's VGG-8/MNIST run.
 
-Numbers you should see (quick, 3 seeds; another CPU moves the third decimal): three phases at every
-noise level; the rise from the minimum (iteration 64) to 1,024 is 12.1% [10.2, 14.1] of the
-initial loss with clean labels, 26.3% [23.4, 29.2] with 10% and 31.2% [25.6, 36.7] with 20%
-flipped (20% against 0%: +19.0% [13.2, 24.8] paired by seed). At the minimum the network fits 0.930 of the clean and 0.015 of the flipped train labels;
-at 1,024, 0.935 of the flipped ones (test accuracy 0.886 against 0.978 with clean labels): phase
-(iii) grows with the examples fitted last. paper_figures/summary.md has the table.
+What you should see (quick): the verdict and the rise per noise level, with their intervals, and the
+accuracies on clean and flipped labels are the table in `paper_figures/summary.md` (curves in
+`paper_figures/label_noise.csv`); phase (iii) grows with the number of flipped labels.
 """
 
 from __future__ import annotations
@@ -48,6 +46,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 import pandas as pd
 
+from kphases.phases import VerdictSettings
+from reproduce import verdicts
 from reproduce.common import Options, PlannedRun, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
 from reproduce.plotting import grid, log_step_axis, step_position
 
@@ -86,10 +86,14 @@ def work(options: Options) -> list[Work]:
 
 
 def compute(options: Options) -> pd.DataFrame:
-    tables = []
+    tables, per_image = [], {}
     for item in work(options):
-        table = tidy_rows(item.planned, *perform(item, options))
+        run, frame = perform(item, options)
+        table = tidy_rows(item.planned, run, frame)
         tables.append(table.assign(label_noise=item.planned.config.data.label_noise, seed=item.planned.config.training.seed))
+        wanted = [(RECONSTRUCTION["layer"], RECONSTRUCTION["instrument"], RECONSTRUCTION["bn_stats"])]
+        per_image.update(verdicts.collect(run, frame, item.planned.label, wanted))
+    verdicts.write_per_image(options.out, NAME, per_image)
     return pd.concat(tables, ignore_index=True)
 
 
@@ -104,17 +108,19 @@ def by_seed(table: pd.DataFrame, level: float, metric: str, split: str = "test",
     ).sort_index()
 
 
-def verdict(curves: pd.DataFrame):
-    """The phase verdict on one noise level's curves (step x seed): the one place this figure decides.
-
-    With >= 3 seeds: `phase_verdict` with seed-level t-intervals. With fewer there is no interval, and
+def verdict(curves: pd.DataFrame, per_image: dict, labels: list[str]):
+    """The phase verdict on one noise level's curves (step x seed, the seeds' run labels in `labels`): the
+    one place this figure decides. With >= 3 seeds: the suite's verdict across seeds, hierarchical over the
+    seeds and their test images (`reproduce.verdicts.across_seeds`). With fewer there is no interval, and
     None is returned (the table says so rather than giving a verdict without one)."""
-    from kphases.phases import VerdictSettings, phase_verdict
+    return verdicts.across_seeds(per_image, curves, labels, **RECONSTRUCTION, settings=VerdictSettings(confidence=CONFIDENCE))
 
-    curves = curves.dropna()
-    if curves.shape[1] < 3 or len(curves) < 3:
-        return None
-    return phase_verdict(curves.index.tolist(), seed_curves=curves.to_numpy().T, settings=VerdictSettings(confidence=CONFIDENCE))
+
+def seed_labels(table: pd.DataFrame, level: float, seeds) -> list[str]:
+    """The run labels of one noise level's seeds, in the order of `seeds`."""
+    rows = table[np.isclose(table["label_noise"].astype(float), level)]
+    by_seed_label = {int(seed): label for label, seed in zip(rows["label"], rows["seed"])}
+    return [by_seed_label[int(seed)] for seed in seeds]
 
 
 def t_interval(values) -> tuple[float, float, float]:
@@ -141,8 +147,9 @@ def plot(table: pd.DataFrame, options: Options):
     levels = sorted(float(level) for level in table["label_noise"].unique())
     figure, axes = grid(3, columns=3, width=4.0, height=3.3)
     reconstruction_axis, accuracy_axis, rise_axis = axes[:3]
+    per_image = verdicts.read_per_image(options.out, NAME)
     lines = [
-        "| label noise | seeds | verdict (seed-level 95% intervals) | rise min->last per seed, mean [95% CI] | "
+        "| label noise | seeds | verdict (95% intervals across seeds) | rise min->last per seed, mean [95% CI] | "
         "rise minus 0%'s, paired by seed [95% CI] | train acc clean / flipped at the minimum | final test acc | "
         "final train acc clean | flipped fitted (final) | flipped predicted as true class (final) |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -153,7 +160,7 @@ def plot(table: pd.DataFrame, options: Options):
         colour = f"C{index}"
         curves = by_seed(table, level, "reconstruction_mse", **RECONSTRUCTION)
         mean = curves.mean(axis=1)
-        result = verdict(curves)
+        result = verdict(curves, per_image, seed_labels(table, level, curves.columns))
         band = (result.curve_low, result.curve_high) if result is not None else (curves.min(axis=1), curves.max(axis=1))
         reconstruction_axis.fill_between(step_position(curves.index), *band, color=colour, alpha=0.2, lw=0)
         reconstruction_axis.plot(step_position(curves.index), mean, "o-", color=colour, ms=3, label=f"{level:.0%} flipped")

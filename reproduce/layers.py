@@ -2,8 +2,8 @@
 
 The paper probes earlier conv blocks as well as the penultimate layer. One panel per probe point of
 the first network of the profile (VGG-8 on MNIST in quick), from an early block to the penultimate
-layer, with the phases the noise-aware verdict is confident of shaded (`kphases.phases.phase_verdict`,
-paired bootstrap over the test images; grey band: pointwise 95% interval) and the linear-probe
+layer, with the phases the suite's verdict is confident of shaded (`kphases.phases.phase_verdict`, default
+settings; one seed: test-image noise only; grey band: the 95% interval of each change from step 0) and the linear-probe
 accuracy of the same features. Decoder `linear_ridge` (the closed-form affine decoder with its
 ridge chosen by GCV on the train split: block outputs of thousands of dimensions would need many
 more updates than the authors' budget to train), drawn beside the unregularised `linear_exact`,
@@ -19,12 +19,9 @@ Runtime: smoke ~1 min; quick: the `phases` VGG-8/MNIST network is shared; the de
 block2-block4 add about 8 minutes on 2 CPU cores, most of it block2's 4,096-d output (an
 eigendecomposition per snapshot); paper: GPU.
 
-Numbers you should see (quick): linear_ridge gives three phases at block2 (-10.3% [9.7, 11.0] to 32,
-+4.3% [3.6, 4.9]), block4 (-15.8% [14.8, 16.8] to 64, +5.8% [5.0, 6.6]) and the penultimate layer
-(-17.8%, +12.9%); at block3 a decrease (-12.5%) and an increase (+3.7% [3.1, 4.4]) but no plateau.
-The unregularised linear_exact has intervals far wider where the features are wide: at block2
-(4,096-d, 10,000 train images) no confident change at all (increase 56.8% [-2.5, 224.5]), at block3
-an increase of 9.9% [-3.5, 34.3]: it overfits. Final probe accuracy 0.970-0.977 at every layer.
+What you should see (quick): the verdict per probe point and decoder is the table in
+`paper_figures/summary.md` (curves in `paper_figures/layers.csv`). The unregularised linear_exact
+has far wider intervals where the features are wide (it overfits 10,000 train images).
 """
 
 from __future__ import annotations

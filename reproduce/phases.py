@@ -4,11 +4,12 @@ The paper's central claim (Schneider & Prabhushankar 2024, their Figure 1): the 
 of the input from the penultimate layer is first near constant, then falls, then rises, while the
 accuracy keeps improving. Each panel is one (architecture, dataset) run: reconstruction loss
 (per-element test MSE of the affine decoder with a ridge penalty chosen by GCV on the train split,
-`linear_ridge`, features with BatchNorm in batch mode as the authors measure; grey band: pointwise
-95% interval over the test images) on the left axis, classifier test/train accuracy and
-linear-probe test accuracy on the right axis; shading marks only the phases the noise-aware
-verdict (`kphases.phases.phase_verdict`, paired bootstrap over the test images) is confident of,
-and each panel prints the decrease and increase with their 95% intervals.
+`linear_ridge`, features with BatchNorm in batch mode as the authors measure; grey band: the 95%
+interval of each point's change from step 0 over the test images) on the left axis, classifier
+test/train accuracy and linear-probe test accuracy on the right axis; shading marks only the phases
+the suite's verdict (`kphases.phases.phase_verdict`, default settings: plateau within +-2% of the
+initial loss by an equivalence test, decrease and increase confidently beyond 2%; one seed per run,
+so test-image noise only) is confident of, and each panel prints the sizes with their 95% intervals.
 
     python -m reproduce.phases [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
@@ -16,13 +17,9 @@ Runtime: smoke ~1 min; quick: 4 runs of 1,024 iterations and 11 snapshots each, 
 CPU cores (CHANGELOG: measured times); needs KPHASES_DATA_DIR, else the embedded MNIST only; paper:
 20 runs of 257 epochs, for GPUs.
 
-Numbers you should see (quick, KPHASES_DATA_DIR set; another CPU moves the third decimal): a confident
-decrease, then a confident increase, in all 4 runs: VGG-8/MNIST -17.8% [16.7, 18.9] to 64, +12.9% [12.0,
-13.9] (test acc 0.979); VGG-8/Fashion -17.9% to 32, +16.2% (0.872); ResNet-10 x1/8 MNIST -23.6% to 512,
-+2.0% [1.4, 2.6] (0.967); Fashion -42.6% to 256, +6.4% (0.836). A plateau with no confident change only
-in VGG-8/MNIST (iterations 0 to 2), so "three phases" in 1 of 4 runs at plateau_tolerance 0; the other
-three runs' first two points differ by at most 0.3% of the initial loss (the tolerance they would need).
-paper_figures/summary.md has the table.
+What you should see (quick, KPHASES_DATA_DIR set): the verdict per run, with the plateau's last step
+and the sizes with their intervals, is the table in `paper_figures/summary.md` (the curves are in
+`paper_figures/phases.csv`, the per-image errors the verdicts resample in `phases_per_image.csv`).
 """
 
 from __future__ import annotations
@@ -71,13 +68,11 @@ def phase_rows(table: pd.DataFrame, options: Options, instrument: str = INSTRUME
 
 
 def plot(table: pd.DataFrame, options: Options):
-    from kphases.measurement import describe_phases
-
     detected = phase_rows(table, options)
     figure, axes = grid(len(detected), columns=2)
     lines = [
-        "| run | phases | minimum at | decrease | increase | plateau needs tolerance | final test acc | final train acc |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | phases | plateau until | minimum at | decrease | increase | plateau needs margin | final test acc | final train acc |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     accuracy_styles = [
         ("classifier_accuracy", "test", None, None, "C0-", "classifier test acc"),
@@ -86,7 +81,8 @@ def plot(table: pd.DataFrame, options: Options):
     ]
     handles = []
     for axis, (label, series, phases) in zip(axes, detected):
-        shade_verdict(axis, series.index, phases)
+        if phases is not None:
+            shade_verdict(axis, series.index, phases)
         handles = axis.plot(step_position(series.index), series.values, "o-", color="black", ms=3, label="reconstruction (test MSE)")
         axis.set_ylabel("reconstruction loss (per-element MSE)")
         accuracy_axis = axis.twinx()
@@ -97,12 +93,9 @@ def plot(table: pd.DataFrame, options: Options):
         accuracy_axis.set_ylim(0, 1.02)
         accuracy_axis.set_ylabel("accuracy")
         log_step_axis(axis, series.index)
-        axis.set_title(f"{label}: {'three phases' if phases.three_phases else 'not three phases'}")
+        axis.set_title(f"{label}: {_title(phases)}")
         final = {split: curve(table, label, "classifier_accuracy", split).iloc[-1] for split in ("test", "train")}
-        lines.append(
-            f"| {label} | {describe_phases(phases)} | {phases.decrease_end} | {_size(phases, 'decrease')} | {_size(phases, 'increase')} | "
-            f"{_needed(phases)} | {final['test']:.3f} | {final['train']:.3f} |"
-        )
+        lines.append(f"| {label} | {verdicts.describe(phases, series)} | {_cells(phases)} | {final['test']:.3f} | {final['train']:.3f} |")
     legend = handles + phase_legend_handles()
     figure.legend(legend, [handle.get_label() for handle in legend], loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.02))
     figure.suptitle(
@@ -110,24 +103,33 @@ def plot(table: pd.DataFrame, options: Options):
     )
     figure.tight_layout(rect=(0, 0.07, 1, 1))
     save_figure(figure, options, NAME)
-    count = sum(phases.three_phases for _, _, phases in detected)
-    headline = f"three phases detected in {count} of {len(detected)} runs"
-    needed = [phases.plateau_tolerance_needed for _, _, phases in detected if hasattr(phases, "plateau_tolerance_needed")]
-    if needed:
-        tolerance = detected[0][2].settings.plateau_tolerance
-        headline += f" (plateau tolerance {tolerance:.1%}; the runs' plateaus need {min(needed):.2%} to {max(needed):.2%})"
+    judged = [phases for _, _, phases in detected if phases is not None]
+    headline = f"three phases in {sum(phases.three_phases for phases in judged)} of {len(detected)} runs"
+    if judged:
+        headline += (
+            f" ({judged[0].settings.describe()}; plateaus until "
+            + ", ".join(str(phases.constant_end) if phases.has_constant else "-" for phases in judged)
+            + f"; {judged[0].noise.split(' (')[0]})"
+        )
     return headline, "\n".join(lines)
 
 
-def _needed(result) -> str:
-    """The plateau tolerance a verdict's curve needs for phase (i) (`PhaseVerdict.plateau_tolerance_needed`)."""
-    needed = getattr(result, "plateau_tolerance_needed", None)
-    return "-" if needed is None else ("no room" if needed == float("inf") else f"{needed:.2%}")
+def _title(phases) -> str:
+    if phases is None:
+        return "no verdict (no per-image errors)"
+    plateau = f", constant until {phases.constant_end}" if phases.has_constant else ", no plateau"
+    return ("three phases" if phases.three_phases else "not three phases") + plateau
 
 
-def _size(result, phase: str) -> str:
-    """A change with its interval (noise-aware verdict) or alone (no per-image data)."""
-    return getattr(result, phase).describe() if hasattr(result, phase) else f"{getattr(result, 'relative_' + phase):.1%}"
+def _cells(phases) -> str:
+    """The table's plateau end, minimum, decrease, increase and needed margin of one verdict."""
+    if phases is None:
+        return "- | - | - | - | -"
+    needed = "no room" if phases.plateau_margin_needed == float("inf") else f"{phases.plateau_margin_needed:.2%}"
+    return (
+        f"{phases.constant_end if phases.has_constant else '-'} | {phases.decrease_end} | {phases.decrease.describe()} | "
+        f"{phases.increase.describe()} | {needed}"
+    )
 
 
 def main(argv=None) -> str:

@@ -1,6 +1,6 @@
 """Figure `reference_run`: the authors' README run next to ours (VGG-8, CIFAR-10, penultimate layer).
 
-PROTOCOL.md lists the authors' published numbers for VGG-8 on CIFAR-10: reconstruction loss of the
+The authors' README lists their published numbers for VGG-8 on CIFAR-10: reconstruction loss of the
 penultimate layer (linear decoder, BatchNorm in batch mode), colour-dominance transfer accuracy and
 classifier accuracy at iterations 0 ... 65,536. We run the same network and protocol with three
 seeds and draw the mean and the min-max band of ours with their numbers as markers on the same
@@ -19,7 +19,8 @@ which is what keeps the measurement affordable. Decoder `linear_ridge` for every
 closed-form affine decoder, its ridge penalty chosen by GCV on the train split) and the trained `linear` decoder with the authors'
 7,820 updates for seed 0 at iterations 0 and 128, to show the two agree. The file, its JPEG
 quality, sizes and fingerprint are in every row's `data` field and the figure's title. Phase
-verdicts: `kphases.phases.phase_verdict` with seed-level 95% t-intervals across the 3 seeds, and
+verdict: the suite's verdict across the 3 seeds (`kphases.phases.phase_verdict`, default settings;
+hierarchical over the seeds and their test images where the per-image errors are saved), and
 the classifier's train accuracy at the step where the increase starts. Without that file in the
 data directory the figure is skipped (said so), and its files already in --out are left as they
 were. `smoke` uses 256 / 128 images of the lossless `cifar10.npz`; `paper` runs the authors'
@@ -31,15 +32,9 @@ Runtime: quick: 3 runs of 4,096 VGG-8 iterations, each with 13 snapshots scored 
 images and measured on 12,000: about 13 minutes on 2 CPU cores (CHANGELOG), 7 of them training with
 its snapshot scoring. paper: 3 x 257 epochs on a GPU.
 
-Numbers you should see (quick, seed 0; another CPU moves the third decimal): classifier test /
-train accuracy 0.452 / 0.490 at iteration 128, 0.558 / 0.669 at 512, 0.586 / 0.816 at 1,024,
-0.596 / 0.973 at 2,048, 0.603 / 1.000 at 4,096 (authors, on the 50,000 official images: 0.450 /
-0.475, 0.577 / 0.630, 0.614 / 0.718, and 0.666 / 0.989 at 4,096). Seed 0's reconstruction loss
-(linear_ridge, per-element test MSE on the 2,000-image subset): 0.601 at 0, 0.527 at 64, 0.505 at
-256 (its minimum), 0.522 at 512, 0.545 at 1,024, 0.602 at 2,048, 0.691 at 4,096 (authors / 79:
-0.591, 0.510 at 128, 0.528 at 512, 0.521 at 1,024, 0.616 at 4,096). Across the 3 seeds: three
-phases, the minimum at 256 where train accuracy is 0.565 (0.553 .. 0.574), the rise 29.7% [25.6,
-33.7] of the initial loss. paper_figures/summary.md has the table, the verdict and the seeds.
+What you should see (quick): the accuracies and reconstruction losses per seed beside the authors'
+are in `paper_figures/reference_run.csv`; the verdict across the 3 seeds (three phases, the minimum
+and the train accuracy there, the rise with its interval) is in `paper_figures/summary.md`.
 """
 
 from __future__ import annotations
@@ -51,6 +46,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pandas as pd
 
+from reproduce import verdicts
 from reproduce.common import Options, PlannedRun, Work, curve, perform, reference_run, run_figure, save_figure, tidy_rows
 from reproduce.plotting import grid, log_step_axis, step_position
 
@@ -97,29 +93,47 @@ def work(options: Options) -> list[Work]:
     return items
 
 
+RECONSTRUCTION = dict(instrument="linear_ridge", bn_stats="batch", layer="penultimate")
+
+
 def compute(options: Options) -> pd.DataFrame:
     items = work(options)
     if not items:
         file = "cifar10_jpeg_q75.npz" if options.profile == "quick" else "cifar10.npz"
         print(f"reference_run: skipped: no {file} in the offline data directory (set KPHASES_DATA_DIR) and not the paper profile")
         return pd.DataFrame(columns=["label"])
-    return pd.concat([tidy_rows(item.planned, *perform(item, options)) for item in items], ignore_index=True)
+    return perform_all(items, options, NAME)
 
 
-def verdict(by_seed: pd.DataFrame):
-    """The phase verdict on the seeds' reconstruction curves (step x seed): the one place this figure
-    decides. `phase_verdict` with seed-level t-intervals; None with fewer than 3 seeds."""
-    from kphases.phases import phase_verdict
+def perform_all(items: list[Work], options: Options, name: str) -> pd.DataFrame:
+    """Train and measure every seed's work; write the reconstruction's per-image errors beside the
+    figure's CSV (`<name>_per_image.csv`) for the verdict; return the tidy rows."""
+    tables, per_image = [], {}
+    for item in items:
+        run, frame = perform(item, options)
+        tables.append(tidy_rows(item.planned, run, frame))
+        wanted = [(RECONSTRUCTION["layer"], RECONSTRUCTION["instrument"], RECONSTRUCTION["bn_stats"])]
+        per_image.update(verdicts.collect(run, frame, item.planned.label, wanted))
+    verdicts.write_per_image(options.out, name, per_image)
+    return pd.concat(tables, ignore_index=True)
 
-    curves = by_seed.dropna()
-    if curves.shape[1] < 3 or len(curves) < 3:
-        return None
-    return phase_verdict(curves.index.tolist(), seed_curves=curves.to_numpy().T)
+
+def verdict(by_seed: pd.DataFrame, per_image: dict):
+    """The phase verdict on the seeds' reconstruction curves (step x seed, columns the seeds' run labels):
+    the one place this figure decides. With >= 3 seeds the suite's verdict across seeds, hierarchical
+    over the seeds and their test images (`reproduce.verdicts.across_seeds`); with one seed that
+    seed's verdict over its test images (it says so); None with two."""
+    labels = [str(label) for label in by_seed.columns]
+    if len(labels) == 1:
+        return verdicts.verdict(per_image, by_seed.iloc[:, 0].dropna(), labels[0], **RECONSTRUCTION)
+    return verdicts.across_seeds(per_image, by_seed, labels, **RECONSTRUCTION)
 
 
 def describe_verdict(result, by_seed: pd.DataFrame) -> str:
     if result is None:
-        return f"no verdict: {by_seed.shape[1]} seed(s), the seed-level intervals need at least 3"
+        return (
+            f"no verdict: {by_seed.shape[1]} seed(s); one seed gets a verdict over its test images, intervals across seeds need at least 3"
+        )
     return result.describe()
 
 
@@ -190,11 +204,11 @@ def plot(table: pd.DataFrame, options: Options, name: str = NAME):
         f"| {step} | {title} | {theirs:.4f} | {mean:.4f} | {low:.4f} | {high:.4f} |"
         for step, title, theirs, mean, low, high in sorted(rows)
     ]
-    by_seed = seed_curves(table, "reconstruction_mse", instrument="linear_ridge", bn_stats="batch", layer="penultimate")
+    by_seed = seed_curves(table, "reconstruction_mse", **RECONSTRUCTION)
     train_accuracy = seed_curves(table, "classifier_accuracy", "train")
     reconstruction = by_seed.mean(axis=1)
     minimum = int(reconstruction.idxmin())
-    result = verdict(by_seed)
+    result = verdict(by_seed, verdicts.read_per_image(options.out, name))
     lines += [
         "",
         "Phases of the reconstruction loss (linear_ridge, batch BatchNorm, penultimate), mean of the seeds:",
@@ -213,9 +227,10 @@ def plot(table: pd.DataFrame, options: Options, name: str = NAME):
         f"{reconstruction.iloc[0]:.3f} -> {reconstruction.min():.3f} -> {reconstruction.iloc[-1]:.3f} (mean of {by_seed.shape[1]} seeds); "
         + (
             ("three phases" if result.three_phases else "not three phases")
-            + f" (increase {result.increase.describe()} of the initial loss, seed-level 95% interval)"
+            + f" (increase {result.increase.describe()} of the initial loss, 95% interval "
+            + ("over one seed's test images)" if by_seed.shape[1] == 1 else "across seeds)")
             if result is not None
-            else "no verdict (fewer than 3 seeds)"
+            else "no verdict (two seeds)"
         )
     )
     return headline, "\n".join(lines)

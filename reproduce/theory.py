@@ -1,6 +1,6 @@
 """Figure `theory`: the single-layer theory's simulation, its three phases, the predicted boundaries and where they hold.
 
-The paper's explanation (PROTOCOL.md section 1) is a single-layer network ("F" net, z = W x) on a
+The paper's explanation (`docs/protocol.md`, "The claim under test") is a single-layer network ("F" net, z = W x) on a
 "fitting the majority, then a few" data model. `theory/` restates it as our own propositions
 (theory/README.md) and simulates gradient descent on the data model (`theory.simulate`). Top row,
 one panel per named regime of `theory.regimes` (three seeds each: mean and min-max band):
@@ -9,7 +9,8 @@ one panel per named regime of `theory.regimes` (three seeds each: mean and min-m
 - with outliers only a quarter of the way to another prototype: no increase.
 Each panel shows the reconstruction loss R(W_t) of the best affine decoder (relative to the
 Eckart-Young minimum, dotted), train accuracy on the majority and on the outliers, the phases
-`kphases.phases.detect_phases` finds, and the theory's predictions (`theory.predictions`): the
+the suite's verdict (`kphases.phases.phase_verdict` across the seeds, default settings) is confident
+of, and the theory's predictions (`theory.predictions`): the
 step until which proposition 2 certifies near-constancy and the step at which the outliers'
 share of the gradient first reaches 45% (proposition 4). That step is a measured condition, not a
 prediction on its own: in the near-outlier regime it is reached too (quick: step 4096) and no
@@ -18,9 +19,10 @@ increase follows.
 Bottom row, the regime map (`theory.regime_map`, theory/README.md "Regime map"): outlier fraction
 x position at eta = 0.001, init_scale = 0.5, and learning rate x initial scale at rho = 0.1,
 tau = 1, three seeds per cell. Colour: mean increase after the minimum; box: three phases by
-`phase_verdict` across seeds (95% t-intervals, min_effect 5% of R(W0)); text: the confident
-phases, the increase, the seeds with three phases by `detect_phases`. The summary's table adds
-the intervals, the predictions and whether the outliers are fitted when R rises.
+`phase_verdict` across seeds (the networks' rule and defaults: plateau within +-2% of R(W0),
+decrease and increase beyond 2%, 95% t-intervals); text: the confident phases, the increase, the
+seeds predicted to show three phases. The summary's table adds the intervals, the predictions,
+whether they agree with the simulation, and whether the outliers are fitted when R rises.
 
     KPHASES_DATA_DIR=/work/shared/data python -m reproduce.theory --out /tmp/theory_out --runs-dir /tmp/theory_runs
     python -m reproduce.theory [--profile smoke|quick|paper] [--plot-only] [--out DIR]
@@ -32,16 +34,9 @@ programme per training sample): 166 s of CPU time, measured under heavy load fro
 of wall time alone). Smoke (2^12 steps, a 2 x 2 map per plane): 11 s of CPU time under
 the same load. Paper: the same as quick.
 
-Numbers you should see (quick; NumPy, identical to 1e-15 across two machines for the regimes):
-three phases in 3 of 3 seeds with 10% outliers at another prototype (R 107.85 -> 65.88 -> 75.49,
-seed 0; the outliers reach 45% of the gradient at step 512), 0 of 3 without outliers (107.85 ->
-61.49, stays) and 0 of 3 with outliers a quarter of the way (105.72 -> 61.50, stays). Regime map:
-three phases (confident, >= 5%) in 13 of 37 cells. Fraction plane: only tau = 1 with rho = 0.1
-(increase 9.7% [8.1, 11.2]) and rho = 0.2 (13.9% [6.1, 21.7]); tau = 0.75 rises 0.2-7.1%,
-tau <= 0.5 at most 1.0%, no outliers 0.0%. Rate plane: 11 of 20 cells; no constant phase for
-eta / init_scale >= 0.02 (per seed), no rise beyond 2.3% at init_scale = 1.5. In the committed
-cell no outlier is fitted at the minimum, 74% of the rise comes before they all are, and the
-rows' growth lies 0.79 in the outliers' own noise span (chance 0.20).
+What you should see (quick): the regimes' verdicts and the map's cells are the tables in
+`paper_figures/summary.md` (curves in `paper_figures/theory.csv`); theory/README.md ("Regime map")
+states the regime and lists the cells where prediction and simulation disagree.
 """
 
 from __future__ import annotations
@@ -167,16 +162,16 @@ def _format(value: float, pattern: str = "{:.2f}") -> str:
 
 def map_table(summaries) -> list[str]:
     """The map's markdown table: one line per cell, both planes."""
-    from theory.regime_map import MAP_MIN_EFFECT, SMALL_RISE_MIN_EFFECT
+    from theory.regime_map import SMALL_RISE_MIN_EFFECT
 
     lines = [
         f"Regime map (`theory.regime_map`; {summaries[0].seeds} seeds per cell; verdict: `phase_verdict` across seeds, "
-        f"95% t-intervals, min_effect={MAP_MIN_EFFECT:g} of R(W0); per-seed: `detect_phases`; prediction: `predict_phases`):",
+        f"{summaries[0].verdict.settings.describe()}; prediction: `predict_phases` with the same margins):",
         "",
-        f"| plane | rho | tau | eta | init | verdict (C/D/I confident) | increase [95%] | rise >= {SMALL_RISE_MIN_EFFECT:.0%} confident | seeds 3 phases (detector) | "
-        "seeds 3 phases predicted | seeds phase 1 predicted / detected | predicted asymptotic increase (separable seeds) | outlier acc at min / final | "
-        "rise done before outliers fitted | tilt in outlier noise (chance) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| plane | rho | tau | eta | init | verdict (C/D/I confident) | plateau until | increase [95%] | rise >= {SMALL_RISE_MIN_EFFECT:.0%} confident | "
+        "seeds 3 phases predicted | prediction agrees | seeds phase 1 predicted | predicted asymptotic increase (separable seeds) | "
+        "outlier acc at min / final | rise done before outliers fitted | tilt in outlier noise (chance) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for summary in summaries:
         cell, verdict = summary.cell, summary.verdict
@@ -187,15 +182,21 @@ def map_table(summaries) -> list[str]:
         lines.append(
             f"| {cell.plane} | {cell.outlier_fraction:g} | {'-' if cell.outlier_distance is None else f'{cell.outlier_distance:g}'} | "
             f"{cell.learning_rate:g} | {cell.init_scale:g} | {'**three phases**' if verdict.three_phases else phases} | "
+            f"{verdict.constant_end if verdict.has_constant else '-'} | "
             f"{verdict.increase.describe()} | {'yes' if summary.small_rise_confident else 'no'} | "
-            f"{summary.seeds_three_phases_detected} of {summary.seeds} | {summary.seeds_predicted_three_phases} of {summary.seeds} | "
-            f"{summary.seeds_predicted_constant} / {summary.seeds_constant_detected} | "
+            f"{summary.seeds_predicted_three_phases} of {summary.seeds} | {'yes' if prediction_agrees(summary) else '**no**'} | "
+            f"{summary.seeds_predicted_constant} of {summary.seeds} | "
             f"{_format(summary.asymptotic_relative_increase, '{:.1%}')} ({summary.separable_seeds}) | "
             f"{_format(summary.outlier_accuracy_at_minimum)} / {_format(summary.outlier_accuracy_final)} | "
             f"{_format(summary.rise_before_outliers_fitted)} | "
             f"{_format(summary.tilt_in_outlier_noise)} ({_format(summary.tilt_in_outlier_noise_by_chance)}) |"
         )
     return lines
+
+
+def prediction_agrees(summary) -> bool:
+    """The propositions predict three phases in most of the cell's seeds exactly when the verdict finds them."""
+    return (2 * summary.seeds_predicted_three_phases > summary.seeds) == summary.verdict.three_phases
 
 
 def draw_map(axis, summaries, plane: str, figure) -> None:
@@ -228,7 +229,7 @@ def draw_map(axis, summaries, plane: str, figure) -> None:
             axis.text(
                 j,
                 i,
-                f"{phases}\n{verdict.increase.estimate:.1%}\n{summary.seeds_three_phases_detected}/{summary.seeds}",
+                f"{phases}\n{verdict.increase.estimate:.1%}\n{summary.seeds_predicted_three_phases}/{summary.seeds} pred.",
                 ha="center",
                 va="center",
                 fontsize=6,
@@ -243,8 +244,8 @@ def draw_map(axis, summaries, plane: str, figure) -> None:
 
 
 def plot(table: pd.DataFrame, options: Options):
-    from kphases.phases import detect_phases
-    from theory.regime_map import FRACTION_POSITION, MAP_MIN_EFFECT, RATE_SCALE, summarise_map
+    from kphases.phases import phase_verdict
+    from theory.regime_map import FRACTION_POSITION, RATE_SCALE, summarise_map
 
     named = table[~table["regime"].str.startswith(MAP_PREFIX)]
     names = list(dict.fromkeys(named["regime"]))
@@ -252,7 +253,7 @@ def plot(table: pd.DataFrame, options: Options):
     layout = figure.add_gridspec(2, 2 * len(names), height_ratios=(3.2, 4.2))
     axes = [figure.add_subplot(layout[0, 2 * i : 2 * i + 2]) for i in range(len(names))]
     lines = [
-        "| regime | seeds with three phases detected | theory expects three phases | R: initial -> min -> final (seed 0) | outliers reach 45% of the gradient at step (seed 0) |",
+        "| regime | verdict across the seeds | theory expects three phases | R: initial -> min -> final (seed 0) | outliers reach 45% of the gradient at step (seed 0) |",
         "|---|---|---|---|---|",
     ]
     handles = []
@@ -260,8 +261,8 @@ def plot(table: pd.DataFrame, options: Options):
         part = named[named["regime"] == regime]
         wide = part[part["step"] >= 0].pivot_table(index="step", columns=["metric", "seed"], values="value")
         loss = wide["reconstruction_loss"]
-        verdicts = [detect_phases(loss.index.tolist(), loss[seed].tolist()) for seed in loss.columns]
-        shade_phases(axis, loss.index, verdicts[0].labels)
+        verdict = phase_verdict(loss.index.tolist(), seed_curves=loss.to_numpy().T)
+        shade_phases(axis, loss.index, verdict.labels)
         axis.fill_between(step_position(loss.index), loss.min(axis=1), loss.max(axis=1), color="black", alpha=0.15, lw=0)
         handles = axis.plot(step_position(loss.index), loss.mean(axis=1), "o-", color="black", ms=2, label="R(W_t), mean of 3 seeds")
         scalars = part[part["step"] < 0].pivot(index="seed", columns="metric", values="value")
@@ -281,11 +282,11 @@ def plot(table: pd.DataFrame, options: Options):
         if np.isfinite(dominance):
             handles += [axis.axvline(max(dominance, 1), color="C3", ls="--", lw=1, label="outliers dominate the gradient (prop. 4)")]
         log_step_axis(axis, loss.index)
-        count = sum(v.three_phases for v in verdicts)
-        axis.set_title(f"{regime}\nthree phases in {count} of {len(verdicts)} seeds", fontsize=8)
+        summary = "three phases" if verdict.three_phases else "not three phases"
+        axis.set_title(f"{regime}\n{summary} across {loss.shape[1]} seeds", fontsize=8)
         first = loss[loss.columns[0]]
         lines.append(
-            f"| {regime} | {count} of {len(verdicts)} | {'yes' if scalars['predicted_three_phases'].iloc[0] else 'no'} | "
+            f"| {regime} | {verdict.describe()} | {'yes' if scalars['predicted_three_phases'].iloc[0] else 'no'} | "
             f"{first.iloc[0]:.2f} -> {first.min():.2f} -> {first.iloc[-1]:.2f} | "
             f"{'none' if not np.isfinite(dominance) else int(dominance)} |"
         )
@@ -306,18 +307,19 @@ def plot(table: pd.DataFrame, options: Options):
         fixed = "eta = 0.001, init_scale = 0.5" if plane == FRACTION_POSITION else "rho = 0.1, tau = 1"
         axis.set_title(
             f"map: {plane} ({fixed}); box: three phases\n"
-            f"text: confident phases C/D/I (95% across seeds, min_effect {MAP_MIN_EFFECT:g}),\n"
-            f"mean increase, seeds with three phases by detect_phases",
+            "text: confident phases C/D/I (95% across seeds; plateau +-2%, effects > 2%),\n"
+            "mean increase, seeds predicted to show three phases",
             fontsize=7,
         )
     figure.suptitle(f"Single-layer theory: gradient descent on the data model ({options.profile} profile)")
     figure.tight_layout(rect=(0, 0, 1, 0.97), h_pad=4.0)
     save_figure(figure, options, NAME)
     in_map = sum(s.three_phases for s in summaries)
-    headline = "; ".join(line.split(" | ")[0].lstrip("| ") + ": " + line.split(" | ")[1] for line in lines[2:])
+    regimes = "; ".join(line.split(" | ")[0].lstrip("| ") + ": " + line.split(" | ")[1].split(":")[0] for line in lines[2:])
+    disagree = sum(not prediction_agrees(summary) for summary in summaries)
     headline = (
-        f"three phases detected in {headline}; regime map: three phases (95% across seeds, >= {MAP_MIN_EFFECT:.0%}) "
-        f"in {in_map} of {len(summaries)} cells"
+        f"{regimes}; regime map: three phases in {in_map} of {len(summaries)} cells "
+        f"({summaries[0].verdict.settings.describe()}); prediction disagrees in {disagree}"
     )
     return headline, "\n".join(lines + [""] + map_table(summaries))
 

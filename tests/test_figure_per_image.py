@@ -26,3 +26,22 @@ def test_a_torn_per_image_file_is_refused(tmp_path):
     path.write_text(path.read_text()[:-7])
     with pytest.raises(TableError, match="cut off"):
         verdicts.read_per_image(tmp_path, "phases")
+
+
+def test_a_verdict_across_seeds_resamples_each_seeds_images_when_every_seed_has_them():
+    import pandas as pd
+
+    steps = [0, 2, 4, 8, 16, 32]
+    shape = np.array([1.0, 1.0, 0.8, 0.7, 0.8, 0.9])
+    rng = np.random.default_rng(0)
+    labels = [f"seed {seed}" for seed in range(3)]
+    errors = {label: shape[:, None] * rng.gamma(2.0, 0.5, 50)[None] * (1 + 0.05 * rng.standard_normal((6, 50))) for label in labels}
+    per_image = {verdicts.curve_key(label, "penultimate", "linear_ridge", "batch"): (steps, errors[label]) for label in labels}
+    curves = pd.DataFrame({label: errors[label].mean(axis=1) for label in labels}, index=steps)
+    nested = verdicts.across_seeds(per_image, curves, labels, "penultimate", "linear_ridge", "batch")
+    assert (nested.seeds, nested.images) == (3, 50) and "3 seeds x 50 test images (hierarchical" in nested.describe()
+    # one seed without per-image errors: the seed curves alone, and the line says so
+    del per_image[verdicts.curve_key("seed 2", "penultimate", "linear_ridge", "batch")]
+    curves_only = verdicts.across_seeds(per_image, curves, labels, "penultimate", "linear_ridge", "batch")
+    assert curves_only.images == 0 and "3 seeds (seed curves; t-interval)" in curves_only.describe()
+    assert verdicts.across_seeds(per_image, curves[labels[:2]], labels[:2], "penultimate", "linear_ridge", "batch") is None

@@ -76,8 +76,9 @@ def test_bad_requests_name_the_valid_values(tiny_run):
 def test_decoder_cells_store_per_image_errors_that_the_verdict_resamples(tiny_run):
     import numpy as np
 
-    from kphases.measurement import read_per_image_errors, reconstruction_verdict, summary_table
+    from kphases.measurement import read_per_image_errors
     from kphases.phases import PhaseVerdict
+    from kphases.verdict_tables import reconstruction_verdict, summary_table
 
     frame = measure(tiny_run, MeasureConfig(decoders=("linear_ridge",), probe=False, transfer=()), progress=False, log=lambda text: None)
     steps, errors = read_per_image_errors(tiny_run, frame, "penultimate", "linear_ridge", "batch")
@@ -87,17 +88,18 @@ def test_decoder_cells_store_per_image_errors_that_the_verdict_resamples(tiny_ru
     penalty = frame[frame["metric"] == "ridge_relative_penalty"]
     assert len(penalty) == 4 and (penalty["value"] > 0).all() and (penalty["instrument"] == "linear_ridge").all()
     verdict = reconstruction_verdict(tiny_run, frame, "penultimate", "linear_ridge", "batch")
-    assert isinstance(verdict, PhaseVerdict) and verdict.noise_units == 100
-    assert "paired bootstrap" in summary_table(tiny_run, frame)
-    # Cells without per-image files (measured before they existed) fall back to detect_phases, which says so.
+    assert isinstance(verdict, PhaseVerdict) and verdict.images == 100
+    assert "one seed: test-image noise only (100 images, paired bootstrap)" in summary_table(tiny_run, frame)
+    # Cells without per-image files (measured before they existed) get no verdict, and the line says why.
     for path in (tiny_run.directory / "per_image_errors").rglob("step-4.npy"):
         path.unlink()
     assert read_per_image_errors(tiny_run, frame, "penultimate", "linear_ridge", "batch") is None
-    assert "no measurement-noise interval" in summary_table(tiny_run, frame)
+    assert reconstruction_verdict(tiny_run, frame, "penultimate", "linear_ridge", "batch") is None
+    assert "no verdict: the 4 cells of this curve have no per-image errors" in summary_table(tiny_run, frame)
 
 
 def test_a_curve_too_short_for_a_verdict_says_why(tiny_run):
-    from kphases.measurement import summary_table
+    from kphases.verdict_tables import summary_table
 
     frame = measure(
         tiny_run,

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from kphases.phases import PhaseTolerances
+from kphases.phases import VerdictSettings
 from theory.bounds import phase1_certified_steps, phase1_reconstruction_change_bound
 from theory.data_model import population_covariance
 from theory.reconstruction import reconstruction_loss
@@ -127,8 +127,9 @@ def _cached_max_margin_classifier(inputs: np.ndarray, labels: np.ndarray, num_cl
     return _MAX_MARGIN_CACHE[key]
 
 
-def predict_phases(trajectory: Trajectory, tolerances: PhaseTolerances = PhaseTolerances()) -> PhasePrediction:
-    """The theory's prediction for the run `trajectory` (same W0, sample and learning rate)."""
+def predict_phases(trajectory: Trajectory, settings: VerdictSettings = VerdictSettings()) -> PhasePrediction:
+    """The theory's prediction for the run `trajectory` (same W0, sample and learning rate), judged with the
+    margins of the suite's verdict: the plateau within `plateau_margin`, decrease and increase of at least `min_effect`."""
     model, config, dataset = trajectory.model, trajectory.config, trajectory.dataset
     covariance = population_covariance(model)
     initial = trajectory.weights[0]
@@ -143,7 +144,7 @@ def predict_phases(trajectory: Trajectory, tolerances: PhaseTolerances = PhaseTo
         reconstruction_loss(linearised_weights(initial, gradient_zero, config.learning_rate, int(step)), covariance)
         for step in trajectory.steps
     )
-    band = tolerances.constant_tolerance * abs(initial_level)
+    band = settings.plateau_margin * abs(initial_level)
     constant_last = 0
     while constant_last + 1 < len(linearised) and abs(linearised[constant_last + 1] - initial_level) <= band:
         constant_last += 1
@@ -159,7 +160,7 @@ def predict_phases(trajectory: Trajectory, tolerances: PhaseTolerances = PhaseTo
 
     relative_decrease = (initial_level - phase2_level) / abs(initial_level)
     relative_increase = None if asymptotic_level is None else (asymptotic_level - phase2_level) / abs(initial_level)
-    threshold = tolerances.min_relative_change
+    threshold = settings.min_effect
     expected = (
         linearised_constant_end is not None
         and relative_decrease >= threshold

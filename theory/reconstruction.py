@@ -1,7 +1,7 @@
 """Reconstruction loss of the input from a single layer's output h = W x, in closed form.
 
 Serves the theory's propositions 2-5 and the simulator (theory/README.md). The paper measures
-reconstruction with a trained affine decoder (PROTOCOL.md, "Reconstruction"); here the decoder is
+reconstruction with a trained affine decoder (`docs/protocol.md`, "What is measured at each snapshot"); here the decoder is
 its population optimum, so the loss is a function of W and the input covariance S alone:
 
     decoder      x_hat = mu + D (h - W mu),   D = S W^T (W S W^T)^+

@@ -1,6 +1,6 @@
 """Where the single-layer theory gives three phases: a map over the data model and the optimiser.
 
-Serves issue 17 item 6, theory/README.md ("Regime map") and the map panels of the `theory`
+Serves theory/README.md ("Regime map") and the map panels of the `theory`
 figure. The named regimes of `theory.regimes` are single points; this module runs the simulator
 over two planes through the committed three-phase regime (C = 3, d = 64, N = 120, r = 10,
 sigma = 1, full-batch GD for 2^16 steps) and says, per cell, which phases the seeds show:
@@ -10,14 +10,12 @@ sigma = 1, full-batch GD for 2^16 steps) and says, per cell, which phases the se
 - plane "learning rate x initial scale": eta x init_scale at rho = 0.1, tau = 1.
 
 Verdicts. The simulator is deterministic per seed, so the noise that matters is seed to seed (the
-training sample, the test sample and W0 change with the seed). Each cell's verdict is
-`kphases.phases.phase_verdict` on the seeds' curves (t-intervals across seeds, 95%), with a
-minimum effect `MAP_MIN_EFFECT` = 5% of R(W0): a phase counts only if its interval clears 5%
-(the size the per-curve detector has always required). Beside it: the per-seed verdicts of
-`kphases.phases.detect_phases` (how many seeds show three phases), whether a smaller rise is
-confident (the same verdict with minimum effect `SMALL_RISE_MIN_EFFECT` = 1%; with 0, rises of
-0.01% that every seed repeats would count, e.g. without outliers at eta = 0.01), and the theory's
-per-seed predictions from `theory.predictions.predict_phases`.
+training sample, the test sample and W0 change with the seed). Each cell's verdict is the suite's
+one verdict, `kphases.phases.phase_verdict` on the seeds' curves with its default settings (the
+same rule as the networks': plateau within +-2% of R(W0) by an equivalence test, decrease and
+increase beyond 2%, 95% t-intervals across seeds). Beside it: whether a smaller rise is confident
+(the same verdict with minimum effect `SMALL_RISE_MIN_EFFECT` = 1%), and the theory's per-seed
+predictions from `theory.predictions.predict_phases` (judged with the same margins).
 
 Mechanism measurements (what the simulator says about "fitting a few"), per seed, after the
 measured minimum of R:
@@ -39,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from kphases.phases import PhaseVerdict, VerdictSettings, detect_phases, phase_verdict
+from kphases.phases import PhaseVerdict, VerdictSettings, phase_verdict
 from theory.data_model import DataModel, prototypes
 from theory.predictions import predict_phases
 from theory.regimes import BASE_CONFIG, BASE_MODEL
@@ -49,8 +47,6 @@ FRACTION_POSITION = "outlier fraction x position"
 RATE_SCALE = "learning rate x initial scale"
 PLANES = (FRACTION_POSITION, RATE_SCALE)
 
-MAP_MIN_EFFECT = 0.05
-"""Smallest change (fraction of R(W0)) the seed-level verdict counts as a phase: its 95% interval must clear it."""
 SMALL_RISE_MIN_EFFECT = 0.01
 """The minimum effect of `CellSummary.small_rise_confident`: a rise of at least 1% of R(W0), confident across seeds."""
 
@@ -205,15 +201,11 @@ class CellSummary:
     cell: MapCell
     seeds: int
     verdict: PhaseVerdict
-    """phase_verdict across seeds, min_effect = MAP_MIN_EFFECT."""
+    """phase_verdict across seeds, default settings."""
     small_rise_confident: bool
     """A rise of at least SMALL_RISE_MIN_EFFECT after the minimum is confident (the same verdict, that minimum effect)."""
-    seeds_three_phases_detected: int
-    """Seeds for which detect_phases (fixed 5% thresholds, one curve) finds three phases."""
     seeds_predicted_three_phases: int
     seeds_predicted_constant: int
-    seeds_constant_detected: int
-    """Seeds for which detect_phases finds phase 1 (its band: 5% of R0 from the fitted start)."""
     asymptotic_relative_increase: float
     """Mean over the seeds whose sample is separable (NaN when none is)."""
     separable_seeds: int
@@ -247,7 +239,7 @@ def rise_before_outliers_fitted(reconstruction_loss: Sequence[float], outlier_ac
     return 1.0 if fitted.size == 0 else float((loss[minimum + fitted[0]] - loss[minimum]) / rise)
 
 
-def summarise_cell(runs: Sequence[SeedRun], min_effect: float = MAP_MIN_EFFECT) -> CellSummary:
+def summarise_cell(runs: Sequence[SeedRun], settings: VerdictSettings = VerdictSettings()) -> CellSummary:
     """The verdicts and means of one cell's seeds (all runs must share the cell and the steps)."""
     if len({run.cell for run in runs}) != 1 or len({run.steps for run in runs}) != 1:
         raise ValueError(
@@ -255,18 +247,16 @@ def summarise_cell(runs: Sequence[SeedRun], min_effect: float = MAP_MIN_EFFECT) 
         )
     steps = list(runs[0].steps)
     curves = np.array([run.reconstruction_loss for run in runs])
-    # the plateau at the same 5% as the phases: "near constant" in the map means within the effect that counts
-    verdict = phase_verdict(steps, seed_curves=curves, settings=VerdictSettings(min_effect=min_effect, plateau_tolerance=min_effect))
-    small_rise = phase_verdict(steps, seed_curves=curves, settings=VerdictSettings(min_effect=SMALL_RISE_MIN_EFFECT)).has_increase
+    verdict = phase_verdict(steps, seed_curves=curves, settings=settings)
+    small_rise = phase_verdict(
+        steps, seed_curves=curves, settings=dataclasses.replace(settings, min_effect=SMALL_RISE_MIN_EFFECT)
+    ).has_increase
     minima = [int(np.argmin(run.reconstruction_loss)) for run in runs]
-    detected = [detect_phases(steps, list(run.reconstruction_loss)) for run in runs]
     return CellSummary(
         cell=runs[0].cell,
         seeds=len(runs),
         verdict=verdict,
         small_rise_confident=bool(small_rise),
-        seeds_three_phases_detected=sum(result.three_phases for result in detected),
-        seeds_constant_detected=sum(result.constant_end is not None for result in detected),
         seeds_predicted_three_phases=sum(run.predicted_three_phases for run in runs),
         seeds_predicted_constant=sum(run.predicted_constant for run in runs),
         asymptotic_relative_increase=_nanmean([run.asymptotic_relative_increase for run in runs]),
@@ -279,9 +269,9 @@ def summarise_cell(runs: Sequence[SeedRun], min_effect: float = MAP_MIN_EFFECT) 
     )
 
 
-def summarise_map(runs: Sequence[SeedRun], min_effect: float = MAP_MIN_EFFECT) -> list[CellSummary]:
+def summarise_map(runs: Sequence[SeedRun], settings: VerdictSettings = VerdictSettings()) -> list[CellSummary]:
     """`summarise_cell` for every cell of `runs`, in the order the cells first appear."""
     by_cell: dict[MapCell, list[SeedRun]] = {}
     for run in runs:
         by_cell.setdefault(run.cell, []).append(run)
-    return [summarise_cell(cell_runs, min_effect) for cell_runs in by_cell.values()]
+    return [summarise_cell(cell_runs, settings) for cell_runs in by_cell.values()]

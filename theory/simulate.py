@@ -4,7 +4,7 @@ Serves the property tests of theory/ and the later theory figure. The network is
 net: logits z = W x, W in R^{C x d}, no bias, mean softmax cross-entropy, plain (S)GD with a
 constant learning rate from W0 with i.i.d. N(0, init_scale^2 / d) entries (rows of norm about
 init_scale). At every step of the doubling schedule 0, 2, 4, ..., 2^k (before that step's update,
-like the authors' measurements, PROTOCOL.md) it records the population reconstruction loss
+like the authors' measurements, `docs/protocol.md`, "The snapshot schedule") it records the population reconstruction loss
 R(W_t) of `theory.reconstruction` and the quantities the propositions talk about.
 
 The update is W <- W - eta G, G = (1 / |B|) sum_{i in B} (softmax(W x_i) - e_{y_i}) x_i^T

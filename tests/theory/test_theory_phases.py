@@ -1,7 +1,7 @@
-"""Proposition 4 and the three-phase regime: the simulator, the project's phase detector
-(kphases.phases) and the theory's predictions (theory.predictions) must agree.
+"""Proposition 4 and the three-phase regime: the simulator, the suite's verdict (kphases.phases, across
+three seeds, default settings) and the theory's predictions (theory.predictions) must agree.
 
-Three full runs (2^16 steps each, about 4 s each) from theory.regimes: outliers at another
+Three regimes from theory.regimes, three seeds each (2^16 steps, about 4 s a run): outliers at another
 class's prototype (three phases), no outliers and near outliers (no phase 3).
 """
 
@@ -11,7 +11,7 @@ import scipy.linalg
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kphases.phases import detect_phases
+from kphases.phases import phase_verdict
 from theory.data_model import DataModel, population_covariance, prototype_eigenvalue, prototype_span_basis
 from theory.predictions import max_margin_classifier, predict_phases
 from theory.reconstruction import principal_angles, reconstruction_loss, reconstruction_loss_from_angles
@@ -23,12 +23,10 @@ from theory.simulate import simulate
 def runs():
     results = {}
     for name, regime in [("three", three_phase_regime), ("none", no_outlier_regime), ("near", near_outlier_regime)]:
-        trajectory = simulate(*regime())
-        results[name] = (
-            trajectory,
-            detect_phases(trajectory.steps.tolist(), trajectory.reconstruction_loss.tolist()),
-            predict_phases(trajectory),
-        )
+        trajectories = [simulate(*regime(seed)) for seed in (0, 1, 2)]
+        trajectory = trajectories[0]
+        curves = np.array([run.reconstruction_loss for run in trajectories])
+        results[name] = (trajectory, phase_verdict(trajectory.steps.tolist(), seed_curves=curves), predict_phases(trajectory))
     return results
 
 
@@ -40,8 +38,10 @@ def test_outliers_at_another_prototype_give_three_phases(runs):
     trajectory, detected, predicted = runs["three"]
     assert detected.three_phases
     assert predicted.three_phases_expected
-    # Phase 1 ends where the linearised dynamics (softmax frozen at 1/C) leave the 5% band.
-    assert abs(schedule_index(trajectory, detected.constant_end) - schedule_index(trajectory, predicted.linearised_constant_end)) <= 1
+    # Phase 1 ends no later than where the linearised dynamics (softmax frozen at 1/C) leave the 2% band: the
+    # verdict also needs the seeds' interval (t with 2 degrees of freedom) inside the margin, which ends it earlier.
+    assert detected.has_constant
+    assert schedule_index(trajectory, detected.constant_end) <= schedule_index(trajectory, predicted.linearised_constant_end)
     # The minimum falls where the outliers' part of the gradient catches up with the majority's.
     assert predicted.outlier_dominance_step is not None
     assert predicted.outlier_dominance_step / 2 <= detected.decrease_end <= 2 * predicted.outlier_dominance_step

@@ -9,7 +9,7 @@ on a sample that cannot be separated.
 import numpy as np
 import pytest
 
-from kphases.phases import detect_phases
+from kphases.phases import phase_verdict
 from theory.predictions import max_margin_classifier
 from theory.regime_map import (
     FRACTION_POSITION,
@@ -76,14 +76,14 @@ def test_without_outliers_no_cell_rises(known_answer_map):
     assert len(cells) == 5  # the fraction plane's rho = 0 cell and the four rate-plane cells
     for summary in cells:
         assert not summary.verdict.has_increase and not summary.small_rise_confident, summary.cell
-        assert summary.seeds_three_phases_detected == 0 and summary.seeds_predicted_three_phases == 0, summary.cell
+        assert summary.seeds_predicted_three_phases == 0, summary.cell
         assert summary.verdict.increase.estimate < 0.005, summary.cell
 
 
 def test_committed_regime_cell_gives_three_phases_in_every_seed(known_answer_map):
     summary = known_answer_map[(FRACTION_POSITION, 0.1, 0.001, 0.5)]
-    assert summary.verdict.three_phases  # confident at 5% across the three seeds
-    assert summary.seeds_three_phases_detected == 3 and summary.seeds_predicted_three_phases == 3
+    assert summary.verdict.three_phases  # confident across the three seeds, at the suite's margins
+    assert summary.seeds_predicted_three_phases == 3
     assert summary.verdict.increase.low > 0.05
     # What the simulator says about the mechanism: at the minimum no outlier is fitted; most of the
     # rise happens before they all are; the rows grow into the outliers' own noise directions.
@@ -100,14 +100,21 @@ def test_a_large_learning_rate_against_a_small_initialisation_removes_the_consta
 
 
 def test_outliers_rise_without_being_fitted_on_a_sample_that_cannot_be_separated():
-    # N = 600 samples in d = 16 with 10% at another prototype: no linear map fits them all, yet R rises.
+    # N = 600 samples in d = 16 with 10% at another prototype: no linear map fits them all, yet R rises
+    # after its minimum in every seed, with the outliers still misclassified.
     model = BASE_MODEL.replace(input_dim=16, outlier_fraction=0.1, outlier_distance=1.0)
-    trajectory = simulate(model, BASE_CONFIG.replace(num_train=600))
-    detected = detect_phases(trajectory.steps.tolist(), trajectory.reconstruction_loss.tolist())
-    assert detected.three_phases and detected.relative_increase > 0.05
-    minimum = int(np.flatnonzero(trajectory.steps == detected.decrease_end)[0])
-    assert np.max(trajectory.outlier_accuracy[minimum:]) <= 0.1  # from the minimum on (W0 gets ~45% right by chance)
-    assert max_margin_classifier(trajectory.dataset.inputs, trajectory.dataset.labels, model.num_classes) is None
+    trajectories = [simulate(model, BASE_CONFIG.replace(num_train=600, seed=seed)) for seed in (0, 1, 2)]
+    for trajectory in trajectories:
+        loss = trajectory.reconstruction_loss
+        minimum = int(np.argmin(loss))
+        assert (loss[-1] - loss[minimum]) / loss[0] > 0.02
+        assert np.max(trajectory.outlier_accuracy[minimum:]) <= 0.1  # from the minimum on (W0 gets ~45% right by chance)
+        assert max_margin_classifier(trajectory.dataset.inputs, trajectory.dataset.labels, model.num_classes) is None
+    # The seeds fall by 40-70% to minima at different steps, so across seeds neither change is confident:
+    # the verdict says "not three phases" here (3 seeds: t with 2 degrees of freedom).
+    curves = np.array([trajectory.reconstruction_loss for trajectory in trajectories])
+    verdict = phase_verdict(trajectories[0].steps.tolist(), seed_curves=curves)
+    assert verdict.has_constant and not verdict.three_phases and verdict.decrease.estimate > 0.3
 
 
 def test_rise_before_outliers_fitted_known_answers():
