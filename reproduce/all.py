@@ -104,6 +104,30 @@ def run_on_ray(modules: dict, options: AllOptions) -> None:
     )
 
 
+def estimate_text(modules: dict, options: AllOptions):
+    """(per-figure costs, their table) of the selected figures, calibrated on this machine now (`reproduce.costs`)."""
+    from reproduce.costs import Calibration, estimate, estimate_table
+
+    calibration = Calibration()
+    costs = estimate(modules, options, calibration)
+    return costs, estimate_table(costs, calibration=calibration)
+
+
+def write_timing(costs, measured: dict[str, float], options: AllOptions) -> None:
+    """The estimate beside the measured seconds: printed (the run's log) and the `timing` section of summary.md."""
+    from reproduce.common import update_summary
+    from reproduce.costs import estimate_table
+
+    table = estimate_table(costs, measured)
+    print(f"\nestimated (before the run, calibrated on this machine) and measured seconds per figure:\n\n{table}")
+    note = (
+        f"Wall time per figure of `python -m reproduce.all --profile {options.profile}` on this machine: the estimate "
+        "`--dry-run` prints (calibrated from timed steps just before the run) beside the measured seconds. A figure that "
+        "finds its runs and cells in the store (made by an earlier figure or invocation) measures less than its estimate."
+    )
+    update_summary(options, "timing", f"{note}\n\n{table}")
+
+
 def main(argv=None) -> int:
     argv = bare_ray_flag(list(sys.argv[1:] if argv is None else argv))
     options = parse_options(__doc__, argv, AllOptions, prog="python -m reproduce.all")
@@ -121,6 +145,8 @@ def main(argv=None) -> int:
 
         print(f"profile {options.profile}:")
         print(describe(plan(modules, options)))
+        print(f"\nestimated wall time on this machine (calibrated from timed steps; {options.profile} profile, one process):\n")
+        print(estimate_text(modules, options)[1])
         return 0
     import tensorflow as tf
 
@@ -134,17 +160,21 @@ def main(argv=None) -> int:
         run_on_ray(modules, options)
         root = resolve_runs_dir(options.runs_dir)
         planned = {path.name for path in root.iterdir()} if root.is_dir() else set()
-    lines = []
+    costs, _ = estimate_text(modules, options) if options.ray is None and not options.plot_only else (None, "")
+    lines, measured = [], {}
     for name, module in modules.items():
         started = time.perf_counter()
         line = module.main(options)
-        lines.append(f"{line} [{time.perf_counter() - started:.0f} s]")
+        measured[name] = time.perf_counter() - started
+        lines.append(f"{line} [{measured[name]:.0f} s]")
     if options.ray is not None:
         unplanned = sorted({path.name for path in root.iterdir()} - planned) if root.is_dir() else []
         if unplanned:  # the planner missed runs a figure needs: they were trained here, serially
             print(f"warning: the figure pass trained {len(unplanned)} runs the task graph did not hold: {unplanned}", file=sys.stderr)
     print(f"\nreproduce.all finished in {time.perf_counter() - began:.0f} s:")
     print("\n".join(lines))
+    if costs is not None:
+        write_timing(costs, measured, options)
     if set(figures) == set(FIGURES) and options.profile == "quick":  # the reference is of the whole quick run
         from reproduce.common import FIGURES_DIR, has_offline
         from reproduce.compare import reference_directory, report

@@ -14,14 +14,18 @@ snapshot step, the `early_phase` lineages as chains) and `reproduce.cluster` exe
 a Ray cluster (`python -m reproduce.all --ray [ADDRESS]`); `--plot-only` then draws on any machine,
 from the stored CSVs or, where a CSV is missing, read-only from the shared run store.
 
-The runs of each profile are defined once here (`main_runs`), so figures share them:
+The runs of each profile are defined once here (`main_runs`, `replicas`, `reference_run`), so figures share them:
 - smoke: the smoke config (VGG-8 at width 1/8, embedded MNIST, 16 iterations) and a ResNet-10 twin;
-- quick: 1,024 iterations of VGG-8 and ResNet-10 (width 1/8) on real MNIST and Fashion-MNIST
-  (10,000 train / 2,000 test images from the offline data directory) and, for `reference_run`,
-  4,096 iterations of VGG-8 on the offline 30,000 / 10,000-image JPEG q75 CIFAR-10 copy
-  (`cifar10_jpeg_q75.npz`); without a data directory, the embedded MNIST only (said so);
+  the CI path, every figure within 2 minutes;
+- quick (the default, no data directory read): 1,024 iterations of VGG-8 at width 1/2 and ResNet-10
+  at width 1/8 on the embedded 4,000 / 1,000 MNIST images, one seed; no CIFAR-10 reference run.
+  Every figure in about 15 minutes on a 2-core CPU without AVX-512 (`--dry-run` estimates it here);
+- full (the committed paper_figures): 1,024 iterations of VGG-8 and ResNet-10 x1/8 on real MNIST
+  and Fashion-MNIST (10,000 train / 2,000 test images of the offline copies), 3 seeds, and 3 seeds
+  of VGG-8 on the 30,000 / 10,000-image JPEG q75 CIFAR-10 copy (`cifar10_jpeg_q75.npz`) for
+  `reference_run`; a missing offline file is an error naming it;
 - paper: VGG-8/11/13/16 and ResNet-10 on MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 from tfds
-  with the authors' training (PROTOCOL.md).
+  with the authors' training (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -43,10 +47,10 @@ from kphases.data import DATA_DIR_VARIABLE
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 FIGURES_DIR = REPOSITORY / "paper_figures"
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "full", "paper")
 
 
-ProfileName = Literal["smoke", "quick", "paper"]
+ProfileName = Literal["smoke", "quick", "full", "paper"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class Options:
     """The options every figure module takes (`python -m reproduce.<figure> --help` lists them)."""
 
     profile: ProfileName = "quick"
-    """Scale of every run: smoke (seconds, tiny data), quick (minutes on 2 CPU cores, offline data), paper (the papers' settings, for GPU machines)."""
+    """Scale of every run: smoke (seconds, tiny data), quick (minutes on 2 CPU cores, embedded MNIST, no download), full (the committed paper_figures: offline real data, 3 seeds, hours on 2 CPU cores), paper (the papers' settings, for GPU machines)."""
     out: Path = Path("results")
     """Where figures, CSVs and summary.md go (untracked by default; the committed reference is paper_figures/: pass --out paper_figures to rewrite it)."""
     plot_only: bool = False
@@ -95,83 +99,118 @@ class PlannedRun:
     measure: MeasureConfig
 
 
-QUICK_STEPS = "1024it"  # MNIST-10k: train accuracy ~1.0 by 512, phase 3 visible by 1024 (measured)
-QUICK_RESNET_WIDTH = 0.125  # per step on 2 cores: full width ~20x VGG-8, x1/4 ~2x, x1/8 ~1x (benchmarks.training)
-QUICK_RESNET_LABEL = "ResNet-10 x1/8"
+MAIN_STEPS = "1024it"  # train accuracy ~1.0 by 512 on 4,000 or 10,000 MNIST images, the rise visible by 1,024 (measured)
+RESNET_WIDTH = 0.125  # per step on 2 cores: full width ~20x VGG-8, x1/4 ~2x, x1/8 ~1x (benchmarks.training)
+RESNET_LABEL = "ResNet-10 x1/8"
+QUICK_VGG_WIDTH = 0.5  # a quarter of the conv cost; three phases kept on MNIST and CIFAR-10 at x1/2 (measured)
+SEEDS = {"smoke": (0,), "quick": (0,), "full": (0, 1, 2), "paper": (0,)}
+"""Training seeds of the main runs: quick one (intervals over test images only), full three; paper as the authors ran it."""
+REFERENCE_STEPS = {"full": "4096it", "paper": None}
+"""Length of the CIFAR-10 reference runs (None: the paper profile's 257 epochs); the 65,536-iteration run is its own module."""
+REFERENCE_FILE = "cifar10_jpeg_q75.npz"  # 30,000 / 10,000 real CIFAR-10 images, JPEG quality 75
 
 
-def _quick_data(name: str, options: Options) -> DataConfig:
+def _offline_data(name: str, options: Options) -> DataConfig:
+    """10,000 / 2,000 images of an offline copy; the profile fails with one line if the copy is missing."""
+    if not has_offline(name, options):
+        raise ValueError(
+            f"profile {options.profile} needs {name}.npz in the data directory (--data-dir or {DATA_DIR_VARIABLE}); "
+            f"not found in {data_directory(options)}. The quick profile needs no data directory."
+        )
     return DataConfig(name=name, source="directory", train_size=10_000, test_size=2_000)
 
 
 def main_runs(options: Options) -> list[PlannedRun]:
-    """Every (dataset, architecture) run of the profile, in the order figures show them."""
+    """Every (dataset, architecture) run of the profile at seed 0, in the order figures show them (`replicas` adds the other seeds)."""
     name = options.profile
     measure = measure_profile(name)
     if name == "smoke":
         base = profile("smoke")
         resnet = base.replace(model=ModelConfig("resnet10", width=0.125))
         return [PlannedRun("VGG-8 / MNIST (embedded)", base, measure), PlannedRun("ResNet-10 x1/8 / MNIST (embedded)", resnet, measure)]
+    if name == "paper":
+        paper = profile("paper")
+        return [
+            PlannedRun(
+                f"{architecture} / {dataset}",
+                paper.replace(data=DataConfig(name=dataset, source="tfds"), model=ModelConfig(architecture)),
+                measure,
+            )
+            for dataset in ("mnist", "fashion_mnist", "cifar10", "cifar100")
+            for architecture in ("vgg8", "vgg11", "vgg13", "vgg16", "resnet10")
+        ]
+    # linear_ridge: the closed-form affine decoder with its ridge chosen by GCV on the train split
+    # (linear_exact, unregularised, overfits wide block outputs); ~90x cheaper than the trained one (benchmarks.measure).
+    measure = dataclasses.replace(measure, decoders=("linear_ridge",))
+    training = TrainingConfig(duration=MAIN_STEPS)
     if name == "quick":
-        # linear_ridge: the closed-form affine decoder with its ridge chosen by GCV on the train split
-        # (linear_exact, unregularised, overfits wide block outputs); ~90x cheaper than the trained one (benchmarks.measure).
-        measure = dataclasses.replace(measure, decoders=("linear_ridge",))
-        training = TrainingConfig(duration=QUICK_STEPS)
-        runs = []
-        datasets = [d for d in ("mnist", "fashion_mnist") if has_offline(d, options)]
-        if not datasets:
-            print(
-                f"quick: no offline MNIST/Fashion-MNIST ({DATA_DIR_VARIABLE} unset or without them): using the embedded MNIST subset only",
-                file=sys.stderr,
-            )
-            config = profile("quick")
-            return [
-                PlannedRun("VGG-8 / MNIST (embedded)", config, measure),
-                PlannedRun(
-                    f"{QUICK_RESNET_LABEL} / MNIST (embedded)", config.replace(model=ModelConfig("resnet10", QUICK_RESNET_WIDTH)), measure
-                ),
-            ]
-        for dataset in datasets:
-            pretty = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}[dataset]
-            data = _quick_data(dataset, options)
-            runs.append(PlannedRun(f"VGG-8 / {pretty}", RunConfig(data=data, model=ModelConfig("vgg8"), training=training), measure))
-            runs.append(
-                PlannedRun(
-                    f"{QUICK_RESNET_LABEL} / {pretty}",
-                    RunConfig(data=data, model=ModelConfig("resnet10", QUICK_RESNET_WIDTH), training=training),
-                    measure,
-                )
-            )
-        return runs
+        # The embedded 4,000 / 1,000 MNIST images (no download): VGG-8 at half width, the ResNet at 1/8.
+        data = DataConfig(name="mnist", source="embedded")
+        vgg = ModelConfig("vgg8", width=QUICK_VGG_WIDTH)
+        return [
+            PlannedRun("VGG-8 x1/2 / MNIST (embedded)", RunConfig(data=data, model=vgg, training=training), measure),
+            PlannedRun(
+                f"{RESNET_LABEL} / MNIST (embedded)",
+                RunConfig(data=data, model=ModelConfig("resnet10", RESNET_WIDTH), training=training),
+                measure,
+            ),
+        ]
     runs = []
-    paper = profile("paper")
-    for dataset in ("mnist", "fashion_mnist", "cifar10", "cifar100"):
-        for architecture in ("vgg8", "vgg11", "vgg13", "vgg16", "resnet10"):
-            config = paper.replace(data=DataConfig(name=dataset, source="tfds"), model=ModelConfig(architecture))
-            runs.append(PlannedRun(f"{architecture} / {dataset}", config, measure))
+    for dataset, pretty in (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST")):
+        data = _offline_data(dataset, options)
+        runs.append(PlannedRun(f"VGG-8 / {pretty}", RunConfig(data=data, model=ModelConfig("vgg8"), training=training), measure))
+        runs.append(
+            PlannedRun(
+                f"{RESNET_LABEL} / {pretty}", RunConfig(data=data, model=ModelConfig("resnet10", RESNET_WIDTH), training=training), measure
+            )
+        )
     return runs
 
 
+SEED_MARK = " / seed "
+"""Between a run's label and its seed in the labels of `replicas`."""
+
+
+def replicas(planned: PlannedRun, options: Options) -> list[PlannedRun]:
+    """`planned` at every further seed of the profile (`SEEDS`), labelled '<label> / seed <n>'; empty where the profile has one."""
+    return [
+        PlannedRun(
+            f"{planned.label}{SEED_MARK}{seed}",
+            planned.config.replace(training=dataclasses.replace(planned.config.training, seed=seed)),
+            planned.measure,
+        )
+        for seed in SEEDS[options.profile][1:]
+    ]
+
+
 def reference_run(options: Options) -> PlannedRun | None:
-    """The authors' README run (VGG-8, CIFAR-10, penultimate, colour dominance) at the profile's scale."""
+    """The authors' README run (VGG-8, CIFAR-10, penultimate, colour dominance) at the profile's scale; None where the
+    profile has none (quick: it has no CIFAR-10; smoke: without a `cifar10.npz` in the data directory)."""
     name = options.profile
     measure = dataclasses.replace(measure_profile(name), transfer=("color_dominance",))
     if name == "paper":
         return PlannedRun("VGG-8 / CIFAR-10 (authors' README run)", profile("paper"), measure)
-    # quick: the 30,000 / 10,000-image JPEG (q75) copy, 4,096 iterations (17 epochs; train accuracy
-    # is still below 0.6 where the reconstruction loss turns up); decoders and heads are fitted on
-    # fixed stratified subsets of 10,000 train / 2,000 test images (the classifier is scored on all).
-    file = "cifar10_jpeg_q75.npz" if name == "quick" else "cifar10.npz"
-    directory = data_directory(options)
-    if directory is None or not (directory / file).is_file():
+    if name == "quick":
         return None
     if name == "smoke":
+        directory = data_directory(options)
+        if directory is None or not (directory / "cifar10.npz").is_file():
+            return None
         smoke = profile("smoke")
         return PlannedRun(
             "VGG-8 / CIFAR-10 (smoke)", smoke.replace(data=DataConfig("cifar10", "directory", train_size=256, test_size=128)), measure
         )
+    # full: the 30,000 / 10,000-image JPEG (q75) copy; decoders and heads are fitted on fixed stratified
+    # subsets of 10,000 train / 2,000 test images (the classifier is scored on all of both splits).
+    directory = data_directory(options)
+    if directory is None or not (directory / REFERENCE_FILE).is_file():
+        raise ValueError(
+            f"profile full needs {REFERENCE_FILE} in the data directory (--data-dir or {DATA_DIR_VARIABLE}); not found in {directory}"
+        )
     config = RunConfig(
-        data=DataConfig("cifar10", "directory", file=file), model=ModelConfig("vgg8"), training=TrainingConfig(duration="4096it")
+        data=DataConfig("cifar10", "directory", file=REFERENCE_FILE),
+        model=ModelConfig("vgg8"),
+        training=TrainingConfig(duration=REFERENCE_STEPS["full"]),
     )
     return PlannedRun(
         "VGG-8 / CIFAR-10 (30,000 / 10,000 JPEG q75 copy)",

@@ -47,7 +47,7 @@ import scipy.stats
 
 from kphases.monitor import MonitorSettings
 from reproduce import reference_run as reference
-from reproduce.common import Options, Work, main_runs, perform, run_figure, save_figure
+from reproduce.common import Options, Work, main_runs, perform, replicas, run_figure, save_figure
 from reproduce.plotting import grid
 
 NAME = "early_stopping"
@@ -61,7 +61,8 @@ def work(options: Options) -> list[Work]:
 
 
 def _settings(options: Options):
-    return [*main_runs(options), *reference.seeded_runs(options)]
+    """Every main run and its further seeds (`replicas`), then the reference run's seeds."""
+    return [run for planned in main_runs(options) for run in (planned, *replicas(planned, options))] + reference.seeded_runs(options)
 
 
 def _monitor_directory(run) -> "os.PathLike":
@@ -104,7 +105,7 @@ def compute(options: Options) -> pd.DataFrame:
             if instrument == "color_dominance":
                 setting = "colour dominance / " + reference.reference_run(options).label
             else:
-                setting = f"{planned.label} -> {str(instrument).split(':')[-1]}"
+                setting = f"{planned.label.split(' / seed ')[0]} -> {str(instrument).split(':')[-1]}"
             final = int(accuracy.index[-1])
             chosen = {
                 # undecided: a user of the monitor trains to the end and keeps the final checkpoint

@@ -53,7 +53,7 @@ import pandas as pd
 
 from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
 from reproduce import verdicts as figure_verdicts
-from reproduce.common import Options, PlannedRun, Work, curve, has_offline, perform, run_figure, save_figure, tidy_rows
+from reproduce.common import SEED_MARK, Options, PlannedRun, Work, curve, has_offline, perform, replicas, run_figure, save_figure, tidy_rows
 from reproduce.plotting import log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "information_plane"
@@ -64,6 +64,7 @@ DECODER = "linear_ridge"  # the reconstruction curve beside the information plan
 INFORMATION_LAYERS = {
     "smoke": ("penultimate", "logits"),
     "quick": ("block4", "penultimate", "logits"),
+    "full": ("block4", "penultimate", "logits"),
     "paper": ("block3", "block4", "penultimate", "logits"),
 }
 RELATIVE_NOISE = 0.1  # the scale-free KDE: noise variance 0.1 x the layer's total variance (kphases.information)
@@ -89,16 +90,12 @@ def planned_runs(options: Options) -> list[PlannedRun]:
         measure = dataclasses.replace(measure, mi_samples=128)
     elif name == "quick":
         training = TrainingConfig(duration="1024it")
-        if has_offline("mnist", options):
-            data, pretty = DataConfig(name="mnist", source="directory", train_size=10_000, test_size=2_000), "MNIST 10k"
-        else:
-            import sys
-
-            print(
-                "information_plane quick: no offline mnist.npz (--data-dir / KPHASES_DATA_DIR): using the embedded 4,000 / 1,000 MNIST",
-                file=sys.stderr,
-            )
-            data, pretty = DataConfig(name="mnist", source="embedded"), "MNIST (embedded)"
+        data, pretty = DataConfig(name="mnist", source="embedded"), "MNIST (embedded)"
+    elif name == "full":
+        training = TrainingConfig(duration="1024it")
+        if not has_offline("mnist", options):
+            raise ValueError("information_plane full: needs mnist.npz in the data directory (--data-dir or KPHASES_DATA_DIR)")
+        data, pretty = DataConfig(name="mnist", source="directory", train_size=10_000, test_size=2_000), "MNIST 10k"
     else:
         paper = profile("paper")
         data, training, pretty = DataConfig(name="mnist", source="tfds"), paper.training, "MNIST"
@@ -113,7 +110,7 @@ def planned_runs(options: Options) -> list[PlannedRun]:
 def work(options: Options) -> list[Work]:
     """Both activations' runs: decoder and probe on the penultimate layer, the (cheap) estimators on every probe point."""
     items = []
-    for planned in planned_runs(options):
+    for planned in [run for first in planned_runs(options) for run in (first, *replicas(first, options))]:
         extra = [layer for layer in INFORMATION_LAYERS[options.profile] if layer != DECODER_LAYER]
         information_only = dataclasses.replace(planned.measure, layers=tuple(extra), decoders=(), probe=False)
         items.append(Work(planned, (planned.measure, information_only)))
@@ -156,7 +153,7 @@ def plot(table: pd.DataFrame, options: Options):
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    labels = list(dict.fromkeys(table["label"]))
+    labels = [label for label in dict.fromkeys(table["label"]) if SEED_MARK not in label]  # seed 0 drawn; the further seeds are in the CSV
     per_image = figure_verdicts.read_per_image(options.out, NAME)
     columns = len(ESTIMATORS) + 2
     figure, axes = plt.subplots(len(labels), columns, figsize=(4.5 * columns, 4.0 * len(labels) + 0.8), squeeze=False, layout="constrained")

@@ -37,25 +37,27 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pandas as pd
 
 from reproduce import verdicts
-from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
+from reproduce.common import Options, Work, curve, main_runs, perform, replicas, run_figure, save_figure, tidy_rows
 from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "layers"
 LAYERS = {
     "smoke": ("block3", "block4", "penultimate"),
     "quick": ("block2", "block3", "block4", "penultimate"),
+    "full": ("block2", "block3", "block4", "penultimate"),
     "paper": ("block1", "block2", "block3", "block4", "penultimate"),
 }
 
 
 def work(options: Options) -> list[Work]:
     """The first main run, with the exact decoder and the probe at every probe point of the figure."""
-    planned = main_runs(options)[0]
+    first = main_runs(options)[0]
     return [
         Work(
             planned,
             (dataclasses.replace(planned.measure, layers=LAYERS[options.profile], decoders=(INSTRUMENT, UNREGULARISED), transfer=()),),
         )
+        for planned in (first, *replicas(first, options))
     ]
 
 
@@ -63,11 +65,14 @@ INSTRUMENT, UNREGULARISED = "linear_ridge", "linear_exact"  # judged; drawn besi
 
 
 def compute(options: Options) -> pd.DataFrame:
-    (item,) = work(options)
-    run, frame = perform(item, options)
-    table = tidy_rows(item.planned, run, frame)
     wanted = [(layer, instrument, "batch") for layer in LAYERS[options.profile] for instrument in (INSTRUMENT, UNREGULARISED)]
-    verdicts.write_per_image(options.out, NAME, verdicts.collect(run, frame, item.planned.label, wanted))
+    tables, per_image = [], {}
+    for item in work(options):  # seed 0 first (the panels), then the further seeds of the profile
+        run, frame = perform(item, options)
+        tables.append(tidy_rows(item.planned, run, frame))
+        per_image.update(verdicts.collect(run, frame, item.planned.label, wanted))
+    verdicts.write_per_image(options.out, NAME, per_image)
+    table = pd.concat(tables, ignore_index=True)
     return table[table["layer"].isin(LAYERS[options.profile]) | (table["instrument"] == "classifier")]
 
 

@@ -34,7 +34,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pandas as pd
 
 from reproduce import verdicts
-from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
+from reproduce.common import SEED_MARK, Options, Work, curve, main_runs, perform, replicas, run_figure, save_figure, tidy_rows
 from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "phases"
@@ -42,8 +42,8 @@ DESCRIPTION = __doc__.splitlines()[0]
 
 
 def work(options: Options) -> list[Work]:
-    """Every main run of the profile, measured with its own config."""
-    return [Work(planned, (planned.measure,)) for planned in main_runs(options)]
+    """Every main run of the profile and its further seeds (`replicas`), each measured with its own config."""
+    return [Work(run, (run.measure,)) for planned in main_runs(options) for run in (planned, *replicas(planned, options))]
 
 
 INSTRUMENT, LAYER, BN_STATS = "linear_ridge", "penultimate", "batch"
@@ -73,7 +73,7 @@ def phase_rows(table: pd.DataFrame, options: Options, instrument: str = INSTRUME
 def plot(table: pd.DataFrame, options: Options):
     from kphases.measurement import describe_phases
 
-    detected = phase_rows(table, options)
+    detected = phase_rows(table[~table["label"].str.contains(SEED_MARK, regex=False)], options)  # seed 0 drawn; further seeds in the CSV
     figure, axes = grid(len(detected), columns=2)
     lines = [
         "| run | phases | minimum at | decrease | increase | plateau needs tolerance | final test acc | final train acc |",

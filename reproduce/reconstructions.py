@@ -29,7 +29,7 @@ from reproduce.plotting import plt
 
 NAME = "reconstructions"
 IMAGES = 8
-STEPS = {"smoke": (0, 4, 16), "quick": (0, 8, 64, 256, 1024), "paper": (0, 32, 128, 1024, 8192, 65536)}
+STEPS = {"smoke": (0, 4, 16), "quick": (0, 8, 64, 256, 1024), "full": (0, 8, 64, 256, 1024), "paper": (0, 32, 128, 1024, 8192, 65536)}
 
 
 def work(options: Options) -> list[Work]:

@@ -90,7 +90,38 @@ def map_grid(profile: str):
             init_scales=(0.05, 0.5),
             last_step=2**12,
         )
+    if profile == "quick":  # about half the cells of the full grid, its corners and the committed cell kept, for time
+        return RegimeMapGrid(
+            outlier_fractions=(0.0, 0.05, 0.1, 0.2),
+            outlier_distances=(0.25, 0.5, 1.0),
+            learning_rates=(1e-4, 1e-3, 1e-2),
+            init_scales=(0.05, 0.5, 1.5),
+        )
     return RegimeMapGrid()
+
+
+def driver_seconds(options: Options, calibration) -> float:
+    """This figure's simulation time on this machine (`reproduce.costs`): a one-cell map (one cell per plane, 3 seeds)
+    timed at two lengths, the difference giving the time per step, scaled by the profile's cells and steps."""
+    import time
+
+    from theory.regime_map import RegimeMapGrid, run_map
+
+    def seconds(last_step: int) -> float:
+        grid = RegimeMapGrid(
+            outlier_fractions=(0.1,), outlier_distances=(1.0,), learning_rates=(1e-3,), init_scales=(0.5,), last_step=last_step
+        )
+        began = time.perf_counter()
+        list(run_map(grid))
+        return (time.perf_counter() - began) / 2  # per cell: the grid has one cell per plane
+
+    short, long = seconds(2**9), seconds(2**11)
+    per_step = max(long - short, 0.0) / (2**11 - 2**9)
+    per_cell = max(short - per_step * 2**9, 0.0)
+    grid = map_grid(options.profile)
+    map_cells = len(grid.outlier_fractions) * len(grid.outlier_distances) + len(grid.learning_rates) * len(grid.init_scales)
+    named_steps = 2**12 if options.profile == "smoke" else 2**16
+    return (map_cells + len(regimes())) * per_cell + per_step * (map_cells * grid.last_step + len(regimes()) * named_steps)
 
 
 def compute(options: Options) -> pd.DataFrame:

@@ -31,7 +31,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pandas as pd
 
 from reproduce import reference_run as reference
-from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
+from reproduce.common import Options, Work, curve, main_runs, perform, replicas, run_figure, save_figure, tidy_rows
 from reproduce.plotting import grid, log_step_axis, step_position
 
 NAME = "transfer"
@@ -39,13 +39,20 @@ NAME = "transfer"
 
 def work(options: Options) -> list[Work]:
     """The main runs (dataset switch) and the reference run's seeds (colour dominance), each with its own config."""
-    return [Work(planned, (planned.measure,)) for planned in [*main_runs(options), *reference.seeded_runs(options)]]
+    return [Work(planned, (planned.measure,)) for _, planned in _main_seeds(options)] + [
+        Work(planned, (planned.measure,)) for planned in reference.seeded_runs(options)
+    ]
+
+
+def _main_seeds(options: Options):
+    """(the seed-0 main run, it or one of its further seeds) for every main run and seed of the profile."""
+    return [(planned, run) for planned in main_runs(options) for run in (planned, *replicas(planned, options))]
 
 
 def compute(options: Options) -> pd.DataFrame:
     tables = []
-    for planned in main_runs(options):
-        table = tidy_rows(planned, *perform(Work(planned, (planned.measure,)), options))
+    for planned, seeded in _main_seeds(options):  # a setting's seeds are its columns (`settings`)
+        table = tidy_rows(seeded, *perform(Work(seeded, (seeded.measure,)), options))
         switch = table[table["instrument"].astype(str).str.startswith("dataset_switch") | (table["instrument"] == "classifier")]
         if (switch["instrument"] != "classifier").any():
             tables.append(
