@@ -21,7 +21,7 @@ import tyro
 from kphases import config as config_module
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, ScheduleConfig, TrainingConfig, measure_profile
 
-ProfileName = Literal["smoke", "quick", "paper"]
+ProfileName = Literal["smoke", "quick", "full", "paper"]
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,8 @@ class Options:
     """Directory of offline <name>.npz files (default: $KPHASES_DATA_DIR)."""
     progress: bool = True
     """Show progress bars."""
+    recompute: bool = False
+    """Compute every figure again even where --out holds its finished CSV for the same work (see `finished_table`)."""
 
 
 def parse_options(description: str, argv: Sequence[str] | None = None, options_type: type = Options, prog: str | None = None) -> Options:
@@ -383,12 +385,19 @@ def run_figure(module_name: str, compute, plot, argv: Sequence[str] | Options | 
 
 
 def _run_figure(module_name: str, compute, plot, options: Options, description: str) -> str:
+    finished = None if options.recompute else finished_table(module_name, options)
     if options.plot_only and (options.out / f"{module_name}.csv").is_file():
         table = read_table(options, module_name)
+    elif finished is not None:
+        table = finished
+        print(
+            f"{module_name}: its CSV in {options.out} is finished for this work ({COMPLETION_SUFFIX}); drawn from it (--recompute to redo)"
+        )
     else:
         table = compute(options)  # with --plot-only: read-only from the run store, or an error naming what is missing
         if not table.empty:
             write_table(table, options, module_name)
+            record_finished(module_name, options)
     if table.empty:
         # Nothing measured (reference_run without a CIFAR-10 copy, said by compute): what an earlier
         # run wrote to --out for this figure (CSV, PNG, PDF, summary section) stays as it was.
@@ -402,6 +411,72 @@ def _run_figure(module_name: str, compute, plot, options: Options, description: 
     return line
 
 
+COMPLETION_SUFFIX = ".finished.json"
+"""`<out>/<figure>.finished.json`: which work a figure's CSVs were computed for, and their checksums."""
+
+
+def work_fingerprint(module_name: str, options: Options) -> str:
+    """What a figure computes at these options: its runs (by config hash) and measurement configs, or, for a
+    figure that lists no work, its profile. The same fingerprint and intact CSVs mean the same table."""
+    import hashlib
+    import importlib
+    import json
+
+    module = importlib.import_module(f"reproduce.{module_name}")
+    items = module.work(options) if hasattr(module, "work") else []
+    described = {
+        "figure": module_name,
+        "profile": options.profile,
+        "work": [[item.planned.label, item.planned.config.hash(), [measure.to_dict() for measure in item.measures]] for item in items],
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _figure_files(module_name: str, options: Options) -> list[Path]:
+    """The CSVs a figure's compute writes: `<figure>.csv` and, where it keeps them, `<figure>_per_image.csv`."""
+    return [path for path in (options.out / f"{module_name}.csv", options.out / f"{module_name}_per_image.csv") if path.is_file()]
+
+
+def _checksums(paths: Sequence[Path]) -> dict[str, str]:
+    import hashlib
+
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+
+
+def record_finished(module_name: str, options: Options) -> None:
+    """After a figure's CSVs are written: record the work they were computed for and their checksums."""
+    import json
+
+    from kphases.store import write_text_atomic
+
+    record = {"fingerprint": work_fingerprint(module_name, options), "files": _checksums(_figure_files(module_name, options))}
+    write_text_atomic(options.out / f"{module_name}{COMPLETION_SUFFIX}", json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def finished_table(module_name: str, options: Options) -> pd.DataFrame | None:
+    """The figure's table from `<out>/<figure>.csv` if an earlier invocation finished it for the same work, else None.
+
+    Finished and checked: the completion record names this work's fingerprint (`work_fingerprint`) and
+    every CSV it lists is present with the recorded checksum (a CSV edited, torn or missing since is
+    recomputed), so a killed `reproduce.all` run again redraws the figures it had finished instead of
+    recomputing their driver-side work. The run store already resumes runs and measurement cells."""
+    import json
+
+    path = options.out / f"{module_name}{COMPLETION_SUFFIX}"
+    if options.plot_only or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # a torn record: recompute
+    files = [options.out / name for name in record.get("files", {})]
+    if not files or record.get("fingerprint") != work_fingerprint(module_name, options):
+        return None
+    if not all(file.is_file() for file in files) or _checksums(files) != record["files"]:
+        return None
+    return read_table(options, module_name)
+
+
 FIGURE_COLUMNS = ["label", "run", "step", "layer", "metric", "split", "value", "instrument", "bn_stats", "update_steps", "data"]
 
 
@@ -412,7 +487,7 @@ def tidy_rows(planned: PlannedRun, run, frame: pd.DataFrame) -> pd.DataFrame:
         instrument="classifier",
         bn_stats="stored",
         update_steps=run.config.training.duration,
-        data=_classifier_data(run.config.data),
+        data=_classifier_data(run.config.data, run.provenance().get("data", {})),
         run=run.name,
     )
     measured = frame[frame["metric"] != "seconds"]
@@ -421,10 +496,15 @@ def tidy_rows(planned: PlannedRun, run, frame: pd.DataFrame) -> pd.DataFrame:
     return table[FIGURE_COLUMNS]
 
 
-def _classifier_data(data: DataConfig) -> str:
-    """The classifier rows' `data`: dataset/source, the npz file if one is named, the label noise if any."""
+def _classifier_data(data: DataConfig, trained_on: dict) -> str:
+    """The classifier rows' `data`: dataset/source, the npz file if one is named, the label noise if any, then
+    the sizes of the splits the classifier was trained and scored on and their fingerprint (from the run's
+    provenance, `Dataset.describe`; left out for a run that recorded none)."""
     text = f"{data.name}/{data.source}" + (f":{data.file}" if data.file else "")
-    return text + (f" label_noise={data.label_noise:g}" if data.label_noise else "")
+    text += f" label_noise={data.label_noise:g}" if data.label_noise else ""
+    if {"train_size", "test_size", "fingerprint"} <= set(trained_on):
+        text += f" train={trained_on['train_size']} test={trained_on['test_size']} fingerprint={trained_on['fingerprint']}"
+    return text
 
 
 def curve(

@@ -443,4 +443,11 @@ def estimate_table(costs: Iterable[FigureCost], measured: dict[str, float] | Non
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
-__all__ = ["Calibration", "FigureCost", "estimate", "estimate_table", "split_sizes"]
+def measured_table(measured: dict[str, float]) -> str:
+    """Markdown table of the measured seconds per figure and their total (no estimate)."""
+    total = sum(measured.values())
+    rows = [f"| {name} | {seconds:,.0f} |" for name, seconds in measured.items()]
+    return "\n".join(["| figure | measured s |", "|---|---:|", *rows, f"| total | {total:,.0f} ({total / 60:.1f} min) |"])
+
+
+__all__ = ["Calibration", "FigureCost", "estimate", "estimate_table", "measured_table", "split_sizes"]

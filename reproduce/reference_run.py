@@ -123,6 +123,22 @@ def describe_verdict(result, by_seed: pd.DataFrame) -> str:
     return result.describe()
 
 
+def data_sizes(table: pd.DataFrame) -> str:
+    """'<file>: trained on T / scored on S images; decoders and heads on t / s' from the rows' `data` fields
+    (the classifier rows carry the run's splits, the measurement rows the subsets they were fitted on)."""
+    import re
+
+    def sizes(rows: pd.Series) -> tuple[str, str] | None:
+        found = rows.dropna().astype(str).str.extract(r"train=(\d+) test=(\d+)").dropna()
+        return (f"{int(found.iloc[0, 0]):,}", f"{int(found.iloc[0, 1]):,}") if len(found) else None
+
+    classifier = table["instrument"] == "classifier"
+    trained, measured = sizes(table.loc[classifier, "data"]), sizes(table.loc[~classifier, "data"])
+    source = re.split(r" train=| \(", str(table.loc[classifier, "data"].dropna().iloc[0]))[0] if classifier.any() else "CIFAR-10"
+    text = source + (f": classifier trained on {trained[0]}, scored on {trained[1]} test images" if trained else "")
+    return text + (f"; decoders and heads on {measured[0]} / {measured[1]}" if measured else "")
+
+
 def _by_seed(table: pd.DataFrame, metric: str, split: str = "test", **selection) -> pd.DataFrame:
     return pd.DataFrame({label: curve(table, label, metric, split, **selection) for label in dict.fromkeys(table["label"])})
 
@@ -178,9 +194,8 @@ def plot(table: pd.DataFrame, options: Options):
                 rows.append((step, title, numbers[column] * scale, ours.mean(), ours.min(), ours.max()))
     handles = [h for axis in axes[:1] for h in axis.get_lines()]
     figure.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.03))
-    data = table["data"].dropna().iloc[-1] if "data" in table else ""
     figure.suptitle(
-        f"Authors' README run vs ours ({options.profile} profile: VGG-8, {data.split(' fingerprint')[0]}, "
+        f"Authors' README run vs ours ({options.profile} profile: VGG-8, {data_sizes(table)}, "
         f"{int(table['step'].max())} iterations; BatchNorm batch statistics)"
     )
     figure.tight_layout(rect=(0, 0.08, 1, 1))
