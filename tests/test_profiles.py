@@ -136,3 +136,29 @@ def test_classifier_rows_carry_the_trained_splits_and_the_title_both_sizes(tmp_p
     measured = table.iloc[:1].assign(instrument="linear_ridge", data="mnist/embedded train=64 test=32 fingerprint=x")
     title = reference_run.data_sizes(pd.concat([table, measured]))
     assert title == "mnist/embedded: classifier trained on 256, scored on 128 test images; decoders and heads on 64 / 32"
+
+
+# --- the closed-form decoders share their moments -------------------------------------------------
+
+
+def test_ridge_and_exact_share_their_moments_with_the_same_numbers(monkeypatch):
+    from kphases import decoders
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((300, 24)).astype(np.float32)
+    images = rng.standard_normal((300, 4, 4, 1)).astype(np.float32)
+    test_features, test_images = features[:50] + 0.1, images[:50]
+    decoders.clear_moments_cache()
+    fresh = {kind: decoders.fit_decoder(kind, features, images, test_features, test_images) for kind in ("linear_exact", "linear_ridge")}
+    calls = []
+    accumulate = decoders._accumulate_moments
+    monkeypatch.setattr(decoders, "_accumulate_moments", lambda *arrays: calls.append(1) or accumulate(*arrays))
+    decoders.clear_moments_cache()
+    shared = {kind: decoders.fit_decoder(kind, features, images, test_features, test_images) for kind in ("linear_ridge", "linear_exact")}
+    assert len(calls) == 1  # accumulated once for both decoders
+    for kind in fresh:
+        assert shared[kind].mse_per_element_test == fresh[kind].mse_per_element_test
+        assert np.array_equal(shared[kind].test_errors_per_image, fresh[kind].test_errors_per_image)
+    features[0, 0] += 1.0  # other contents, other moments: never a stale cache
+    decoders.fit_decoder("linear_exact", features, images, test_features, test_images)
+    assert len(calls) == 2
