@@ -1,6 +1,6 @@
 """Reconstruction of the normalised input image from a layer's features: the paper's main curve.
 
-PROTOCOL.md section 1, "Reconstruction": at every measurement point a decoder is trained from
+docs/protocol.md, "What is measured at each snapshot": at every measurement point a decoder is trained from
 scratch on the train split's features of the frozen network to reproduce the normalised input
 image, and its MSE on the test split is the reconstruction loss whose three phases (constant,
 decrease, increase) the paper reports (its Figure 1 and the README table).
@@ -509,7 +509,7 @@ def build_cladec_decoder(
     32x32x1 images: 0.54 s per update (the authors' 7,820 updates: about 70 minutes per fit), against
     1.4 ms for the linear decoder (`python -m benchmarks.measure`; the CHANGELOG has other machines').
 
-    PROTOCOL.md leaves open the width of the dense stem and where the upsampling starts; both
+    docs/protocol.md leaves open the width of the dense stem and where the upsampling starts; both
     follow the authors' code above. Non-square images or feature maps, and size ratios that are
     not a power of two, raise ValueError (the authors' rounding of log2 would silently produce
     the wrong output size).

@@ -4,17 +4,22 @@ Trains and measures what each figure needs (runs are shared through the run stor
 is trained twice), draws every figure into `paper_figures/` (or `--out DIR`), writes the CSV each
 was drawn from and `summary.md`, and prints one line per figure with its headline number.
 
-    python -m reproduce.all                    # quick profile: about 25 min on 2 CPU cores, offline data
+    python -m reproduce.all                    # quick profile: embedded MNIST, no download; --dry-run estimates its time here
     python -m reproduce.all --profile smoke    # seconds per figure, tiny data (the CI test)
+    python -m reproduce.all --profile full --out paper_figures   # the committed figures: offline real data, 3 seeds; resumable
     python -m reproduce.all --profile paper    # the papers' settings on tfds data, for GPU machines
     python -m reproduce.all --plot-only        # redraw every figure from the stored CSVs
-    python -m reproduce.all --profile paper --dry-run            # the task graph: size, longest chain, work per figure
+    python -m reproduce.all --profile full --dry-run   # per figure: runs, iterations, cells, estimated seconds on this machine
     python -m reproduce.all --profile paper --ray auto --runs-dir /shared/runs   # on a Ray cluster (docs/cluster.md)
 
 With `--ray [ADDRESS]` the selected figures' work is planned as one task graph (`reproduce.plan`)
 and executed on a Ray cluster (`kphases.cluster`; `local`, the default of a bare `--ray`, starts
 one on this machine), then every figure is drawn here from the run store, as `--plot-only` would.
-Without `--ray`, everything runs in this process, figure after figure.
+Without `--ray`, everything runs in this process, figure after figure; at the end it prints, and
+writes as the `timing` section of summary.md, each figure's measured seconds beside the calibrated
+estimate (`reproduce.costs`). Killed and run again, it continues: the run store resumes runs and
+measurement cells, and a figure whose CSVs are finished for the same work is redrawn from them
+(`--recompute` to redo it).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ class AllOptions(Options):
     figures: str = ",".join(FIGURES)
     """Figures to make, comma-separated, in this order."""
     dry_run: bool = False
-    """Print the task graph of the selected figures (size, longest chain in iterations, work per figure); train nothing."""
+    """Print the task graph of the selected figures and, per figure, its runs, iterations, measurement cells and estimated seconds on this machine (calibrated from a few timed steps); train nothing."""
     ray: str | None = None
     """Execute the task graph on a Ray cluster: local (start one on this machine; a bare --ray), auto (the cluster this machine belongs to), or the head's host:port."""
     ray_cpus: int | None = None
@@ -131,10 +136,11 @@ def write_timing(modules: dict, measured: dict[str, float], options: AllOptions)
             "estimated (calibrated on this machine right after the run) and measured",
         )
     print(f"\n{what} seconds per figure:\n\n{table}")
-    note = (
-        f"Wall time per figure of `python -m reproduce.all --profile {options.profile}` on this machine: the estimate "
-        "`--dry-run` prints, calibrated from timed steps, beside the measured seconds. A figure that found its runs, "
-        "cells or finished CSV from an earlier invocation measures less than its estimate."
+    note = f"Wall time per figure of `python -m reproduce.all --profile {options.profile}` on this machine" + (
+        ": measured (smoke has no estimate: a calibration would take longer than the run)."
+        if options.profile == "smoke"
+        else ": the estimate `--dry-run` prints, calibrated from timed steps, beside the measured seconds. A figure that found "
+        "its runs, cells or finished CSV from an earlier invocation measures less than its estimate."
     )
     update_summary(options, "timing", f"{note}\n\n{table}")
 

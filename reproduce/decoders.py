@@ -1,6 +1,6 @@
 """Figure `decoders`: how much of the three-phase shape comes from the measurement protocol.
 
-One network (the profile's first: VGG-8 on MNIST in quick), its penultimate-layer reconstruction
+One network (the profile's first: VGG-8 on MNIST), its penultimate-layer reconstruction
 loss measured with every decoder and BatchNorm mode the suite has:
 - decoders: `linear_exact` (the exact affine least-squares decoder), `linear` trained with the
   authors' 7,820 Adam updates, `linear` trained for 20 epochs only (what the authors' epoch count
@@ -8,7 +8,7 @@ loss measured with every decoder and BatchNorm mode the suite has:
   profiles only: an update costs 0.54 s on 2 CPU cores at batch 128 for 512-d features to 32x32x1 images
   (`python -m benchmarks.measure`; the CHANGELOG records it on other machines), so 20
   epochs of 10,000 images (1,580 updates) take 14 minutes per snapshot and BatchNorm mode, and the
-  authors' 7,820 updates 70 minutes; the quick figure omits it and says so);
+  authors' 7,820 updates 70 minutes; the quick and full figures omit it and say so);
 - BatchNorm statistics while extracting features: `batch` (the authors' protocol: each batch of 128
   normalised by its own statistics), `stored` (inference mode with the snapshot's running
   statistics, which have not warmed up near iteration 0) and `recalibrated` (running statistics
@@ -20,11 +20,14 @@ Each curve is labelled with its verdict: the closed-form decoders' by the noise-
 interval), the trained ones (a few steps, two update budgets) by `detect_phases`, which says it has
 no noise interval; the table in summary.md (and the README) states which phases survive which control.
 
-    python -m reproduce.decoders [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+    python -m reproduce.decoders [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Runtime: quick: minutes after `phases` (the trained linear decoders dominate); paper: GPU.
+Scale: the first main run of the profile. The trained `linear` decoder with the authors' 7,820
+updates at iterations 0, 64 and 1,024: quick in the authors' BatchNorm mode only (`BUDGET_MODES`,
+for time), full in all three; the closed-form decoders at every snapshot and, at full, for every
+seed (seed 0 drawn). The CSV and summary.md hold the numbers.
 
-Numbers you should see (quick, VGG-8/MNIST, penultimate layer): three phases under linear_ridge and
+Numbers you should see (full, VGG-8/MNIST seed 0, penultimate layer): three phases under linear_ridge and
 linear_exact with batch statistics (-17.8% / -17.9% to 64, +12.9% / +13.0%) and with recalibrated
 statistics (-19.2%, +13.1%); with stored statistics (inference mode) no plateau and almost no
 decrease (-1.6% [0.5, 2.8] between 16 and 32; 0.1525 at step 0, 0.2021 at 1,024): the early shape

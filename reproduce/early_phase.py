@@ -21,16 +21,17 @@ docs/early_phase.md lists every remaining departure from the paper and open_lth.
 
 Profiles (the figure title states the scale):
 - smoke: VGG-8 x1/8 on 256 embedded MNIST images, 16 iterations, k in {0, 4}, one round, one seed; < 1 min.
-- quick: VGG-8 x1/4 on the offline CIFAR-10 copy (4,000 / 1,000 images; real MNIST if CIFAR-10 is
-  absent), 512 iterations (16 epochs) of the paper's recipe scaled (lr 0.1 / 10 at 256 and 384,
-  momentum 0.9, weight decay 1e-4, flips and crops, batch 128), k in {0, 16, 64}, 3 rounds of 50%
-  (87.5% sparse; the paper prunes 20% a round, 9 rounds to get there), perturbations and
-  pre-training at k = 64 and 87.5%. Seeds 0-2 run everything; seeds 3-5 run only the dense run,
-  the k = 64 lineage and the two sign-keeping perturbations (`PERTURBATION_SEEDS`). ResNet-20 is
-  18-40x slower per step on CPU (`python -m benchmarks.training`), too slow for this budget.
-  Runtime: 7.0 min for 3 seeds of everything (alone on 2 CPU cores); an extra seed trains 2,752
-  of a full seed's 8,656 iterations, so the 3 extra seeds add about 2.2 min if time follows the
-  iteration count (not yet timed alone).
+- full: VGG-8 x1/4 on the offline CIFAR-10 copy (4,000 / 1,000 images), 512 iterations (16 epochs)
+  of the paper's recipe scaled (lr 0.1 / 10 at 256 and 384, momentum 0.9, weight decay 1e-4, flips
+  and crops, batch 128), k in {0, 16, 64}, 3 rounds of 50% (87.5% sparse; the paper prunes 20% a
+  round, 9 rounds to get there), perturbations and pre-training at k = 64 and 87.5%. Seeds 0-2 run
+  everything; seeds 3-5 run only the dense run, the k = 64 lineage and the two sign-keeping
+  perturbations (`PERTURBATION_SEEDS`). ResNet-20 is 18-40x slower per step on CPU
+  (`python -m benchmarks.training`), too slow for this budget.
+- quick: the same experiment at half full's width and length (`CPU_SCALES`: VGG-8 x1/8, 256
+  iterations, k in {0, 8, 32}) on the embedded 4,000 / 1,000 MNIST images, seeds 0-2 only: the
+  permutation tests keep their 3 seeds, the rest is cut for time. The CSV and summary.md hold the
+  numbers; `python -m reproduce.all --dry-run` estimates the time.
 - paper: ResNet-20 on CIFAR-10 (tfds), open_lth's recipe (160 epochs, lr 0.1 / 10 at 80 and 120
   epochs, momentum 0.9, weight decay 1e-4, flips and crops, batch 128), 20% a round for 12 rounds
   (93% sparse), k in {0, 100, 250, 500, 1000, 2000}, perturbations and pre-training at k = 500 and
@@ -41,7 +42,7 @@ unperturbed rewind seed by seed (same dense run, mask and data order), by an exa
 permutation test over seeds; with n seeds no two-sided p is below 2 / 2^n (0.25 at 3 seeds, 0.031
 at 6), so 3 seeds alone cannot show a difference. Frankle et al. report that deep networks lose
 accuracy when the rewound weights are reinitialised or shuffled, even with their signs kept.
-At quick scale (the committed figure: open_lth's initialisation, output layer unpruned, k = 64,
+At full scale (the committed figure: open_lth's initialisation, output layer unpruned, k = 64,
 87.5% sparse) destroying signs costs 0.054 (random reinit) and 0.056 (shuffle), lower in each of 3
 seeds, while keeping them costs nothing: reinit keeping signs +0.000 (-0.020 .. +0.020), shuffle
 keeping signs +0.002 (-0.015 .. +0.010) over 6 seeds against rewinding to k = 64 (two-sided p 1 and

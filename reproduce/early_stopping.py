@@ -23,12 +23,11 @@ several seeds; for a single seed, a 95% binomial interval of the accuracy differ
 target test images (unpaired, so conservative). A difference whose interval excludes 0 is called
 "helps" or "hurts"; otherwise "no detectable difference".
 
-    python -m reproduce.early_stopping [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+    python -m reproduce.early_stopping [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Runtime: shares every run and measurement with `transfer`; the monitor replay loads each
-snapshot up to its decision and fits one ridge decoder on 2,000 / 1,000 images (a few seconds per
-run on a CPU at quick). The numbers to expect are in the README's "When to stop pre-training".
-"""
+Scale: shares every run and measurement with `transfer`; the monitor replay loads each snapshot
+up to its decision and fits one ridge decoder on 2,000 / 1,000 images. The CSV and summary.md hold
+the numbers; the README's "When to stop pre-training" quotes them."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Figure `information_plane`: the information-bottleneck lens beside reconstruction, on the same snapshots.
 
-Issue 7. Shwartz-Ziv & Tishby (2017) read training off the information plane, I(X;T) against
+Shwartz-Ziv & Tishby (2017) read training off the information plane, I(X;T) against
 I(T;Y) for each layer T: first both rise ("fitting"), then I(X;T) falls ("compression"). Saxe et
 al. (ICLR 2018) found the compression with saturating tanh nets only and traced it to the binning
 estimator. Schneider & Prabhushankar's reconstruction loss asks the same question (how much of
@@ -19,18 +19,16 @@ so that the penultimate layer has 64 dimensions and the logits 10). Per activati
   with its detected phases shaded, and the linear-probe and classifier test accuracies.
 Features are taken with BatchNorm in batch mode, as every other figure measures them.
 
-    python -m reproduce.information_plane [--profile smoke|quick|paper] [--plot-only] [--out DIR] [--data-dir DIR]
+    python -m reproduce.information_plane [--profile smoke|quick|full|paper] [--plot-only] [--out DIR] [--data-dir DIR]
 
-Runs: quick trains both variants for 1,024 iterations (batch 128, SGD 0.002, doubling snapshots:
-11 points) on 10,000 / 2,000 MNIST images from the offline directory (--data-dir or
-KPHASES_DATA_DIR), or on the embedded 4,000 / 1,000 MNIST when there is none (said on stderr);
-smoke: 16 iterations on 256 embedded images; paper: the same two networks at full width on
-MNIST from tfds for 257 epochs (GPU).
+Scale: VGG-8 x1/8 with tanh and with ReLU, 1,024 iterations: quick on the embedded 4,000 / 1,000
+MNIST images (one seed), full on 10,000 / 2,000 real MNIST images (3 seeds, seed 0 drawn); smoke: 16
+iterations on 256 embedded images; paper: full width on tfds MNIST for 257 epochs (GPU). The CSV
+and summary.md hold the numbers.
 
-Runtime: quick about a minute with training (2 runs of 1,024 iterations) and all three estimators
-(CHANGELOG). Quick numbers of the earlier protocol (the committed figure; the reconstruction verdicts
-below are the earlier fixed-threshold detector's, superseded until the figure is regenerated; 1,000
-test images):
+Numbers of the committed figure (10,000 / 2,000 real MNIST, one seed, an earlier protocol: the
+reconstruction verdicts below are the earlier fixed-threshold detector's, superseded until the
+figure is regenerated; 1,000 test images):
 - binning and the fixed-noise KDE are at their ceiling log2 1000 = 9.97 bits (I(T;Y) at
   log2 10) for block4 and penultimate at every snapshot, tanh and ReLU: these estimators cannot
   see training on layers this wide; only the KDE on the 10 logits moves (tanh 8.21 -> 9.95 bits);

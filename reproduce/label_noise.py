@@ -8,7 +8,7 @@ prototype. If the mechanism is right, phase (iii) grows with the number of flipp
 coincides with the network fitting them. This is a test of the authors' explanation, not one of
 their figures (they train on clean labels only).
 
-Setting: the quick profile's VGG-8/MNIST run of figure `phases` (10,000 train / 2,000 test real
+Setting (full): the VGG-8/MNIST run of figure `phases` (10,000 train / 2,000 test real
 MNIST images from the offline data directory, 1,024 iterations, the authors' training), with 0%,
 10% and 20% of the train labels replaced by another class (`DataConfig.label_noise`: exactly that
 fraction, the same in every class, fixed by the subset seed; the test labels are never changed),
@@ -21,15 +21,14 @@ the true label). The verdict on each noise level's reconstruction curve is
 noise level over the clean one is a paired (by seed) t-interval of the per-seed rise from the
 minimum to the last step.
 
-    python -m reproduce.label_noise [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+    python -m reproduce.label_noise [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Runtime: smoke about a minute (nine 16-iteration runs on 256 embedded images); quick: eight new
-VGG-8 runs of 1,024 iterations beside the reused `phases` run, each about as costly as that run plus one inference pass over the train split
-per snapshot (the clean/flipped accuracies), measured with the closed-form ridge decoder only (no
-probe, no transfer heads). Without a data directory it uses the embedded MNIST run of `phases`
-(4,000 images). paper: the paper profile's VGG-8/MNIST run.
+Scale: the VGG-8/MNIST main run of the profile with flipped labels, 3 seeds per level (the
+seed-level intervals need 3): quick 0% and 20% on the embedded MNIST at half width (the ends of the
+range, for time), full 0%, 10% and 20% on 10,000 / 2,000 real MNIST images (its clean runs are the
+`phases` runs' seeds: trained once). The CSV and summary.md hold the numbers.
 
-Numbers you should see (quick, 3 seeds; another CPU moves the third decimal): three phases at every
+Numbers you should see (full, 3 seeds; another CPU moves the third decimal): three phases at every
 noise level; the rise from the minimum (iteration 64) to 1,024 is 12.1% [10.2, 14.1] of the
 initial loss with clean labels, 26.3% [23.4, 29.2] with 10% and 31.2% [25.6, 36.7] with 20%
 flipped (20% against 0%: +19.0% [13.2, 24.8] paired by seed). At the minimum the network fits 0.930 of the clean and 0.015 of the flipped train labels;

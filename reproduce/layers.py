@@ -1,7 +1,7 @@
 """Figure `layers`: the reconstruction-loss curve at several probe points of one network.
 
 The paper probes earlier conv blocks as well as the penultimate layer. One panel per probe point of
-the first network of the profile (VGG-8 on MNIST in quick), from an early block to the penultimate
+the first network of the profile (VGG-8 on MNIST), from an early block to the penultimate
 layer, with the phases the noise-aware verdict is confident of shaded (`kphases.phases.phase_verdict`,
 paired bootstrap over the test images; grey band: pointwise 95% interval) and the linear-probe
 accuracy of the same features. Decoder `linear_ridge` (the closed-form affine decoder with its
@@ -10,16 +10,17 @@ more updates than the authors' budget to train), drawn beside the unregularised 
 which comes close to interpolating wide block outputs (block2: 4,096-d, train MSE ~0.006) and jumps between snapshots;
 BatchNorm in batch mode.
 VGG-8's block5 output is 1x1x512, identical to `penultimate`, so it is not repeated; block1
-(16x16x32 = 8,192 dimensions) is left out of quick for time (its exact decoder takes ~1 min per
+(16x16x32 = 8,192 dimensions) is left out of quick and full for time (its exact decoder takes ~1 min per
 snapshot on 2 cores).
 
-    python -m reproduce.layers [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+    python -m reproduce.layers [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Runtime: smoke ~1 min; quick: the `phases` VGG-8/MNIST network is shared; the decoders and probes at
-block2-block4 add about 8 minutes on 2 CPU cores, most of it block2's 4,096-d output (an
-eigendecomposition per snapshot); paper: GPU.
+Scale: the first main run of the profile (quick: VGG-8 x1/2 on the embedded MNIST, so block2 is
+2,048-d and its eigendecomposition an eighth of full width's; full: VGG-8 on real MNIST, 3 seeds,
+seed 0 drawn), block2-block4 and the penultimate layer (block1 only at paper, for time). The CSV
+and summary.md hold the numbers.
 
-Numbers you should see (quick): linear_ridge gives three phases at block2 (-10.3% [9.7, 11.0] to 32,
+Numbers you should see (full, seed 0): linear_ridge gives three phases at block2 (-10.3% [9.7, 11.0] to 32,
 +4.3% [3.6, 4.9]), block4 (-15.8% [14.8, 16.8] to 64, +5.8% [5.0, 6.6]) and the penultimate layer
 (-17.8%, +12.9%); at block3 a decrease (-12.5%) and an increase (+3.7% [3.1, 4.4]) but no plateau.
 The unregularised linear_exact has intervals far wider where the features are wide: at block2

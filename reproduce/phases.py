@@ -10,13 +10,16 @@ linear-probe test accuracy on the right axis; shading marks only the phases the 
 verdict (`kphases.phases.phase_verdict`, paired bootstrap over the test images) is confident of,
 and each panel prints the decrease and increase with their 95% intervals.
 
-    python -m reproduce.phases [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+    python -m reproduce.phases [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Runtime: smoke ~1 min; quick: 4 runs of 1,024 iterations and 11 snapshots each, about 9 minutes on 2
-CPU cores (CHANGELOG: measured times); needs KPHASES_DATA_DIR, else the embedded MNIST only; paper:
-20 runs of 257 epochs, for GPUs.
+Scale (`reproduce.common.main_runs`): quick: VGG-8 x1/2 and ResNet-10 x1/8 on the embedded 4,000 /
+1,000 MNIST images, 1,024 iterations, one seed (the intervals are over test images only): half
+width kept three phases on MNIST and CIFAR-10, and the embedded set needs no download. full: VGG-8
+and ResNet-10 x1/8 on 10,000 / 2,000 real MNIST and Fashion-MNIST images, 3 seeds each (seed 0
+drawn, every seed in the CSV for the seed-level verdicts). paper: 20 runs of 257 epochs, for GPUs.
+The CSV and summary.md hold the numbers; `python -m reproduce.all --dry-run` estimates the time.
 
-Numbers you should see (quick, KPHASES_DATA_DIR set; another CPU moves the third decimal): a confident
+Numbers you should see (full, seed 0; another CPU moves the third decimal): a confident
 decrease, then a confident increase, in all 4 runs: VGG-8/MNIST -17.8% [16.7, 18.9] to 64, +12.9% [12.0,
 13.9] (test acc 0.979); VGG-8/Fashion -17.9% to 32, +16.2% (0.872); ResNet-10 x1/8 MNIST -23.6% to 512,
 +2.0% [1.4, 2.6] (0.967); Fashion -42.6% to 256, +6.4% (0.836). A plateau with no confident change only

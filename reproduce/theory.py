@@ -1,6 +1,6 @@
 """Figure `theory`: the single-layer theory's simulation, its three phases, the predicted boundaries and where they hold.
 
-The paper's explanation (PROTOCOL.md section 1) is a single-layer network ("F" net, z = W x) on a
+The paper's explanation (docs/protocol.md, "The claim under test") is a single-layer network ("F" net, z = W x) on a
 "fitting the majority, then a few" data model. `theory/` restates it as our own propositions
 (theory/README.md) and simulates gradient descent on the data model (`theory.simulate`). Top row,
 one panel per named regime of `theory.regimes` (three seeds each: mean and min-max band):
@@ -23,14 +23,13 @@ phases, the increase, the seeds with three phases by `detect_phases`. The summar
 the intervals, the predictions and whether the outliers are fitted when R rises.
 
     KPHASES_DATA_DIR=/work/shared/data python -m reproduce.theory --out /tmp/theory_out --runs-dir /tmp/theory_runs
-    python -m reproduce.theory [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+    python -m reproduce.theory [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Runtime: NumPy only, no data or run store used. Quick (3 regimes x 3 seeds, 36 map cells x 3
-seeds, 2^16 steps each, run as one stack by `theory.simulate_many`, plus one max-margin
-programme per training sample): 166 s of CPU time, measured under heavy load from other jobs
-(load average ~30 on 2 cores, so wall time meant nothing; the figure without the map was 14 s
-of wall time alone). Smoke (2^12 steps, a 2 x 2 map per plane): 11 s of CPU time under
-the same load. Paper: the same as quick.
+Scale: NumPy only, no data or run store. quick: the three named regimes (3 seeds, 2^16 steps) and
+a regime map of 21 cells (4 outlier fractions x 3 positions, 3 learning rates x 3 initial scales,
+3 seeds each), about half the full grid with its corners and the committed cell kept, for time;
+full and paper: the whole grid (`theory.regime_map.RegimeMapGrid`, 40 cells); smoke: 2^12 steps
+and a 2 x 2 map per plane. The CSV and summary.md hold the numbers; `--dry-run` estimates the time.
 
 Numbers you should see (quick; NumPy, identical to 1e-15 across two machines for the regimes):
 three phases in 3 of 3 seeds with 10% outliers at another prototype (R 107.85 -> 65.88 -> 75.49,
