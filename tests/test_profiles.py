@@ -162,3 +162,15 @@ def test_ridge_and_exact_share_their_moments_with_the_same_numbers(monkeypatch):
     features[0, 0] += 1.0  # other contents, other moments: never a stale cache
     decoders.fit_decoder("linear_exact", features, images, test_features, test_images)
     assert len(calls) == 2
+
+
+def test_the_ridge_decoder_without_its_train_error_gives_the_same_test_errors():
+    from kphases import decoders
+
+    rng = np.random.default_rng(1)
+    features, images = rng.standard_normal((200, 12)).astype(np.float32), rng.standard_normal((200, 4, 4, 1)).astype(np.float32)
+    full = decoders.fit_linear_ridge_decoder(features, images, features[:40], images[:40])
+    test_only = decoders.fit_linear_ridge_decoder(features, images, features[:40], images[:40], train_error=False)
+    assert np.isnan(test_only.mse_per_element_train) and not np.isnan(full.mse_per_element_train)
+    assert test_only.mse_per_element_test == full.mse_per_element_test
+    assert np.array_equal(test_only.test_errors_per_image, full.test_errors_per_image)
