@@ -42,7 +42,16 @@ from typing import Literal
 import pandas as pd
 import tyro
 
-from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
+from kphases.config import (
+    AUTHORS_DECODER_UPDATE_STEPS,
+    DataConfig,
+    MeasureConfig,
+    ModelConfig,
+    RunConfig,
+    TrainingConfig,
+    measure_profile,
+    profile,
+)
 from kphases.data import DATA_DIR_VARIABLE
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -214,10 +223,19 @@ def reference_run(options: Options) -> PlannedRun | None:
         model=ModelConfig("vgg8"),
         training=TrainingConfig(duration=REFERENCE_STEPS["full"]),
     )
+    # The colour-dominance heads keep the authors' 7,820 updates (their numbers are drawn beside ours); no
+    # probe: the figure compares reconstruction, transfer and the classifier.
     return PlannedRun(
         "VGG-8 / CIFAR-10 (30,000 / 10,000 JPEG q75 copy)",
         config,
-        dataclasses.replace(measure, decoders=("linear_ridge", "linear"), train_size=10_000, test_size=2_000),
+        dataclasses.replace(
+            measure,
+            decoders=("linear_ridge", "linear"),
+            train_size=10_000,
+            test_size=2_000,
+            probe=False,
+            probe_min_update_steps=AUTHORS_DECODER_UPDATE_STEPS,
+        ),
     )
 
 

@@ -51,15 +51,11 @@ LAYERS = {
 
 
 def work(options: Options) -> list[Work]:
-    """The first main run, with the exact decoder and the probe at every probe point of the figure."""
+    """The first main run, with the closed-form decoders and the probe at every probe point of the figure; its further
+    seeds (`replicas`) with the decoders only (the probe is drawn for seed 0; the seed-level verdicts are on reconstruction)."""
     first = main_runs(options)[0]
-    return [
-        Work(
-            planned,
-            (dataclasses.replace(planned.measure, layers=LAYERS[options.profile], decoders=(INSTRUMENT, UNREGULARISED), transfer=()),),
-        )
-        for planned in (first, *replicas(first, options))
-    ]
+    measure = dataclasses.replace(first.measure, layers=LAYERS[options.profile], decoders=(INSTRUMENT, UNREGULARISED), transfer=())
+    return [Work(first, (measure,))] + [Work(seeded, (dataclasses.replace(measure, probe=False),)) for seeded in replicas(first, options)]
 
 
 INSTRUMENT, UNREGULARISED = "linear_ridge", "linear_exact"  # judged; drawn beside it for comparison
