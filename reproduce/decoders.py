@@ -57,7 +57,7 @@ CLADEC_STEPS = {"smoke": (0, 4, 16), "quick": (), "full": (), "paper": (0, 128, 
 CLADEC_EPOCHS = {"smoke": 1, "quick": 2, "full": 2, "paper": 20}
 BUDGET_MODES = {"quick": ("batch",)}
 """BatchNorm modes of the trained decoder with the authors' 7,820 updates (others: all three); quick: the authors' mode only, for time."""
-CLADEC_SECONDS_PER_UPDATE = 0.54  # python -m benchmarks.measure on the 2-core CPU that made the earlier figures (CHANGELOG)
+CLADEC_SECONDS_PER_UPDATE = 0.54  # python -m benchmarks.measure on a 2-core CPU (the CHANGELOG records other machines)
 
 
 def work(options: Options) -> list[Work]:
