@@ -33,7 +33,7 @@ from kphases.monitor import MonitorSettings, PhaseMonitor
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "full", "paper"])
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the profile's duration)")
     parser.add_argument("--train-subset", type=int, default=None, help="MonitorSettings.train_subset (default: the monitor's default)")
     parser.add_argument("--test-subset", type=int, default=None, help="MonitorSettings.test_subset (default: the monitor's default)")

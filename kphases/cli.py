@@ -24,7 +24,7 @@ from kphases import config as config_module
 from kphases import entry
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, ScheduleConfig, TrainingConfig, measure_profile
 
-ProfileName = Literal["smoke", "quick", "paper"]
+ProfileName = Literal["smoke", "quick", "full", "paper"]
 
 
 @dataclass(frozen=True)

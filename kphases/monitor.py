@@ -250,7 +250,7 @@ class Probe:
         layer, mode = self.layer(model), self.bn_stats(model)
         train_features = extract_features(model, layer, self.train, mode)
         test_features = extract_features(model, layer, self.test, mode)
-        result = fit_linear_ridge_decoder(train_features, self.train, test_features, self.test, DecoderSettings())
+        result = fit_linear_ridge_decoder(train_features, self.train, test_features, self.test, DecoderSettings(), train_error=False)
         self.seconds += time.perf_counter() - start
         return np.asarray(result.test_errors_per_image, dtype=np.float64)
 

@@ -4,17 +4,22 @@ Trains and measures what each figure needs (runs are shared through the run stor
 is trained twice), draws every figure into `paper_figures/` (or `--out DIR`), writes the CSV each
 was drawn from and `summary.md`, and prints one line per figure with its headline number.
 
-    python -m reproduce.all                    # quick profile: about 25 min on 2 CPU cores, offline data
+    python -m reproduce.all                    # quick profile: embedded MNIST, no download; --dry-run estimates its time here
     python -m reproduce.all --profile smoke    # seconds per figure, tiny data (the CI test)
+    python -m reproduce.all --profile full --out paper_figures   # the committed figures: offline real data, 3 seeds; resumable
     python -m reproduce.all --profile paper    # the papers' settings on tfds data, for GPU machines
     python -m reproduce.all --plot-only        # redraw every figure from the stored CSVs
-    python -m reproduce.all --profile paper --dry-run            # the task graph: size, longest chain, work per figure
+    python -m reproduce.all --profile full --dry-run   # per figure: runs, iterations, cells, estimated seconds on this machine
     python -m reproduce.all --profile paper --ray auto --runs-dir /shared/runs   # on a Ray cluster (docs/cluster.md)
 
 With `--ray [ADDRESS]` the selected figures' work is planned as one task graph (`reproduce.plan`)
 and executed on a Ray cluster (`kphases.cluster`; `local`, the default of a bare `--ray`, starts
 one on this machine), then every figure is drawn here from the run store, as `--plot-only` would.
-Without `--ray`, everything runs in this process, figure after figure.
+Without `--ray`, everything runs in this process, figure after figure; at the end it prints, and
+writes as the `timing` section of summary.md, each figure's measured seconds beside the calibrated
+estimate (`reproduce.costs`). Killed and run again, it continues: the run store resumes runs and
+measurement cells, and a figure whose CSVs are finished for the same work is redrawn from them
+(`--recompute` to redo it).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ class AllOptions(Options):
     figures: str = ",".join(FIGURES)
     """Figures to make, comma-separated, in this order."""
     dry_run: bool = False
-    """Print the task graph of the selected figures (size, longest chain in iterations, work per figure); train nothing."""
+    """Print the task graph of the selected figures and, per figure, its runs, iterations, measurement cells and estimated seconds on this machine (calibrated from a few timed steps); train nothing."""
     ray: str | None = None
     """Execute the task graph on a Ray cluster: local (start one on this machine; a bare --ray), auto (the cluster this machine belongs to), or the head's host:port."""
     ray_cpus: int | None = None
@@ -100,6 +105,42 @@ def run_on_ray(modules: dict, options: AllOptions) -> None:
     )
 
 
+def estimate_text(modules: dict, options: AllOptions):
+    """(per-figure costs, their table) of the selected figures, calibrated on this machine now (`reproduce.costs`)."""
+    from reproduce.costs import Calibration, estimate, estimate_table
+
+    calibration = Calibration()
+    costs = estimate(modules, options, calibration)
+    return costs, estimate_table(costs, calibration=calibration)
+
+
+def write_timing(modules: dict, measured: dict[str, float], options: AllOptions) -> None:
+    """The estimate beside the measured seconds: printed (the run's log) and the `timing` section of summary.md.
+
+    The calibration runs after the figures (the estimate does not depend on what the run stored) and is
+    skipped at smoke, whose whole run is shorter than a calibration: there the table has the measured seconds only."""
+    from reproduce.common import update_summary
+    from reproduce.costs import Calibration, estimate, estimate_table, measured_table
+
+    if options.profile == "smoke":
+        table, what = measured_table(measured), "measured (no estimate at smoke)"
+    else:
+        calibration = Calibration()
+        costs = estimate(modules, options, calibration)
+        table, what = (
+            estimate_table(costs, measured, calibration),
+            "estimated (calibrated on this machine right after the run) and measured",
+        )
+    print(f"\n{what} seconds per figure:\n\n{table}")
+    note = f"Wall time per figure of `python -m reproduce.all --profile {options.profile}` on this machine" + (
+        ": measured (smoke has no estimate: a calibration would take longer than the run)."
+        if options.profile == "smoke"
+        else ": the estimate `--dry-run` prints, calibrated from timed steps, beside the measured seconds. A figure that found "
+        "its runs, cells or finished CSV from an earlier invocation measures less than its estimate."
+    )
+    update_summary(options, "timing", f"{note}\n\n{table}")
+
+
 def main(argv=None) -> int:
     """Make the figures; Ctrl-C ends it with one line saying where it stopped (exit status 130)."""
     try:
@@ -126,6 +167,8 @@ def _main(argv=None) -> int:
 
         print(f"profile {options.profile}:")
         print(describe(plan(modules, options)))
+        print(f"\nestimated wall time on this machine (calibrated from timed steps; {options.profile} profile, one process):\n")
+        print(estimate_text(modules, options)[1])
         return 0
     import tensorflow as tf
 
@@ -139,23 +182,25 @@ def _main(argv=None) -> int:
         run_on_ray(modules, options)
         root = resolve_runs_dir(options.runs_dir)
         planned = {path.name for path in root.iterdir()} if root.is_dir() else set()
-    lines = []
+    lines, measured = [], {}
     for name, module in modules.items():
         started = time.perf_counter()
         line = module.main(options)
-        lines.append(f"{line} [{time.perf_counter() - started:.0f} s]")
+        measured[name] = time.perf_counter() - started
+        lines.append(f"{line} [{measured[name]:.0f} s]")
     if options.ray is not None:
         unplanned = sorted({path.name for path in root.iterdir()} - planned) if root.is_dir() else []
         if unplanned:  # the planner missed runs a figure needs: they were trained here, serially
             print(f"warning: the figure pass trained {len(unplanned)} runs the task graph did not hold: {unplanned}", file=sys.stderr)
     print(f"\nreproduce.all finished in {time.perf_counter() - began:.0f} s:")
     print("\n".join(lines))
-    if set(figures) == set(FIGURES) and options.profile == "quick":  # the reference is of the whole quick run
-        from reproduce.common import FIGURES_DIR, has_offline
+    if options.ray is None and not options.plot_only:
+        write_timing(modules, measured, options)
+    if set(figures) == set(FIGURES) and options.profile in ("quick", "full"):  # the references are of whole runs
+        from reproduce.common import FIGURES_DIR
         from reproduce.compare import reference_directory, report
 
-        real_data = all(has_offline(name, options) for name in ("mnist", "fashion_mnist", "cifar10"))
-        print("\n" + "\n".join(report(options.out, reference_directory(real_data, FIGURES_DIR))))
+        print("\n" + "\n".join(report(options.out, reference_directory(options.profile == "full", FIGURES_DIR))))
     return 0
 
 

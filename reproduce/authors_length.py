@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile
+from kphases.config import AUTHORS_DECODER_UPDATE_STEPS, DataConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile
 from reproduce import reference_run
 from reproduce.common import Options, PlannedRun, Work, data_directory, parse_options, run_figure
 
@@ -87,9 +87,11 @@ def work(options: Options) -> list[Work]:
     """One run per seed with the ridge decoder, probe and colour head at every snapshot; seed 0 also
     with the authors' trained decoder at the iterations they report."""
     smoke = options.profile == "smoke"
-    measure = dataclasses.replace(measure_profile("smoke" if smoke else "quick"), transfer=("color_dominance",))
+    measure = dataclasses.replace(measure_profile("smoke" if smoke else "full"), transfer=("color_dominance",))
     if not smoke:
-        measure = dataclasses.replace(measure, train_size=10_000, test_size=2_000)
+        # reference_run's measurement at full (fixed subsets; the colour heads keep the authors' 7,820
+        # updates), and the probe as well, so the long run shows what the classifier's features still separate
+        measure = dataclasses.replace(measure, train_size=10_000, test_size=2_000, probe_min_update_steps=AUTHORS_DECODER_UPDATE_STEPS)
     items = []
     for seed in seeds_of(options):
         seeded = dataclasses.replace(measure, decoders=("linear_ridge",), seed=seed)

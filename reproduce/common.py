@@ -14,14 +14,18 @@ snapshot step, the `early_phase` lineages as chains) and `reproduce.cluster` exe
 a Ray cluster (`python -m reproduce.all --ray [ADDRESS]`); `--plot-only` then draws on any machine,
 from the stored CSVs or, where a CSV is missing, read-only from the shared run store.
 
-The runs of each profile are defined once here (`main_runs`), so figures share them:
+The runs of each profile are defined once here (`main_runs`, `replicas`, `reference_run`), so figures share them:
 - smoke: the smoke config (VGG-8 at width 1/8, embedded MNIST, 16 iterations) and a ResNet-10 twin;
-- quick: 1,024 iterations of VGG-8 and ResNet-10 (width 1/8) on real MNIST and Fashion-MNIST
-  (10,000 train / 2,000 test images from the offline data directory) and, for `reference_run`,
-  4,096 iterations of VGG-8 on the offline 30,000 / 10,000-image JPEG q75 CIFAR-10 copy
-  (`cifar10_jpeg_q75.npz`); without a data directory, the embedded MNIST only (said so);
+  the CI path, every figure within 2 minutes;
+- quick (the default, no data directory read): 1,024 iterations of VGG-8 at width 1/2 and ResNet-10
+  at width 1/8 on the embedded 4,000 / 1,000 MNIST images, one seed; no CIFAR-10 reference run.
+  Every figure in about 15 minutes on a 2-core CPU without AVX-512 (`--dry-run` estimates it here);
+- full (the committed paper_figures): 1,024 iterations of VGG-8 and ResNet-10 x1/8 on real MNIST
+  and Fashion-MNIST (10,000 train / 2,000 test images of the offline copies), 3 seeds, and 3 seeds
+  of VGG-8 on the 30,000 / 10,000-image JPEG q75 CIFAR-10 copy (`cifar10_jpeg_q75.npz`) for
+  `reference_run`; a missing offline file is an error naming it;
 - paper: VGG-8/11/13/16 and ResNet-10 on MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 from tfds
-  with the authors' training (PROTOCOL.md).
+  with the authors' training (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -37,16 +41,25 @@ from typing import Literal
 
 import pandas as pd
 
-from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
+from kphases.config import (
+    AUTHORS_DECODER_UPDATE_STEPS,
+    DataConfig,
+    MeasureConfig,
+    ModelConfig,
+    RunConfig,
+    TrainingConfig,
+    measure_profile,
+    profile,
+)
 from kphases.data import DATA_DIR_VARIABLE
 from kphases.entry import interrupted, parse_flags, start_tensorflow
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 FIGURES_DIR = REPOSITORY / "paper_figures"
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "full", "paper")
 
 
-ProfileName = Literal["smoke", "quick", "paper"]
+ProfileName = Literal["smoke", "quick", "full", "paper"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,7 @@ class Options:
     """The options every figure module takes (`python -m reproduce.<figure> --help` lists them)."""
 
     profile: ProfileName = "quick"
-    """Scale of every run: smoke (seconds, tiny data), quick (minutes on 2 CPU cores, offline data), paper (the papers' settings, for GPU machines)."""
+    """Scale of every run: smoke (seconds, tiny data), quick (minutes on 2 CPU cores, embedded MNIST, no download), full (the committed paper_figures: offline real data, 3 seeds, hours on 2 CPU cores), paper (the papers' settings, for GPU machines)."""
     out: Path = Path("results")
     """Where figures, CSVs and summary.md go (untracked by default; the committed reference is paper_figures/: pass --out paper_figures to rewrite it)."""
     plot_only: bool = False
@@ -65,6 +78,8 @@ class Options:
     """Directory of offline <name>.npz files (default: $KPHASES_DATA_DIR)."""
     progress: bool = True
     """Show progress bars."""
+    recompute: bool = False
+    """Compute every figure again even where --out holds its finished CSV for the same work (see `finished_table`)."""
 
 
 def parse_options(description: str, argv: Sequence[str] | None = None, options_type: type = Options, prog: str | None = None) -> Options:
@@ -95,88 +110,132 @@ class PlannedRun:
     measure: MeasureConfig
 
 
-QUICK_STEPS = "1024it"  # MNIST-10k: train accuracy ~1.0 by 512, phase 3 visible by 1024 (measured)
-QUICK_RESNET_WIDTH = 0.125  # per step on 2 cores: full width ~20x VGG-8, x1/4 ~2x, x1/8 ~1x (benchmarks.training)
-QUICK_RESNET_LABEL = "ResNet-10 x1/8"
+MAIN_STEPS = "1024it"  # train accuracy ~1.0 by 512 on 4,000 or 10,000 MNIST images, the rise visible by 1,024 (measured)
+RESNET_WIDTH = 0.125  # per step on 2 cores: full width ~20x VGG-8, x1/4 ~2x, x1/8 ~1x (benchmarks.training)
+RESNET_LABEL = "ResNet-10 x1/8"
+QUICK_VGG_WIDTH = 0.5  # a quarter of the conv cost; three phases kept on MNIST and CIFAR-10 at x1/2 (measured)
+SEEDS = {"smoke": (0,), "quick": (0,), "full": (0, 1, 2), "paper": (0,)}
+"""Training seeds of the main runs: quick one (intervals over test images only), full three; paper as the authors ran it."""
+REFERENCE_STEPS = {"full": "4096it", "paper": None}
+"""Length of the CIFAR-10 reference runs (None: the paper profile's 257 epochs); the 65,536-iteration run is its own module."""
+REFERENCE_FILE = "cifar10_jpeg_q75.npz"  # 30,000 / 10,000 real CIFAR-10 images, JPEG quality 75
 
 
-def _quick_data(name: str, options: Options) -> DataConfig:
+def _offline_data(name: str, options: Options) -> DataConfig:
+    """10,000 / 2,000 images of an offline copy; the profile fails with one line if the copy is missing."""
+    if not has_offline(name, options):
+        raise ValueError(
+            f"profile {options.profile} needs {name}.npz in the data directory (--data-dir or {DATA_DIR_VARIABLE}); "
+            f"not found in {data_directory(options)}. The quick profile needs no data directory."
+        )
     return DataConfig(name=name, source="directory", train_size=10_000, test_size=2_000)
 
 
 def main_runs(options: Options) -> list[PlannedRun]:
-    """Every (dataset, architecture) run of the profile, in the order figures show them."""
+    """Every (dataset, architecture) run of the profile at seed 0, in the order figures show them (`replicas` adds the other seeds)."""
     name = options.profile
     measure = measure_profile(name)
     if name == "smoke":
         base = profile("smoke")
         resnet = base.replace(model=ModelConfig("resnet10", width=0.125))
         return [PlannedRun("VGG-8 / MNIST (embedded)", base, measure), PlannedRun("ResNet-10 x1/8 / MNIST (embedded)", resnet, measure)]
+    if name == "paper":
+        paper = profile("paper")
+        return [
+            PlannedRun(
+                f"{architecture} / {dataset}",
+                paper.replace(data=DataConfig(name=dataset, source="tfds"), model=ModelConfig(architecture)),
+                measure,
+            )
+            for dataset in ("mnist", "fashion_mnist", "cifar10", "cifar100")
+            for architecture in ("vgg8", "vgg11", "vgg13", "vgg16", "resnet10")
+        ]
+    # linear_ridge: the closed-form affine decoder with its ridge chosen by GCV on the train split
+    # (linear_exact, unregularised, overfits wide block outputs); ~90x cheaper than the trained one (benchmarks.measure).
+    measure = dataclasses.replace(measure, decoders=("linear_ridge",))
+    training = TrainingConfig(duration=MAIN_STEPS)
     if name == "quick":
-        # linear_ridge: the closed-form affine decoder with its ridge chosen by GCV on the train split
-        # (linear_exact, unregularised, overfits wide block outputs); ~90x cheaper than the trained one (benchmarks.measure).
-        measure = dataclasses.replace(measure, decoders=("linear_ridge",))
-        training = TrainingConfig(duration=QUICK_STEPS)
-        runs = []
-        datasets = [d for d in ("mnist", "fashion_mnist") if has_offline(d, options)]
-        if not datasets:
-            print(
-                f"quick: no offline MNIST/Fashion-MNIST ({DATA_DIR_VARIABLE} unset or without them): using the embedded MNIST subset only",
-                file=sys.stderr,
-            )
-            config = profile("quick")
-            return [
-                PlannedRun("VGG-8 / MNIST (embedded)", config, measure),
-                PlannedRun(
-                    f"{QUICK_RESNET_LABEL} / MNIST (embedded)", config.replace(model=ModelConfig("resnet10", QUICK_RESNET_WIDTH)), measure
-                ),
-            ]
-        for dataset in datasets:
-            pretty = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}[dataset]
-            data = _quick_data(dataset, options)
-            runs.append(PlannedRun(f"VGG-8 / {pretty}", RunConfig(data=data, model=ModelConfig("vgg8"), training=training), measure))
-            runs.append(
-                PlannedRun(
-                    f"{QUICK_RESNET_LABEL} / {pretty}",
-                    RunConfig(data=data, model=ModelConfig("resnet10", QUICK_RESNET_WIDTH), training=training),
-                    measure,
-                )
-            )
-        return runs
+        # The embedded 4,000 / 1,000 MNIST images (no download): VGG-8 at half width, the ResNet at 1/8.
+        data = DataConfig(name="mnist", source="embedded")
+        vgg = ModelConfig("vgg8", width=QUICK_VGG_WIDTH)
+        return [
+            PlannedRun("VGG-8 x1/2 / MNIST (embedded)", RunConfig(data=data, model=vgg, training=training), measure),
+            PlannedRun(
+                f"{RESNET_LABEL} / MNIST (embedded)",
+                RunConfig(data=data, model=ModelConfig("resnet10", RESNET_WIDTH), training=training),
+                measure,
+            ),
+        ]
     runs = []
-    paper = profile("paper")
-    for dataset in ("mnist", "fashion_mnist", "cifar10", "cifar100"):
-        for architecture in ("vgg8", "vgg11", "vgg13", "vgg16", "resnet10"):
-            config = paper.replace(data=DataConfig(name=dataset, source="tfds"), model=ModelConfig(architecture))
-            runs.append(PlannedRun(f"{architecture} / {dataset}", config, measure))
+    for dataset, pretty in (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST")):
+        data = _offline_data(dataset, options)
+        runs.append(PlannedRun(f"VGG-8 / {pretty}", RunConfig(data=data, model=ModelConfig("vgg8"), training=training), measure))
+        runs.append(
+            PlannedRun(
+                f"{RESNET_LABEL} / {pretty}", RunConfig(data=data, model=ModelConfig("resnet10", RESNET_WIDTH), training=training), measure
+            )
+        )
     return runs
 
 
+SEED_MARK = " / seed "
+"""Between a run's label and its seed in the labels of `replicas`."""
+
+
+def replicas(planned: PlannedRun, options: Options) -> list[PlannedRun]:
+    """`planned` at every further seed of the profile (`SEEDS`), labelled '<label> / seed <n>'; empty where the profile has one."""
+    return [
+        PlannedRun(
+            f"{planned.label}{SEED_MARK}{seed}",
+            planned.config.replace(training=dataclasses.replace(planned.config.training, seed=seed)),
+            planned.measure,
+        )
+        for seed in SEEDS[options.profile][1:]
+    ]
+
+
 def reference_run(options: Options) -> PlannedRun | None:
-    """The authors' README run (VGG-8, CIFAR-10, penultimate, colour dominance) at the profile's scale."""
+    """The authors' README run (VGG-8, CIFAR-10, penultimate, colour dominance) at the profile's scale; None where the
+    profile has none (quick: it has no CIFAR-10; smoke: without a `cifar10.npz` in the data directory)."""
     name = options.profile
     measure = dataclasses.replace(measure_profile(name), transfer=("color_dominance",))
     if name == "paper":
         return PlannedRun("VGG-8 / CIFAR-10 (authors' README run)", profile("paper"), measure)
-    # quick: the 30,000 / 10,000-image JPEG (q75) copy, 4,096 iterations (17 epochs; train accuracy
-    # is still below 0.6 where the reconstruction loss turns up); decoders and heads are fitted on
-    # fixed stratified subsets of 10,000 train / 2,000 test images (the classifier is scored on all).
-    file = "cifar10_jpeg_q75.npz" if name == "quick" else "cifar10.npz"
-    directory = data_directory(options)
-    if directory is None or not (directory / file).is_file():
+    if name == "quick":
         return None
     if name == "smoke":
+        directory = data_directory(options)
+        if directory is None or not (directory / "cifar10.npz").is_file():
+            return None
         smoke = profile("smoke")
         return PlannedRun(
             "VGG-8 / CIFAR-10 (smoke)", smoke.replace(data=DataConfig("cifar10", "directory", train_size=256, test_size=128)), measure
         )
+    # full: the 30,000 / 10,000-image JPEG (q75) copy; decoders and heads are fitted on fixed stratified
+    # subsets of 10,000 train / 2,000 test images (the classifier is scored on all of both splits).
+    directory = data_directory(options)
+    if directory is None or not (directory / REFERENCE_FILE).is_file():
+        raise ValueError(
+            f"profile full needs {REFERENCE_FILE} in the data directory (--data-dir or {DATA_DIR_VARIABLE}); not found in {directory}"
+        )
     config = RunConfig(
-        data=DataConfig("cifar10", "directory", file=file), model=ModelConfig("vgg8"), training=TrainingConfig(duration="4096it")
+        data=DataConfig("cifar10", "directory", file=REFERENCE_FILE),
+        model=ModelConfig("vgg8"),
+        training=TrainingConfig(duration=REFERENCE_STEPS["full"]),
     )
+    # The colour-dominance heads keep the authors' 7,820 updates (their numbers are drawn beside ours); no
+    # probe: the figure compares reconstruction, transfer and the classifier.
     return PlannedRun(
         "VGG-8 / CIFAR-10 (30,000 / 10,000 JPEG q75 copy)",
         config,
-        dataclasses.replace(measure, decoders=("linear_ridge", "linear"), train_size=10_000, test_size=2_000),
+        dataclasses.replace(
+            measure,
+            decoders=("linear_ridge", "linear"),
+            train_size=10_000,
+            test_size=2_000,
+            probe=False,
+            probe_min_update_steps=AUTHORS_DECODER_UPDATE_STEPS,
+        ),
     )
 
 
@@ -347,12 +406,19 @@ def run_figure(module_name: str, compute, plot, argv: Sequence[str] | Options | 
 
 
 def _run_figure(module_name: str, compute, plot, options: Options, description: str) -> str:
+    finished = None if options.recompute else finished_table(module_name, options)
     if options.plot_only and (options.out / f"{module_name}.csv").is_file():
         table = read_table(options, module_name)
+    elif finished is not None:
+        table = finished
+        print(
+            f"{module_name}: its CSV in {options.out} is finished for this work ({COMPLETION_SUFFIX}); drawn from it (--recompute to redo)"
+        )
     else:
         table = compute(options)  # with --plot-only: read-only from the run store, or an error naming what is missing
         if not table.empty:
             write_table(table, options, module_name)
+            record_finished(module_name, options)
     if table.empty:
         # Nothing measured (reference_run without a CIFAR-10 copy, said by compute): what an earlier
         # run wrote to --out for this figure (CSV, PNG, PDF, summary section) stays as it was.
@@ -366,6 +432,72 @@ def _run_figure(module_name: str, compute, plot, options: Options, description: 
     return line
 
 
+COMPLETION_SUFFIX = ".finished.json"
+"""`<out>/<figure>.finished.json`: which work a figure's CSVs were computed for, and their checksums."""
+
+
+def work_fingerprint(module_name: str, options: Options) -> str:
+    """What a figure computes at these options: its runs (by config hash) and measurement configs, or, for a
+    figure that lists no work, its profile. The same fingerprint and intact CSVs mean the same table."""
+    import hashlib
+    import importlib
+    import json
+
+    module = importlib.import_module(f"reproduce.{module_name}")
+    items = module.work(options) if hasattr(module, "work") else []
+    described = {
+        "figure": module_name,
+        "profile": options.profile,
+        "work": [[item.planned.label, item.planned.config.hash(), [measure.to_dict() for measure in item.measures]] for item in items],
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _figure_files(module_name: str, options: Options) -> list[Path]:
+    """The CSVs a figure's compute writes: `<figure>.csv` and, where it keeps them, `<figure>_per_image.csv`."""
+    return [path for path in (options.out / f"{module_name}.csv", options.out / f"{module_name}_per_image.csv") if path.is_file()]
+
+
+def _checksums(paths: Sequence[Path]) -> dict[str, str]:
+    import hashlib
+
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+
+
+def record_finished(module_name: str, options: Options) -> None:
+    """After a figure's CSVs are written: record the work they were computed for and their checksums."""
+    import json
+
+    from kphases.store import write_text_atomic
+
+    record = {"fingerprint": work_fingerprint(module_name, options), "files": _checksums(_figure_files(module_name, options))}
+    write_text_atomic(options.out / f"{module_name}{COMPLETION_SUFFIX}", json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def finished_table(module_name: str, options: Options) -> pd.DataFrame | None:
+    """The figure's table from `<out>/<figure>.csv` if an earlier invocation finished it for the same work, else None.
+
+    Finished and checked: the completion record names this work's fingerprint (`work_fingerprint`) and
+    every CSV it lists is present with the recorded checksum (a CSV edited, torn or missing since is
+    recomputed), so a killed `reproduce.all` run again redraws the figures it had finished instead of
+    recomputing their driver-side work. The run store already resumes runs and measurement cells."""
+    import json
+
+    path = options.out / f"{module_name}{COMPLETION_SUFFIX}"
+    if options.plot_only or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # a torn record: recompute
+    files = [options.out / name for name in record.get("files", {})]
+    if not files or record.get("fingerprint") != work_fingerprint(module_name, options):
+        return None
+    if not all(file.is_file() for file in files) or _checksums(files) != record["files"]:
+        return None
+    return read_table(options, module_name)
+
+
 FIGURE_COLUMNS = ["label", "run", "step", "layer", "metric", "split", "value", "instrument", "bn_stats", "update_steps", "data"]
 
 
@@ -376,7 +508,7 @@ def tidy_rows(planned: PlannedRun, run, frame: pd.DataFrame) -> pd.DataFrame:
         instrument="classifier",
         bn_stats="stored",
         update_steps=run.config.training.duration,
-        data=_classifier_data(run.config.data),
+        data=_classifier_data(run.config.data, run.provenance().get("data", {})),
         run=run.name,
     )
     measured = frame[frame["metric"] != "seconds"]
@@ -385,10 +517,15 @@ def tidy_rows(planned: PlannedRun, run, frame: pd.DataFrame) -> pd.DataFrame:
     return table[FIGURE_COLUMNS]
 
 
-def _classifier_data(data: DataConfig) -> str:
-    """The classifier rows' `data`: dataset/source, the npz file if one is named, the label noise if any."""
+def _classifier_data(data: DataConfig, trained_on: dict) -> str:
+    """The classifier rows' `data`: dataset/source, the npz file if one is named, the label noise if any, then
+    the sizes of the splits the classifier was trained and scored on and their fingerprint (from the run's
+    provenance, `Dataset.describe`; left out for a run that recorded none)."""
     text = f"{data.name}/{data.source}" + (f":{data.file}" if data.file else "")
-    return text + (f" label_noise={data.label_noise:g}" if data.label_noise else "")
+    text += f" label_noise={data.label_noise:g}" if data.label_noise else ""
+    if {"train_size", "test_size", "fingerprint"} <= set(trained_on):
+        text += f" train={trained_on['train_size']} test={trained_on['test_size']} fingerprint={trained_on['fingerprint']}"
+    return text
 
 
 def curve(

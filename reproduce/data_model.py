@@ -7,11 +7,12 @@ majority, then a few". For each dataset of the profile we compute, on the normal
 another class's mean. The histograms show the distribution; the table gives its quantiles and the
 fraction of samples closer to another prototype.
 
-    python -m reproduce.data_model [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+    python -m reproduce.data_model [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Runtime: seconds (no training).
+Scale: no training, so every profile reads the same images: the embedded MNIST at quick, the
+offline MNIST, Fashion-MNIST and CIFAR-10 copies at full; summary.md holds the numbers.
 
-Numbers you should see (quick, KPHASES_DATA_DIR set; no training, so any CPU gives them to rounding): median cosine to the own class mean MNIST 0.678,
+Numbers you should see (full, KPHASES_DATA_DIR set; no training, so any CPU gives them to rounding): median cosine to the own class mean MNIST 0.678,
 Fashion-MNIST 0.811, CIFAR-10 0.318; closer to another class's mean than to their own: 18.5%,
 31.2% and 70.4% of train images (10,000 / 10,000 / 4,000).
 """

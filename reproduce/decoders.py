@@ -1,6 +1,6 @@
 """Figure `decoders`: how much of the three-phase shape comes from the measurement protocol.
 
-One network (the profile's first: VGG-8 on MNIST in quick), its penultimate-layer reconstruction
+One network (the profile's first: VGG-8 on MNIST), its penultimate-layer reconstruction
 loss measured with every decoder and BatchNorm mode the suite has:
 - decoders: `linear_exact` (the exact affine least-squares decoder), `linear` trained with the
   authors' 7,820 Adam updates, `linear` trained for 20 epochs only (what the authors' epoch count
@@ -8,7 +8,7 @@ loss measured with every decoder and BatchNorm mode the suite has:
   profiles only: an update costs 0.54 s on 2 CPU cores at batch 128 for 512-d features to 32x32x1 images
   (`python -m benchmarks.measure`; the CHANGELOG records it on other machines), so 20
   epochs of 10,000 images (1,580 updates) take 14 minutes per snapshot and BatchNorm mode, and the
-  authors' 7,820 updates 70 minutes; the quick figure omits it and says so);
+  authors' 7,820 updates 70 minutes; the quick and full figures omit it and say so);
 - BatchNorm statistics while extracting features: `batch` (the authors' protocol: each batch of 128
   normalised by its own statistics), `stored` (inference mode with the snapshot's running
   statistics, which have not warmed up near iteration 0) and `recalibrated` (running statistics
@@ -21,9 +21,12 @@ interval of each point's change from step 0); the trained ones (a few steps, two
 get no verdict, and their line says why. The table in summary.md states which phases survive which
 control.
 
-    python -m reproduce.decoders [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+    python -m reproduce.decoders [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Runtime: quick: minutes after `phases` (the trained linear decoders dominate); paper: GPU.
+Scale: the first main run of the profile. The trained `linear` decoder with the authors' 7,820
+updates at iterations 0, 64 and 1,024: quick in the authors' BatchNorm mode only (`BUDGET_MODES`,
+for time), full in all three; the closed-form decoders at every snapshot and, at full, for every
+seed (seed 0 drawn). The CSV and summary.md hold the numbers.
 
 What you should see (quick): the numbers are in `paper_figures/decoders.csv` and the verdicts in
 `paper_figures/summary.md`; the shape survives batch and recalibrated statistics with either
@@ -41,16 +44,18 @@ import pandas as pd
 
 from kphases.config import AUTHORS_DECODER_UPDATE_STEPS
 from reproduce import verdicts
-from reproduce.common import Options, Work, main_runs, perform, run_figure, save_figure, tidy_rows
+from reproduce.common import SEED_MARK, Options, Work, main_runs, perform, replicas, run_figure, save_figure, tidy_rows
 from reproduce.plotting import log_step_axis, step_position
 
 NAME = "decoders"
 MODES = ("batch", "stored", "recalibrated")
 # Steps at which the expensive trained decoders run, per profile (linear_exact runs at every snapshot).
-TRAINED_STEPS = {"smoke": (0, 4, 16), "quick": (0, 64, 1024), "paper": (0, 8, 128, 1024, 8192, 65536)}
-CLADEC_STEPS = {"smoke": (0, 4, 16), "quick": (), "paper": (0, 128, 8192, 65536)}  # (): not in this profile
-CLADEC_EPOCHS = {"smoke": 1, "quick": 2, "paper": 20}
-CLADEC_SECONDS_PER_UPDATE = 0.54  # python -m benchmarks.measure on the 2-core CPU that made the earlier figures (CHANGELOG)
+TRAINED_STEPS = {"smoke": (0, 4, 16), "quick": (0, 64, 1024), "full": (0, 64, 1024), "paper": (0, 8, 128, 1024, 8192, 65536)}
+CLADEC_STEPS = {"smoke": (0, 4, 16), "quick": (), "full": (), "paper": (0, 128, 8192, 65536)}  # (): not in this profile
+CLADEC_EPOCHS = {"smoke": 1, "quick": 2, "full": 2, "paper": 20}
+BUDGET_MODES = {"quick": ("batch",)}
+"""BatchNorm modes of the trained decoder with the authors' 7,820 updates (others: all three); quick: the authors' mode only, for time."""
+CLADEC_SECONDS_PER_UPDATE = 0.54  # python -m benchmarks.measure on a 2-core CPU (the CHANGELOG records other machines)
 
 
 def work(options: Options) -> list[Work]:
@@ -60,7 +65,13 @@ def work(options: Options) -> list[Work]:
     budget = AUTHORS_DECODER_UPDATE_STEPS if options.profile != "smoke" else None
     variants = [
         dataclasses.replace(base, decoders=("linear_ridge", "linear_exact")),
-        dataclasses.replace(base, decoders=("linear",), decoder_min_update_steps=budget, steps=TRAINED_STEPS[options.profile]),
+        dataclasses.replace(
+            base,
+            decoders=("linear",),
+            decoder_min_update_steps=budget,
+            steps=TRAINED_STEPS[options.profile],
+            bn_stats=BUDGET_MODES.get(options.profile, MODES),
+        ),
         dataclasses.replace(
             base,
             decoders=("linear",),
@@ -81,18 +92,22 @@ def work(options: Options) -> list[Work]:
                 bn_stats=("stored", "recalibrated"),
             )
         )
-    return [Work(planned, tuple(variants))]
+    # The further seeds of the profile with the closed-form decoders (the trained ones are seed 0 only).
+    return [Work(planned, tuple(variants))] + [Work(seeded, variants[:1]) for seeded in replicas(planned, options)]
 
 
 def compute(options: Options) -> pd.DataFrame:
-    (item,) = work(options)
-    run, frame = perform(item, options)
-    table = tidy_rows(item.planned, run, frame)
     wanted = [("penultimate", instrument, mode) for instrument in ("linear_ridge", "linear_exact", "linear", "cladec") for mode in MODES]
     # The trained decoders are measured under two update budgets in the same cells' key: their
     # per-image errors would mix them, so only the closed-form decoders' curves get a noise interval.
     wanted = [key for key in wanted if key[1] in ("linear_ridge", "linear_exact")]
-    verdicts.write_per_image(options.out, NAME, verdicts.collect(run, frame, item.planned.label, wanted))
+    tables, per_image = [], {}
+    for item in work(options):
+        run, frame = perform(item, options)
+        tables.append(tidy_rows(item.planned, run, frame))
+        per_image.update(verdicts.collect(run, frame, item.planned.label, wanted))
+    verdicts.write_per_image(options.out, NAME, per_image)
+    table = pd.concat(tables, ignore_index=True)
     table = table[(table["layer"] == "penultimate") & (table["metric"] == "reconstruction_mse")]
     return table.assign(
         decoder=lambda t: t["instrument"] + t["update_steps"].map(lambda n: f" ({int(float(n)):,} updates)" if float(n) > 0 else "")
@@ -110,9 +125,9 @@ def curves(table: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
 def plot(table: pd.DataFrame, options: Options):
     import matplotlib.pyplot as plt
 
-    found = curves(table)
-    per_image = verdicts.read_per_image(options.out, NAME)
     label = table["label"].iloc[0]
+    found = curves(table[~table["label"].str.contains(SEED_MARK, regex=False)])  # seed 0 drawn; the further seeds are in the CSV
+    per_image = verdicts.read_per_image(options.out, NAME)
     decoders = sorted(
         {decoder for decoder, _ in found}, key=lambda d: (not d.startswith("linear_ridge"), not d.startswith("linear_exact"), d)
     )

@@ -21,16 +21,17 @@ docs/early_phase.md lists every remaining departure from the paper and open_lth.
 
 Profiles (the figure title states the scale):
 - smoke: VGG-8 x1/8 on 256 embedded MNIST images, 16 iterations, k in {0, 4}, one round, one seed; < 1 min.
-- quick: VGG-8 x1/4 on the offline CIFAR-10 copy (4,000 / 1,000 images; real MNIST if CIFAR-10 is
-  absent), 512 iterations (16 epochs) of the paper's recipe scaled (lr 0.1 / 10 at 256 and 384,
-  momentum 0.9, weight decay 1e-4, flips and crops, batch 128), k in {0, 16, 64}, 3 rounds of 50%
-  (87.5% sparse; the paper prunes 20% a round, 9 rounds to get there), perturbations and
-  pre-training at k = 64 and 87.5%. Seeds 0-2 run everything; seeds 3-5 run only the dense run,
-  the k = 64 lineage and the two sign-keeping perturbations (`PERTURBATION_SEEDS`). ResNet-20 is
-  18-40x slower per step on CPU (`python -m benchmarks.training`), too slow for this budget.
-  Runtime: 7.0 min for 3 seeds of everything (alone on 2 CPU cores); an extra seed trains 2,752
-  of a full seed's 8,656 iterations, so the 3 extra seeds add about 2.2 min if time follows the
-  iteration count (not yet timed alone).
+- full: VGG-8 x1/4 on the offline CIFAR-10 copy (4,000 / 1,000 images), 512 iterations (16 epochs)
+  of the paper's recipe scaled (lr 0.1 / 10 at 256 and 384, momentum 0.9, weight decay 1e-4, flips
+  and crops, batch 128), k in {0, 16, 64}, 3 rounds of 50% (87.5% sparse; the paper prunes 20% a
+  round, 9 rounds to get there), perturbations and pre-training at k = 64 and 87.5%. Seeds 0-2 run
+  everything; seeds 3-5 run only the dense run, the k = 64 lineage and the two sign-keeping
+  perturbations (`PERTURBATION_SEEDS`). ResNet-20 is 18-40x slower per step on CPU
+  (`python -m benchmarks.training`), too slow for this budget.
+- quick: the same experiment at half full's width and length (`CPU_SCALES`: VGG-8 x1/8, 256
+  iterations, k in {0, 8, 32}) on the embedded 4,000 / 1,000 MNIST images, seeds 0-2 only: the
+  permutation tests keep their 3 seeds, the rest is cut for time. The CSV and summary.md hold the
+  numbers; `python -m reproduce.all --dry-run` estimates the time.
 - paper: ResNet-20 on CIFAR-10 (tfds), open_lth's recipe (160 epochs, lr 0.1 / 10 at 80 and 120
   epochs, momentum 0.9, weight decay 1e-4, flips and crops, batch 128), 20% a round for 12 rounds
   (93% sparse), k in {0, 100, 250, 500, 1000, 2000}, perturbations and pre-training at k = 500 and
@@ -52,7 +53,6 @@ up to about 0.01 and one seed's accuracy by up to 0.03 (CHANGELOG).
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import numpy as np
 import pandas as pd
@@ -83,15 +83,23 @@ PERTURBATION_NAMES = {
     "noise": "Gaussian noise (init scale)",
 }
 TASK_NAMES = {"random_labels": "random labels", "blur": "blurred images", "rotation": "rotation prediction"}
-SEEDS = {"smoke": (0,), "quick": (0, 1, 2), "paper": (0, 1, 2)}
+SEEDS = {"smoke": (0,), "quick": (0, 1, 2), "full": (0, 1, 2), "paper": (0, 1, 2)}
 """Seeds of the whole experiment per profile."""
-PERTURBATION_SEEDS = {"smoke": (), "quick": (3, 4, 5), "paper": ()}
+PERTURBATION_SEEDS = {"smoke": (), "quick": (), "full": (3, 4, 5), "paper": ()}
 """Further seeds that train only what the sign-keeping comparison needs (the dense run, the IMP lineage
 of the perturbation rewind point, and the `EXTRA_SEED_PERTURBATIONS`): an equivalence test over seeds
 needs a narrow interval, and the exact sign-flip check cannot go below 2 / 2^n (0.25 at 3 seeds, 0.031 at 6)."""
 EXTRA_SEED_PERTURBATIONS = ("reinit_signs", "shuffle_signs")
 """The perturbations whose reading may be "costs nothing" (an equivalence claim, which needs more seeds
 than a clear loss); the others are left at SEEDS for the budget."""
+
+
+CPU_SCALES = {
+    "quick": {"width": 0.125, "iterations": 256, "rewind_steps": (0, 8, 32)},
+    "full": {"width": 0.25, "iterations": 512, "rewind_steps": (0, 16, 64)},
+}
+"""The CPU profiles' network width, training length and rewind points (the learning-rate drops at 1/2 and 3/4 of it);
+quick halves full's length and width, for time."""
 
 
 def experiment(options: Options):
@@ -120,35 +128,39 @@ def experiment(options: Options):
             statistics_examples=64,
             prune_output_layer=False,
         ), "smoke: VGG-8 x1/8, 256 MNIST images, 16 iterations"
-    if name == "quick":
-        if has_offline("cifar10", options):
-            data, what = DataConfig(name="cifar10", source="directory"), "CIFAR-10 4,000-image copy"
-        elif has_offline("mnist", options):
-            data, what = DataConfig(name="mnist", source="directory", train_size=4000, test_size=1000), "MNIST 4,000 images"
-        else:
-            print("early_phase quick: no offline CIFAR-10 or MNIST (--data-dir / KPHASES_DATA_DIR): using embedded MNIST", file=sys.stderr)
+    if name in ("quick", "full"):
+        if name == "quick":  # the embedded images: no download
             data, what = DataConfig(name="mnist", source="embedded"), "embedded MNIST 4,000 images"
+        elif has_offline("cifar10", options):
+            data, what = DataConfig(name="cifar10", source="directory"), "CIFAR-10 4,000-image copy"
+        else:
+            raise ValueError(
+                "early_phase full: needs cifar10.npz (the 4,000 / 1,000-image copy) in the data directory (--data-dir or KPHASES_DATA_DIR)"
+            )
+        scale = CPU_SCALES[name]
+        last = scale["iterations"]
         training = TrainingConfig(
-            duration="512it",
+            duration=f"{last}it",
             batch_size=128,
             learning_rate=0.1,
             momentum=0.9,
             weight_decay=1e-4,
-            lr_milestones=("256it", "384it"),
+            lr_milestones=(f"{last // 2}it", f"{last * 3 // 4}it"),
             augment=True,
         )
-        base = RunConfig(data=data, model=ModelConfig("vgg8", width=0.25, initialisation="open_lth"), training=training)
+        base = RunConfig(data=data, model=ModelConfig("vgg8", width=scale["width"], initialisation="open_lth"), training=training)
+        k = scale["rewind_steps"][-1]
         return ExperimentConfig(
             base=base,
-            rewind_steps=(0, 16, 64),
+            rewind_steps=scale["rewind_steps"],
             rounds=3,
             prune_fraction=0.5,
-            perturbation_rewind_step=64,
+            perturbation_rewind_step=k,
             perturbation_rounds=(3,),
-            pretrain_steps=64,
+            pretrain_steps=k,
             data_rounds=(3,),
             prune_output_layer=False,
-        ), f"quick: VGG-8 x1/4, {what}, 512 iterations, 50% pruned per round"
+        ), f"{name}: VGG-8 x1/{round(1 / scale['width'])}, {what}, {last} iterations, 50% pruned per round"
     training = TrainingConfig(
         duration="160ep", batch_size=128, learning_rate=0.1, momentum=0.9, weight_decay=1e-4, lr_milestones=("80ep", "120ep"), augment=True
     )

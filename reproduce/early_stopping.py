@@ -24,12 +24,11 @@ target test images (unpaired, so conservative). A difference whose interval excl
 "helps" or "hurts"; otherwise "undecided": an interval that includes 0 does not show the two
 checkpoints equal (no equivalence test is made here), so it is never read as "no difference".
 
-    python -m reproduce.early_stopping [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+    python -m reproduce.early_stopping [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Runtime: shares every run and measurement with `transfer`; the monitor replay loads each
-snapshot up to its decision and fits one ridge decoder on 2,000 / 1,000 images (a few seconds per
-run on a CPU at quick). The numbers to expect are in the README's "When to stop pre-training".
-"""
+Scale: shares every run and measurement with `transfer`; the monitor replay loads each snapshot
+up to its decision and fits one ridge decoder on 2,000 / 1,000 images. The CSV and summary.md hold
+the numbers; the README's "When to stop pre-training" quotes them."""
 
 from __future__ import annotations
 
@@ -48,7 +47,7 @@ import scipy.stats
 
 from kphases.monitor import MonitorSettings
 from reproduce import reference_run as reference
-from reproduce.common import Options, Work, main_runs, perform, run_figure, save_figure
+from reproduce.common import Options, Work, main_runs, perform, replicas, run_figure, save_figure
 from reproduce.plotting import grid
 
 NAME = "early_stopping"
@@ -63,7 +62,8 @@ def work(options: Options) -> list[Work]:
 
 
 def _settings(options: Options):
-    return [*main_runs(options), *reference.seeded_runs(options)]
+    """Every main run and its further seeds (`replicas`), then the reference run's seeds."""
+    return [run for planned in main_runs(options) for run in (planned, *replicas(planned, options))] + reference.seeded_runs(options)
 
 
 def _monitor_directory(run) -> "os.PathLike":
@@ -106,7 +106,7 @@ def compute(options: Options) -> pd.DataFrame:
             if instrument == "color_dominance":
                 setting = "colour dominance / " + reference.reference_run(options).label
             else:
-                setting = f"{planned.label} -> {str(instrument).split(':')[-1]}"
+                setting = f"{planned.label.split(' / seed ')[0]} -> {str(instrument).split(':')[-1]}"
             final = int(accuracy.index[-1])
             chosen = {
                 # undecided: a user of the monitor trains to the end and keeps the final checkpoint

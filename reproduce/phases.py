@@ -11,13 +11,16 @@ the suite's verdict (`kphases.phases.phase_verdict`, default settings: plateau w
 initial loss by an equivalence test, decrease and increase confidently beyond 2%; one seed per run,
 so test-image noise only) is confident of, and each panel prints the sizes with their 95% intervals.
 
-    python -m reproduce.phases [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+    python -m reproduce.phases [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Runtime: smoke ~1 min; quick: 4 runs of 1,024 iterations and 11 snapshots each, about 9 minutes on 2
-CPU cores (CHANGELOG: measured times); needs KPHASES_DATA_DIR, else the embedded MNIST only; paper:
-20 runs of 257 epochs, for GPUs.
+Scale (`reproduce.common.main_runs`): quick: VGG-8 x1/2 and ResNet-10 x1/8 on the embedded 4,000 /
+1,000 MNIST images, 1,024 iterations, one seed (the intervals are over test images only): half
+width kept three phases on MNIST and CIFAR-10, and the embedded set needs no download. full: VGG-8
+and ResNet-10 x1/8 on 10,000 / 2,000 real MNIST and Fashion-MNIST images, 3 seeds each (seed 0
+drawn, every seed in the CSV for the seed-level verdicts). paper: 20 runs of 257 epochs, for GPUs.
+The CSV and summary.md hold the numbers; `python -m reproduce.all --dry-run` estimates the time.
 
-What you should see (quick, KPHASES_DATA_DIR set): the verdict per run, with the plateau's last step
+What you should see (full, the committed figure): the verdict per run, with the plateau's last step
 and the sizes with their intervals, is the table in `paper_figures/summary.md` (the curves are in
 `paper_figures/phases.csv`, the per-image errors the verdicts resample in `phases_per_image.csv`).
 """
@@ -31,7 +34,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pandas as pd
 
 from reproduce import verdicts
-from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
+from reproduce.common import SEED_MARK, Options, Work, curve, main_runs, perform, replicas, run_figure, save_figure, tidy_rows
 from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "phases"
@@ -39,8 +42,8 @@ DESCRIPTION = __doc__.splitlines()[0]
 
 
 def work(options: Options) -> list[Work]:
-    """Every main run of the profile, measured with its own config."""
-    return [Work(planned, (planned.measure,)) for planned in main_runs(options)]
+    """Every main run of the profile and its further seeds (`replicas`), each measured with its own config."""
+    return [Work(run, (run.measure,)) for planned in main_runs(options) for run in (planned, *replicas(planned, options))]
 
 
 INSTRUMENT, LAYER, BN_STATS = "linear_ridge", "penultimate", "batch"
@@ -68,7 +71,7 @@ def phase_rows(table: pd.DataFrame, options: Options, instrument: str = INSTRUME
 
 
 def plot(table: pd.DataFrame, options: Options):
-    detected = phase_rows(table, options)
+    detected = phase_rows(table[~table["label"].str.contains(SEED_MARK, regex=False)], options)  # seed 0 drawn; further seeds in the CSV
     figure, axes = grid(len(detected), columns=2)
     lines = [
         "| run | phases | plateau until | minimum at | decrease | increase | plateau needs margin | final test acc | final train acc |",

@@ -48,9 +48,9 @@ def train_examples(data: DataConfig, options: Options) -> int:
         return TFDS_TRAIN_EXAMPLES[data.name]
     if data.source == "directory":
         directory = data_directory(options)
-        path = Path(directory or ".") / f"{data.name}.npz"
+        path = Path(directory or ".") / (data.file or f"{data.name}.npz")
         if directory is None or not path.is_file():
-            raise ValueError(f"planning needs {data.name}.npz in the data directory (--data-dir or KPHASES_DATA_DIR); not found: {path}")
+            raise ValueError(f"planning needs {path.name} in the data directory (--data-dir or KPHASES_DATA_DIR); not found: {path}")
         with np.load(path) as archive:  # an npz member is read only when asked for
             return int(archive["y_train"].shape[0])
     from kphases.data import _load_embedded

@@ -1,17 +1,18 @@
 """Figure `reconstructions`: test images and their reconstructions from the penultimate layer over training.
 
 What the reconstruction loss of the `phases` figure looks like: for the profile's first network
-(VGG-8 on MNIST in quick), one test image per class and, at several snapshots, its reconstruction
+(VGG-8 on MNIST), one test image per class and, at several snapshots, its reconstruction
 by the exact affine decoder (`linear_exact`) fitted on the train split's penultimate features
 (BatchNorm in batch mode, the authors' protocol). Early reconstructions are blurry class-agnostic
 averages; when the loss falls they sharpen; when it rises in phase 3 they drift towards the class
 prototype, losing what distinguishes the sample.
 
-    python -m reproduce.reconstructions [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+    python -m reproduce.reconstructions [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Runtime: seconds after `phases` (the network is shared).
+Scale: the first main run of the profile, its decoders fitted here at the steps of `STEPS`. The
+CSV holds the numbers.
 
-Numbers you should see (quick, VGG-8/MNIST, linear_ridge): test MSE 0.224 at step 0, 0.218 at 8,
+Numbers you should see (full, VGG-8/MNIST, linear_ridge): test MSE 0.224 at step 0, 0.218 at 8,
 0.184 at 64 (the minimum), 0.194 at 256, 0.213 at 1,024.
 """
 
@@ -29,7 +30,7 @@ from reproduce.plotting import plt
 
 NAME = "reconstructions"
 IMAGES = 8
-STEPS = {"smoke": (0, 4, 16), "quick": (0, 8, 64, 256, 1024), "paper": (0, 32, 128, 1024, 8192, 65536)}
+STEPS = {"smoke": (0, 4, 16), "quick": (0, 8, 64, 256, 1024), "full": (0, 8, 64, 256, 1024), "paper": (0, 32, 128, 1024, 8192, 65536)}
 
 
 def work(options: Options) -> list[Work]:

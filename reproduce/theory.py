@@ -25,14 +25,13 @@ seeds predicted to show three phases. The summary's table adds the intervals, th
 whether they agree with the simulation, and whether the outliers are fitted when R rises.
 
     KPHASES_DATA_DIR=/work/shared/data python -m reproduce.theory --out /tmp/theory_out --runs-dir /tmp/theory_runs
-    python -m reproduce.theory [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+    python -m reproduce.theory [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Runtime: NumPy only, no data or run store used. Quick (3 regimes x 3 seeds, 36 map cells x 3
-seeds, 2^16 steps each, run as one stack by `theory.simulate_many`, plus one max-margin
-programme per training sample): 166 s of CPU time, measured under heavy load from other jobs
-(load average ~30 on 2 cores, so wall time meant nothing; the figure without the map was 14 s
-of wall time alone). Smoke (2^12 steps, a 2 x 2 map per plane): 11 s of CPU time under
-the same load. Paper: the same as quick.
+Scale: NumPy only, no data or run store. quick: the three named regimes (3 seeds, 2^16 steps) and
+a regime map of 21 cells (4 outlier fractions x 3 positions, 3 learning rates x 3 initial scales,
+3 seeds each), about half the full grid with its corners and the committed cell kept, for time;
+full and paper: the whole grid (`theory.regime_map.RegimeMapGrid`, 40 cells); smoke: 2^12 steps
+and a 2 x 2 map per plane. The CSV and summary.md hold the numbers; `--dry-run` estimates the time.
 
 What you should see (quick): the regimes' verdicts and the map's cells are the tables in
 `paper_figures/summary.md` (curves in `paper_figures/theory.csv`); theory/README.md ("Regime map")
@@ -85,7 +84,38 @@ def map_grid(profile: str):
             init_scales=(0.05, 0.5),
             last_step=2**12,
         )
+    if profile == "quick":  # about half the cells of the full grid, its corners and the committed cell kept, for time
+        return RegimeMapGrid(
+            outlier_fractions=(0.0, 0.05, 0.1, 0.2),
+            outlier_distances=(0.25, 0.5, 1.0),
+            learning_rates=(1e-4, 1e-3, 1e-2),
+            init_scales=(0.05, 0.5, 1.5),
+        )
     return RegimeMapGrid()
+
+
+def driver_seconds(options: Options, calibration) -> float:
+    """This figure's simulation time on this machine (`reproduce.costs`): a one-cell map (one cell per plane, 3 seeds)
+    timed at two lengths, the difference giving the time per step, scaled by the profile's cells and steps."""
+    import time
+
+    from theory.regime_map import RegimeMapGrid, run_map
+
+    def seconds(last_step: int) -> float:
+        grid = RegimeMapGrid(
+            outlier_fractions=(0.1,), outlier_distances=(1.0,), learning_rates=(1e-3,), init_scales=(0.5,), last_step=last_step
+        )
+        began = time.perf_counter()
+        list(run_map(grid))
+        return (time.perf_counter() - began) / 2  # per cell: the grid has one cell per plane
+
+    short, long = seconds(2**9), seconds(2**11)
+    per_step = max(long - short, 0.0) / (2**11 - 2**9)
+    per_cell = max(short - per_step * 2**9, 0.0)
+    grid = map_grid(options.profile)
+    map_cells = len(grid.outlier_fractions) * len(grid.outlier_distances) + len(grid.learning_rates) * len(grid.init_scales)
+    named_steps = 2**12 if options.profile == "smoke" else 2**16
+    return (map_cells + len(regimes())) * per_cell + per_step * (map_cells * grid.last_step + len(regimes()) * named_steps)
 
 
 def compute(options: Options) -> pd.DataFrame:

@@ -4,19 +4,20 @@ The paper's practical consequence: pre-training for transfer should stop well be
 task's optimum. At every snapshot a fresh linear head is trained on the frozen penultimate features
 for a target task (`kphases.probes`, the authors' head optimiser); we plot its target test accuracy.
 Settings: colour dominance on CIFAR-10 (3 classes, argmax of the per-channel sums of the normalised
-image; the `reference_run` runs, 3 seeds: mean and min-max band; at quick VGG-8 on the 30,000-image
+image; the `reference_run` runs, 3 seeds: mean and min-max band; at full VGG-8 on the 30,000-image
 JPEG q75 copy for 4,096 iterations, heads fitted on 10,000 of its train images and scored on 2,000
 of its test images) and dataset switch (MNIST features ->
 Fashion-MNIST labels and back; embedded MNIST -> scikit-learn digits without a data directory).
 The table gives per setting the best checkpoint, its accuracy, the final checkpoint's accuracy and
 the gain of stopping early (best - final), with the spread over seeds where there are several.
 
-    python -m reproduce.transfer [--profile smoke|quick|paper] [--plot-only] [--out DIR]
+    python -m reproduce.transfer [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Runtime: shares every run with `phases` and `reference_run` (nothing new to train); its heads get
-the authors' 7,820 updates at quick.
+Scale: shares every run with `phases` (dataset switch; at full every seed) and `reference_run`
+(colour dominance; full only); nothing new to train. Its heads get 20 epochs at quick (640 updates
+on the embedded set) and the authors' 7,820 updates at full. The CSV and summary.md hold the numbers.
 
-Numbers you should see (quick): colour dominance best at iteration 256 with 0.848, +0.061 over the
+Numbers you should see (full): colour dominance best at iteration 256 with 0.848, +0.061 over the
 final checkpoint (seeds +0.057 .. +0.066); the dataset switches gain +0.000 to +0.027 by stopping
 early (one seed each: VGG-8 MNIST -> Fashion best at 512, +0.001; ResNet-10 x1/8 Fashion -> MNIST
 best at 512, +0.027).
@@ -31,7 +32,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pandas as pd
 
 from reproduce import reference_run as reference
-from reproduce.common import Options, Work, curve, main_runs, perform, run_figure, save_figure, tidy_rows
+from reproduce.common import Options, Work, curve, main_runs, perform, replicas, run_figure, save_figure, tidy_rows
 from reproduce.plotting import grid, log_step_axis, step_position
 
 NAME = "transfer"
@@ -39,13 +40,20 @@ NAME = "transfer"
 
 def work(options: Options) -> list[Work]:
     """The main runs (dataset switch) and the reference run's seeds (colour dominance), each with its own config."""
-    return [Work(planned, (planned.measure,)) for planned in [*main_runs(options), *reference.seeded_runs(options)]]
+    return [Work(planned, (planned.measure,)) for _, planned in _main_seeds(options)] + [
+        Work(planned, (planned.measure,)) for planned in reference.seeded_runs(options)
+    ]
+
+
+def _main_seeds(options: Options):
+    """(the seed-0 main run, it or one of its further seeds) for every main run and seed of the profile."""
+    return [(planned, run) for planned in main_runs(options) for run in (planned, *replicas(planned, options))]
 
 
 def compute(options: Options) -> pd.DataFrame:
     tables = []
-    for planned in main_runs(options):
-        table = tidy_rows(planned, *perform(Work(planned, (planned.measure,)), options))
+    for planned, seeded in _main_seeds(options):  # a setting's seeds are its columns (`settings`)
+        table = tidy_rows(seeded, *perform(Work(seeded, (seeded.measure,)), options))
         switch = table[table["instrument"].astype(str).str.startswith("dataset_switch") | (table["instrument"] == "classifier")]
         if (switch["instrument"] != "classifier").any():
             tables.append(

@@ -6,7 +6,7 @@ import pytest
 from kphases.config import DataConfig, LineageConfig, ModelConfig, RunConfig, TrainingConfig, canonical_dict, parse_steps, profile
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "full", "paper"])
 def test_profiles_round_trip_through_json(name):
     config = profile(name)
     assert RunConfig.from_json(config.to_json()) == config
@@ -88,7 +88,7 @@ def test_paper_profile_is_protocol_exactly():
 def test_unknown_fields_and_profiles_are_named():
     with pytest.raises(ValueError, match=r"unknown TrainingConfig field\(s\) \['learning_rat'\]"):
         RunConfig.from_dict({"training": {"learning_rat": 0.1}})
-    with pytest.raises(ValueError, match=r"unknown profile 'fast'; valid profiles: \['paper', 'quick', 'smoke'\]"):
+    with pytest.raises(ValueError, match=r"unknown profile 'fast'; valid profiles: \['full', 'paper', 'quick', 'smoke'\]"):
         profile("fast")
 
 

@@ -31,12 +31,13 @@ def _mock_data_dir(tmp_path):
     return tmp_path
 
 
-def test_quick_runs_share_the_phases_run_and_differ_only_in_noise_and_seed(tmp_path):
-    options = parse_options("", ["--profile", "quick", "--data-dir", str(_mock_data_dir(tmp_path)), "--runs-dir", str(tmp_path / "runs")])
+def test_full_runs_share_the_phases_runs_and_differ_only_in_noise_and_seed(tmp_path):
+    options = parse_options("", ["--profile", "full", "--data-dir", str(_mock_data_dir(tmp_path)), "--runs-dir", str(tmp_path / "runs")])
     runs = label_noise.planned_runs(options)
     assert len(runs) == 9 and len({p.config.hash() for p in runs}) == 9
     phases_hashes = {item.planned.config.hash() for item in phases.work(options)}
-    assert [p.label for p in runs if p.config.hash() in phases_hashes] == ["noise 0% / seed 0"]
+    # The clean runs are the three seeds of the phases figure's VGG-8/MNIST run: trained once.
+    assert [p.label for p in runs if p.config.hash() in phases_hashes] == [f"noise 0% / seed {seed}" for seed in (0, 1, 2)]
     base = runs[0].config
     for planned in runs:
         assert planned.config.data == dataclasses.replace(base.data, label_noise=planned.config.data.label_noise)
@@ -45,12 +46,24 @@ def test_quick_runs_share_the_phases_run_and_differ_only_in_noise_and_seed(tmp_p
     assert sorted({(p.config.data.label_noise, p.config.training.seed) for p in runs}) == [
         (level, seed) for level in (0.0, 0.1, 0.2) for seed in (0, 1, 2)
     ]
-    # reference_run at quick: the JPEG copy by name, 4,096 iterations, measured on fixed 10,000 / 2,000 subsets.
+    # reference_run at full: the JPEG copy by name, 4,096 iterations, measured on fixed 10,000 / 2,000 subsets.
     reference = reference_run.seeded_runs(options)
     assert [p.config.training.seed for p in reference] == [0, 1, 2]
     assert reference[0].config.data == DataConfig("cifar10", "directory", file="cifar10_jpeg_q75.npz")
     assert reference[0].config.training.duration == "4096it"
     assert (reference[0].measure.train_size, reference[0].measure.test_size) == (10_000, 2_000)
+
+
+def test_quick_runs_are_the_embedded_ends_of_the_noise_range_and_read_no_data_directory(tmp_path):
+    options = parse_options("", ["--profile", "quick", "--data-dir", str(_mock_data_dir(tmp_path)), "--runs-dir", str(tmp_path / "runs")])
+    runs = label_noise.planned_runs(options)
+    assert sorted({(p.config.data.label_noise, p.config.training.seed) for p in runs}) == [
+        (level, seed) for level in (0.0, 0.2) for seed in (0, 1, 2)
+    ]
+    assert {p.config.data.source for p in runs} == {"embedded"} and {p.config.model.width for p in runs} == {0.5}
+    phases_hashes = {item.planned.config.hash() for item in phases.work(options)}
+    assert [p.label for p in runs if p.config.hash() in phases_hashes] == ["noise 0% / seed 0"]
+    assert reference_run.seeded_runs(options) == []  # no CIFAR-10 at quick, whatever the data directory holds
 
 
 def test_training_with_label_noise_logs_clean_and_flipped_accuracy(tmp_path):

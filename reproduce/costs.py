@@ -1,0 +1,453 @@
+"""What a profile's figures will cost on this machine, from a few timed steps, and what they did cost.
+
+    python -m reproduce.all --profile quick --dry-run      # per figure: runs, iterations, cells, estimated seconds
+
+The estimate is calibrated, not guessed: `calibrate` times, on this machine and in this process,
+a few training steps and an inference pass of every (architecture, width, activation, image
+shape) the figures train, float64 matrix products and one symmetric eigendecomposition (the
+closed-form decoders), and a few updates of a linear decoder and a linear head at every feature
+width the figures measure. Nothing is cached on disk: a calibration is as good as the load on the
+CPU while it runs (a busy CPU inflates it, as it inflates the run it predicts).
+
+`estimate` walks each figure's work in the order `reproduce.all` makes them and charges each run
+and each measurement cell to the first figure that needs it (later figures find it in the run
+store, as they do in a real run):
+- a run: its iterations x the timed step, plus at every snapshot one inference pass over the full
+  train and test splits (the classifier metrics);
+- a measurement cell: feature extraction over the measurement subsets in each BatchNorm mode (a
+  recalibration pass for `recalibrated`), each decoder (closed form: the normal equations and the
+  solve or eigendecomposition from the timed rates; trained: its updates x the timed update), the
+  probe and transfer heads (updates x the timed update), the information estimators (the KDE's
+  n^2 pairwise distances);
+- work a figure does outside the run store (the theory's simulation, early_phase's statistics of
+  its dense run, the kept reconstructions) by the figure's own `driver_seconds(options, calibration)`
+  where it has one; a figure without one says "driver work not estimated".
+
+`timing_table` puts the estimates beside the measured seconds of a real run (`reproduce.all`
+writes it to its log and as the `timing` section of summary.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig
+from reproduce.common import Options, Work, data_directory
+
+IMAGE_SIDE = 32  # every dataset is resized to 32 x 32 (kphases.data.preprocess)
+CHANNELS = {"mnist": 1, "fashion_mnist": 1, "digits": 1, "cifar10": 3, "cifar100": 3}
+CLASSES = {"mnist": 10, "fashion_mnist": 10, "digits": 10, "cifar10": 10, "cifar100": 100}
+TFDS_SPLITS = {"mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
+"""Train and test size of each tfds dataset (the tfds catalogue)."""
+TIMED_STEPS = 6  # training steps timed per network (the fastest counts), after two untimed ones (tracing)
+TIMED_UPDATES = 64  # decoder / head updates timed per feature width (one short epoch)
+TRANSFER_TASKS = {"mnist": 1, "fashion_mnist": 1, "digits": 1, "cifar10": 2, "cifar100": 2}
+"""Transfer tasks `MeasureConfig.transfer=None` means: dataset_switch, plus color_dominance on RGB images."""
+
+
+# --- data sizes, without loading any image ------------------------------------------------------
+
+
+def split_sizes(data: DataConfig, options: Options) -> tuple[int, int]:
+    """(train, test) images of the run of `data`: its subset sizes, else the npz file's or tfds split's."""
+    train, test = data.train_size, data.test_size
+    if train is not None and test is not None:
+        return train, test
+    full_train, full_test = _full_sizes(data, options)
+    return (full_train if train is None else min(train, full_train)), (full_test if test is None else min(test, full_test))
+
+
+def _full_sizes(data: DataConfig, options: Options) -> tuple[int, int]:
+    if data.source == "tfds":
+        if data.name not in TFDS_SPLITS:
+            raise ValueError(f"no known tfds split sizes for {data.name!r}; known: {sorted(TFDS_SPLITS)}")
+        return TFDS_SPLITS[data.name]
+    if data.source == "directory":
+        directory = data_directory(options)
+        path = Path(directory or ".") / (data.file or f"{data.name}.npz")
+        if directory is None or not path.is_file():
+            raise ValueError(f"planning needs {path.name} in the data directory (--data-dir or KPHASES_DATA_DIR); not found: {path}")
+        with np.load(path) as archive:  # an npz member is read only when asked for
+            return int(archive["y_train"].shape[0]), int(archive["y_test"].shape[0])
+    from kphases.data import _load_embedded
+
+    train_labels, test_labels = _load_embedded(data.name, data.subset_seed)[1], _load_embedded(data.name, data.subset_seed)[3]
+    return len(train_labels), len(test_labels)
+
+
+# --- calibration --------------------------------------------------------------------------------
+
+
+@dataclass
+class Calibration:
+    """Seconds of the timed pieces on this machine (filled on demand, kept for one process)."""
+
+    step_seconds: dict[tuple, float] = field(default_factory=dict)
+    inference_seconds_per_image: dict[tuple, float] = field(default_factory=dict)
+    feature_widths: dict[tuple, dict[str, int]] = field(default_factory=dict)
+    decoder_update_seconds: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+    head_update_seconds: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+    flops_per_second: float = 0.0
+    eigendecomposition_seconds_per_cubed: float = 0.0
+    seconds_spent: float = 0.0
+
+    def describe(self) -> str:
+        """The timed pieces, for the reader to judge the machine's load against known unloaded times."""
+        steps = ", ".join(
+            f"{model.architecture} x{model.width:g} {model.activation} ({channels} ch, batch {batch}) {seconds * 1000:.0f} ms"
+            for (model, channels, _, batch), seconds in self.step_seconds.items()
+        )
+        heads = ", ".join(
+            f"{width}-d {per_update * 1000:.2f} ms + {per_call:.2f} s/call"
+            for (width, _), (per_call, per_update) in self.head_update_seconds.items()
+        )
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        return (
+            f"calibration ({self.seconds_spent:.0f} s, load average {load:.1f} on {os.cpu_count()} cores: other jobs inflate it): training step {steps}; float64 products {self.flops_per_second / 1e9:.0f} GFLOP/s; "
+            f"head update {heads or '-'}"
+        )
+
+    def network(self, model: ModelConfig, data: DataConfig, batch_size: int) -> tuple:
+        key = (model, CHANNELS[data.name], CLASSES[data.name], batch_size)
+        if key not in self.step_seconds:
+            self._time_network(key)
+        return key
+
+    def _time_network(self, key: tuple) -> None:
+        import keras
+        import tensorflow as tf
+
+        from kphases.config import TrainingConfig
+        from kphases.features import probe_model
+        from kphases.models import build_model, probe_points
+        from kphases.training import _make_step, make_optimizer, make_plan
+
+        began = time.perf_counter()
+        model_config, channels, classes, batch_size = key
+        keras.utils.set_random_seed(0)
+        model = build_model(model_config, (IMAGE_SIDE, IMAGE_SIDE, channels), classes)
+        config = RunConfig(model=model_config, training=TrainingConfig(duration="64it", batch_size=batch_size))
+        step = _make_step(model, make_optimizer(config, make_plan(config, 64 * batch_size)), 0.0)
+        rng = np.random.default_rng(0)
+        images = rng.standard_normal((batch_size, IMAGE_SIDE, IMAGE_SIDE, channels)).astype(np.float32)
+        labels = rng.integers(0, classes, batch_size)
+        self.step_seconds[key] = _fastest_seconds(lambda: float(step(images, labels)), TIMED_STEPS)
+        forward = tf.function(lambda batch: model(batch, training=False))
+        batch = tf.constant(np.repeat(images, max(1, 512 // batch_size), axis=0))
+        self.inference_seconds_per_image[key] = _fastest_seconds(lambda: forward(batch).numpy(), 3) / int(batch.shape[0])
+        self.feature_widths[key] = {
+            layer: int(np.prod(probe_model(model, layer).output.shape[1:])) for layer in probe_points(model) if layer != "logits"
+        }
+        self.feature_widths[key]["logits"] = classes
+        self.seconds_spent += time.perf_counter() - began
+
+    def linear_algebra(self) -> None:
+        """float64 matrix-product rate and the eigendecomposition constant (seconds / d^3)."""
+        if self.flops_per_second:
+            return
+        import scipy.linalg
+
+        began = time.perf_counter()
+        rng = np.random.default_rng(0)
+        left, right = rng.standard_normal((1024, 1024)), rng.standard_normal((1024, 1024))
+        self.flops_per_second = 2 * 1024**3 / _fastest_seconds(lambda: left @ right, 3)
+        size = 768
+        matrix = rng.standard_normal((size, size))
+        symmetric = matrix @ matrix.T
+        seconds = _fastest_seconds(lambda: scipy.linalg.eigh(symmetric, check_finite=False, driver="evd"), 2)
+        self.eigendecomposition_seconds_per_cubed = seconds / size**3
+        self.seconds_spent += time.perf_counter() - began
+
+    def decoder_update(self, feature_width: int, channels: int) -> tuple[float, float]:
+        """(seconds per call, seconds per update) of a trained linear decoder from `feature_width` features."""
+        key = (feature_width, channels)
+        if key not in self.decoder_update_seconds:
+            from kphases.decoders import DecoderSettings, build_linear_decoder, train_decoder
+
+            def fit(features, images):
+                train_decoder(
+                    build_linear_decoder((feature_width,), (IMAGE_SIDE, IMAGE_SIDE, channels)), features, images, DecoderSettings(epochs=1)
+                )
+
+            rng = np.random.default_rng(0)
+            features = rng.standard_normal((TIMED_UPDATES * 128, feature_width)).astype(np.float32)
+            images = rng.standard_normal((TIMED_UPDATES * 128, IMAGE_SIDE, IMAGE_SIDE, channels)).astype(np.float32)
+            self.decoder_update_seconds[key] = self._per_call_and_update(fit, features, images)
+        return self.decoder_update_seconds[key]
+
+    def head_update(self, feature_width: int, classes: int) -> tuple[float, float]:
+        """(seconds per call, seconds per update) of a linear head on `feature_width` features, its evaluation included."""
+        key = (feature_width, classes)
+        if key not in self.head_update_seconds:
+            from kphases.probes import ProbeSettings, train_linear_head
+
+            def fit(features, labels):
+                train_linear_head(features, labels, features[:128], labels[:128], classes, ProbeSettings(epochs=1))
+
+            rng = np.random.default_rng(0)
+            count = TIMED_UPDATES * 128
+            features = rng.standard_normal((count, feature_width)).astype(np.float32)
+            self.head_update_seconds[key] = self._per_call_and_update(fit, features, rng.integers(0, classes, count))
+        return self.head_update_seconds[key]
+
+    def _per_call_and_update(self, fit, inputs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+        """A fit of few and one of many updates: the difference is the update, the rest the call (tracing, set-up)."""
+        import tensorflow as tf
+
+        began = time.perf_counter()
+        level = tf.get_logger().level
+        tf.get_logger().setLevel("ERROR")  # every fit traces its epoch function anew, as in a measurement: expected here
+        few = TIMED_UPDATES // 8
+        try:
+            fit(inputs[: few * 128], targets[: few * 128])  # the first call of a process pays one-off set-up
+            short = _fastest_seconds(lambda: fit(inputs[: few * 128], targets[: few * 128]), 1, warm=0)
+            long = _fastest_seconds(lambda: fit(inputs, targets), 1, warm=0)
+        finally:
+            tf.get_logger().setLevel(level)
+        per_update = max(long - short, 0.0) / (TIMED_UPDATES - few)
+        self.seconds_spent += time.perf_counter() - began
+        return max(short - few * per_update, 0.0), per_update
+
+
+def _fastest_seconds(function, repeats: int, warm: int = 2) -> float:
+    """The fastest of `repeats` timed calls: other jobs on a shared CPU only ever add time."""
+    for _ in range(warm):  # tracing, caches
+        function()
+    seconds = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        function()
+        seconds.append(time.perf_counter() - began)
+    return float(min(seconds))
+
+
+# --- estimate -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FigureCost:
+    """One figure's share of the work (runs and cells no earlier figure made) and its estimated seconds."""
+
+    name: str
+    runs: int = 0
+    iterations: int = 0
+    cells: int = 0
+    training_seconds: float = 0.0
+    measurement_seconds: float = 0.0
+    driver_seconds: float | None = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.training_seconds + self.measurement_seconds + (self.driver_seconds or 0.0)
+
+
+@dataclass
+class _Charged:
+    runs: set = field(default_factory=set)
+    cells: set = field(default_factory=set)
+
+
+def estimate(modules: dict, options: Options, calibration: Calibration | None = None) -> list[FigureCost]:
+    """Per figure (in the given order), the runs, iterations, cells and estimated seconds it adds."""
+    calibration = calibration or Calibration()
+    charged = _Charged()
+    costs = []
+    for name, module in modules.items():
+        cost = FigureCost(name)
+        if name == "early_phase":
+            _charge_early_phase(cost, module, options, calibration, charged)
+        elif hasattr(module, "work"):
+            for item in module.work(options):
+                _charge_work(cost, item, options, calibration, charged)
+        driver = getattr(module, "driver_seconds", None)
+        cost.driver_seconds = None if driver is None and not hasattr(module, "work") else (driver(options, calibration) if driver else 0.0)
+        costs.append(cost)
+    return costs
+
+
+def _charge_run(cost: FigureCost, config: RunConfig, options: Options, calibration: Calibration, charged: _Charged) -> None:
+    from kphases.training import make_plan
+
+    if config.hash() in charged.runs:
+        return
+    charged.runs.add(config.hash())
+    train, test = split_sizes(config.data, options)
+    plan = make_plan(config, train)
+    iterations = plan.last_iteration - config.lineage.rewind_step
+    key = calibration.network(config.model, config.data, config.training.batch_size)
+    snapshots = [step for step in plan.snapshot_steps if step >= config.lineage.rewind_step]
+    cost.runs += 1
+    cost.iterations += iterations
+    cost.training_seconds += iterations * calibration.step_seconds[key]
+    cost.training_seconds += len(snapshots) * (train + test) * calibration.inference_seconds_per_image[key]
+
+
+def _charge_work(cost: FigureCost, item: Work, options: Options, calibration: Calibration, charged: _Charged) -> None:
+    from kphases.training import make_plan
+    from reproduce.common import steps_of_run
+
+    config = item.planned.config
+    _charge_run(cost, config, options, calibration, charged)
+    train, test = split_sizes(config.data, options)
+    snapshots = make_plan(config, train).snapshot_steps
+    for measure in item.measures:
+        limited = steps_of_run(measure, snapshots)
+        if limited is None:
+            continue
+        for step in limited.steps or snapshots:
+            for mode in measure.bn_stats:
+                for layer in measure.layers:
+                    _charge_cells(cost, config, measure, step, mode, layer, (train, test), calibration, charged)
+
+
+def _instruments(measure: MeasureConfig, data: DataConfig) -> list[str]:
+    instruments = list(measure.decoders)
+    if measure.probe:
+        instruments.append("probe")
+    tasks = TRANSFER_TASKS.get(data.name, 1) if measure.transfer is None else len(measure.transfer)
+    instruments += [f"transfer{index}" for index in range(tasks)]
+    if "mutual_information" in measure.metrics:
+        instruments.append("mutual_information")
+    return instruments
+
+
+def _charge_cells(
+    cost: FigureCost,
+    config: RunConfig,
+    measure: MeasureConfig,
+    step: int,
+    mode: str,
+    layer: str,
+    sizes: tuple[int, int],
+    calibration: Calibration,
+    charged: _Charged,
+) -> None:
+    protocol = dataclasses.replace(measure, layers=(), bn_stats=(), decoders=(), steps=(), probe=False, transfer=(), metrics=())
+    todo = []
+    for instrument in _instruments(measure, config.data):
+        cell = (config.hash(), step, mode, layer, instrument, protocol)
+        if cell not in charged.cells:
+            charged.cells.add(cell)
+            todo.append(instrument)
+    if not todo:
+        return
+    key = calibration.network(config.model, config.data, config.training.batch_size)
+    train = min(sizes[0], measure.train_size or sizes[0])
+    test = min(sizes[1], measure.test_size or sizes[1])
+    per_image = calibration.inference_seconds_per_image[key]
+    seconds = (train + test) * per_image * (2 if mode == "recalibrated" else 1)  # one extraction per (step, mode, layer) group
+    width = calibration.feature_widths[key].get(layer, calibration.feature_widths[key]["penultimate"])
+    pixels = IMAGE_SIDE * IMAGE_SIDE * CHANNELS[config.data.name]
+    for instrument in todo:
+        seconds += _instrument_seconds(instrument, measure, width, pixels, (train, test), CLASSES[config.data.name], calibration)
+        if instrument.startswith("transfer"):
+            seconds += (train + test) * per_image  # the target dataset's features
+    cost.cells += len(todo)
+    cost.measurement_seconds += seconds
+
+
+def _instrument_seconds(
+    instrument: str, measure: MeasureConfig, width: int, pixels: int, sizes: tuple[int, int], classes: int, calibration: Calibration
+) -> float:
+    from kphases.measurement import decoder_settings, probe_settings
+
+    train, test = sizes
+    if instrument in ("linear_ridge", "linear_exact"):
+        calibration.linear_algebra()
+        products = 2.0 * train * width * (width + pixels) + 2.0 * (train + test) * width * pixels  # moments, then both predictions
+        if instrument == "linear_ridge":
+            solve = (
+                4.0 * width * width * pixels / calibration.flops_per_second + width**3 * calibration.eigendecomposition_seconds_per_cubed
+            )
+        else:
+            solve = (width**3 / 3 + 2.0 * width * width * pixels) / calibration.flops_per_second
+        return products / calibration.flops_per_second + solve
+    if instrument in ("linear", "cladec"):
+        settings = decoder_settings(measure)
+        updates = settings.epochs_for(train) * settings.steps_per_epoch(train)
+        factor = 1.0 if instrument == "linear" else 60.0  # cladec: its transposed convolutions (benchmarks.measure)
+        per_call, per_update = calibration.decoder_update(width, pixels // IMAGE_SIDE**2)
+        return per_call + factor * updates * per_update
+    if instrument == "mutual_information":
+        samples = min(measure.mi_samples, test)
+        return 3 * 3.0 * samples * samples * width / 1e9  # three estimators, n^2 d distance terms at ~1 GFLOP/s in NumPy
+    settings = probe_settings(measure)
+    updates = settings.epochs_for(train) * math.ceil(train / settings.batch_size)
+    per_call, per_update = calibration.head_update(width, classes if instrument == "probe" else 3)
+    return per_call + updates * per_update
+
+
+def _charge_early_phase(cost: FigureCost, module, options: Options, calibration: Calibration, charged: _Charged) -> None:
+    from kphases.early_phase import experiment_runs
+    from kphases.training import make_plan
+
+    planned, _ = module.experiment(options)
+    train, _ = split_sizes(planned.base.data, options)
+    last = make_plan(planned.base, train).last_iteration
+    for _, seeded, _ in module.seeded_experiments(planned, last, options.profile):
+        for entry in experiment_runs(seeded, last):
+            _charge_run(cost, entry.config, options, calibration, charged)
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+
+def _seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:,.0f}"
+
+
+def estimate_table(costs: Iterable[FigureCost], measured: dict[str, float] | None = None, calibration: Calibration | None = None) -> str:
+    """Markdown table: per figure runs, iterations, cells, estimated seconds (and measured, when given), and the total."""
+    costs = list(costs)
+    measured = measured or {}
+    header = "| figure | runs | iterations | cells | est. training s | est. measurement s | est. driver s | est. total s |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|"
+    if measured:
+        header += " measured s | measured / est. |"
+        rule += "---:|---:|"
+    lines = [header, rule]
+    for cost in costs:
+        line = (
+            f"| {cost.name} | {cost.runs} | {cost.iterations:,} | {cost.cells:,} | {cost.training_seconds:,.0f} | "
+            f"{cost.measurement_seconds:,.0f} | {_seconds(cost.driver_seconds)} | {cost.seconds:,.0f} |"
+        )
+        if measured:
+            seconds = measured.get(cost.name)
+            ratio = f"{seconds / cost.seconds:.2f}" if seconds is not None and cost.seconds > 0 else "-"
+            line += f" {_seconds(seconds)} | {ratio} |"
+        lines.append(line)
+    total = sum(cost.seconds for cost in costs)
+    line = (
+        f"| total | {sum(c.runs for c in costs)} | {sum(c.iterations for c in costs):,} | {sum(c.cells for c in costs):,} | "
+        f"{sum(c.training_seconds for c in costs):,.0f} | {sum(c.measurement_seconds for c in costs):,.0f} | "
+        f"{sum(c.driver_seconds or 0.0 for c in costs):,.0f} | {total:,.0f} ({total / 60:.1f} min) |"
+    )
+    if measured:
+        spent = sum(measured.values())
+        line += f" {spent:,.0f} ({spent / 60:.1f} min) | {spent / total:.2f} |" if total else f" {spent:,.0f} | - |"
+    lines.append(line)
+    unknown = [cost.name for cost in costs if cost.driver_seconds is None]
+    notes = []
+    if unknown:
+        notes.append(f"driver work not estimated (no `driver_seconds`): {', '.join(unknown)}")
+    if calibration is not None:
+        notes.append(calibration.describe())
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def measured_table(measured: dict[str, float]) -> str:
+    """Markdown table of the measured seconds per figure and their total (no estimate)."""
+    total = sum(measured.values())
+    rows = [f"| {name} | {seconds:,.0f} |" for name, seconds in measured.items()]
+    return "\n".join(["| figure | measured s |", "|---|---:|", *rows, f"| total | {total:,.0f} ({total / 60:.1f} min) |"])
+
+
+__all__ = ["Calibration", "FigureCost", "estimate", "estimate_table", "measured_table", "split_sizes"]
