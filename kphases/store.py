@@ -161,7 +161,7 @@ def _is_no_space(error: BaseException) -> bool:
 # --- atomic writes and their temp files -----------------------------------------------------------
 
 _TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}(?P<suffix>\..*)?$")
-# Temp names of earlier kphases versions, which record no host: mkstemp's, and the per-image writer's `.<name>.<pid>.partial`.
+# Temp names that record no host (mkstemp's `.<name>.tmp*`, a writer's `.<name>.<pid>.partial`): orphans by age only.
 _OLD_TEMP_PATTERNS = (re.compile(r"^\..+\.tmp(\..*)?$"), re.compile(r"^\..+\.\d+\.partial$"))
 
 

@@ -201,7 +201,8 @@ def perform(work: Work, options: Options):
 
     With `--plot-only` nothing is computed: the run and its cells must already be in the store
     (filled by `--ray` or an earlier run), else the error names what is missing. Two processes
-    on one run directory do not train it twice: `train` holds the run's file lock (`kphases.store`).
+    on one run directory do not train it twice (`train` holds the run's file lock), nor measure a cell
+    twice (`measure` holds a lock per snapshot step; `kphases.store`).
     """
     from kphases.data import load_dataset
     from kphases.measurement import measure as run_measure

@@ -1,10 +1,12 @@
 """Nothing lost, nothing silently wrong: kills at exact moments, torn and edited files, bad data, a full disk.
 
-Each test stages one failure a user met (issue "Nothing lost, nothing silently wrong") and checks
-the store's answer: resumed bit-identically, detected and named, or refused in one line with
-nothing changed on disk. A kill is staged in-process by raising a BaseException (nothing in the
-store catches one) right after the write that opens the window; a full disk by a free-space reading
-of a few bytes, or by the OSError(ENOSPC) a full disk gives a writer.
+Each test stages one failure a user can meet and checks the suite's answer: resumed bit-identically,
+detected and named, or refused in one line with nothing changed on disk. A kill is staged
+in-process by raising a BaseException (nothing in kphases catches one) right after the write that
+opens the window, or in the middle of a write (half the bytes on disk, then the BaseException); in
+a subprocess by os._exit in the middle of a write; a full disk by a free-space reading of a few
+bytes, or by the OSError(ENOSPC) a full disk gives a writer. docs/guarantees.md lists which test
+checks which guarantee.
 """
 
 import errno
@@ -78,7 +80,7 @@ def kill_after_snapshot(monkeypatch, step: int) -> None:
     monkeypatch.setattr(Run, "save_snapshot", save_then_die)
 
 
-# --- 1. a kill between a snapshot and its resume state ------------------------------------------
+# --- a kill between a snapshot and its resume state ------------------------------------------
 
 
 @pytest.mark.parametrize("step", [2, 8])
@@ -103,7 +105,7 @@ def test_a_store_without_resume_state_says_exactly_what_to_do(tmp_path, monkeypa
         train(TINY, runs_dir=tmp_path, **QUIET)
 
 
-# --- 3, 9, 10, 14. bad data and bad configs: one line, nothing created ----------------------------
+# --- bad data and bad configs: one line, nothing created ----------------------------
 
 
 def write_npz(directory: Path, **overrides) -> Path:
@@ -191,7 +193,7 @@ def test_an_invalid_config_creates_nothing(tmp_path, change):
     assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())
 
 
-# --- 4, 8. torn tables --------------------------------------------------------------------------
+# --- torn tables --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +240,7 @@ def test_metrics_cut_mid_number_is_refused_naming_the_line(reference, tmp_path):
         run.metrics()
 
 
-# --- 6, 7. edited configs and files that went missing ----------------------------------------------
+# --- edited configs and files that went missing ----------------------------------------------
 
 
 def test_an_edited_config_is_refused_by_every_open(reference, tmp_path, capsys):
@@ -305,7 +307,7 @@ def test_the_cli_gives_partial_verdicts_when_asked(tmp_path, monkeypatch, capsys
     assert "phases of reconstruction" in capsys.readouterr().out
 
 
-# --- 11. a full disk --------------------------------------------------------------------------------
+# --- a full disk --------------------------------------------------------------------------------
 
 
 def test_a_full_disk_during_train_is_named_and_the_run_resumes(tmp_path, monkeypatch, reference):
@@ -365,7 +367,7 @@ def test_a_full_disk_during_measure_is_one_line_and_changes_nothing(reference, t
     assert not run.measurements_path.exists() and not list(run.directory.glob(".measurements*"))
 
 
-# --- 12. paths that are not runs ---------------------------------------------------------------
+# --- paths that are not runs ---------------------------------------------------------------
 
 
 def test_an_absolute_path_that_is_not_a_run_is_named(tmp_path, monkeypatch, capsys):
@@ -379,7 +381,7 @@ def test_an_absolute_path_that_is_not_a_run_is_named(tmp_path, monkeypatch, caps
     assert str(missing) in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
 
 
-# --- 15. temp files of killed writers, and permissions ------------------------------------------
+# --- temp files of killed writers, and permissions ------------------------------------------
 
 
 def test_temp_files_of_killed_writers_are_removed_on_open_and_live_ones_kept(reference, tmp_path):
@@ -413,7 +415,7 @@ def test_files_respect_the_umask(tmp_path, umask):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
 
 
-# --- 5, 13. figure tables in --out ----------------------------------------------------------------
+# --- figure tables in --out ----------------------------------------------------------------
 
 
 def test_plot_only_refuses_a_figure_csv_cut_mid_row_naming_it(tmp_path, capsys):
@@ -711,7 +713,7 @@ def test_a_dead_writers_partial_per_image_file_is_removed_on_open(measured, tmp_
     assert python("-c", killed_writer, str(run.directory), instrument, protocol).wait(timeout=300) == 9
     [partial] = [path for path in target.parent.iterdir() if ".tmp-" in path.name]
     assert partial.name.startswith(".step-2.npy.tmp-") and partial.stat().st_size > 0
-    older = target.parent / f".step-2.npy.{2**22 + 17}.partial"  # an earlier kphases' per-image temp name
+    older = target.parent / f".step-2.npy.{2**22 + 17}.partial"  # a temp name that records no host: an orphan by its age
     older.write_bytes(b"half an array")
     os.utime(older, (1e9, 1e9))
     Run.open(run.directory)
