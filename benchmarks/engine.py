@@ -23,17 +23,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from kphases.cluster import connect, execute, measure_task, train_task
+from kphases.store import Run
+from reproduce.all import AllOptions, load_modules
+from reproduce.common import parse_options
+from reproduce.plan import plan
+
 
 def serial(nodes, runs_dir: Path, data_dir) -> float:
-    from kphases.cluster import measure_task, train_task
-    from kphases.store import Run
-
     began = time.perf_counter()
     for node in nodes:
         if node.kind == "train":
-            train_task(node, str(runs_dir), data_dir, None, ())
+            train_task(node, str(runs_dir), data_dir, None)
         else:
-            rows = measure_task(node, str(runs_dir), data_dir, None, ())
+            rows = measure_task(node, str(runs_dir), data_dir, None)
             if len(rows):
                 Run.open(runs_dir / node.config.hash()).append_measurements(rows)
     return time.perf_counter() - began
@@ -41,9 +44,7 @@ def serial(nodes, runs_dir: Path, data_dir) -> float:
 
 def on_ray(nodes, runs_dir: Path, data_dir, cpus: int) -> tuple[float, float]:
     """(start-up seconds, graph seconds) on a fresh local cluster of `cpus` CPUs."""
-    import ray
-
-    from kphases.cluster import connect, execute
+    import ray  # the optional `ray` extra: only this measurement needs it
 
     began = time.perf_counter()
     connect("local", num_cpus=cpus)
@@ -60,10 +61,6 @@ def main(argv=None) -> None:
     parser.add_argument("--figures", default="phases", help="figures whose smoke graph is executed (comma-separated; default: phases)")
     parser.add_argument("--ray-cpus", type=int, default=1, help="CPUs of the local cluster for the overhead row (default: 1)")
     args = parser.parse_args(argv)
-    from reproduce.all import AllOptions, load_modules
-    from reproduce.common import parse_options
-    from reproduce.plan import plan
-
     options = parse_options("", ["--profile", "smoke", "--figures", args.figures], AllOptions)
     graph = plan(load_modules(args.figures.split(",")), options)
     nodes = list(graph.nodes.values())

@@ -23,6 +23,18 @@ import argparse
 import dataclasses
 import time
 
+import keras
+
+from kphases.config import measure_profile, profile
+from kphases.data import load_dataset
+from kphases.decoders import fit_decoder
+from kphases.features import extract_features, recalibrate_batchnorm
+from kphases.information import binning_information, kde_information, relative_kde_information
+from kphases.measurement import decoder_settings, probe_settings
+from kphases.models import build_model
+from kphases.probes import train_linear_head
+from kphases.training import _make_step, make_optimizer, make_plan
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,18 +44,6 @@ def main() -> None:
     parser.add_argument("--cladec-steps", type=int, default=20, help="ClaDec updates timed, then extrapolated")
     parser.add_argument("--skip-cladec", action="store_true")
     args = parser.parse_args()
-
-    import keras
-
-    from kphases.config import measure_profile, profile
-    from kphases.data import load_dataset
-    from kphases.decoders import fit_decoder
-    from kphases.features import extract_features, recalibrate_batchnorm
-    from kphases.information import binning_information, kde_information, relative_kde_information
-    from kphases.measurement import decoder_settings, probe_settings
-    from kphases.models import build_model
-    from kphases.probes import train_linear_head
-    from kphases.training import _make_step, make_optimizer, make_plan
 
     config, measure_config = profile(args.profile), measure_profile(args.profile)
     dataset = load_dataset(config.data)

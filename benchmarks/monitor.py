@@ -22,6 +22,14 @@ import argparse
 import tempfile
 import time
 
+import keras
+import numpy as np
+
+from kphases.config import parse_steps, profile
+from kphases.data import load_dataset
+from kphases.models import build_model
+from kphases.monitor import MonitorSettings, PhaseMonitor
+
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,14 +38,6 @@ def main(argv=None) -> None:
     parser.add_argument("--train-subset", type=int, default=None, help="MonitorSettings.train_subset (default: the monitor's default)")
     parser.add_argument("--test-subset", type=int, default=None, help="MonitorSettings.test_subset (default: the monitor's default)")
     args = parser.parse_args(argv)
-
-    import keras
-    import numpy as np
-
-    from kphases.config import parse_steps, profile
-    from kphases.data import load_dataset
-    from kphases.models import build_model
-    from kphases.monitor import MonitorSettings, PhaseMonitor
 
     config = profile(args.profile)
     dataset = load_dataset(config.data)

@@ -6,7 +6,8 @@ For each network (32x32 inputs, 10 classes, SGD with momentum, random normalised
 - `step ms`: the compiled training step alone (`kphases.training._make_step`, the batch already a
   tensor), one call per step, waiting for its loss;
 - `loop ms`: `kphases.training`'s loop per step: the steps of an epoch in one compiled call
-  (`_Chunks`: train set on the device, batches gathered there), including the host's work;
+  (`compiled_steps`; `kphases.placement.TrainBatches`: train set on the device, batches gathered
+  there), including the host's work;
 - `loop/step`: their ratio (1.00: the loop adds nothing to the step);
 - `host ms`: the host's work per step in that loop (the epoch's permutation and each call's index
   matrix), measured alone;
@@ -33,7 +34,15 @@ import argparse
 import time
 from dataclasses import dataclass
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+from kphases import models
+from kphases.config import ModelConfig, TrainingConfig
+from kphases.data import Dataset
+from kphases.placement import TrainBatches, batch_indices, epoch_permutation, strategy_devices
+from kphases.training import _make_step, compiled_steps, configure_gpu_memory
 
 PAPER_ITERATIONS = 257 * 391
 FRANKLE_ITERATIONS = 160 * 391
@@ -66,14 +75,6 @@ def measure(
     single_position_product: bool = True,
     fused_batchnorm: bool = True,
 ) -> Timing:
-    import keras
-    import tensorflow as tf
-
-    from kphases import models
-    from kphases.config import ModelConfig, TrainingConfig
-    from kphases.data import Dataset
-    from kphases.training import _Chunks, _make_step, batch_indices, epoch_permutation, strategy_devices
-
     switches = [
         (models.FORWARD_INPUT_GRADIENT, forward_input_gradient),
         (models.SINGLE_POSITION_PRODUCT, single_position_product),
@@ -124,19 +125,20 @@ def measure(
         old_loop_ms = (time.perf_counter() - began) / steps * 1000
 
         model, optimizer = fresh()
-        chunks = _Chunks(model, optimizer, training, None, None, dataset, strategy_devices(tf.distribute.get_strategy())[0])
-        [values.numpy() for values in chunks.run(0, chunks.prepare(0, steps))]  # trace
+        take_steps = compiled_steps(model, optimizer, training, dataset)
+        batches = TrainBatches(dataset, batch_size, 0, strategy_devices(tf.distribute.get_strategy())[0])
+        take_steps(0, batches.prepare(0, steps))  # trace
         began = time.perf_counter()
-        chunks.epoch = None  # a new epoch's permutation, as in training
-        [values.numpy() for values in chunks.run(steps, chunks.prepare(steps, 2 * steps))]
+        batches.epoch = None  # a new epoch's permutation, as in training
+        take_steps(steps, batches.prepare(steps, 2 * steps))
         loop_ms = (time.perf_counter() - began) / steps * 1000
         began = time.perf_counter()
         for epoch in range(5):
             epoch_permutation(epoch, count, 0)
-            chunks.epoch = None
-            chunks.prepare(0, steps)
+            batches.epoch = None
+            batches.prepare(0, steps)
         host_ms = (time.perf_counter() - began) / 5 / steps * 1000
-        chunks.close()
+        batches.close()
         return Timing(step_ms, loop_ms, host_ms, old_loop_ms)
     finally:
         for switch, enabled in saved:
@@ -144,8 +146,6 @@ def measure(
 
 
 def device_description() -> str:
-    import tensorflow as tf
-
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return f"CPU ({os.cpu_count()} cores; no GPU visible to TensorFlow)"
@@ -160,8 +160,6 @@ def main() -> None:
     parser.add_argument("--networks", default=DEFAULT_NETWORKS, help="comma-separated <architecture>[x<width>]")
     parser.add_argument("--variants", action="store_true", help="also VGG-8 with XLA and with the forward input-gradient rule")
     args = parser.parse_args()
-
-    from kphases.training import configure_gpu_memory
 
     configure_gpu_memory()
     print(f"device: {device_description()}")

@@ -14,6 +14,13 @@ Bring your own Keras model (`kphases.callback`, `kphases.api`):
 These names load lazily (PEP 562), so `import kphases` stays free of TensorFlow. `kphases.measure`
 is the function `kphases.api.measure`; the run-level measurement module is `kphases.measurement`
 (a submodule named `measure` would be bound over the function by every import of it).
+
+Imports: every module imports what it uses at its top, so its header says what it depends on, and
+imports only modules below it (config, data, models, training, store, measurement, phases, figures).
+Two exceptions, each where start-up is the point: TensorFlow and Keras are imported inside a
+function where a module must load without them (this package's names above; the CLI, whose
+`--help` and argument errors answer before TensorFlow loads; `kphases.export`, which the CLI reads
+for its choices), and `ray`, an optional dependency, where a task graph is executed.
 """
 
 import importlib

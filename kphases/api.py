@@ -22,9 +22,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from kphases.callback import DEFAULT_MAX_SAMPLES, _fingerprint, as_arrays, is_model_run, layer_names, load_run_model
+from kphases.callback import DEFAULT_MAX_SAMPLES, as_arrays, is_model_run, layer_names, load_run_model
 from kphases.config import MeasureConfig
-from kphases.data import Dataset
+from kphases.data import Dataset, fingerprint
 from kphases.store import Run
 
 DECODER_PREFERENCE = ("linear_exact", "linear", "cladec")
@@ -161,7 +161,7 @@ def user_dataset(model, train_data, test_data, name: str = "user", max_samples: 
         x_test=x_test,
         y_test=y_test,
         num_classes=num_classes,
-        fingerprint=_fingerprint(x_train, y_train, x_test, y_test),
+        fingerprint=fingerprint(x_train, y_train, x_test, y_test),
     )
 
 

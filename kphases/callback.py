@@ -42,14 +42,16 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kphases.config import RUN_KIND, ModelRunConfig, ScheduleConfig  # noqa: F401 (ModelRunConfig, RUN_KIND: re-exported)
+from kphases.data import fingerprint
 from kphases.schedule import explicit_schedule, is_scheduled, steps_up_to
-from kphases.store import Run, StoreError, environment, write_text_atomic
+from kphases.store import Run, StoreError, environment, jsonable, write_text_atomic
+from kphases.training import classifier_metrics
 
 ARCHITECTURE_FILE = "model.json"
 DEFAULT_EVAL_SAMPLES = 2048
@@ -240,14 +242,10 @@ def read_pairs(
 
 
 def _is_tf_dataset(data) -> bool:
-    import tensorflow as tf
-
     return isinstance(data, tf.data.Dataset)
 
 
 def _materialise(dataset, what: str, input_shape, max_samples: int, warn: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    import tensorflow as tf
-
     if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
         raise ValueError(f"{what} is an infinite tf.data dataset (repeat()); pass a finite one, e.g. dataset.take(n)")
     xs, ys, count, truncated = [], [], 0, False
@@ -285,28 +283,6 @@ def class_labels(y: np.ndarray, what: str) -> np.ndarray:
     if y.min() < 0:
         raise ValueError(f"{what}: class labels must be >= 0, got {y.min()}")
     return y.astype(np.int64)
-
-
-def _jsonable(value: Any) -> Any:
-    """A JSON-safe copy (numpy values to Python, anything else unknown to its repr)."""
-
-    def default(item):
-        if isinstance(item, np.generic):
-            return item.item()
-        if isinstance(item, np.ndarray):
-            return item.tolist()
-        return repr(item)
-
-    return json.loads(json.dumps(value, default=default))
-
-
-def _fingerprint(*arrays: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    for array in arrays:
-        contiguous = np.ascontiguousarray(array)
-        digest.update(str((contiguous.shape, contiguous.dtype.str)).encode())
-        digest.update(contiguous.tobytes())
-    return digest.hexdigest()[:16]
 
 
 # --- the callback -----------------------------------------------------------------------------
@@ -541,7 +517,7 @@ class SnapshotCallback(keras.callbacks.Callback):
         fits.append(
             {
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "params": _jsonable(dict(self.params or {})),
+                "params": jsonable(dict(self.params or {})),
                 "initial_epoch": self._initial_epoch,
                 "start_iteration": start_iteration,
                 "steps_per_execution": getattr(model, "steps_per_execution", 1),
@@ -557,13 +533,13 @@ class SnapshotCallback(keras.callbacks.Callback):
                 "parameters": int(model.count_params()),
                 "layers": layer_names(model),
             },
-            "optimizer": _jsonable({"class": type(optimizer).__name__, "config": optimizer.get_config()}),
-            "compile": _jsonable(compile_config),
+            "optimizer": jsonable({"class": type(optimizer).__name__, "config": optimizer.get_config()}),
+            "compile": jsonable(compile_config),
             "fits": fits,
         }
         if self._eval:
             values["eval_data"] = {
-                split: {"examples": len(y), "input_shape": list(x.shape[1:]), "fingerprint": _fingerprint(x, y)}
+                split: {"examples": len(y), "input_shape": list(x.shape[1:]), "fingerprint": fingerprint(x, y)}
                 for split, (x, y, _) in self._eval.items()
             }
         self.run.update_provenance(**values)
@@ -623,11 +599,8 @@ def _classifier_metrics(network: keras.Model, compiled: keras.Model, x: np.ndarr
     loss_function = _loss_function(getattr(compiled, "loss", None))
     predict = getattr(network, "_kphases_predict", None)
     if predict is None:
-        import tensorflow as tf
-
         predict = tf.function(lambda batch: network(batch, training=False), reduce_retracing=True)
         network._kphases_predict = predict
-    from kphases.training import classifier_metrics
 
     def loss_sum(targets, outputs) -> float:
         return float(np.mean(keras.ops.convert_to_numpy(loss_function(targets, outputs)))) * len(targets)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Literal
 import tyro
 
 from kphases import config as config_module
+from kphases import entry
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, ScheduleConfig, TrainingConfig, measure_profile
 
 ProfileName = Literal["smoke", "quick", "paper"]
@@ -29,7 +32,7 @@ class TrainCommand:
     """Train a classifier and write weight snapshots at iterations 0, 2, 4, 8, ... into its run directory."""
 
     profile: ProfileName = config_module.DEFAULT_PROFILE
-    """Profile whose settings are the defaults of every other flag (smoke: seconds; quick: minutes on 2 CPU cores; paper: PROTOCOL.md exactly)."""
+    """Profile whose settings are the defaults of every other flag (smoke: seconds; quick: minutes on 2 CPU cores; paper: the papers' settings, docs/protocol.md, "Training the classifier (paper profile)")."""
     runs_dir: str | None = None
     """Directory of run directories (default: $KPHASES_RUNS_DIR, else ./runs)."""
     data_dir: str | None = None
@@ -60,7 +63,8 @@ def _profile_from(argv: Sequence[str]) -> str:
     parser.add_argument("--profile", default=config_module.DEFAULT_PROFILE)
     known, _ = parser.parse_known_args(argv)
     if known.profile not in config_module.PROFILES:
-        raise SystemExit(f"error: unknown profile {known.profile!r}; valid profiles: {sorted(config_module.PROFILES)}")
+        print(f"error: unknown profile {known.profile!r}; valid profiles: {sorted(config_module.PROFILES)}", file=sys.stderr)
+        raise SystemExit(2)  # a usage error, as argparse and tyro exit with
     return known.profile
 
 
@@ -68,11 +72,12 @@ def parse_train(argv: Sequence[str]) -> TrainCommand:
     profile_name = _profile_from(argv)
     base = config_module.profile(profile_name)
     default = TrainCommand(profile=profile_name, data=base.data, model=base.model, training=base.training, schedule=base.schedule)
-    return tyro.cli(TrainCommand, default=default, args=list(argv), prog="python -m kphases train")
+    return entry.parse_flags(TrainCommand, default=default, args=list(argv), prog="python -m kphases train")
 
 
 def command_train(argv: Sequence[str]) -> int:
     command = parse_train(argv)
+    entry.start_tensorflow(gpu_requested="GPU" in (command.devices or "").upper())
     from kphases.store import Run, resolve_runs_dir
     from kphases.training import DeviceError, train
 
@@ -153,11 +158,14 @@ def parse_measure(argv: Sequence[str]) -> MeasureCommand:
     argv = bare_ray_flag(argv)
     profile_name = _profile_from(argv)
     default = MeasureCommand(run=tyro.MISSING, profile=profile_name, measure=measure_profile(profile_name))
-    return tyro.cli(MeasureCommand, default=default, args=list(argv), prog="python -m kphases measure", config=(tyro.conf.OmitArgPrefixes,))
+    return entry.parse_flags(
+        MeasureCommand, default=default, args=list(argv), prog="python -m kphases measure", config=(tyro.conf.OmitArgPrefixes,)
+    )
 
 
 def command_measure(argv: Sequence[str]) -> int:
     command = parse_measure(argv)
+    entry.start_tensorflow()
     from kphases.measurement import measure
 
     if command.ray is not None:
@@ -243,6 +251,7 @@ def command_export_data(argv: Sequence[str]) -> int:
     parser.add_argument("--source", default="keras", help=f"where to fetch it: {', '.join(EXPORT_SOURCES)} (default: keras)")
     parser.add_argument("--force", action="store_true", help="replace an existing <out>/<name>.npz")
     args = parser.parse_args(argv)
+    entry.start_tensorflow()
     from kphases.export import export_dataset
 
     try:
@@ -268,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     try:
         return COMMANDS[argv[0]](argv[1:])
+    except KeyboardInterrupt as error:
+        return entry.interrupted(error)
     except Exception as error:
         # Bad input (unknown dataset, layer, schedule; a corrupt snapshot; a missing directory): the
         # message names the value and what is valid. KPHASES_DEBUG=1 shows the traceback as well.
@@ -281,5 +292,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "KPHASES_DEBUG"
         ):
             raise
-        print("error: " + " ".join(str(error).split()), file=sys.stderr)  # one line, whatever the message's own breaks
+        message = no_space_message(error) if isinstance(error, OSError) and error.errno == errno.ENOSPC else str(error)
+        print("error: " + " ".join(message.split()), file=sys.stderr)  # one line, whatever the message's own breaks
         return 2
+
+
+def no_space_message(error: OSError) -> str:
+    """A full disk met outside the store's own checks (which name the space needed): which directory, how much is free."""
+    path = os.path.dirname(os.path.abspath(error.filename)) if error.filename else os.getcwd()
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    free = shutil.disk_usage(path).free
+    return f"no space left on the disk of {path} ({free:,} bytes free): free some space and run the same command again"

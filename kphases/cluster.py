@@ -30,6 +30,7 @@ joins a running one for `auto` or `<head>:6379` (docs/cluster.md). Workers impor
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -38,8 +39,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import tensorflow as tf
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
 from kphases.config import MeasureConfig, RunConfig
+from kphases.data import load_dataset
+from kphases.early_phase import train_lineage
+from kphases.measurement import PendingRows, measure, read_measurements, summary_table
+from kphases.store import Run, resolve_runs_dir
+from kphases.tensorboard import write_measurements
+
+# `ray` is imported where it is used: it is an optional dependency (the `ray` extra), and every
+# other function of this module (the graph's types, the task functions) works without it.
 
 DEFAULT_GPU_FRACTION = 0.25
 """A GPU's share per task on a cluster with GPUs: the suite's networks (VGG-8..16, ResNet-10/20 on 32x32 images) are small."""
@@ -95,17 +107,6 @@ class Resources:
     """Runs of a task again after its worker or node died (not after an error in the task)."""
 
 
-@dataclass(frozen=True)
-class Fault:
-    """Test hook: the worker training node `node` exits hard (`os._exit`) at `step` (after that step's
-    snapshot and checkpoint are written), on the first attempt only (`marker` is created then; while
-    it exists, the hook does nothing)."""
-
-    node: str
-    step: int
-    marker: str
-
-
 # --- in the worker -------------------------------------------------------------------------------
 # A worker runs one task after another: `load_dataset` keeps the last datasets in memory (kphases.data).
 
@@ -120,18 +121,6 @@ def _journal(path: str | None, node: Node, **values) -> None:
         os.write(descriptor, line.encode())
     finally:
         os.close(descriptor)
-
-
-def _fault_callbacks(faults: Sequence[Fault], node: Node) -> list:
-    def make(fault: Fault):
-        def callback(run, step, model, optimizer):
-            if step == fault.step and not os.path.exists(fault.marker):
-                Path(fault.marker).write_text(f"{node.key} exited at step {step}\n")
-                os._exit(1)  # a worker dying without cleanup, as a killed process or a lost node does
-
-        return callback
-
-    return [make(fault) for fault in faults if fault.node == node.key]
 
 
 def _compute_as_a_serial_process() -> None:
@@ -150,20 +139,13 @@ def _compute_as_a_serial_process() -> None:
     - TensorFlow op determinism, as a process that trained has it (training enables it): a worker
       that only measures would otherwise compute the same cells with other reduction orders.
     """
-    import tensorflow as tf
-    from threadpoolctl import threadpool_limits
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threadpool_limits(int(os.environ.get(BLAS_THREADS_VARIABLE) or cores), user_api="blas")
     tf.config.experimental.enable_op_determinism()
 
 
-def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, faults: tuple[Fault, ...], *parents) -> str:
+def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, *parents) -> str:
     """Train (or resume, or reuse) the node's run; its parents' runs are complete when Ray starts this."""
-    from kphases.data import load_dataset
-    from kphases.early_phase import train_lineage
-    from kphases.store import Run
-
     _compute_as_a_serial_process()
 
     directory = Path(runs_dir) / node.config.hash()
@@ -175,17 +157,12 @@ def train_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | N
         data_dir,
         progress=False,
         dataset=load_dataset(node.config.data, data_dir),
-        callbacks=_fault_callbacks(faults, node),
     )
     return node.config.hash()
 
 
-def measure_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, faults: tuple[Fault, ...], *parents) -> pd.DataFrame:
+def measure_task(node: Node, runs_dir: str, data_dir: str | None, journal: str | None, *parents) -> pd.DataFrame:
     """The node's new measurement rows (computed here, written by the driver)."""
-    from kphases.data import load_dataset
-    from kphases.measurement import PendingRows, measure
-    from kphases.store import Run
-
     _compute_as_a_serial_process()
     _journal(journal, node)
     run = Run.open(Path(runs_dir) / node.config.hash())
@@ -212,9 +189,7 @@ def connect(address: str = "local", num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    import kphases
-
-    source = str(Path(kphases.__file__).resolve().parents[1])
+    source = str(Path(__file__).resolve().parents[1])  # the directory that holds this kphases package
     env = {
         "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")])),
         "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
@@ -250,14 +225,11 @@ def execute(
     progress: bool = True,
     log: Callable[[str], None] = print,
     journal: str | os.PathLike | None = None,
-    faults: Sequence[Fault] = (),
     written: Callable | None = None,
 ) -> dict[str, str]:
     """Run the graph on Ray; return {node key: 'done' | 'reused'}. Raises ClusterError naming every failed task.
     `written(run, rows)`: called after the driver stored a measurement task's rows."""
     import ray
-
-    from kphases.store import Run, resolve_runs_dir
 
     connect(address, num_cpus)
     runs_dir = str(resolve_runs_dir(runs_dir).resolve())  # workers may start in another directory
@@ -276,18 +248,14 @@ def execute(
                 continue
         parents = [references[key] for key in node.parents if key in references]
         function = remote_train if node.kind == "train" else remote_measure
-        reference = function.options(name=node.key, **options).remote(node, runs_dir, data_dir, journal, tuple(faults), *parents)
+        reference = function.options(name=node.key, **options).remote(node, runs_dir, data_dir, journal, *parents)
         references[node.key] = reference
         by_reference[reference] = node
     log(
         f"ray: {len(references)} tasks submitted ({len(status)} runs already complete), "
         f"{options['num_cpus']:g} CPU and {gpus:g} GPU per task, up to {resources.max_retries} retries"
     )
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(references), desc="ray tasks", unit="task", dynamic_ncols=True)
+    bar = tqdm(total=len(references), desc="ray tasks", unit="task", dynamic_ncols=True) if progress else None
     pending, failures = list(references.values()), []
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
@@ -331,11 +299,6 @@ def measure_on_ray(
 ) -> pd.DataFrame:
     """`kphases measure <run> --ray`: one task per requested snapshot step; the rows are written here; return all of the run's rows.
     `partial_verdicts`: as `kphases.measure`'s (verdicts in the summary of a run that is not complete)."""
-    import dataclasses
-
-    from kphases.measurement import read_measurements, summary_table
-    from kphases.store import Run
-
     run = run if isinstance(run, Run) else Run.open(run, runs_dir)
     available = run.snapshot_steps()
     steps = list(config.steps) or available
@@ -352,8 +315,6 @@ def measure_on_ray(
         )
         for step in steps
     ]
-    from kphases.tensorboard import write_measurements
-
     execute(
         nodes,
         runs_dir=run.directory.parent,
@@ -370,4 +331,4 @@ def measure_on_ray(
     return frame
 
 
-__all__ = ["Node", "Resources", "Fault", "ClusterError", "execute", "measure_on_ray", "connect", "train_node_key", "measure_node_key"]
+__all__ = ["Node", "Resources", "ClusterError", "execute", "measure_on_ray", "connect", "train_node_key", "measure_node_key"]

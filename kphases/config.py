@@ -12,7 +12,12 @@ directory, progress bars) is part of the config, so moving the data does not orp
 Three named profiles fill the config in:
 - `smoke`: seconds, for tests (a tiny network on a few hundred embedded images);
 - `quick`: the default, real embedded MNIST on two CPU cores (minutes);
-- `paper`: PROTOCOL.md section 1 exactly (VGG-8, CIFAR-10 from tfds, lr 0.002, 257 epochs).
+- `paper`: docs/protocol.md, "Training the classifier (paper profile)" exactly (VGG-8, CIFAR-10
+  from tfds, lr 0.002, 257 epochs).
+
+Every numeric field is checked when a config is made (`__post_init__`, `check_range`): a value
+out of range is a ValueError naming the field, the value and the valid range, so a bad flag or
+JSON value is refused before anything is trained or written.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
 import re
 import types
 import typing
@@ -28,6 +35,43 @@ from typing import Any, Literal
 
 DatasetName = Literal["mnist", "fashion_mnist", "cifar10", "cifar100", "digits"]
 SourceName = Literal["embedded", "directory", "tfds"]
+
+
+def check_range(
+    field_name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+    optional: bool = False,
+) -> None:
+    """Refuse (ValueError) a numeric config value outside [low, high] (an end is excluded where `*_open`).
+
+    The message names the field as its flag spells it (`training.learning_rate`), the value, and the
+    valid range; None passes where `optional`; floats must be finite.
+    """
+    if value is None and optional:
+        return
+    name = field_name.rpartition(".")[2]
+    if low is not None and high is not None:
+        valid = f"{low:g} {'<' if low_open else '<='} {name} {'<' if high_open else '<='} {high:g}"
+    elif low is not None:
+        valid = f"{name} {'>' if low_open else '>='} {low:g}"
+    else:
+        valid = f"{name} {'<' if high_open else '<='} {high:g}"
+    valid += (", an integer" if integer else ", a finite number") + (", or None" if optional else "")
+    if not isinstance(value, numbers.Integral if integer else numbers.Real) or isinstance(value, bool):
+        raise ValueError(f"{field_name} = {value!r} is not {'an integer' if integer else 'a number'}; valid: {valid}")
+    inside = math.isfinite(value)
+    if inside and low is not None:
+        inside = value > low if low_open else value >= low
+    if inside and high is not None:
+        inside = value < high if high_open else value <= high
+    if not inside:
+        raise ValueError(f"{field_name} = {value!r} is out of range; valid: {valid}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +93,12 @@ class DataConfig:
     label_noise: float = 0.0
     """Fraction of the train labels replaced by another class, the same in every class, fixed by subset_seed (kphases.data.flip_labels); test labels are never changed."""
 
+    def __post_init__(self) -> None:
+        check_range("data.train_size", self.train_size, 1, integer=True, optional=True)
+        check_range("data.test_size", self.test_size, 1, integer=True, optional=True)
+        check_range("data.subset_seed", self.subset_seed, 0, integer=True)  # numpy's generators take no negative seeds
+        check_range("data.label_noise", self.label_noise, 0, 1, high_open=True)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -63,10 +113,13 @@ class ModelConfig:
     initialisation: str = "pytorch"
     """pytorch (PyTorch's layer defaults, the phases paper) or open_lth (kaiming normal kernels, BatchNorm scales uniform in [0, 1): Frankle et al.)."""
 
+    def __post_init__(self) -> None:
+        check_range("model.width", self.width, 0, low_open=True)
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """How the classifier is trained (PROTOCOL.md section 1 for the paper profile)."""
+    """How the classifier is trained (docs/protocol.md, "Training the classifier (paper profile)", for the paper profile)."""
 
     duration: str = "257ep"
     """Training length: '<n>ep' epochs or '<n>it' iterations (one iteration = one optimiser update)."""
@@ -89,6 +142,14 @@ class TrainingConfig:
     jit_compile: bool = False
     """Compile the training step with XLA (tf.function(jit_compile=True)); same numbers to float32 rounding, not bitwise (docs/gpu.md)."""
 
+    def __post_init__(self) -> None:
+        check_range("training.batch_size", self.batch_size, 1, integer=True)
+        # A learning rate <= 0 does not train (a negative one ascends the loss); momentum 1 never forgets a gradient.
+        check_range("training.learning_rate", self.learning_rate, 0, low_open=True)
+        check_range("training.momentum", self.momentum, 0, 1, high_open=True)
+        check_range("training.weight_decay", self.weight_decay, 0)
+        check_range("training.seed", self.seed, 0, integer=True)
+
 
 @dataclass(frozen=True)
 class ScheduleConfig:
@@ -98,6 +159,10 @@ class ScheduleConfig:
     """doubling: 0, 2, 4, 8, ..., 2^k up to the last iteration (the authors'); explicit: the listed steps."""
     steps: tuple[int, ...] = ()
     """The iterations for kind=explicit (each between 0 and the last iteration)."""
+
+    def __post_init__(self) -> None:
+        for step in self.steps:
+            check_range("schedule.steps", step, 0, integer=True)
 
 
 @dataclass(frozen=True)
@@ -125,6 +190,11 @@ class LineageConfig:
     """Seed of the perturbation's randomness."""
     prune_output_layer: bool = True
     """Whether the output layer's kernel is pruned with the others (open_lth: yes for its ResNets, no for its VGGs)."""
+
+    def __post_init__(self) -> None:
+        check_range("lineage.rewind_step", self.rewind_step, 0, integer=True)
+        check_range("lineage.prune_fraction", self.prune_fraction, 0, 1, high_open=True)
+        check_range("lineage.perturbation_seed", self.perturbation_seed, 0, integer=True)
 
 
 @dataclass(frozen=True)
@@ -325,6 +395,18 @@ class MeasureConfig:
     mi_samples: int = 1000
     """Test images (stratified subset of the measurement test split) both estimators use; KDE costs O(n^2)."""
 
+    def __post_init__(self) -> None:
+        # The mutual-information settings are checked where they are used (kphases.information), only when that metric is asked for.
+        check_range("measure.train_size", self.train_size, 1, integer=True, optional=True)
+        check_range("measure.test_size", self.test_size, 1, integer=True, optional=True)
+        check_range("measure.decoder_epochs", self.decoder_epochs, 1, integer=True)
+        check_range("measure.decoder_min_update_steps", self.decoder_min_update_steps, 1, integer=True, optional=True)
+        check_range("measure.probe_epochs", self.probe_epochs, 1, integer=True)
+        check_range("measure.probe_min_update_steps", self.probe_min_update_steps, 1, integer=True, optional=True)
+        check_range("measure.seed", self.seed, 0, integer=True)
+        for step in self.steps:
+            check_range("measure.steps", step, 0, integer=True)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -383,7 +465,7 @@ def _quick() -> RunConfig:
 
 
 def _paper() -> RunConfig:
-    # PROTOCOL.md section 1: VGG-8 on CIFAR-10, SGD(0.002, momentum 0.9), batch 128, 257 epochs.
+    # docs/protocol.md, "Training the classifier (paper profile)": VGG-8 on CIFAR-10, SGD(0.002, momentum 0.9), batch 128, 257 epochs.
     return RunConfig(
         data=DataConfig(name="cifar10", source="tfds"),
         model=ModelConfig(architecture="vgg8", width=1.0),
@@ -400,3 +482,63 @@ def profile(name: str) -> RunConfig:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; valid profiles: {sorted(PROFILES)}")
     return PROFILES[name]()
+
+
+# --- The early-phase experiment (Frankle, Schwab & Morcos 2020; run by kphases.early_phase) ----
+
+TASKS: tuple[str, ...] = typing.get_args(typing.get_type_hints(LineageConfig)["task"])
+"""What a lineage run learns: the class labels, then the pre-training tasks (order fixed: it seeds their labels)."""
+PERTURBATIONS: tuple[str, ...] = typing.get_args(typing.get_type_hints(LineageConfig)["perturbation"])
+"""Changes to the rewound weights: "none", then the perturbations (`kphases.pruning.perturb`)."""
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One early-phase experiment: the dense run and what is derived from it.
+
+    An experiment has no directory of its own: it is named by the runs it derives
+    (`kphases.early_phase.experiment_runs`), each hashed from its `RunConfig`. Every field but
+    `statistics_examples` changes those runs; `statistics_examples` only picks the batch on which
+    the dense run's gradient norm is recomputed from its stored snapshots.
+    """
+
+    base: RunConfig
+    """The dense run (its snapshot schedule must contain every rewind step and its last iteration)."""
+    rewind_steps: tuple[int, ...] = (0, 500)
+    """Rewind points k of the IMP figure (0: the lottery-ticket baseline)."""
+    rounds: int = 10
+    """IMP rounds per rewind point."""
+    prune_fraction: float = 0.2
+    """Fraction of the remaining weights pruned per round."""
+    perturbations: tuple[str, ...] = ("reinit", "reinit_signs", "shuffle", "shuffle_signs", "noise")
+    """Perturbations of the rewound weights, each retrained under the unperturbed lineage's mask."""
+    perturbation_rewind_step: int = 500
+    """Rewind point k whose weights are perturbed (one of `rewind_steps`: its lineage gives the masks)."""
+    perturbation_rounds: tuple[int, ...] = (5,)
+    """IMP rounds (sparsities) at which each perturbation is retrained."""
+    tasks: tuple[str, ...] = ("random_labels", "blur", "rotation")
+    """Pre-training tasks of the data experiments."""
+    pretrain_steps: int = 500
+    """k of the data experiments: iterations of pre-training, and the rewind point whose mask is used."""
+    data_rounds: tuple[int, ...] = (5,)
+    """IMP rounds (sparsities) at which each pre-trained start is retrained."""
+    statistics_examples: int = 512
+    """Training images (the first ones) of the fixed batch for the gradient norm."""
+    prune_output_layer: bool = True
+    """Prune the output layer's kernel with the others (open_lth: its ResNets yes, its VGGs no)."""
+
+    def __post_init__(self):
+        bad = [kind for kind in self.perturbations if kind not in PERTURBATIONS[1:]]
+        if bad:
+            raise ValueError(f"unknown perturbations {bad}; valid: {list(PERTURBATIONS[1:])}")
+        bad_tasks = [task for task in self.tasks if task not in TASKS[1:]]
+        if bad_tasks:
+            raise ValueError(f"unknown pre-training tasks {bad_tasks}; valid: {list(TASKS[1:])}")
+        if self.perturbation_rewind_step not in self.rewind_steps or self.pretrain_steps not in self.rewind_steps:
+            raise ValueError(
+                f"perturbation_rewind_step {self.perturbation_rewind_step} and pretrain_steps {self.pretrain_steps} "
+                f"must be rewind steps {self.rewind_steps} (their masks come from that IMP lineage)"
+            )
+        too_far = [r for r in (*self.perturbation_rounds, *self.data_rounds) if not 1 <= r <= self.rounds]
+        if too_far:
+            raise ValueError(f"rounds {too_far} are outside 1..{self.rounds}")

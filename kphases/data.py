@@ -1,4 +1,5 @@
-"""Datasets from three explicit sources, preprocessed exactly as the authors do (PROTOCOL.md, "Data").
+"""Datasets from three explicit sources, preprocessed exactly as the authors do (docs/protocol.md,
+"Training the classifier (paper profile)", its "Data" item).
 
 Sources (`DataConfig.source`), never swapped silently:
 - `embedded`: ships inside a pip dependency, needs no download. `mnist` is the real 5,000-image
@@ -21,7 +22,9 @@ Sources (`DataConfig.source`), never swapped silently:
 Preprocessing (authors' code): pixels / 255; 28x28 images upsampled to 32x32 by cubic spline zoom
 (scipy.ndimage.zoom, 32/28, order 3, per image), 8x8 digits by 4; per-channel normalisation
 (x - mean) / std with the constants below; no augmentation. Subsets are stratified by class and
-deterministic in `subset_seed`, taken before the (slow) zoom.
+deterministic in `subset_seed`, taken before the (slow) zoom. The zoom scales both sides by one
+factor, so only square images become the 32x32 the networks are built for: non-square images,
+and train and test images of different shapes, are refused when loaded (`check_raw_splits`).
 
 Label noise (`DataConfig.label_noise`, the data model's "few hard examples" on real data): after
 subsetting, that fraction of the train labels is replaced by a different class (`flip_labels`:
@@ -37,6 +40,7 @@ import functools
 import hashlib
 import os
 import re
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,7 +54,7 @@ from kphases.config import DataConfig
 DATA_DIR_VARIABLE = "KPHASES_DATA_DIR"
 IMAGE_SIZE = 32
 
-# Per-channel (mean, std) of pixels/255, PROTOCOL.md. digits: measured on all 1,797 images / 16.
+# Per-channel (mean, std) of pixels/255, docs/protocol.md, "Training the classifier (paper profile)". digits: measured on all 1,797 images / 16.
 NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),
     "fashion_mnist": ((0.281,), (0.352,)),
@@ -206,7 +210,7 @@ def _load_dataset(config: DataConfig, data_dir: str | os.PathLike | None) -> Dat
     if config.label_noise:
         y_train_clean = y_train.astype(np.int64)
         y_train = flip_labels(y_train_clean, config.label_noise, config.subset_seed, NUM_CLASSES[config.name])
-    fingerprint = _fingerprint(x_train, y_train, x_test, y_test)  # of the labels trained on (flipped ones included)
+    contents = fingerprint(x_train, y_train, x_test, y_test)  # of the labels trained on (flipped ones included)
     return Dataset(
         name=config.name,
         source=config.source,
@@ -215,7 +219,7 @@ def _load_dataset(config: DataConfig, data_dir: str | os.PathLike | None) -> Dat
         x_test=preprocess(x_test, config.name),
         y_test=y_test.astype(np.int64),
         num_classes=NUM_CLASSES[config.name],
-        fingerprint=fingerprint,
+        fingerprint=contents,
         file=file,
         compression=compression,
         y_train_clean=y_train_clean,
@@ -380,6 +384,12 @@ def _load_directory(name: str, directory: Path, file: str | None = None) -> RawS
     if not path.is_file():
         present = sorted(p.name for p in directory.glob("*.npz"))
         raise DataError(f"no {file} in data directory {str(directory)!r} (dataset {name}); it holds: {present or 'no .npz files'}")
+    if not zipfile.is_zipfile(path):
+        # numpy reads any other file as a pickle and then blames "pickled (object) data", which misleads.
+        raise DataError(
+            f"cannot read {path}: it is not a valid npz archive (numpy.savez writes a zip file of .npy arrays; this is not a "
+            "whole zip file: text, another format, or a copy cut off); write it with numpy.savez or `python -m kphases export-data`"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
@@ -406,6 +416,7 @@ def check_raw_splits(raw: "RawSplits", name: str, origin: str) -> "RawSplits":
     one label per image. Without this a bad file fails deep inside TensorFlow (a gather index out of
     range) or as a NaN loss blamed on the learning rate."""
     x_train, y_train, x_test, y_test = raw
+    _check_image_shapes(x_train, x_test, origin)
     classes = NUM_CLASSES[name]
     for split, images, labels in (("train", x_train, y_train), ("test", x_test, y_test)):
         labels = np.asarray(labels)
@@ -423,6 +434,21 @@ def check_raw_splits(raw: "RawSplits", name: str, origin: str) -> "RawSplits":
             count = int(np.size(images) - np.isfinite(images).sum())
             raise DataError(f"{origin}: {split} images hold {count} NaN or infinite pixel values; every pixel must be a finite number")
     return x_train, y_train, x_test, y_test
+
+
+def _check_image_shapes(x_train: np.ndarray, x_test: np.ndarray, origin: str) -> None:
+    """Refuse splits whose images differ in shape (the network is built for the train images) or are not square."""
+    train_shape, test_shape = tuple(np.shape(x_train)[1:]), tuple(np.shape(x_test)[1:])
+    if train_shape != test_shape:
+        raise DataError(
+            f"{origin}: train images have shape {train_shape}, test images {test_shape} (height, width, channels); "
+            "both splits must hold images of one shape"
+        )
+    if len(train_shape) >= 2 and train_shape[0] != train_shape[1]:
+        raise DataError(
+            f"{origin}: images are {train_shape[0]}x{train_shape[1]} (height x width); the networks take square images: "
+            f"preprocessing zooms both sides by {IMAGE_SIZE}/height to the {IMAGE_SIZE}x{IMAGE_SIZE} input they are built for"
+        )
 
 
 def _check_images(images: np.ndarray, origin: Path | str, key: str) -> np.ndarray:
@@ -451,7 +477,8 @@ def _load_tfds(name: str) -> RawSplits:
     return _check_images(x_train, f"tfds:{name}", "train"), y_train, _check_images(x_test, f"tfds:{name}", "test"), y_test
 
 
-def _fingerprint(*arrays: np.ndarray) -> str:
+def fingerprint(*arrays: np.ndarray) -> str:
+    """A 16-hex-digit SHA-256 of the arrays' shapes, dtypes and bytes: names a dataset's exact contents."""
     digest = hashlib.sha256()
     for array in arrays:
         contiguous = np.ascontiguousarray(array)

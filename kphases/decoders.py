@@ -1,6 +1,6 @@
 """Reconstruction of the normalised input image from a layer's features: the paper's main curve.
 
-PROTOCOL.md section 1, "Reconstruction": at every measurement point a decoder is trained from
+docs/protocol.md, "What is measured at each snapshot": at every snapshot a decoder is trained from
 scratch on the train split's features of the frozen network to reproduce the normalised input
 image, and its MSE on the test split is the reconstruction loss whose three phases (constant,
 decrease, increase) the paper reports (its Figure 1 and the README table).
@@ -164,37 +164,17 @@ def fit_decoder(
     Features are (n, d) or (n, H', W', C') float arrays; images are the normalised (n, H, W, C)
     inputs the features came from, in the same order.
     """
-    fitters: dict[str, Callable[..., ReconstructionResult]] = {
-        "linear": fit_linear_decoder,
+    # The trained decoders differ only in their architecture; the closed-form ones are solved, not trained.
+    builders: dict[str, Callable[..., keras.Model]] = {"linear": build_linear_decoder, "cladec": build_cladec_decoder}
+    solvers: dict[str, Callable[..., ReconstructionResult]] = {
         "linear_exact": fit_linear_exact_decoder,
         "linear_ridge": fit_linear_ridge_decoder,
-        "cladec": fit_cladec_decoder,
     }
-    if kind not in fitters:
-        raise ValueError(f"unknown decoder kind {kind!r}; valid kinds: {list(DECODER_KINDS)}")
-    return fitters[kind](train_features, train_images, test_features, test_images, settings)
-
-
-def fit_linear_decoder(
-    train_features: np.ndarray,
-    train_images: np.ndarray,
-    test_features: np.ndarray,
-    test_images: np.ndarray,
-    settings: DecoderSettings = DecoderSettings(),
-) -> ReconstructionResult:
-    """The authors' decoder: one affine Dense layer from the flattened features to the image."""
-    return _fit_trained_decoder("linear", build_linear_decoder, train_features, train_images, test_features, test_images, settings)
-
-
-def fit_cladec_decoder(
-    train_features: np.ndarray,
-    train_images: np.ndarray,
-    test_features: np.ndarray,
-    test_images: np.ndarray,
-    settings: DecoderSettings = DecoderSettings(),
-) -> ReconstructionResult:
-    """The ClaDec-style deconvolution decoder (`build_cladec_decoder`), trained like the linear one."""
-    return _fit_trained_decoder("cladec", build_cladec_decoder, train_features, train_images, test_features, test_images, settings)
+    if kind in builders:
+        return _fit_trained_decoder(kind, builders[kind], train_features, train_images, test_features, test_images, settings)
+    if kind in solvers:
+        return solvers[kind](train_features, train_images, test_features, test_images, settings)
+    raise ValueError(f"unknown decoder kind {kind!r}; valid kinds: {list(DECODER_KINDS)}")
 
 
 def fit_linear_exact_decoder(
@@ -473,7 +453,7 @@ def build_cladec_decoder(
     32x32x1 images: 0.54 s per update (the authors' 7,820 updates: about 70 minutes per fit), against
     1.4 ms for the linear decoder (`python -m benchmarks.measure`; the CHANGELOG has other machines').
 
-    PROTOCOL.md leaves open the width of the dense stem and where the upsampling starts; both
+    docs/protocol.md, "What is measured at each snapshot", leaves open the width of the dense stem and where the upsampling starts; both
     follow the authors' code above. Non-square images or feature maps, and size ratios that are
     not a power of two, raise ValueError (the authors' rounding of log2 would silently produce
     the wrong output size).

@@ -6,7 +6,7 @@ for its mask, which perturbation was applied, which task it learns. The lineage 
 runs by their hashes, so the whole ancestry is in the hash of each run: a finished run is reused
 by any later experiment that needs it, and a changed parent gives a new child. Drivers:
 
-- `imp_lineage`: iterative magnitude pruning with rewinding to iteration k. Round 0 is the dense
+- `experiment_runs`: iterative magnitude pruning with rewinding to iteration k. Round 0 is the dense
   run; round r is trained from the dense run's iteration-k snapshot under the mask that prunes
   `prune_fraction` of what round r-1 kept (magnitudes of round r-1's final weights). Retraining
   continues at step k with the same schedule and data order (open_lth's rewinding); k = 0 is the
@@ -18,21 +18,20 @@ by any later experiment that needs it, and a changed parent gives a new child. D
   the class head comes from the initialisation), then the round-r mask of rewind point k and
   retraining from those weights. Departure from the paper, for the compute budget: the paper runs
   IMP afresh from each pre-trained network; we reuse the unperturbed lineage's mask.
-- the output layer: `ExperimentConfig.prune_output_layer` (open_lth prunes it for its ResNets and
-  not for its VGGs); the pruned layers are also the ones a perturbation changes. A lineage prunes
-  one set of layers from its first round to its last (a mixed chain is refused by name).
-- `paired_sign_flip_test`: an exact permutation test over seeds of a perturbed start against the
-  unperturbed rewind (both share each seed's dense run, mask and data order); with n seeds its
-  two-sided p cannot go below 2 / 2^n.
+- the output layer: `ExperimentConfig.prune_output_layer` (open_lth prunes it for its ResNets
+  and not for its VGGs); the pruned layers are also the ones a perturbation changes. A lineage
+  prunes one set of layers from its first round to its last (a mixed chain is refused by name).
 - `early_statistics`: from the dense run's snapshots, the change of the first iterations: relative
   distance from initialisation, fraction of signs flipped since initialisation, change per
   iteration since the previous snapshot, gradient norm on a fixed batch, and train/test accuracy.
+
+The experiment's config is `kphases.config.ExperimentConfig`; its verdicts (a start against
+another over seeds, and Frankle et al.'s premise) are in `kphases.early_phase_verdicts`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -40,13 +39,12 @@ import pandas as pd
 import tensorflow as tf
 
 from kphases import pruning
-from kphases.config import LineageConfig, RunConfig, ScheduleConfig, TrainingConfig
+from kphases.config import TASKS, ExperimentConfig, LineageConfig, RunConfig, ScheduleConfig, TrainingConfig
 from kphases.data import Dataset, load_dataset
 from kphases.models import build_model
 from kphases.store import Run, StoreError, resolve_runs_dir
 from kphases.training import Start, make_plan, train
 
-TASKS = ("classes", "random_labels", "blur", "rotation")
 BLUR_FACTOR = 4  # blurred images: 4x4 block means, repeated back to full size
 ROTATION_CLASSES = 4  # 0, 90, 180, 270 degrees
 
@@ -222,49 +220,6 @@ def train_lineage(
 
 
 # --- the experiment -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """One early-phase experiment: the dense run and what is derived from it."""
-
-    base: RunConfig
-    """The dense run (its snapshot schedule must contain every rewind step and its last iteration)."""
-    rewind_steps: tuple[int, ...] = (0, 500)
-    """Rewind points k of the IMP figure (0: the lottery-ticket baseline)."""
-    rounds: int = 10
-    """IMP rounds per rewind point."""
-    prune_fraction: float = 0.2
-    """Fraction of the remaining weights pruned per round."""
-    perturbations: tuple[str, ...] = ("reinit", "reinit_signs", "shuffle", "shuffle_signs", "noise")
-    perturbation_rewind_step: int = 500
-    perturbation_rounds: tuple[int, ...] = (5,)
-    """IMP rounds (sparsities) at which each perturbation is retrained."""
-    tasks: tuple[str, ...] = ("random_labels", "blur", "rotation")
-    pretrain_steps: int = 500
-    """k of the data experiments: iterations of pre-training, and the rewind point whose mask is used."""
-    data_rounds: tuple[int, ...] = (5,)
-    statistics_examples: int = 512
-    """Training images (the first ones) of the fixed batch for the gradient norm."""
-    prune_output_layer: bool = True
-    """Prune the output layer's kernel with the others (open_lth: its ResNets yes, its VGGs no)."""
-
-    def __post_init__(self):
-        for name in ("perturbations",):
-            bad = [p for p in getattr(self, name) if p not in pruning.PERTURBATIONS[1:]]
-            if bad:
-                raise ValueError(f"unknown perturbations {bad}; valid: {list(pruning.PERTURBATIONS[1:])}")
-        bad_tasks = [task for task in self.tasks if task not in TASKS[1:]]
-        if bad_tasks:
-            raise ValueError(f"unknown pre-training tasks {bad_tasks}; valid: {list(TASKS[1:])}")
-        if self.perturbation_rewind_step not in self.rewind_steps or self.pretrain_steps not in self.rewind_steps:
-            raise ValueError(
-                f"perturbation_rewind_step {self.perturbation_rewind_step} and pretrain_steps {self.pretrain_steps} "
-                f"must be rewind steps {self.rewind_steps} (their masks come from that IMP lineage)"
-            )
-        too_far = [r for r in (*self.perturbation_rounds, *self.data_rounds) if not 1 <= r <= self.rounds]
-        if too_far:
-            raise ValueError(f"rounds {too_far} are outside 1..{self.rounds}")
 
 
 def dense_schedule(rewind_steps, last_iteration: int) -> ScheduleConfig:
@@ -491,65 +446,7 @@ def _variable(model: keras.Model, path: str) -> np.ndarray:
     raise KeyError(f"model has no variable {path!r}")
 
 
-# --- comparing two starts over seeds -------------------------------------------------------------
-
-MAX_PAIRED_SEEDS = 20  # the exact test enumerates 2^n sign patterns
-
-
-@dataclass(frozen=True)
-class PairedComparison:
-    """An exact paired sign-flip permutation test of `treated - control` over seeds."""
-
-    seeds: int
-    """Number of seeds (pairs): each seed has its own dense run, mask, and both trainings."""
-    mean_difference: float
-    smallest_difference: float
-    largest_difference: float
-    p_value: float
-    """Two-sided: the fraction of the 2^seeds sign patterns whose |mean difference| is at least the observed one."""
-    p_lower: float
-    """One-sided, for "treated is lower" (Frankle et al.'s claim for a perturbation): patterns with a mean at most the observed one."""
-    smallest_p_value: float
-    """The smallest two-sided p-value this many seeds can give (2 / 2^seeds): the test's resolution."""
-
-
-def paired_sign_flip_test(treated, control) -> PairedComparison:
-    """Exact paired permutation test over seeds: under "no effect" each seed's difference is as likely
-    to have the other sign, so all 2^n sign patterns are equally likely (n: seeds, at most 20).
-
-    `treated[i]` and `control[i]` must come from the same seed. With n seeds no two-sided p-value is
-    below 2 / 2^n (0.25 for 3 seeds, 0.0625 for 5, 0.031 for 6): few seeds cannot reject anything.
-    """
-    treated, control = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
-    if treated.ndim != 1 or treated.shape != control.shape or len(treated) == 0:
-        raise ValueError(
-            f"paired test needs two equally long, non-empty 1-d arrays (one value per seed), got shapes {treated.shape} and {control.shape}"
-        )
-    if not (np.isfinite(treated).all() and np.isfinite(control).all()):
-        raise ValueError(f"paired test needs finite values, got {treated.tolist()} and {control.tolist()}")
-    if len(treated) > MAX_PAIRED_SEEDS:
-        raise ValueError(f"paired test enumerates 2^n sign patterns: at most {MAX_PAIRED_SEEDS} seeds, got {len(treated)}")
-    differences = treated - control
-    count = len(differences)
-    patterns = 1.0 - 2.0 * ((np.arange(2**count)[:, None] >> np.arange(count)) & 1)  # every +-1 vector
-    means = patterns @ differences / count
-    observed = differences.mean()
-    tolerance = 1e-12 * max(1.0, float(np.abs(differences).max()))  # float rounding of equal sums
-    return PairedComparison(
-        seeds=count,
-        mean_difference=float(observed),
-        smallest_difference=float(differences.min()),
-        largest_difference=float(differences.max()),
-        p_value=float(np.mean(np.abs(means) >= abs(observed) - tolerance)),
-        p_lower=float(np.mean(means <= observed + tolerance)),
-        smallest_p_value=min(1.0, 2.0 / 2**count),
-    )
-
-
 __all__ = [
-    "ExperimentConfig",
-    "PairedComparison",
-    "paired_sign_flip_test",
     "run_experiment",
     "experiment_runs",
     "ExperimentRun",

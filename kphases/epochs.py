@@ -5,9 +5,8 @@ in `kphases.decoders`) are small models trained for thousands of updates at ever
 as one Python call per update, the round trip (argument conversion, dispatch, fetching the loss)
 costs as much as the update itself. `epoch_function` runs an epoch's updates in a graph loop
 instead: the same batches in the same order with the same ops, so the trained model is bitwise
-the one the per-update loop gives (tests/test_epochs.py), about twice as fast for the instruments'
-sizes on 2 CPU cores (`python -m benchmarks.measure`: the authors' linear decoder, 7,840 updates,
-47 s before, 24 s after).
+the one the per-update loop gives (tests/test_epochs.py), and the round trip is paid once per
+epoch (`python -m benchmarks.measure` times the instruments).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ def epoch_function(update: Callable[..., tf.Tensor], specs: Sequence[tf.TensorSp
     applies one optimiser update to it and returns the batch loss. The epoch returns the losses of
     its updates in order (float32, one per update). The arrays are arguments, not captured
     constants, so a finished training run leaves no copy of its data behind in TensorFlow's
-    function registry (a captured copy per fit grew the quick run's memory from 2.6 to 8.6 GB).
+    function registry (a captured copy would stay there, one per fit, for the life of the process).
     """
     count = specs[0].shape[0] if specs else None
     if count is None or count < 1 or batch_size < 1 or any(spec.shape[0] != count for spec in specs):

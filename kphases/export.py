@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from kphases import data as data_module
+from kphases.store import sha256_file
 
 EXPORTABLE = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 EXPORT_SOURCES = ("keras", "tfds")
@@ -104,8 +105,6 @@ def export_dataset(
     name: str, out_dir: str | os.PathLike, source: str = "keras", overwrite: bool = False, splits: data_module.RawSplits | None = None
 ) -> ExportedDataset:
     """Fetch `name` (or take the given raw `splits`), write `<out_dir>/<name>.npz`, read it back, fingerprint it."""
-    from kphases.store import sha256_file
-
     _check_choice("dataset", name, EXPORTABLE)
     path = Path(out_dir).expanduser() / f"{name}.npz"
     if path.exists() and not overwrite:  # before a download, not after
@@ -119,7 +118,7 @@ def export_dataset(
         source=source,
         train_shape=tuple(raw[0].shape),
         test_shape=tuple(raw[2].shape),
-        fingerprint=data_module._fingerprint(*raw),
+        fingerprint=data_module.fingerprint(*raw),
         sha256=sha256_file(path),
     )
 

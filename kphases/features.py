@@ -1,6 +1,6 @@
 """Features of a frozen network at a probe point: the input of every layer measurement.
 
-PROTOCOL.md section 1, "What is measured at each point": the reconstruction decoders
+docs/protocol.md, "What is measured at each snapshot": the reconstruction decoders
 (`kphases.decoders`) and the linear probes and transfer heads (`kphases.probes`) are trained on
 the output of one named layer (`stem`, `block1` ... `blockN`, `penultimate`, `logits`) of a
 snapshot of the classifier. This module taps that layer and runs the images through it.

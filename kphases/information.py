@@ -1,6 +1,6 @@
 """Mutual information of a layer with the input and the label: the information-bottleneck lens.
 
-Issue 7: beside the reconstruction loss (how much of the input a decoder can recover from a
+Beside the reconstruction loss (how much of the input a decoder can recover from a
 layer), the information plane of Shwartz-Ziv & Tishby (2017) plots I(X;T) against I(T;Y) for a
 layer T over training. Their claim of a "compression phase" (I(X;T) falling late in training) was
 disputed by Saxe et al. (ICLR 2018), who found it for saturating tanh networks only and traced it

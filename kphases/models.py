@@ -1,6 +1,6 @@
 """The papers' networks as Keras functional models with stable probe-point names.
 
-PROTOCOL.md section 1 ("Networks"): every conv is 3x3, bias-free, padding 1, then an affine
+docs/protocol.md, "Training the classifier (paper profile)": every conv is 3x3, bias-free, padding 1, then an affine
 BatchNorm, then ReLU; downsampling is by stride 2 (no pooling); the head is Flatten then
 Dense(classes) with bias. The paper's VGG-8/11/13/16 widths and stride flags are in `VGG_LAYOUTS`.
 
@@ -24,8 +24,8 @@ Probe points, the names every measurement uses: `stem` (ResNets' first conv), `b
 flattened input of the last Dense layer) and `logits`. `probe_points(model)` lists them.
 
 ResNet-10 is in the paper but not in the authors' release; we build the usual CIFAR-style
-BasicBlock ResNet (3x3 stem at stride 1, no max-pool, stages [1,1,1,1] of 64/128/256/512; inferred,
-PROTOCOL.md). ResNet-18 is [2,2,2,2]; ResNet-20 (Frankle et al.) is 3 stages of 3 blocks at
+BasicBlock ResNet (3x3 stem at stride 1, no max-pool, stages [1,1,1,1] of 64/128/256/512; our
+inference, not the authors'). ResNet-18 is [2,2,2,2]; ResNet-20 (Frankle et al.) is 3 stages of 3 blocks at
 16/32/64. Residual shortcuts that change shape are 1x1 stride-2 convs with BatchNorm.
 
 Speed: every conv is a `Conv2D`, Keras' layer with one change. TensorFlow's CPU kernel for a
@@ -61,7 +61,7 @@ from keras import layers
 
 from kphases.config import ModelConfig
 
-# name -> (conv widths, stride-2 flags), PROTOCOL.md table.
+# name -> (conv widths, stride-2 flags); VGG-8's: docs/protocol.md, "Training the classifier (paper profile)".
 VGG_LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "vgg8": ((32, 64, 128, 256, 512), (1, 1, 1, 1, 1)),
     "vgg11": ((32, 64, 128, 128, 256, 256, 512, 512), (1, 1, 0, 1, 0, 1, 0, 1)),

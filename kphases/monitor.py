@@ -52,7 +52,7 @@ from kphases.features import BN_STATS_MODES, batchnorm_layers, extract_features
 from kphases.measurement import enable_op_determinism
 from kphases.phases import PhaseVerdict, VerdictSettings, phase_verdict
 from kphases.schedule import doubling_schedule, is_doubling_step
-from kphases.store import atomic_path, write_json_atomic
+from kphases.store import atomic_path, jsonable, write_json_atomic
 
 MONITOR_DIRECTORY = "monitor"
 STATE_FILE = "state.json"
@@ -167,7 +167,7 @@ class MonitorRule:
                 chosen_step=int(verdict.decrease.end_step),
                 decided_at=int(step),
                 reason=verdict.describe(),
-                verdict=_jsonable(verdict.to_dict()),
+                verdict=jsonable(verdict.to_dict()),
             )
         return self.decision
 
@@ -218,10 +218,6 @@ class MonitorRule:
         if state.get("decision") is not None:
             rule.decision = Decision(**state["decision"])
         return rule
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda item: item.item() if hasattr(item, "item") else str(item)))
 
 
 class Probe:

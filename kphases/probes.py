@@ -1,6 +1,6 @@
 """Linear probes and transfer heads on frozen features: how usable a layer's output is.
 
-PROTOCOL.md section 1, "Linear probe" and "Transfer study": at every measurement point a fresh
+docs/protocol.md, "What is measured at each snapshot" (linear probe, transfer heads): at every snapshot a fresh
 linear head (Flatten, then Dense(classes) with bias) is trained on the frozen layer output, for
 the source task (the probe: how linearly decodable the labels are, the accuracy curve beside the
 reconstruction curve) or for a target task (the transfer head: colour dominance, or a switch of

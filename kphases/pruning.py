@@ -4,7 +4,7 @@ Everything here is NumPy on weight dictionaries keyed by Keras variable path ("b
 so each operation can be tested on hand-built arrays and the training loop only ever sees a mask
 (`kphases.training.Start.masks`), which it multiplies in after every optimiser update.
 
-Following open_lth's `sparse_global` strategy and the issue's wording:
+Following open_lth's `sparse_global` strategy:
 - prunable weights are the kernels of every Conv2D and Dense layer (including ResNet shortcuts),
   and the output layer's kernel unless `include_output=False`: open_lth prunes it for its CIFAR
   ResNets and leaves it out for its CIFAR VGGs (`pruning_layers_to_ignore='fc.weight'`);
@@ -15,7 +15,8 @@ Following open_lth's `sparse_global` strategy and the issue's wording:
   magnitude at position ceil(fraction * remaining), one more or a few more at ties);
 - rewinding sets the surviving weights to their values at iteration k (and pruned ones to zero).
 
-Perturbations (PROTOCOL.md section 2) act on the rewound (iteration-k) weights before the mask:
+Perturbations (docs/protocol.md, "Frankle, Schwab & Morcos (ICLR 2020)") act on the rewound (iteration-k)
+weights before the mask:
 - `reinit`: fresh weights from the initialisation distribution;
 - `reinit_signs`: fresh magnitudes, the iteration-k signs;
 - `shuffle`: the surviving values permuted among the surviving positions of each layer;
@@ -31,9 +32,10 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from kphases.config import PERTURBATIONS
+
 Weights = dict[str, np.ndarray]
 Masks = dict[str, np.ndarray]
-PERTURBATIONS = ("none", "reinit", "reinit_signs", "shuffle", "shuffle_signs", "noise")
 
 
 OUTPUT_LAYER = "logits"  # kphases.models names the output Dense layer so

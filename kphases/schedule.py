@@ -2,7 +2,7 @@
 
 The authors measure at global iterations 0, 2, 4, 8, ..., 2^k (no iteration 1), each time
 *before* that iteration's update, so iteration 0 is the initial network and iteration s holds the
-weights after s updates (PROTOCOL.md, "Measurement schedule").
+weights after s updates (docs/protocol.md, "The snapshot schedule").
 """
 
 from __future__ import annotations

@@ -297,8 +297,13 @@ def write_recorded(path: Path, data: bytes, rows: int) -> None:
     ensure_free_space(path.parent, 2 * len(data), path.name)
     previous = _accepted_entry(path) if path.exists() else None
     write_json_atomic(record_path(path), {"file": path.name, **_describe(data, rows), "previous": previous})
-    with atomic_path(path) as temp:
-        temp.write_bytes(data)
+    try:
+        with atomic_path(path) as temp:
+            temp.write_bytes(data)
+    except Exception:
+        if not path.exists():  # a first write that failed (a full disk) leaves nothing, its record included
+            record_path(path).unlink(missing_ok=True)
+        raise
 
 
 def record_mismatch(path: Path, data: bytes, rows: int | None = None) -> str | None:
@@ -323,6 +328,20 @@ def record_mismatch(path: Path, data: bytes, rows: int | None = None) -> str | N
         f"holds {found}, its record {record_path(path).name} says {record.get('rows', '?')} rows in {record.get('bytes', '?')} bytes "
         f"(sha256 {str(record.get('sha256'))[:12]}...)"
     )
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-safe copy of `value`: numpy scalars and arrays become Python numbers and lists, any other
+    object JSON cannot hold becomes its repr (kept readable in the file rather than refused)."""
+
+    def default(item: Any) -> Any:
+        if isinstance(item, np.generic):
+            return item.item()
+        if isinstance(item, np.ndarray):
+            return item.tolist()
+        return repr(item)
+
+    return json.loads(json.dumps(value, default=default))
 
 
 # --- validated tables ---------------------------------------------------------------------------
@@ -413,8 +432,10 @@ class Run:
         if run is not None:
             return run
         directory = resolve_runs_dir(runs_dir) / config.hash()
+        text = config.to_json() + "\n"
+        ensure_free_space(directory, len(text.encode()), "config.json")  # before mkdir: a refusal leaves no empty run directory
         directory.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(directory / "config.json", config.to_json() + "\n")
+        write_text_atomic(directory / "config.json", text)
         return cls(directory, config)
 
     @classmethod

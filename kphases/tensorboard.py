@@ -13,7 +13,7 @@ a run writes event files under
 so `tensorboard --logdir runs` shows every run's curves while they are being written. Instead of
 True, a directory may be given: the summaries then go to `<directory>/<run hash>/{train,measure}`.
 
-When off, nothing is imported, created or written. The event files are TensorBoard's own format,
+When off, nothing is created or written. The event files are TensorBoard's own format,
 written by `tf.summary.create_file_writer`; `tf.summary.scalar` needs the `tensorboard` package
 (`pip install tensorboard`, which also gives the `tensorboard` command).
 """
@@ -25,6 +25,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import tensorflow as tf
 
 TensorBoardOption = bool | str | os.PathLike | None
 TRAIN, MEASURE = "train", "measure"
@@ -49,15 +51,11 @@ class Summaries:
             raise RuntimeError(
                 "TensorBoard summaries need the tensorboard package (tf.summary.scalar is implemented there): pip install tensorboard"
             )
-        import tensorflow as tf
-
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._tf = tf
         self._writer = tf.summary.create_file_writer(str(self.directory), flush_millis=FLUSH_MILLIS)
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        tf = self._tf
         with self._writer.as_default(step=int(step)):
             for tag, value in values.items():
                 tf.summary.scalar(tag, float(value))
@@ -104,8 +102,6 @@ def write_measurements(run, rows: Iterable[Mapping[str, Any]], tensorboard: Tens
 
 def read_scalars(directory: str | os.PathLike) -> dict[str, dict[int, float]]:
     """tag -> {step: value} of every scalar in the event files under `directory` (for tests and scripts)."""
-    import tensorflow as tf
-
     result: dict[str, dict[int, float]] = {}
     for path in sorted(Path(directory).rglob("events.out.tfevents.*")):
         for record in tf.data.TFRecordDataset(str(path)):  # what tf.compat.v1.train.summary_iterator reads, undeprecated

@@ -1,31 +1,28 @@
 """The classifier training loop: iteration-exact, snapshotting, deterministic, resumable.
 
 Keras guide style ("Writing a training loop from scratch"): one `tf.GradientTape` step inside
-`tf.function`. Like open_lth, the loop itself stays simple: before a step it calls each callback
-with one fixed signature, `callback(run, step, model, optimizer)`; snapshots, classifier metrics
-and resume checkpoints are such callbacks, at the schedule's steps (PROTOCOL.md: the measurement
-at iteration s happens before update s, so snapshot 0 is the initial network and snapshot s holds
-the weights after s updates).
+`tf.function`. Like open_lth, the loop itself stays simple (`train`, top to bottom): before a step
+it calls each callback with one fixed signature, `callback(run, step, model, optimizer)`;
+snapshots, classifier metrics and resume checkpoints are such callbacks, at the schedule's steps
+(docs/protocol.md, "The snapshot schedule": the measurement at iteration s happens before update
+s, so snapshot 0 is the initial network and snapshot s holds the weights after s updates).
+A non-finite loss stops training with an error naming its step.
 
-So that a GPU is not left waiting for Python, the train set is copied to the device once (up to
-`DEVICE_DATA_MAX_BYTES`; a larger one streams from the host, one call ahead), each epoch's
-permutation is drawn once, and the steps between two callback points (snapshot and checkpoint
-steps, learning-rate boundaries, epoch ends, the steps a callback names in its `steps`
-attribute; every step for a callback without one) run in one compiled call of at most
-`STEPS_PER_CALL` steps, a graph loop gathering each batch on the device and returning the
-losses. Each step is the same ops on the same batch as a one-call-per-step loop, so the weights
-are bitwise the same on CPU (tests/test_loop.py; `train(steps_per_call=1)` is that loop). A
-non-finite loss stops training naming its step, as before.
+The steps between two callback points (snapshot and checkpoint steps, learning-rate boundaries,
+epoch ends, the steps a callback names in its `steps` attribute; every step for a callback
+without one) run in one compiled call of at most `STEPS_PER_CALL` steps: a graph loop gathering
+each batch on the device (`kphases.placement.TrainBatches` puts the train set there) and
+returning the losses. Each step is the same ops on the same batch as in the one-call-per-step
+loop (`train(steps_per_call=1)`, and every run on several devices), so the weights are bitwise
+the same on CPU (tests/test_loop.py).
 
 Matching the authors' PyTorch code on purpose:
 - batches of an epoch come from a fresh seeded permutation, and the last batch is smaller
-  (DataLoader's drop_last=False), so CIFAR-10 has 391 iterations per epoch;
+  (DataLoader's drop_last=False), so CIFAR-10 has 391 iterations per epoch (`kphases.placement`);
 - weight decay is L2 added to the gradient (PyTorch SGD's coupled weight_decay), on every
-  trainable variable.
-- augmentation (Frankle et al. only, `TrainingConfig.augment`): open_lth's torchvision
-  RandomCrop(32, padding=4) and RandomHorizontalFlip: crops pad with black (0 before
-  normalisation, -mean/std after), drawn on the device by stateless Philox ops from (seed, step).
-  The draws are not torch's, so augmented runs match open_lth in distribution, not per image.
+  trainable variable;
+- augmentation (Frankle et al. only, `TrainingConfig.augment`) is open_lth's random crop and flip
+  (`kphases.augmentation`).
 Departure: Keras' SGD keeps its momentum buffer in units of the learning-rate-scaled step
 (m = mu m - lr g) where PyTorch keeps it unscaled (v = mu v + g; w -= lr v). The two are identical
 at constant learning rate (the phases paper); at a learning-rate drop (Frankle et al.) Keras'
@@ -34,19 +31,17 @@ buffer carries the old rate for the ~10 steps it takes to decay.
 Determinism: `keras.utils.set_random_seed` plus `tf.config.experimental.enable_op_determinism`,
 so a run on CPU gives bit-identical weights for a seed, and a run resumed from its checkpoint
 ends bit-identical to an uninterrupted one (tested by killing a real run). On GPUs
-`deterministic=False` skips the latter (docs/gpu.md); GPU memory growth is on unless
-$KPHASES_GPU_MEMORY_GROWTH=0. `TrainingConfig.jit_compile` compiles the steps with XLA (same
-numbers to float32 rounding, not bitwise).
+`deterministic=False` skips the latter (docs/gpu.md). `TrainingConfig.jit_compile` compiles the
+steps with XLA (same numbers to float32 rounding, not bitwise).
 
 Devices (`train(devices=...)`, `--devices GPU:0,GPU:1`): the model, optimizer and step are built in
-a `tf.distribute` strategy's scope, `MirroredStrategy` over the named devices or the default
-strategy. The config's batch size stays the global batch: each step's batch is split across the
-replicas, every replica's loss is its examples' summed cross-entropy over the global batch size, the
-optimizer all-reduces (sums) the gradients, and one update is made per global batch, so the
-snapshot steps, the data order and the config hash do not depend on the devices. BatchNorm layers
-are switched to synchronised statistics over the replicas, so a batch is normalised as one batch
-and the result matches a single-device run up to reduction order. The devices are recorded in the
-run's provenance.
+a `tf.distribute` strategy's scope (`kphases.placement.make_strategy`). The config's batch size
+stays the global batch: each step's batch is split across the replicas, every replica's loss is
+its examples' summed cross-entropy over the global batch size, the optimizer all-reduces (sums)
+the gradients, and one update is made per global batch. BatchNorm layers are switched to
+synchronised statistics over the replicas, so a batch is normalised as one batch and the result
+matches a single-device run up to reduction order. The devices are recorded in the run's
+provenance.
 
 Mixed precision (`TrainingConfig.precision = "mixed_float16"`): the model is built under Keras'
 mixed_float16 policy (float16 activations, float32 variables, so snapshots stay float32), logits and
@@ -60,36 +55,50 @@ classifier metrics per snapshot, under `<run>/tensorboard/train` (`kphases.tenso
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm.auto import tqdm
 
-from kphases.config import LineageConfig, RunConfig, parse_steps
-from kphases.data import IMAGE_SIZE, Dataset, batch_bounds, load_dataset, preprocess
+from kphases.augmentation import augment_batch, pad_value
+from kphases.config import LineageConfig, RunConfig, TrainingConfig, parse_steps
+from kphases.data import Dataset, batch_bounds, load_dataset
 from kphases.models import build_model
+from kphases.placement import (
+    DeviceError,
+    Devices,
+    TrainBatches,
+    configure_gpu_memory,
+    make_strategy,
+    split_across_replicas,
+    strategy_devices,
+    strategy_name,
+)
 from kphases.schedule import snapshot_steps
 from kphases.store import Run, environment
 from kphases.tensorboard import Summaries, TensorBoardOption, training_summaries
 
 Callback = Callable[[Run, int, keras.Model, keras.optimizers.Optimizer], None]
+# `take_steps(first, inputs) -> (losses, learning rates, loss scales)`: the updates of one call, from step `first`.
+TakeSteps = Callable[[int, tuple], tuple[np.ndarray, np.ndarray, np.ndarray]]
 EVAL_BATCH_SIZE = 512
 PRECISIONS = ("float32", "mixed_float16")
-Devices = str | Sequence[str] | tf.distribute.Strategy | None
+# Iterations per compiled call at most: long enough that the per-call round trip vanishes against
+# the steps (a VGG-8 x1/8 step is ~1 ms on a CPU, a call's host work ~1 ms), short enough that the
+# progress bar and TensorBoard move every few seconds even on a CPU.
+STEPS_PER_CALL = 64
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (for example a NaN loss); the message names the step."""
-
-
-class DeviceError(ValueError):
-    """The requested devices cannot train this run (unknown, repeated, or more replicas than examples)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,24 @@ class Start:
     masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+@dataclass
+class Loop:
+    """The state of one training: what it trains, where it writes, and the step it has reached.
+
+    `model` and `optimizer` live in `strategy`'s scope; `step` is the next update to make (the
+    checkpoint's after a resume, a lineage's start step, else 0).
+    """
+
+    config: RunConfig
+    plan: Plan
+    dataset: Dataset
+    strategy: tf.distribute.Strategy
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    run: Run | None = None
+    step: int = 0
+
+
 def make_plan(config: RunConfig, train_size: int) -> Plan:
     training = config.training
     if training.batch_size < 1:
@@ -133,57 +160,6 @@ def make_plan(config: RunConfig, train_size: int) -> Plan:
     return Plan(steps_per_epoch, last_iteration, tuple(snapshot_steps(config.schedule, last_iteration)), boundaries)
 
 
-def epoch_permutation(epoch: int, train_size: int, seed: int) -> np.ndarray:
-    """The order of the examples in epoch `epoch`: a permutation seeded by (seed, epoch)."""
-    return np.random.default_rng([seed, epoch]).permutation(train_size)
-
-
-def batch_indices(step: int, train_size: int, batch_size: int, seed: int) -> np.ndarray:
-    """Indices of the examples in iteration `step`: epoch `step // steps_per_epoch` is a seeded permutation."""
-    steps_per_epoch = math.ceil(train_size / batch_size)
-    epoch, position = divmod(step, steps_per_epoch)
-    return epoch_permutation(epoch, train_size, seed)[position * batch_size : (position + 1) * batch_size]
-
-
-CROP_PADDING = 4
-
-
-def pad_value(dataset_name: str, channels: int) -> np.ndarray:
-    """The normalised value of a black pixel, per channel: what a crop pads with (torchvision pads the raw image with 0)."""
-    return preprocess(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE, channels), np.float32), dataset_name)[0, 0, 0]
-
-
-def crop_and_flip(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor, flips: tf.Tensor, fill: tf.Tensor) -> tf.Tensor:
-    """Each image padded by CROP_PADDING pixels of `fill` (per channel), cropped back to its size at
-    offset (rows[i], cols[i]) of the padded image (0..2*CROP_PADDING), then mirrored left-right if
-    flips[i]. Pure copies (no arithmetic on pixel values): a gather with a mask for the padding."""
-    height, width = images.shape[1], images.shape[2]
-    row_index = rows[:, None] + tf.range(height)[None, :] - CROP_PADDING  # (B, H) rows of the unpadded image
-    columns = tf.range(width)[None, :]
-    columns = tf.where(flips[:, None], width - 1 - columns, columns)  # flip after the crop = read the window mirrored
-    col_index = cols[:, None] + columns - CROP_PADDING
-    inside = ((row_index >= 0) & (row_index < height))[:, :, None] & ((col_index >= 0) & (col_index < width))[:, None, :]
-    gathered = tf.gather(images, tf.clip_by_value(row_index, 0, height - 1), axis=1, batch_dims=1)
-    gathered = tf.gather(gathered, tf.clip_by_value(col_index, 0, width - 1), axis=2, batch_dims=1)
-    return tf.where(inside[:, :, :, None], gathered, tf.cast(fill, images.dtype))
-
-
-def augment_batch(images: tf.Tensor, step, seed: int, fill) -> tf.Tensor:
-    """Random horizontal flips and 4-pixel crops padded with black (`fill`, see `pad_value`), as open_lth's
-    torchvision RandomCrop(32, padding=4) + RandomHorizontalFlip; drawn by stateless Philox ops from
-    (seed, step), so an iteration's augmentation is the same on any device and after a resume."""
-    count = tf.shape(images)[0]
-    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
-    offsets = tf.random.stateless_uniform([2, count], seed=key, minval=0, maxval=2 * CROP_PADDING + 1, dtype=tf.int32, alg="philox")
-    flips = (
-        tf.random.stateless_uniform(
-            [count], seed=key + tf.constant([0, 1 << 40], tf.int64), minval=0, maxval=2, dtype=tf.int32, alg="philox"
-        )
-        > 0
-    )
-    return crop_and_flip(images, offsets[0], offsets[1], flips, fill)
-
-
 def make_optimizer(config: RunConfig, plan: Plan) -> keras.optimizers.Optimizer:
     training = config.training
     learning_rate = training.learning_rate
@@ -192,72 +168,9 @@ def make_optimizer(config: RunConfig, plan: Plan) -> keras.optimizers.Optimizer:
         learning_rate = keras.optimizers.schedules.PiecewiseConstantDecay(list(plan.lr_boundaries), values)
     optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=training.momentum)
     if training.precision == "mixed_float16":
-        # Keras 3 custom loops scale the loss themselves (LossScaleOptimizer.scale_loss, see _make_step).
+        # Keras 3 custom loops scale the loss themselves (LossScaleOptimizer.scale_loss, see _make_update).
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
-
-
-# --- devices and precision -------------------------------------------------------------------------
-
-
-def visible_devices() -> list[str]:
-    """The logical devices TensorFlow sees, as 'CPU:0', 'GPU:1', ..."""
-    return [_device_name(device.name) for device in tf.config.list_logical_devices()]
-
-
-def _device_name(text: str) -> str:
-    name = text.strip()
-    position = name.lower().rfind("device:")  # '/job:localhost/replica:0/task:0/device:CPU:0' -> 'CPU:0'
-    name = name[position + len("device:") :] if position >= 0 else name.lstrip("/")
-    kind, _, index = name.rpartition(":")
-    return f"{kind.upper()}:{index}" if kind else name.upper()
-
-
-# One MirroredStrategy per device set for the life of the process: two strategies over the same devices
-# number their collective all-reduces alike, and TensorFlow's collective executor then matches a new
-# run's all-reduce with an old run's of another shape ("Shape mismatch in the collective instance").
-_MIRRORED_STRATEGIES: dict[tuple[str, ...], tf.distribute.Strategy] = {}
-
-
-def make_strategy(devices: Devices = None) -> tf.distribute.Strategy:
-    """MirroredStrategy over `devices` ('GPU:0,GPU:1' or a list; a strategy is returned as it is), else the default.
-
-    An unknown or repeated device is an error listing the visible ones.
-    """
-    if isinstance(devices, tf.distribute.Strategy):
-        return devices
-    if isinstance(devices, str):
-        devices = devices.split(",")
-    requested = [device for device in (devices or ()) if str(device).strip()]
-    if not requested:
-        return tf.distribute.get_strategy()
-    names = [_device_name(str(device)) for device in requested]
-    visible = visible_devices()
-    unknown = [str(device).strip() for device, name in zip(requested, names) if name not in visible]
-    if unknown:
-        raise DeviceError(
-            f"unknown device(s) {unknown}; visible devices: {visible} "
-            "(give them as GPU:0,GPU:1; for several CPU devices see tf.config.set_logical_device_configuration)"
-        )
-    if len(set(names)) != len(names):
-        raise DeviceError(f"devices {names} name a device more than once")
-    key = tuple(names)
-    if key not in _MIRRORED_STRATEGIES:
-        _MIRRORED_STRATEGIES[key] = tf.distribute.MirroredStrategy(devices=[f"/device:{name}" for name in names])
-    return _MIRRORED_STRATEGIES[key]
-
-
-def strategy_name(strategy: tf.distribute.Strategy) -> str:
-    """'default' for TensorFlow's default (no-op) strategy, else the class name, e.g. 'MirroredStrategy'."""
-    name = type(strategy).__name__
-    return "default" if name == "_DefaultDistributionStrategy" else name
-
-
-def strategy_devices(strategy: tf.distribute.Strategy) -> list[str]:
-    """The devices a strategy computes on ('CPU:0', ...); the default strategy: where TensorFlow places ops."""
-    if strategy_name(strategy) == "default":
-        return ["GPU:0"] if tf.config.list_logical_devices("GPU") else ["CPU:0"]
-    return [_device_name(device) for device in strategy.extended.worker_devices]
 
 
 def build_training_model(config: RunConfig, image_shape, num_classes: int) -> keras.Model:
@@ -271,6 +184,15 @@ def build_training_model(config: RunConfig, image_shape, num_classes: int) -> ke
         return build_model(config.model, image_shape, num_classes)
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def set_determinism(seed: int, deterministic: bool = True) -> None:
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+# --- evaluation -----------------------------------------------------------------------------------
 
 
 def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -386,36 +308,6 @@ def checkpoint_callback(plan: Plan, every: int) -> Callback:
 
 # --- the loop -------------------------------------------------------------------------------------
 
-# A train set of at most this many bytes (CIFAR-10's 50,000 normalised images are 614 MB) is copied
-# to the compute device once and every batch is gathered there; a larger one streams: each call's
-# batches are gathered on the host, one call ahead of the device.
-DEVICE_DATA_MAX_BYTES = 2 * 1024**3
-# Iterations per compiled call at most: long enough that the per-call round trip vanishes against
-# the steps (a VGG-8 x1/8 step is ~1 ms on a CPU, a call's host work ~1 ms), short enough that the
-# progress bar and TensorBoard move every few seconds even on a CPU.
-STEPS_PER_CALL = 64
-MEMORY_GROWTH_VARIABLE = "KPHASES_GPU_MEMORY_GROWTH"
-
-
-def configure_gpu_memory() -> None:
-    """GPU memory growth on (unless $KPHASES_GPU_MEMORY_GROWTH=0), so several runs can share a GPU.
-
-    TensorFlow otherwise reserves nearly all of every visible GPU's memory in the first process.
-    Must run before TensorFlow initialises the GPUs; if they already are, it changes nothing.
-    """
-    growth = os.environ.get(MEMORY_GROWTH_VARIABLE, "1") != "0"
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:
-            tf.config.experimental.set_memory_growth(gpu, growth)
-        except RuntimeError:  # already initialised (an earlier run in this process): keep its setting
-            pass
-
-
-def set_determinism(seed: int, deterministic: bool = True) -> None:
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-
 
 def train(
     config: RunConfig,
@@ -443,148 +335,50 @@ def train(
     `callbacks` are called before every step, unless a callback has a `steps` attribute (the
     steps it acts at): then only there, and the loop runs the steps between in one compiled call.
     `deterministic=False` (GPUs only) skips `enable_op_determinism`: faster cuDNN kernels, runs
-    no longer bit-reproducible (docs/gpu.md). `steps_per_call`: iterations per compiled call at
-    most (1: one Python call per step, the loop as it was; several devices always go one step per call).
+    not bit-reproducible (docs/gpu.md). `steps_per_call`: iterations per compiled call at
+    most (1: one Python call per step, the batch gathered on the host; several devices always go
+    one step per call).
     """
-    if (config.lineage != LineageConfig()) != (start is not None):
-        raise ValueError(
-            f"a run with a lineage ({config.lineage}) needs its start (kphases.early_phase.train_lineage builds it), "
-            f"and only such a run takes one; got start={'given' if start is not None else 'None'}"
-        )
-    if steps_per_call < 1:
-        raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
-    configure_gpu_memory()  # before anything touches the GPUs
-    strategy = make_strategy(devices)  # before anything else: an unknown device is named before any work
-    compute_devices = strategy_devices(strategy)
-    if not deterministic and not any(device.startswith("GPU") for device in compute_devices):
-        raise DeviceError(
-            f"deterministic=False is for GPUs (cuDNN's faster non-deterministic kernels); the devices {compute_devices} "
-            "have none, and on a CPU it gains nothing and loses bitwise reproducibility"
-        )
+    strategy = _checked_strategy(config, start, devices, deterministic, steps_per_call)
     existing = Run.find(runs_dir, config)  # creates nothing: a config refused below leaves no run directory
     if existing is not None and existing.complete:
         return existing  # (find verified its snapshots against the manifest)
-    dataset = dataset or load_dataset(config.data, data_dir)
-    plan = make_plan(config, len(dataset.y_train))
-    training = config.training
-    replicas = strategy.num_replicas_in_sync
-    smallest_batch = len(dataset.y_train) % training.batch_size or training.batch_size
-    if smallest_batch < replicas:
-        raise DeviceError(
-            f"the smallest batch of an epoch has {smallest_batch} examples, fewer than the {replicas} replicas "
-            f"({strategy_devices(strategy)}): every replica needs at least one; use fewer devices"
-        )
-    if training.precision == "mixed_float16" and not any(device.startswith("GPU") for device in compute_devices):
-        warnings.warn(
-            f"precision mixed_float16 on {compute_devices}: float16 is slow on CPUs (no float16 units); it is meant for GPUs", stacklevel=2
-        )
-    set_determinism(training.seed, deterministic)
-    with strategy.scope():
-        model = build_training_model(config, dataset.image_shape, dataset.num_classes)
-        if replicas > 1:
-            _synchronise_batchnorm(model)
-        optimizer = make_optimizer(config, plan)
-        optimizer.build(model.trainable_variables)
-
+    loop = _build(config, dataset or load_dataset(config.data, data_dir), strategy, deterministic)
     run = Run.create(runs_dir, config)  # after every check of the config above
-    with run.training_lock():  # a second `train` of this config waits, then finds it complete (issue 20 item 16)
+    with run.training_lock():  # a second `train` of this config waits, then finds it complete
         if run.complete:
             return run
-        return _train_locked(
-            run,
-            config,
-            plan,
-            dataset,
-            model,
-            optimizer,
-            start,
-            strategy,
-            compute_devices,
-            progress,
-            checkpoint_every,
-            callbacks,
-            tensorboard,
-            deterministic,
-            steps_per_call,
-        )
-
-
-def _train_locked(
-    run: Run,
-    config: RunConfig,
-    plan: Plan,
-    dataset: Dataset,
-    model: keras.Model,
-    optimizer,
-    start: Start | None,
-    strategy: tf.distribute.Strategy,
-    compute_devices: list[str],
-    progress: bool,
-    checkpoint_every: int,
-    callbacks: Sequence[Callback],
-    tensorboard: TensorBoardOption,
-    deterministic: bool,
-    steps_per_call: int,
-) -> Run:
-    training, replicas = config.training, strategy.num_replicas_in_sync
-    start_step = 0
-    if start is not None:
-        model.set_weights(start.weights)
-        _apply_masks(model, start.masks)
-        start_step = start.step
-        optimizer.iterations.assign(start.step)  # the learning-rate schedule continues from the start step
-    resumed = run.load_checkpoint(model)
-    if resumed is not None:
-        start_step, optimizer_variables = resumed
-        for variable, value in zip(optimizer.variables, optimizer_variables, strict=True):
-            variable.assign(value)
-    elif run.snapshot_steps():
-        # Snapshots without a checkpoint: only possible if the run died right after snapshot 0.
-        if run.snapshot_steps() != [start_step]:
-            raise TrainingError(
-                f"run {run.directory} has snapshots {run.snapshot_steps()} but no resume checkpoint (a kphases older than this one "
-                "was killed between a snapshot and its checkpoint): without the optimizer state it cannot continue. Move it out of "
-                f"the runs directory (for example: mv {run.directory} ./{run.name}.unresumable) and train again, which starts afresh"
-            )
-    run.update_manifest(
-        schedule=list(plan.snapshot_steps), last_iteration=plan.last_iteration, steps_per_epoch=plan.steps_per_epoch, complete=False
-    )
-    run.update_provenance(
-        data=dataset.describe(),
-        **environment(),
-        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        strategy=strategy_name(strategy),
-        devices=compute_devices,
-        replicas=replicas,
-        precision=training.precision,
-        deterministic=deterministic,
-        jit_compile=training.jit_compile,
-    )
-
-    masks = start.masks if start else None
-    fill = pad_value(dataset.name, dataset.image_shape[-1]) if training.augment else None
-    summaries = training_summaries(run, tensorboard)
-    try:
-        all_callbacks = [snapshot_callback(dataset, plan, summaries), checkpoint_callback(plan, checkpoint_every), *callbacks]
+        _resume(loop, run, start)
+        _record_start(loop, deterministic)
         began = time.perf_counter()
-        bar = _progress_bar(progress, plan.last_iteration, start_step, run.name)
-        if replicas > 1 or steps_per_call == 1:
-            with strategy.scope():
-                step_function = _make_step(model, optimizer, training.weight_decay, masks, strategy, training.jit_compile)
-            _train_per_step(run, plan, training, dataset, model, optimizer, step_function, all_callbacks, start_step, fill, summaries, bar)
-        else:
-            points = call_points(plan, start_step, checkpoint_every, callbacks)
-            chunks = _Chunks(model, optimizer, training, masks, fill, dataset, compute_devices[0])
-            _train_chunked(run, plan, training, chunks, all_callbacks, start_step, points, steps_per_call, summaries, bar, model, optimizer)
-        if bar is not None:
-            bar.close()
-    finally:
-        if summaries is not None:
-            summaries.close()
-    provenance = run.provenance()
-    run.update_provenance(train_seconds=provenance.get("train_seconds", 0.0) + time.perf_counter() - began)
-    run.update_manifest(complete=True)
-    run.remove_checkpoint()  # resume state of a complete run is dead weight (the snapshots stay)
+        per_step = strategy.num_replicas_in_sync > 1 or steps_per_call == 1
+        calls = _calls(call_points(loop.plan, loop.step, checkpoint_every, callbacks), 1 if per_step else steps_per_call)
+        device = None if per_step else strategy_devices(strategy)[0]  # None: each step's batch gathered on the host
+        with (
+            _summaries(run, tensorboard) as summaries,
+            TrainBatches(loop.dataset, config.training.batch_size, config.training.seed, device) as batches,
+            _progress_bar(progress, loop) as bar,
+        ):
+            take_steps = _take_steps(loop, start, per_step, record=summaries is not None)
+            everyone = [snapshot_callback(loop.dataset, loop.plan, summaries), checkpoint_callback(loop.plan, checkpoint_every)]
+            everyone += [_at_its_steps(callback) for callback in callbacks]
+            for first, stop, inputs in batches.feed(calls):
+                for callback in everyone:  # each acts at its own steps, all of which begin a call
+                    callback(run, first, loop.model, loop.optimizer)
+                losses, learning_rates, loss_scales = take_steps(first, inputs)
+                finite = _finite_prefix(losses)
+                _log_steps(summaries, loop.optimizer, first, losses[:finite], learning_rates, loss_scales)
+                if finite < len(losses):
+                    raise TrainingError(
+                        f"loss is {losses[finite]} at step {first + finite} of run {run.directory} (learning rate "
+                        f"{config.training.learning_rate}); stopping: nothing after this step would be meaningful"
+                    )
+                loop.step = stop
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+                bar.update(stop - first)
+            for callback in everyone:
+                callback(run, loop.plan.last_iteration, loop.model, loop.optimizer)
+        _finish(run, began)
     return run
 
 
@@ -610,157 +404,155 @@ def call_points(plan: Plan, start_step: int, checkpoint_every: int, callbacks: S
     return sorted(point for point in points if start_step <= point <= last)
 
 
-def _train_chunked(run, plan, training, chunks, all_callbacks, start_step, points, steps_per_call, summaries, bar, model, optimizer):
-    """Callbacks at each point; the steps up to the next point in compiled calls of at most `steps_per_call`."""
-    bounds = []
-    for here, following in zip(points, points[1:]):
-        bounds.extend((begin, min(begin + steps_per_call, following)) for begin in range(here, following, steps_per_call))
-    callback_steps = set(points)
-    call = _caller(all_callbacks, run, model, optimizer)
-    pending = chunks.prepare(*bounds[0]) if bounds else None
-    for number, (first, stop) in enumerate(bounds):
-        if first in callback_steps:
-            call(first)
-        prepared = pending.result() if hasattr(pending, "result") else pending
-        if number + 1 < len(bounds):
-            pending = chunks.prepare(*bounds[number + 1])  # streaming: gathered on the host while the device computes
-        losses, rates, scales = (values.numpy() for values in chunks.run(first, prepared))
-        finite = np.isfinite(losses)
-        done = len(losses) if finite.all() else int(np.argmin(finite)) + 1
+def _calls(points: Sequence[int], steps_per_call: int) -> list[tuple[int, int]]:
+    """(first, stop) of each call of the step: from each point up to the next, at most `steps_per_call` steps at a time."""
+    return [
+        (first, min(first + steps_per_call, following))
+        for here, following in zip(points, points[1:])
+        for first in range(here, following, steps_per_call)
+    ]
+
+
+def _at_its_steps(callback: Callback) -> Callback:
+    """`callback` itself, or, if it names its `steps`, a callback that calls it there only."""
+    if getattr(callback, "steps", None) is None:
+        return callback
+    named = {int(step) for step in callback.steps}
+
+    def at_named_steps(run: Run, step: int, model: keras.Model, optimizer) -> None:
+        if step in named:
+            callback(run, step, model, optimizer)
+
+    return at_named_steps
+
+
+def _finite_prefix(losses: np.ndarray) -> int:
+    """How many losses from the first are finite."""
+    finite = np.isfinite(losses)
+    return len(losses) if finite.all() else int(np.argmin(finite))
+
+
+def _log_steps(summaries: Summaries | None, optimizer, first: int, losses, learning_rates, loss_scales) -> None:
+    """TensorBoard's per-step scalars of steps first, first + 1, ...: one per loss."""
+    if summaries is None:
+        return
+    for offset, loss in enumerate(losses):
+        values = {"loss": float(loss), "learning_rate": float(learning_rates[offset])}
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            values["loss_scale"] = float(loss_scales[offset])
+        summaries.scalars(first + offset, values)
+
+
+def _progress_bar(enabled: bool, loop: Loop) -> tqdm:
+    """A bar over the run's steps, from the one it starts at (a bar that shows nothing unless `enabled`)."""
+    return tqdm(
+        total=loop.plan.last_iteration, initial=loop.step, desc=f"train {loop.run.name}", unit="it", dynamic_ncols=True, disable=not enabled
+    )
+
+
+@contextlib.contextmanager
+def _summaries(run: Run, tensorboard: TensorBoardOption) -> Iterator[Summaries | None]:
+    summaries = training_summaries(run, tensorboard)
+    try:
+        yield summaries
+    finally:
         if summaries is not None:
-            for offset in range(done - (0 if finite.all() else 1)):
-                values = {"loss": float(losses[offset]), "learning_rate": float(rates[offset])}
-                if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-                    values["loss_scale"] = float(scales[offset])
-                summaries.scalars(first + offset, values)
-        if not finite.all():
-            chunks.close()
-            raise TrainingError(
-                f"loss is {losses[done - 1]} at step {first + done - 1} of run {run.directory} (learning rate "
-                f"{training.learning_rate}); stopping: nothing after this step would be meaningful"
-            )
-        if bar is not None:
-            bar.update(len(losses))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    chunks.close()
-    call(plan.last_iteration)
+            summaries.close()
 
 
-def _caller(all_callbacks, run, model, optimizer) -> Callable[[int], None]:
-    """`call(step)`: every callback, except that one naming its `steps` is called there only."""
-    named = {
-        id(callback): {int(step) for step in callback.steps} for callback in all_callbacks if getattr(callback, "steps", None) is not None
-    }
-
-    def call(step: int) -> None:
-        for callback in all_callbacks:
-            if id(callback) not in named or step in named[id(callback)]:
-                callback(run, step, model, optimizer)
-
-    return call
+# --- before and after the loop --------------------------------------------------------------------
 
 
-def _train_per_step(run, plan, training, dataset, model, optimizer, step_function, all_callbacks, start_step, fill, summaries, bar):
-    """One Python call per step, the batch gathered on the host (several devices; steps_per_call=1)."""
-    call = _caller(all_callbacks, run, model, optimizer)
-    for step in range(start_step, plan.last_iteration + 1):
-        call(step)
-        if step == plan.last_iteration:
-            break
-        indices = batch_indices(step, len(dataset.y_train), training.batch_size, training.seed)
-        images = dataset.x_train[indices]
-        if training.augment:
-            images = augment_batch(tf.constant(images), step, training.seed, fill).numpy()
-        if summaries is not None:
-            learning_rate = float(tf.convert_to_tensor(optimizer.learning_rate))  # the rate of this update (read before it)
-        loss = float(step_function(images, dataset.y_train[indices]))
-        if not math.isfinite(loss):
-            raise TrainingError(
-                f"loss is {loss} at step {step} of run {run.directory} (learning rate {training.learning_rate}); "
-                "stopping: nothing after this step would be meaningful"
-            )
-        if summaries is not None:
-            values = {"loss": loss, "learning_rate": learning_rate}
-            if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-                values["loss_scale"] = float(tf.convert_to_tensor(optimizer.dynamic_scale))
-            summaries.scalars(step, values)
-        if bar is not None:
-            bar.update(1)
-            if step % 16 == 0:
-                bar.set_postfix(loss=f"{loss:.3f}")
-
-
-class _Chunks:
-    """The compiled multi-step calls of one run (one device) and the data they read.
-
-    The train set is copied to `device` once when it fits `DEVICE_DATA_MAX_BYTES`; then a call
-    gets the (steps, batch) index matrix of its iterations and gathers each batch on the device.
-    Otherwise a call gets its iterations' images, gathered on the host by a worker thread one call
-    ahead. The epoch's permutation is drawn once per epoch (`epoch_permutation`, the same order as
-    `batch_indices`).
-    """
-
-    def __init__(self, model, optimizer, training, masks, fill, dataset: Dataset, device: str):
-        self.training, self.dataset = training, dataset
-        self.steps_per_epoch = math.ceil(len(dataset.y_train) / training.batch_size)
-        self.on_device = dataset.x_train.nbytes + dataset.y_train.nbytes <= DEVICE_DATA_MAX_BYTES
-        if self.on_device:
-            with tf.device(device):  # a copy on the device (tf.constant alone stays in host memory)
-                self.images = tf.identity(tf.constant(dataset.x_train))
-                self.labels = tf.identity(tf.constant(dataset.y_train))
-            self.worker = None
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.worker = ThreadPoolExecutor(max_workers=1)
-        self.functions: dict[int, Callable] = {}
-        self.make = lambda batch: _make_chunk(
-            model,
-            optimizer,
-            training.weight_decay,
-            masks,
-            fill,
-            training.seed,
-            batch,
-            dataset.x_train.shape[1:],
-            dataset.y_train.dtype,
-            training.jit_compile,
+def _checked_strategy(config: RunConfig, start: Start | None, devices: Devices, deterministic: bool, steps_per_call: int):
+    """The strategy to train under, after the checks that need no data (so a bad request fails at once)."""
+    if (config.lineage != LineageConfig()) != (start is not None):
+        raise ValueError(
+            f"a run with a lineage ({config.lineage}) needs its start (kphases.early_phase.train_lineage builds it), "
+            f"and only such a run takes one; got start={'given' if start is not None else 'None'}"
         )
-        self.epoch, self.permutation = None, None
+    if steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
+    configure_gpu_memory()  # before anything touches the GPUs
+    strategy = make_strategy(devices)  # before any work: an unknown device is named first
+    compute_devices = strategy_devices(strategy)
+    if not deterministic and not any(device.startswith("GPU") for device in compute_devices):
+        raise DeviceError(
+            f"deterministic=False is for GPUs (cuDNN's faster non-deterministic kernels); the devices {compute_devices} "
+            "have none, and on a CPU it gains nothing and loses bitwise reproducibility"
+        )
+    return strategy
 
-    def indices(self, first: int, stop: int) -> np.ndarray:
-        """(stop - first, batch) example indices of iterations first..stop-1 (one epoch, one batch size)."""
-        epoch, position = divmod(first, self.steps_per_epoch)
-        if epoch != self.epoch:
-            self.epoch, self.permutation = epoch, epoch_permutation(epoch, len(self.dataset.y_train), self.training.seed)
-        batch = self.training.batch_size
-        selected = self.permutation[position * batch : (position + stop - first) * batch]
-        return selected.reshape(stop - first, -1)
 
-    def _gather(self, indices: np.ndarray):
-        flat = indices.reshape(-1)
-        return (
-            tf.constant(self.dataset.x_train[flat]),
-            tf.constant(self.dataset.y_train[flat]),
-            tf.constant(np.arange(flat.size, dtype=np.int64).reshape(indices.shape)),
+def _build(config: RunConfig, dataset: Dataset, strategy: tf.distribute.Strategy, deterministic: bool) -> Loop:
+    """The plan, network and optimizer of a run, built in the strategy's scope from the seed."""
+    plan = make_plan(config, len(dataset.y_train))
+    training, replicas, compute_devices = config.training, strategy.num_replicas_in_sync, strategy_devices(strategy)
+    smallest_batch = len(dataset.y_train) % training.batch_size or training.batch_size
+    if smallest_batch < replicas:
+        raise DeviceError(
+            f"the smallest batch of an epoch has {smallest_batch} examples, fewer than the {replicas} replicas "
+            f"({compute_devices}): every replica needs at least one; use fewer devices"
+        )
+    if training.precision == "mixed_float16" and not any(device.startswith("GPU") for device in compute_devices):
+        warnings.warn(
+            f"precision mixed_float16 on {compute_devices}: float16 is slow on CPUs (no float16 units); it is meant for GPUs", stacklevel=3
+        )
+    set_determinism(training.seed, deterministic)
+    with strategy.scope():
+        model = build_training_model(config, dataset.image_shape, dataset.num_classes)
+        if replicas > 1:
+            _synchronise_batchnorm(model)
+        optimizer = make_optimizer(config, plan)
+        optimizer.build(model.trainable_variables)
+    return Loop(config, plan, dataset, strategy, model, optimizer)
+
+
+def _resume(loop: Loop, run: Run, start: Start | None) -> None:
+    """Set the network, the optimizer and `loop.step` to where `run` goes on: its checkpoint, else `start`, else step 0."""
+    loop.run = run
+    if start is not None:
+        loop.model.set_weights(start.weights)
+        _apply_masks(loop.model, start.masks)
+        loop.step = start.step
+        loop.optimizer.iterations.assign(start.step)  # the learning-rate schedule continues from the start step
+    resumed = run.load_checkpoint(loop.model)
+    if resumed is not None:
+        loop.step, optimizer_variables = resumed
+        for variable, value in zip(loop.optimizer.variables, optimizer_variables, strict=True):
+            variable.assign(value)
+    elif run.snapshot_steps() and run.snapshot_steps() != [loop.step]:
+        # Snapshots without a checkpoint are only possible if the run died right after its first snapshot.
+        raise TrainingError(
+            f"run {run.directory} has snapshots {run.snapshot_steps()} but no resume checkpoint (a kphases older than this one "
+            "was killed between a snapshot and its checkpoint): without the optimizer state it cannot continue. Move it out of "
+            f"the runs directory (for example: mv {run.directory} ./{run.name}.unresumable) and train again, which starts afresh"
         )
 
-    def prepare(self, first: int, stop: int):
-        indices = self.indices(first, stop)
-        if self.on_device:
-            return self.images, self.labels, tf.constant(indices.astype(np.int64))
-        return self.worker.submit(self._gather, indices)
 
-    def run(self, first: int, prepared):
-        images, labels, indices = prepared
-        batch = int(indices.shape[1])
-        if batch not in self.functions:
-            self.functions[batch] = self.make(batch)
-        return self.functions[batch](images, labels, indices, tf.constant(first, tf.int64))
+def _record_start(loop: Loop, deterministic: bool) -> None:
+    """The run's manifest (its schedule, not yet complete) and provenance (data, machine, devices, precision)."""
+    plan, training, strategy = loop.plan, loop.config.training, loop.strategy
+    loop.run.update_manifest(
+        schedule=list(plan.snapshot_steps), last_iteration=plan.last_iteration, steps_per_epoch=plan.steps_per_epoch, complete=False
+    )
+    loop.run.update_provenance(
+        data=loop.dataset.describe(),
+        **environment(),
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        strategy=strategy_name(strategy),
+        devices=strategy_devices(strategy),
+        replicas=strategy.num_replicas_in_sync,
+        precision=training.precision,
+        deterministic=deterministic,
+        jit_compile=training.jit_compile,
+    )
 
-    def close(self) -> None:
-        if self.worker is not None:
-            self.worker.shutdown(wait=True, cancel_futures=True)
+
+def _finish(run: Run, began: float) -> None:
+    provenance = run.provenance()
+    run.update_provenance(train_seconds=provenance.get("train_seconds", 0.0) + time.perf_counter() - began)
+    run.update_manifest(complete=True)
+    run.remove_checkpoint()  # resume state of a complete run is dead weight (the snapshots stay)
 
 
 def _apply_masks(model: keras.Model, masks: dict[str, np.ndarray]) -> None:
@@ -786,6 +578,65 @@ def _synchronise_batchnorm(model: keras.Model) -> None:
     for layer in layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True
+
+
+# --- the steps ------------------------------------------------------------------------------------
+
+
+def _take_steps(loop: Loop, start: Start | None, per_step: bool, record: bool) -> TakeSteps:
+    """The loop's `take_steps`: one step per call (several replicas, or steps_per_call=1), else compiled calls."""
+    masks = start.masks if start else None
+    training = loop.config.training
+    if per_step:
+        return one_step_per_call(loop.model, loop.optimizer, training, loop.dataset, masks, loop.strategy, record)
+    return compiled_steps(loop.model, loop.optimizer, training, loop.dataset, masks)
+
+
+def compiled_steps(model: keras.Model, optimizer, training: TrainingConfig, dataset: Dataset, masks=None) -> TakeSteps:
+    """`take_steps(first, inputs)` running a call's updates in one compiled graph loop on one device.
+
+    `inputs` are `kphases.placement.TrainBatches.prepare`'s; one traced function per batch size.
+    """
+    fill = pad_value(dataset.name, dataset.image_shape[-1]) if training.augment else None
+    functions: dict[int, Callable] = {}
+
+    def take_steps(first: int, inputs: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        images, labels, indices = inputs
+        batch_size = int(indices.shape[1])
+        if batch_size not in functions:
+            functions[batch_size] = _make_chunk(
+                model, optimizer, training, masks, fill, batch_size, dataset.x_train.shape[1:], dataset.y_train.dtype
+            )
+        losses, learning_rates, loss_scales = functions[batch_size](images, labels, indices, tf.constant(first, tf.int64))
+        return losses.numpy(), learning_rates.numpy(), loss_scales.numpy()
+
+    return take_steps
+
+
+def one_step_per_call(
+    model: keras.Model, optimizer, training: TrainingConfig, dataset: Dataset, masks, strategy: tf.distribute.Strategy, record: bool
+) -> TakeSteps:
+    """`take_steps(step, inputs)` making update `step` in one call, its batch split across the strategy's replicas.
+
+    `inputs` are `kphases.placement.TrainBatches.prepare`'s for one step, gathered on the host. The
+    learning rate and loss scale are read only if `record` (NaN and 1 otherwise): each read waits
+    for the device.
+    """
+    fill = pad_value(dataset.name, dataset.image_shape[-1]) if training.augment else None
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    with strategy.scope():
+        step_function = _make_step(model, optimizer, training.weight_decay, masks, strategy, training.jit_compile)
+
+    def take_steps(step: int, inputs: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        images, labels, _ = inputs
+        if fill is not None:
+            images = augment_batch(images, step, training.seed, fill)
+        learning_rate = float(tf.convert_to_tensor(optimizer.learning_rate)) if record else math.nan  # this update's: read before it
+        loss = float(step_function(images, labels))
+        loss_scale = float(tf.convert_to_tensor(optimizer.dynamic_scale)) if scaled and record else 1.0
+        return np.array([loss]), np.array([learning_rate]), np.array([loss_scale])
+
+    return take_steps
 
 
 def _make_update(model: keras.Model, optimizer: keras.optimizers.Optimizer, weight_decay: float, replicas: int):
@@ -856,13 +707,7 @@ def _make_step(
         global_size = tf.constant(float(len(labels)), tf.float32)
         if replicas == 1:
             return step_function(images, labels, global_size)
-        image_shards, label_shards = np.array_split(np.asarray(images), replicas), np.array_split(np.asarray(labels), replicas)
-        distributed_images = strategy.experimental_distribute_values_from_function(
-            lambda context: tf.constant(image_shards[context.replica_id_in_sync_group])
-        )
-        distributed_labels = strategy.experimental_distribute_values_from_function(
-            lambda context: tf.constant(label_shards[context.replica_id_in_sync_group])
-        )
+        distributed_images, distributed_labels = split_across_replicas(strategy, images, labels)
         return step_function(distributed_images, distributed_labels, global_size)
 
     return step
@@ -871,14 +716,12 @@ def _make_step(
 def _make_chunk(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
-    weight_decay: float,
+    training: TrainingConfig,
     masks: dict[str, np.ndarray] | None,
     fill: np.ndarray | None,
-    seed: int,
     batch_size: int,
     image_shape,
     label_dtype,
-    jit_compile: bool = False,
 ):
     """`chunk(images, labels, indices, first_step) -> (losses, learning rates, loss scales)`: one replica.
 
@@ -887,7 +730,7 @@ def _make_chunk(
     the same numbers), augmented on the device when `fill` is given. Returns each iteration's loss,
     the learning rate it used and the loss scale after it (1 without loss scaling).
     """
-    update = _make_update(model, optimizer, weight_decay, 1)
+    update = _make_update(model, optimizer, training.weight_decay, 1)
     masked = _mask_pairs(model, masks)
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     fill_tensor = None if fill is None else tf.constant(fill, tf.float32)
@@ -898,7 +741,7 @@ def _make_chunk(
         tf.TensorSpec((), tf.int64),
     ]
 
-    @tf.function(input_signature=signature, jit_compile=jit_compile or None)
+    @tf.function(input_signature=signature, jit_compile=training.jit_compile or None)
     def chunk(images, labels, indices, first_step):
         steps = tf.shape(indices)[0]
         losses = tf.TensorArray(tf.float32, size=steps, element_shape=())
@@ -908,7 +751,7 @@ def _make_chunk(
         for index in tf.range(steps):
             batch_images = tf.gather(images, indices[index])
             if fill_tensor is not None:
-                batch_images = augment_batch(batch_images, first_step + tf.cast(index, tf.int64), seed, fill_tensor)
+                batch_images = augment_batch(batch_images, first_step + tf.cast(index, tf.int64), training.seed, fill_tensor)
             rates = rates.write(index, tf.cast(tf.convert_to_tensor(optimizer.learning_rate), tf.float32))
             loss = update(batch_images, tf.gather(labels, indices[index]), global_size)
             for variable, mask in masked:
@@ -931,11 +774,3 @@ def _agree_on_overflow(gradients):
     overflowed = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~finite, tf.float32))
     poison = tf.where(overflowed > 0, tf.constant(float("nan")), tf.constant(0.0))
     return [gradient + tf.cast(poison, gradient.dtype) for gradient in gradients]
-
-
-def _progress_bar(enabled: bool, total: int, initial: int, name: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"train {name}", unit="it", dynamic_ncols=True)

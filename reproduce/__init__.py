@@ -1,11 +1,10 @@
 """The figure scripts (`python -m reproduce.all`, `python -m reproduce.<figure>`).
 
-Every entry point imports this package first, before TensorFlow: choose the Keras backend and
-silence TensorFlow's C++ start-up log (e.g. "failed call to cuInit ... UNKNOWN ERROR (303)" on
-every CPU-only start; Python errors are unaffected). Set TF_CPP_MIN_LOG_LEVEL=0 to see it again.
+Every entry point imports this package first, before TensorFlow: it chooses the Keras backend and
+TensorFlow's C++ log level (`kphases.entry.configure_environment`); the scripts then start
+TensorFlow without its start-up notices (`kphases.entry.start_tensorflow`).
 """
 
-import os
+from kphases.entry import configure_environment
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+configure_environment()

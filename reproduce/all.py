@@ -19,16 +19,12 @@ Without `--ray`, everything runs in this process, figure after figure.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import importlib
 import sys
 import time
 from dataclasses import dataclass
 
+from kphases import entry
 from reproduce.common import Options, parse_options
 
 FIGURES = (
@@ -105,6 +101,14 @@ def run_on_ray(modules: dict, options: AllOptions) -> None:
 
 
 def main(argv=None) -> int:
+    """Make the figures; Ctrl-C ends it with one line saying where it stopped (exit status 130)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as error:
+        return entry.interrupted(error, "reproduce.all")
+
+
+def _main(argv=None) -> int:
     argv = bare_ray_flag(list(sys.argv[1:] if argv is None else argv))
     options = parse_options(__doc__, argv, AllOptions, prog="python -m reproduce.all")
     figures = [name for name in options.figures.split(",") if name]
@@ -115,6 +119,7 @@ def main(argv=None) -> int:
     if options.ray is not None and (options.plot_only or options.dry_run):
         print("error: --ray computes; --plot-only and --dry-run compute nothing: use one of them", file=sys.stderr)
         return 2
+    entry.start_tensorflow(gpu_requested=bool(options.gpus_per_task))
     modules = load_modules(figures)
     if options.dry_run:
         from reproduce.plan import describe, plan

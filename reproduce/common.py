@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-import tyro
 from filelock import FileLock
 
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
 from kphases.data import DATA_DIR_VARIABLE
+from kphases.entry import interrupted, parse_flags, start_tensorflow
 from kphases.store import atomic_path, record_mismatch, remove_orphan_temps, write_recorded, write_text_atomic
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ class Options:
 def parse_options(description: str, argv: Sequence[str] | None = None, options_type: type = Options, prog: str | None = None) -> Options:
     """`options_type` (Options or a dataclass extending it) from the command line, by tyro: the flags,
     their help and defaults come from the dataclass's fields, so `--help` lists them all."""
-    return tyro.cli(options_type, args=None if argv is None else list(argv), description=description, prog=prog)
+    return parse_flags(options_type, args=None if argv is None else list(argv), description=description, prog=prog)
 
 
 def data_directory(options: Options) -> Path | None:
@@ -364,6 +364,7 @@ def run_figure(module_name: str, compute, plot, argv: Sequence[str] | Options | 
     determinism is on before anything is computed, so the numbers do not depend on which process
     (this one, a Ray worker, an earlier `kphases measure`) computed them."""
     options = argv if isinstance(argv, Options) else parse_options(description, argv, prog=f"python -m reproduce.{module_name}")
+    start_tensorflow()
     from kphases.measurement import MissingMeasurementError, enable_op_determinism
     from kphases.store import StoreError
     from kphases.training import TrainingError
@@ -378,6 +379,8 @@ def run_figure(module_name: str, compute, plot, argv: Sequence[str] | Options | 
             raise
         print(f"error: {module_name}: " + " ".join(str(error).split()), file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt as error:
+        raise SystemExit(interrupted(error, f"figure {module_name}")) from None
 
 
 def _run_figure(module_name: str, compute, plot, options: Options, description: str) -> str:

@@ -36,20 +36,17 @@ Profiles (the figure title states the scale):
   (93% sparse), k in {0, 100, 250, 500, 1000, 2000}, perturbations and pre-training at k = 500 and
   rounds 4, 8, 12, seeds 0-2. For a GPU machine.
 
-What to expect, and how to read it (docs/early_phase.md): each perturbation is compared with the
-unperturbed rewind seed by seed (same dense run, mask and data order), by an exact sign-flip
-permutation test over seeds; with n seeds no two-sided p is below 2 / 2^n (0.25 at 3 seeds, 0.031
-at 6), so 3 seeds alone cannot show a difference. Frankle et al. report that deep networks lose
-accuracy when the rewound weights are reinitialised or shuffled, even with their signs kept.
-At quick scale (the committed figure: open_lth's initialisation, output layer unpruned, k = 64,
-87.5% sparse) destroying signs costs 0.054 (random reinit) and 0.056 (shuffle), lower in each of 3
-seeds, while keeping them costs nothing: reinit keeping signs +0.000 (-0.020 .. +0.020), shuffle
-keeping signs +0.002 (-0.015 .. +0.010) over 6 seeds against rewinding to k = 64 (two-sided p 1 and
-0.75): the opposite of the paper. Rewinding to 64 is no better than to 0 (-0.009 over 3 seeds), and
-pre-training on random labels falls 0.054 below k = 0, on blurred images 0.017 and on rotations
-0.012, where the paper finds the latter two close to rewinding. Test accuracies: dense 0.485,
-rewind k=0 0.512 and k=64 0.507 at 87.5%. On another CPU, means move by up to about 0.01 and one
-seed's accuracy by up to 0.03 (CHANGELOG).
+How to read it (docs/early_phase.md): every comparison is paired by seed (same dense run, mask
+and data order) and judged by t tests over seeds with a 90% interval (`kphases.early_phase_verdicts`).
+Frankle et al.'s perturbation results rest on a premise, that rewinding to k beats rewinding to 0;
+the figure tests it first, at the scale run, and where it does not hold the perturbation and
+pre-training rows say "not tested" instead of comparing with the paper. "Costs nothing" is an
+equivalence test (TOST) with a margin of test accuracy (`EQUIVALENCE_MARGIN`, with why) printed
+beside each verdict; a difference that is neither shown nor shown to be within the margin is
+"undecided", never "no difference". The committed
+numbers and verdicts are in `paper_figures/early_phase.csv` and the `early_phase` section of
+`paper_figures/summary.md` (not copied here, so they cannot drift). On another CPU, means move by
+up to about 0.01 and one seed's accuracy by up to 0.03 (CHANGELOG).
 """
 
 from __future__ import annotations
@@ -60,6 +57,20 @@ import sys
 import numpy as np
 import pandas as pd
 
+from kphases.config import DataConfig, ExperimentConfig, ModelConfig, RunConfig, TrainingConfig, profile
+from kphases.data import load_dataset
+from kphases.early_phase import dense_schedule, last_iteration, run_experiment
+from kphases.early_phase_verdicts import (
+    EQUIVALENCE_MARGIN,
+    LEVEL,
+    MIN_SEEDS,
+    TOO_FEW,
+    SeedComparison,
+    compare_seeds,
+    paper_verdict,
+    premise_holds,
+    premise_verdict,
+)
 from reproduce.common import Options, has_offline, run_figure, save_figure
 from reproduce.plotting import grid, log_step_axis, step_position
 
@@ -76,10 +87,11 @@ SEEDS = {"smoke": (0,), "quick": (0, 1, 2), "paper": (0, 1, 2)}
 """Seeds of the whole experiment per profile."""
 PERTURBATION_SEEDS = {"smoke": (), "quick": (3, 4, 5), "paper": ()}
 """Further seeds that train only what the sign-keeping comparison needs (the dense run, the IMP lineage
-of the perturbation rewind point, and the `EXTRA_SEED_PERTURBATIONS`): the exact paired test over n
-seeds cannot give a two-sided p below 2 / 2^n, so 3 seeds cannot reject anything (0.25) and 6 can (0.031)."""
+of the perturbation rewind point, and the `EXTRA_SEED_PERTURBATIONS`): an equivalence test over seeds
+needs a narrow interval, and the exact sign-flip check cannot go below 2 / 2^n (0.25 at 3 seeds, 0.031 at 6)."""
 EXTRA_SEED_PERTURBATIONS = ("reinit_signs", "shuffle_signs")
-"""The perturbations on which this scale and Frankle et al. disagree; the others are left at SEEDS for the budget."""
+"""The perturbations whose reading may be "costs nothing" (an equivalence claim, which needs more seeds
+than a clear loss); the others are left at SEEDS for the budget."""
 
 
 def experiment(options: Options):
@@ -89,9 +101,6 @@ def experiment(options: Options):
     (`ModelConfig.initialisation="open_lth"`) and its rule for the output layer (pruned for ResNets,
     not for VGG-style networks). docs/early_phase.md lists what still departs.
     """
-    from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, profile
-    from kphases.early_phase import ExperimentConfig
-
     name = options.profile
     if name == "smoke":
         smoke = profile("smoke")
@@ -178,8 +187,6 @@ def seeded_experiments(planned, last: int, profile_name: str):
     """(seed, experiment with its dense schedule and seed, whether it is the full experiment) for every
     seed of the profile: the full experiment for `SEEDS`, `perturbation_only` for `PERTURBATION_SEEDS`.
     The one list both the figure and the task graph (`reproduce.plan`) go through."""
-    from kphases.early_phase import dense_schedule
-
     parts = [(seed, planned, True) for seed in SEEDS[profile_name]]
     parts += [(seed, perturbation_only(planned), False) for seed in PERTURBATION_SEEDS[profile_name]]
     for seed, part, full in parts:  # per seed its own initialisation, data order, masks and perturbations
@@ -196,9 +203,6 @@ def seeded_experiments(planned, last: int, profile_name: str):
 
 
 def compute(options: Options) -> pd.DataFrame:
-    from kphases.data import load_dataset
-    from kphases.early_phase import last_iteration, run_experiment
-
     planned, setting = experiment(options)
     dataset = load_dataset(planned.base.data, options.data_dir)
     last = last_iteration(planned.base, dataset)
@@ -253,192 +257,220 @@ def _cell(values) -> str:
 
 
 # What Frankle et al. report for each comparison against its control (docs/early_phase.md gives the
-# source of each; "" where the suite does not state the paper's finding).
+# source of each; "" where the suite does not state the paper's finding). The premise, rewinding to
+# k above rewinding to 0, is read by `premise_verdict`.
 PAPER_DIRECTION = {
     "reinit": "lower",
     "reinit_signs": "lower",
     "shuffle": "lower",
     "shuffle_signs": "lower",
     "noise": "",
-    "rewind": "higher",
     "random_labels": "",
     "blur": "higher",
     "rotation": "higher",
 }
-SIGNIFICANCE = 0.05  # two-sided level at which this scale is said to show a difference
 
 
-def compare(treated: pd.Series, control: pd.Series):
-    """The exact paired sign-flip test on the seeds both have (kphases.early_phase.paired_sign_flip_test)."""
-    from kphases.early_phase import paired_sign_flip_test
-
+def compare(treated: pd.Series, control: pd.Series) -> SeedComparison:
+    """`treated - control` on the seeds both have, paired by seed (`kphases.early_phase_verdicts.compare_seeds`)."""
     seeds = sorted(set(treated.index) & set(control.index))
-    return paired_sign_flip_test(treated.loc[seeds].to_numpy(), control.loc[seeds].to_numpy())
+    return compare_seeds(treated.loc[seeds].to_numpy(), control.loc[seeds].to_numpy())
 
 
-def reading(test, paper: str) -> str:
-    """What this scale shows for one comparison, next to what Frankle et al. report."""
-    if test.p_value <= SIGNIFICANCE:
-        shown = "lower" if test.mean_difference < 0 else "higher"
-    else:
-        shown = (
-            f"no difference detected (p > {SIGNIFICANCE}; {test.seeds} seed{'s' if test.seeds != 1 else ''} "
-            f"cannot go below {test.smallest_p_value:.3g})"
-        )
-    if not paper:
-        return shown
-    if shown == paper:
-        return f"{shown}, as the paper"
-    return f"{shown}, paper: {paper}" + (" (the opposite)" if shown in ("lower", "higher") else "")
+def _interval(test: SeedComparison) -> str:
+    return "-" if np.isnan(test.interval_low) else f"{test.interval_low:+.3f} .. {test.interval_high:+.3f}"
 
 
-def _test_row(name: str, test, paper: str) -> str:
+def _p(value: float) -> str:
+    return "-" if np.isnan(value) else f"{value:.3g}"
+
+
+def comparison_row(name: str, test: SeedComparison, paper_column: str) -> str:
+    """One row of the seed-level table: the numbers, what this scale shows, what it says about the paper."""
     return (
         f"| {name} | {test.seeds} | {test.mean_difference:+.3f} ({test.smallest_difference:+.3f} .. {test.largest_difference:+.3f}) "
-        f"| {test.p_value:.3g} | {test.p_lower:.3g} | {reading(test, paper)} |"
+        f"| {_interval(test)} | {_p(test.p_lower)} / {_p(test.p_higher)} | {_p(test.p_equivalent)} | {test.sign_flip_p:.3g} "
+        f"| {test.describe()} | {paper_column} |"
     )
 
 
-def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
+INTERVAL = f"{1 - 2 * LEVEL:.0%} interval"
+TABLE_HEADER = [
+    f"| comparison | seeds | mean paired difference (min .. max) | {INTERVAL} | p lower / higher | p equivalent (TOST) "
+    "| exact sign-flip p | this scale | Frankle et al. |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def rule_text() -> str:
+    """How the seed-level table is read: the rule, its level, margin and minimum number of seeds."""
+    return (
+        "Seed-level tests, paired by seed (each seed has its own dense run, mask and trainings): Student t tests over the seeds' "
+        f"differences, each one-sided at {LEVEL}, with the matching {INTERVAL}. 'lower' / 'higher': the interval "
+        f"excludes 0; 'equivalent': two one-sided tests (TOST) put it inside +-{EQUIVALENCE_MARGIN} test accuracy, the margin "
+        "within which a start 'costs nothing' (the figure's means move by up to about this much from one CPU to another); "
+        f"'undecided': neither, which is no evidence of equality. A verdict needs {MIN_SEEDS} seeds. Frankle et al.'s perturbation "
+        "and pre-training results rest on a premise, that rewinding to k beats rewinding to 0: it is tested first, and where it "
+        "does not hold at this scale those rows are not compared with the paper. The exact sign-flip permutation p (two-sided, "
+        "no normality assumed, never below 2 / 2^n with n seeds) is printed beside the t tests as a check."
+    )
+
+
+def premise_row(test: SeedComparison, rewind_step: int) -> str:
+    return comparison_row(f"rewind k={rewind_step} - rewind k=0 (the premise)", test, premise_verdict(test))
+
+
+def headline_text(premise: SeedComparison | None, rewind_step: int) -> str:
+    """The premise's verdict with its interval: the first thing the figure's one-line summary says."""
+    if premise is None:
+        return ""
+    seeds = f"{premise.seeds} seed{'s' if premise.seeds != 1 else ''}"
+    spread = seeds if np.isnan(premise.interval_low) else f"{INTERVAL} {_interval(premise)}, {seeds}"
+    return f"rewind k={rewind_step} - k=0 {premise.mean_difference:+.3f} ({spread}): {premise_verdict(premise)}"
+
+
+def _header_lines(table: pd.DataFrame, seeds: list, extra: list, spread: str) -> list[str]:
     setting = str(table["setting"].iloc[0])
-    full = table[table["full_experiment"].astype(bool)] if "full_experiment" in table else table
-    seeds = sorted(full["seed"].unique()) if "seed" in full else [0]
-    extra = sorted(set(table["seed"].unique()) - set(seeds)) if "seed" in table else []
-    spread = f"mean of {len(seeds)} seeds (min .. max)" if len(seeds) > 1 else "one seed"
-    results = table[table["experiment"] != "statistics"]
-    imp = full[full["experiment"] == "imp"]
-    dense_accuracy = _accuracy(full, "imp", "dense", 0)
     test_images = _test_images(table)
-    figure, axes = grid(4, columns=2, width=5.0, height=3.4)
+    line = f"Setting: {setting}; seeds {', '.join(str(seed) for seed in seeds)}"
+    if extra:
+        line += f" (and {', '.join(str(seed) for seed in extra)} for the sign-keeping perturbations, panel b)"
+    line += f"; test accuracies are the {spread}"
+    if test_images:
+        line += f" on {test_images:,} test images (binomial standard error of one accuracy near 0.5: {0.5 / np.sqrt(test_images):.3f})"
+    return [line + "."]
+
+
+def _plot_imp(axis, full: pd.DataFrame, several_seeds: bool, spread: str, dense_accuracy: float) -> list[str]:
+    """(a) IMP with rewinding: mean over seeds, the band is their range; the table of it."""
+    imp = full[full["experiment"] == "imp"]
     rounds = sorted(imp[imp["round"] > 0]["round"].unique())
     lines = [
-        f"Setting: {setting}; seeds {', '.join(str(seed) for seed in seeds)}"
-        + (f" (and {', '.join(str(seed) for seed in extra)} for the sign-keeping perturbations, panel b)" if extra else "")
-        + f"; test accuracies are the {spread}"
-        + (
-            f" on {test_images:,} test images (binomial standard error of one accuracy near 0.5: {0.5 / np.sqrt(test_images):.3f})"
-            if test_images
-            else ""
-        )
-        + ".",
-        f"Dense network: test accuracy {_cell(_values(full, 'imp', 'dense', 0))}.",
-        "",
         "| rewind point | " + " | ".join(f"round {r}: {imp[imp['round'] == r]['sparsity'].mean():.1%} sparse" for r in rounds) + " |",
         "|---|" + "---|" * len(rounds),
     ]
-
-    # (a) IMP with rewinding: mean over seeds, the band is their range
-    axis = axes[0]
     for variant in [v for v in imp["variant"].unique() if v != "dense"]:
         per_round = [_values(full, "imp", variant, r) for r in rounds]
         pruned = [100 * imp[(imp["variant"] == variant) & (imp["round"] == r)]["sparsity"].mean() for r in rounds]
         (line,) = axis.plot(pruned, [values.mean() for values in per_round], "o-", ms=3, label=variant)
-        if len(seeds) > 1:
-            axis.fill_between(
-                pruned,
-                [values.min() for values in per_round],
-                [values.max() for values in per_round],
-                color=line.get_color(),
-                alpha=0.15,
-                lw=0,
-            )
+        if several_seeds:
+            lows, highs = [values.min() for values in per_round], [values.max() for values in per_round]
+            axis.fill_between(pruned, lows, highs, color=line.get_color(), alpha=0.15, lw=0)
         lines.append(f"| {variant} | " + " | ".join(_cell(values) for values in per_round) + " |")
     axis.axhline(dense_accuracy, color="black", ls="--", lw=1, label="dense")
     axis.set_xlabel("weights pruned (%)")
     axis.set_ylabel("test accuracy")
     axis.set_title(f"(a) IMP, survivors rewound to iteration k\n{spread}")
     axis.legend()
+    return lines
 
-    # (b) perturbations and (c) pre-training tasks, at their round; each bar over the seeds it has
-    headline, tests = [], []
-    for axis, experiment, names, title in (
-        (axes[1], "perturbation", PERTURBATION_NAMES, "(b) perturbed at iteration k"),
-        (axes[2], "data", TASK_NAMES, "(c) pre-trained k iterations on another task"),
-    ):
-        part = results[results["experiment"] == experiment]
-        if part.empty:
-            axis.set_visible(False)
-            continue
-        round_index, rewind_step = int(part["round"].iloc[0]), int(part["rewind_step"].iloc[0])
-        sparsity = float(part["sparsity"].iloc[0])
-        source = table if experiment == "perturbation" else full
-        rewound = _by_seed(source, "imp", f"rewind k={rewind_step}", round_index)
-        baseline = _by_seed(full, "imp", "rewind k=0", round_index)
-        bars = [("rewind k=0", baseline), (f"rewind k={rewind_step}", rewound)]
-        bars += [
-            (names.get(variant, variant), _by_seed(source, experiment, variant, round_index))
-            for variant in part[part["round"] == round_index]["variant"].unique()
-        ]
-        positions = np.arange(len(bars))
-        means = np.array([values.mean() for _, values in bars])
-        lows, highs = np.array([values.min() for _, values in bars]), np.array([values.max() for _, values in bars])
-        axis.bar(
-            positions,
-            means,
-            yerr=[means - lows, highs - means] if len(seeds) > 1 else None,
-            capsize=2,
-            color=["grey", "C0"] + ["C1"] * (len(bars) - 2),
-        )
-        axis.set_xticks(positions)
-        axis.set_xticklabels([f"{name} (n={len(values)})" if extra else name for name, values in bars], rotation=30, ha="right", fontsize=7)
-        axis.axhline(dense_accuracy, color="black", ls="--", lw=1)
-        axis.set_ylim(max(0.0, lows.min() - 0.1), min(1.0, max(dense_accuracy, highs.max()) + 0.05))
-        axis.set_ylabel("test accuracy")
-        axis.set_title(f"{title}\nk={rewind_step}, {sparsity:.1%} sparse (dashed: dense; bars: seed range)")
-        lines += [
-            "",
-            f"{title[4:]} (k={rewind_step}, {sparsity:.1%} sparse):",
-            "",
-            "| start | seeds | test accuracy |",
-            "|---|---|---|",
-        ] + [f"| {name} | {len(values)} | {_cell(values)} |" for name, values in bars]
-        headline.append(", ".join(f"{name} {values.mean():.3f}" for name, values in bars))
-        if experiment == "perturbation":
-            if len(baseline) and len(rewound):
-                tests.append(_test_row(f"rewind k={rewind_step} - rewind k=0", compare(rewound, baseline), PAPER_DIRECTION["rewind"]))
-            variants = part[part["round"] == round_index]["variant"].unique()
-            tests += [
-                _test_row(
-                    f"{names.get(v, v)} - rewind k={rewind_step}",
-                    compare(_by_seed(source, experiment, v, round_index), rewound),
-                    PAPER_DIRECTION.get(v, ""),
-                )
-                for v in variants
-            ]
-        else:
-            tests += [
-                _test_row(
-                    f"{names.get(v, v)} - rewind k=0",
-                    compare(_by_seed(full, experiment, v, round_index), baseline),
-                    PAPER_DIRECTION.get(v, ""),
-                )
-                for v in part[part["round"] == round_index]["variant"].unique()
-            ]
-    if tests:
-        lines += [
-            "",
-            (
-                "Seed-level tests: exact paired sign-flip permutation test over seeds (each seed has its own dense run, "
-                "mask and trainings; all 2^n sign patterns of the n paired differences). p two-sided, and one-sided for "
-                f"'the first is lower'. A difference is called at two-sided p <= {SIGNIFICANCE}; with n seeds no p is below "
-                "2 / 2^n (3 seeds: 0.25, 6 seeds: 0.031), so 'no difference detected' at 3 seeds is no evidence of equality."
-            ),
-            "",
-            "| comparison | seeds | mean paired difference (min .. max) | p | p (lower) | this scale, against Frankle et al. |",
-            "|---|---|---|---|---|---|",
-        ] + tests
-    pretrain = full[full["experiment"] == "pretrain"]
-    if len(pretrain):
-        lines += [
-            "",
-            "Accuracy on the pre-training task itself after k iterations (test split of that task): "
-            + ", ".join(f"{TASK_NAMES.get(v, v)} {_cell(_values(full, 'pretrain', v, 0))}" for v in pretrain["variant"].unique()),
-        ]
 
-    # (d) early-phase statistics: fractions on the left axis, norms (which pass 1) on the right
-    axis = axes[3]
-    statistics = full[full["experiment"] == "statistics"].pivot_table(index="step", columns="metric", values="value")
-    statistics = statistics.sort_index()
+@dataclasses.dataclass(frozen=True)
+class Panel:
+    """Panel (b) or (c): starts at one rewind point and round, each against its control."""
+
+    experiment: str
+    """"perturbation" (control: the unperturbed rewind to k) or "data" (control: rewinding to 0)."""
+    title: str
+    round_index: int
+    rewind_step: int
+    sparsity: float
+    rewound: pd.Series
+    baseline: pd.Series
+    treated: dict
+    """Display name -> (variant, accuracy per seed)."""
+
+    @property
+    def control(self) -> tuple[str, pd.Series]:
+        if self.experiment == "perturbation":
+            return f"rewind k={self.rewind_step}", self.rewound
+        return "rewind k=0", self.baseline
+
+
+def panel_of(table: pd.DataFrame, full: pd.DataFrame, experiment: str, names: dict, title: str) -> Panel | None:
+    part = table[table["experiment"] == experiment]
+    if part.empty:
+        return None
+    round_index, rewind_step = int(part["round"].iloc[0]), int(part["rewind_step"].iloc[0])
+    # The extra seeds trained only the perturbation panel's runs: the data panel reads the full seeds.
+    source = table if experiment == "perturbation" else full
+    variants = part[part["round"] == round_index]["variant"].unique()
+    return Panel(
+        experiment=experiment,
+        title=title,
+        round_index=round_index,
+        rewind_step=rewind_step,
+        sparsity=float(part["sparsity"].iloc[0]),
+        rewound=_by_seed(source, "imp", f"rewind k={rewind_step}", round_index),
+        baseline=_by_seed(full, "imp", "rewind k=0", round_index),
+        treated={names.get(v, v): (v, _by_seed(source, experiment, v, round_index)) for v in variants},
+    )
+
+
+def _bars(panel: Panel) -> list[tuple[str, pd.Series]]:
+    """The panel's bars: the two rewinds, then each start (name, accuracy per seed)."""
+    bars = [("rewind k=0", panel.baseline), (f"rewind k={panel.rewind_step}", panel.rewound)]
+    return bars + [(name, values) for name, (_, values) in panel.treated.items()]
+
+
+def _plot_bars(axis, panel: Panel, premise: SeedComparison | None, several_seeds: bool, extra: bool, dense_accuracy: float) -> None:
+    bars = _bars(panel)
+    positions = np.arange(len(bars))
+    means = np.array([values.mean() for _, values in bars])
+    lows, highs = np.array([values.min() for _, values in bars]), np.array([values.max() for _, values in bars])
+    axis.bar(
+        positions,
+        means,
+        yerr=[means - lows, highs - means] if several_seeds else None,
+        capsize=2,
+        color=["grey", "C0"] + ["C1"] * (len(bars) - 2),
+    )
+    axis.set_xticks(positions)
+    axis.set_xticklabels([f"{name} (n={len(values)})" if extra else name for name, values in bars], rotation=30, ha="right", fontsize=7)
+    axis.axhline(dense_accuracy, color="black", ls="--", lw=1)
+    axis.set_ylim(max(0.0, lows.min() - 0.1), min(1.0, max(dense_accuracy, highs.max()) + 0.05))
+    axis.set_ylabel("test accuracy")
+    if premise is None or premise.outcome == TOO_FEW:
+        held = "premise (k beats 0) not tested: no paper comparison"
+    elif premise_holds(premise):
+        held = "premise (k beats 0) holds"
+    else:
+        held = "premise (k beats 0) does not hold: not tested against the paper"
+    axis.set_title(
+        f"{panel.title}\nk={panel.rewind_step}, {panel.sparsity:.1%} sparse (dashed: dense; bars: seed range)\n{held}", fontsize=8
+    )
+
+
+def _panel_lines(panel: Panel) -> list[str]:
+    return [
+        "",
+        f"{panel.title[4:]} (k={panel.rewind_step}, {panel.sparsity:.1%} sparse):",
+        "",
+        "| start | seeds | test accuracy |",
+        "|---|---|---|",
+    ] + [f"| {name} | {len(values)} | {_cell(values)} |" for name, values in _bars(panel)]
+
+
+def premise_comparison(panel: Panel) -> SeedComparison | None:
+    """Rewinding to k against rewinding to 0 at the panel's round, on the seeds that have both."""
+    if panel.rewind_step == 0 or not (len(panel.rewound) and len(panel.baseline)):
+        return None
+    return compare(panel.rewound, panel.baseline)
+
+
+def comparison_rows(panel: Panel, premise: SeedComparison | None) -> list[str]:
+    """The premise row, then each start against its control, read against the paper only where the premise holds."""
+    rows = [] if premise is None else [premise_row(premise, panel.rewind_step)]
+    control_name, control = panel.control
+    for name, (variant, values) in panel.treated.items():
+        test = compare(values, control)
+        rows.append(comparison_row(f"{name} - {control_name}", test, paper_verdict(premise, test, PAPER_DIRECTION.get(variant, ""))))
+    return rows
+
+
+def _plot_statistics(axis, full: pd.DataFrame, several_seeds: bool) -> list[str]:
+    """(d) early-phase statistics: fractions on the left axis, norms (which pass 1) on the right; their table."""
+    statistics = full[full["experiment"] == "statistics"].pivot_table(index="step", columns="metric", values="value").sort_index()
     for metric, style, label in (("sign_flips_since_init", "C3o-", "signs flipped since init"), ("test_accuracy", "C2o-", "test accuracy")):
         axis.plot(step_position(statistics.index), statistics[metric], style, ms=3, label=label)
     axis.set_ylim(0.0, 1.0)
@@ -452,9 +484,9 @@ def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
     handles = axis.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     axis.legend(handles, [h.get_label() for h in handles], fontsize=6)
     axis.set_title("(d) dense run, first iterations")
-    lines += [
+    lines = [
         "",
-        f"Early-phase statistics of the dense run ({'mean over seeds' if len(seeds) > 1 else 'one seed'}):",
+        f"Early-phase statistics of the dense run ({'mean over seeds' if several_seeds else 'one seed'}):",
         "",
         "| step | distance from init | sign flips | change per iteration | gradient norm | train acc | test acc |",
         "|---|---|---|---|---|---|---|",
@@ -464,10 +496,51 @@ def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
             f"| {int(step)} | {row['distance_from_init']:.3f} | {row['sign_flips_since_init']:.3f} | "
             f"{row['change_per_iteration']:.4f} | {row['gradient_norm']:.3f} | {row['train_accuracy']:.3f} | {row['test_accuracy']:.3f} |"
         )
+    return lines
+
+
+def plot(table: pd.DataFrame, options: Options) -> tuple[str, str]:
+    setting = str(table["setting"].iloc[0])
+    full = table[table["full_experiment"].astype(bool)] if "full_experiment" in table else table
+    seeds = sorted(full["seed"].unique()) if "seed" in full else [0]
+    extra = sorted(set(table["seed"].unique()) - set(seeds)) if "seed" in table else []
+    several_seeds = len(seeds) > 1
+    spread = f"mean of {len(seeds)} seeds (min .. max)" if several_seeds else "one seed"
+    dense_accuracy = _accuracy(full, "imp", "dense", 0)
+    figure, axes = grid(4, columns=2, width=5.0, height=3.4)
+    lines = _header_lines(table, seeds, extra, spread)
+    lines += [f"Dense network: test accuracy {_cell(_values(full, 'imp', 'dense', 0))}.", ""]
+    lines += _plot_imp(axes[0], full, several_seeds, spread, dense_accuracy)
+
+    # (b) perturbations and (c) pre-training tasks, at their round; each bar over the seeds it has
+    headline, rows = [], {}
+    for axis, experiment, names, title in (
+        (axes[1], "perturbation", PERTURBATION_NAMES, "(b) perturbed at iteration k"),
+        (axes[2], "data", TASK_NAMES, "(c) pre-trained k iterations on another task"),
+    ):
+        panel = panel_of(table, full, experiment, names, title)
+        if panel is None:
+            axis.set_visible(False)
+            continue
+        premise = premise_comparison(panel)
+        _plot_bars(axis, panel, premise, several_seeds, bool(extra), dense_accuracy)
+        lines += _panel_lines(panel)
+        headline += [headline_text(premise, panel.rewind_step), ", ".join(f"{name} {values.mean():.3f}" for name, values in _bars(panel))]
+        rows.update(dict.fromkeys(comparison_rows(panel, premise)))  # the premise row once if both panels share k
+    if rows:
+        lines += ["", rule_text(), ""] + TABLE_HEADER + list(rows)
+    pretrain = full[full["experiment"] == "pretrain"]
+    if len(pretrain):
+        lines += [
+            "",
+            "Accuracy on the pre-training task itself after k iterations (test split of that task): "
+            + ", ".join(f"{TASK_NAMES.get(v, v)} {_cell(_values(full, 'pretrain', v, 0))}" for v in pretrain["variant"].unique()),
+        ]
+    lines += _plot_statistics(axes[3], full, several_seeds)
     figure.suptitle(f"Early phase of training (Frankle, Schwab & Morcos 2020) - {setting}")
     figure.tight_layout()
     save_figure(figure, options, NAME)
-    return "; ".join(headline) or f"dense {dense_accuracy:.3f}", "\n".join(lines)
+    return "; ".join(dict.fromkeys(text for text in headline if text)) or f"dense {dense_accuracy:.3f}", "\n".join(lines)
 
 
 def main(argv=None) -> str:

@@ -21,7 +21,8 @@ Plus the fraction of pre-training compute saved had training stopped at the moni
 (1 - decision step / final step). Intervals: over seeds (Student t, 95%) where a setting has
 several seeds; for a single seed, a 95% binomial interval of the accuracy difference over the
 target test images (unpaired, so conservative). A difference whose interval excludes 0 is called
-"helps" or "hurts"; otherwise "no detectable difference".
+"helps" or "hurts"; otherwise "undecided": an interval that includes 0 does not show the two
+checkpoints equal (no equivalence test is made here), so it is never read as "no difference".
 
     python -m reproduce.early_stopping [--profile smoke|quick|paper] [--plot-only] [--out DIR]
 
@@ -53,6 +54,7 @@ from reproduce.plotting import grid
 NAME = "early_stopping"
 MONITOR = MonitorSettings()
 CHECKPOINTS = ("monitor", "oracle", "final", "validation_loss")
+UNDECIDED = "undecided (interval includes 0)"
 
 
 def work(options: Options) -> list[Work]:
@@ -190,7 +192,7 @@ def reading(low: float, high: float, decided: int) -> str:
         return "helps"
     if high < 0:
         return "hurts"
-    return "no detectable difference"
+    return UNDECIDED
 
 
 def plot(table: pd.DataFrame, options: Options):
@@ -247,9 +249,7 @@ def plot(table: pd.DataFrame, options: Options):
         f"Monitor: {table['monitor'].iloc[0]}. Intervals: Student t over seeds where a setting has several, else a "
         "binomial interval over the target test images (unpaired). Where the monitor did not decide, a user trains to the end and keeps the final checkpoint: that is its checkpoint here, with no compute saved."
     )
-    counts = {
-        word: readings.count(word) for word in ("helps", "no detectable difference", "hurts", "no decision: kept the final checkpoint")
-    }
+    counts = {word: readings.count(word) for word in ("helps", UNDECIDED, "hurts", "no decision: kept the final checkpoint")}
     headline = (
         ", ".join(f"{word} in {count}" for word, count in counts.items() if count)
         + f" of {len(readings)} settings (against the final checkpoint)"

@@ -58,7 +58,7 @@ NAME = "reference_run"
 SEEDS = (0, 1, 2)
 TRAINED_DECODER_STEPS = (0, 128)
 AUTHORS_TEST_BATCHES = 79  # ceil(10,000 / 128)
-# PROTOCOL.md, authors' README: iteration -> (reconstruction sum of 79 batch MSEs, transfer test acc, test acc, train acc)
+# docs/protocol.md, section "The authors' published numbers": iteration -> (reconstruction sum of 79 batch MSEs, transfer test acc, test acc, train acc)
 AUTHORS = {
     0: (46.71, 0.789, 0.097, 0.098),
     8: (45.62, 0.789, 0.195, 0.195),
@@ -123,11 +123,11 @@ def describe_verdict(result, by_seed: pd.DataFrame) -> str:
     return result.describe()
 
 
-def _by_seed(table: pd.DataFrame, metric: str, split: str = "test", **selection) -> pd.DataFrame:
+def seed_curves(table: pd.DataFrame, metric: str, split: str = "test", **selection) -> pd.DataFrame:
     return pd.DataFrame({label: curve(table, label, metric, split, **selection) for label in dict.fromkeys(table["label"])})
 
 
-def plot(table: pd.DataFrame, options: Options):
+def plot(table: pd.DataFrame, options: Options, name: str = NAME):
     panels = [
         (
             "reconstruction_mse",
@@ -150,7 +150,7 @@ def plot(table: pd.DataFrame, options: Options):
     rows = []
     for axis, (metric, selection, column, title, scale) in zip(axes, panels):
         split = "train" if "train acc" in title else "test"
-        values = _by_seed(table, metric, split, **selection)
+        values = seed_curves(table, metric, split, **selection)
         steps = values.index
         axis.fill_between(step_position(steps), values.min(axis=1), values.max(axis=1), color="C0", alpha=0.25, lw=0)
         axis.plot(
@@ -184,14 +184,14 @@ def plot(table: pd.DataFrame, options: Options):
         f"{int(table['step'].max())} iterations; BatchNorm batch statistics)"
     )
     figure.tight_layout(rect=(0, 0.08, 1, 1))
-    save_figure(figure, options, NAME)
+    save_figure(figure, options, name)
     lines = ["| iteration | quantity | authors | ours (mean over seeds) | ours min | ours max |", "|---|---|---|---|---|---|"]
     lines += [
         f"| {step} | {title} | {theirs:.4f} | {mean:.4f} | {low:.4f} | {high:.4f} |"
         for step, title, theirs, mean, low, high in sorted(rows)
     ]
-    by_seed = _by_seed(table, "reconstruction_mse", instrument="linear_ridge", bn_stats="batch", layer="penultimate")
-    train_accuracy = _by_seed(table, "classifier_accuracy", "train")
+    by_seed = seed_curves(table, "reconstruction_mse", instrument="linear_ridge", bn_stats="batch", layer="penultimate")
+    train_accuracy = seed_curves(table, "classifier_accuracy", "train")
     reconstruction = by_seed.mean(axis=1)
     minimum = int(reconstruction.idxmin())
     result = verdict(by_seed)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from kphases.callback import SnapshotCallback, load_run_model
 from kphases.config import RunConfig
-from kphases.store import Run, StoreError, sha256_file
+from kphases.store import Run, StoreError, jsonable, sha256_file
 
 SAMPLES, BATCH = 100, 32  # 4 batches per epoch, the last of 4 examples: the batch size does not divide the data
 
@@ -236,3 +236,21 @@ def test_bad_run_directories_models_and_schedules_are_refused(tmp_path):
         make_model().fit(x, y, epochs=1, verbose=0, callbacks=[SnapshotCallback(tmp_path / "bounded", test_data=(x, y), eval_samples=10)])
     assert not [warning for warning in caught if "examples" in str(warning.message)]
     assert Run.open(tmp_path / "bounded").provenance()["eval_data"]["test"]["examples"] == 10
+
+
+def test_recorded_settings_become_json_numbers_and_unknown_objects_their_repr():
+    """What the callback records of `model.fit` (params, optimizer and compile configs) may hold numpy
+    values and objects JSON has no form for: numbers stay numbers, the rest is kept readable."""
+
+    class Schedule:
+        def __repr__(self):
+            return "Schedule(0.1)"
+
+        def __str__(self):
+            return "0.1"  # the repr says what the object was; str would look like a number
+
+    recorded = jsonable(
+        {"lr": np.float32(0.5), "steps": np.int64(3), "shape": np.arange(3), "schedule": Schedule(), "nested": [np.bool_(True)]}
+    )
+    assert recorded == {"lr": 0.5, "steps": 3, "shape": [0, 1, 2], "schedule": "Schedule(0.1)", "nested": [True]}
+    assert json.loads(json.dumps(recorded)) == recorded

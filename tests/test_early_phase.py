@@ -1,21 +1,41 @@
-"""kphases.early_phase: masked training, rewinding through the run store, pre-training tasks, errors.
+"""kphases.early_phase: masked training, rewinding through the run store, pre-training tasks, errors;
+kphases.early_phase_verdicts: the seed-level verdicts on synthetic seed results with known answers;
+kphases.config.ExperimentConfig: every field names the runs it derives.
 
 One tiny dense run (VGG-8 at width 1/8, 64 embedded digits, 8 iterations with momentum and weight
 decay) and one masked lineage run rewound to its iteration 2 are trained once per module; the rest
 is hand-built arrays.
 """
 
+import dataclasses
 import math
+import warnings
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.stats
 
 from kphases import early_phase, pruning
-from kphases.config import DataConfig, LineageConfig, ModelConfig, RunConfig, ScheduleConfig, TrainingConfig
+from kphases.config import DataConfig, ExperimentConfig, LineageConfig, ModelConfig, RunConfig, ScheduleConfig, TrainingConfig
 from kphases.data import Dataset, load_dataset
+from kphases.early_phase_verdicts import (
+    EQUIVALENCE_MARGIN,
+    LEVEL,
+    MIN_SEEDS,
+    OUTCOMES,
+    compare_seeds,
+    paired_sign_flip_test,
+    paper_verdict,
+    premise_holds,
+    premise_verdict,
+)
 from kphases.models import build_model
 from kphases.store import Run, StoreError
 from kphases.training import Start, train
+from reproduce.common import parse_options
+from reproduce.early_phase import PAPER_DIRECTION, compare, comparison_rows, experiment, panel_of, perturbation_only, premise_comparison
 
 K = 2  # the rewind point
 LAST = 8
@@ -75,7 +95,7 @@ def masked(dense, dataset):
     return run, start, seen
 
 
-# --- 1. masks hold under training ----------------------------------------------------------------------
+# --- masks hold under training ----------------------------------------------------------------------
 
 
 def test_pruned_weights_are_exactly_zero_after_every_update_with_momentum_and_weight_decay(masked):
@@ -103,7 +123,7 @@ def test_unpruned_weights_do_train(masked):
     assert not np.array_equal(first["block2_bn/gamma"], last["block2_bn/gamma"])  # BatchNorm trains unmasked
 
 
-# --- 3. rewinding ----------------------------------------------------------------------------------------
+# --- rewinding ----------------------------------------------------------------------------------------
 
 
 def test_build_start_is_the_iteration_k_snapshot_on_survivors_of_a_global_magnitude_mask(dense, masked):
@@ -199,42 +219,37 @@ def test_an_unpruned_output_layer_keeps_its_rewound_weights_and_the_conv_kernels
 
 def test_paired_sign_flip_test_on_hand_counted_patterns():
     # Differences 1, -2, 3: the 8 sign patterns give sums 6, 4, 2, 0, 0, -2, -4, -6; observed 2.
-    test = early_phase.paired_sign_flip_test([1.0, 0.0, 3.0], [0.0, 2.0, 0.0])
+    test = paired_sign_flip_test([1.0, 0.0, 3.0], [0.0, 2.0, 0.0])
     assert test.seeds == 3 and test.mean_difference == pytest.approx(2 / 3)
     assert (test.smallest_difference, test.largest_difference) == (-2.0, 3.0)
     assert test.p_value == 6 / 8 and test.p_lower == 6 / 8 and test.smallest_p_value == 0.25
     # Every seed lower: the most extreme of 2^n patterns, so p is exactly the resolution 2 / 2^n.
-    three = early_phase.paired_sign_flip_test([0.48, 0.47, 0.49], [0.50, 0.51, 0.52])
+    three = paired_sign_flip_test([0.48, 0.47, 0.49], [0.50, 0.51, 0.52])
     assert three.p_value == 0.25 and three.p_lower == 0.125
-    six = early_phase.paired_sign_flip_test(np.arange(6.0), np.arange(6.0) + [1, 2, 3, 4, 5, 6])
+    six = paired_sign_flip_test(np.arange(6.0), np.arange(6.0) + [1, 2, 3, 4, 5, 6])
     assert six.p_value == 2 / 64 and six.p_lower == 1 / 64 and six.smallest_p_value == 2 / 64
-    assert early_phase.paired_sign_flip_test([0.5, 0.5], [0.5, 0.5]).p_value == 1.0
+    assert paired_sign_flip_test([0.5, 0.5], [0.5, 0.5]).p_value == 1.0
 
 
 def test_paired_test_refuses_unpaired_or_missing_values():
     with pytest.raises(ValueError, match=r"shapes \(3,\) and \(2,\)"):
-        early_phase.paired_sign_flip_test([1, 2, 3], [1, 2])
+        paired_sign_flip_test([1, 2, 3], [1, 2])
     with pytest.raises(ValueError, match="finite"):
-        early_phase.paired_sign_flip_test([1, np.nan], [1, 2])
+        paired_sign_flip_test([1, np.nan], [1, 2])
     with pytest.raises(ValueError, match="non-empty"):
-        early_phase.paired_sign_flip_test([], [])
+        paired_sign_flip_test([], [])
 
 
 def test_the_figure_pairs_by_seed_not_by_row_order():
-    import pandas as pd
-
-    from reproduce.early_phase import compare
 
     treated = pd.Series([0.40, 0.50, 0.60], index=[2, 0, 1])  # seed 0: 0.50, 1: 0.60, 2: 0.40
     control = pd.Series([0.51, 0.61, 0.41, 0.99], index=[0, 1, 2, 3])  # seed 3 has no partner
     test = compare(treated, control)
-    assert test.seeds == 3 and test.mean_difference == pytest.approx(-0.01) and test.p_value == 0.25
+    assert test.seeds == 3 and test.mean_difference == pytest.approx(-0.01) and test.sign_flip_p == 0.25
+    assert test.smallest_difference == pytest.approx(-0.01) and test.largest_difference == pytest.approx(-0.01)
 
 
 def test_the_frankle_profiles_follow_open_lth():
-    from reproduce.common import parse_options
-    from reproduce.early_phase import experiment, perturbation_only
-
     for profile, architecture, prune_output in (("smoke", "vgg8", False), ("quick", "vgg8", False), ("paper", "resnet20", True)):
         planned, _ = experiment(parse_options("", ["--profile", profile]))
         assert planned.base.model.architecture == architecture and planned.base.model.initialisation == "open_lth"
@@ -266,7 +281,7 @@ def test_early_statistics_start_at_zero_change_and_grow(dense, dataset):
     assert all(value[(step, "gradient_norm")] > 0 for step in (0, 1, 2, 4, 8))
 
 
-# --- 5. pre-training tasks -------------------------------------------------------------------------------
+# --- pre-training tasks -------------------------------------------------------------------------------
 
 
 def _dataset(images: np.ndarray, labels: np.ndarray, classes: int = 10) -> Dataset:
@@ -340,7 +355,7 @@ def test_random_labels_are_in_range_and_deterministic_per_seed():
     assert early_phase.task_dataset(base, "classes", 1) is base
 
 
-# --- 6. clear errors -------------------------------------------------------------------------------------
+# --- clear errors -------------------------------------------------------------------------------------
 
 
 def test_unknown_task_or_perturbation_names_the_value():
@@ -348,13 +363,13 @@ def test_unknown_task_or_perturbation_names_the_value():
     with pytest.raises(ValueError, match=r"unknown task 'jigsaw'; valid tasks: \['classes', 'random_labels', 'blur', 'rotation'\]"):
         early_phase.task_dataset(base, "jigsaw", 0)
     with pytest.raises(ValueError, match=r"unknown pre-training tasks \['jigsaw'\]"):
-        early_phase.ExperimentConfig(base=BASE, tasks=("blur", "jigsaw"))
+        ExperimentConfig(base=BASE, tasks=("blur", "jigsaw"))
     with pytest.raises(ValueError, match=r"unknown perturbations \['flip'\]"):
-        early_phase.ExperimentConfig(base=BASE, perturbations=("shuffle", "flip"))
+        ExperimentConfig(base=BASE, perturbations=("shuffle", "flip"))
 
 
 def test_rewind_steps_beyond_the_last_iteration_are_refused(tmp_path, dataset, dense):
-    experiment = early_phase.ExperimentConfig(
+    experiment = ExperimentConfig(
         base=BASE,
         rewind_steps=(0, 20),
         perturbation_rewind_step=20,
@@ -401,3 +416,225 @@ def test_train_refuses_a_lineage_without_its_start_and_a_start_without_a_lineage
     with pytest.raises(ValueError, match="got start=given"):
         train(BASE, runs_dir=tmp_path, progress=False, dataset=dataset, start=Start(weights=[]))
     assert not any(tmp_path.iterdir())
+
+
+# --- verdicts over seeds: synthetic seed results with known answers ------------------------------
+
+REWIND_0 = np.array([0.50, 0.52, 0.49, 0.51, 0.53, 0.48])  # rewinding to 0, one accuracy per seed
+JITTER = np.array([0.002, -0.001, 0.001, -0.002, 0.0, 0.001])  # seed-to-seed noise far below the margin
+NOISE = np.array([0.03, -0.02, 0.025, -0.03, 0.02, -0.025])  # seed-to-seed noise well above it
+REWIND_K = REWIND_0 + 0.05 + JITTER  # a premise that holds: k beats 0 by 0.05 in every seed
+
+
+def test_premise_holds_and_a_start_within_the_margin_is_equivalent_and_against_the_paper():
+    premise = compare_seeds(REWIND_K, REWIND_0)
+    assert premise.outcome == "higher" and premise_holds(premise)
+    assert premise_verdict(premise).startswith("the premise holds")
+    perturbed = REWIND_K + JITTER[::-1]  # keeps what rewinding to k gives, to +-0.002
+    test = compare_seeds(perturbed, REWIND_K)
+    assert test.outcome == "equivalent" and test.describe() == f"equivalent: 90% interval inside +-{EQUIVALENCE_MARGIN:.3f}"
+    assert -EQUIVALENCE_MARGIN < test.interval_low < 0 < test.interval_high < EQUIVALENCE_MARGIN
+    verdict = paper_verdict(premise, test, "lower")
+    assert verdict == f"against the paper: equivalent within +-{EQUIVALENCE_MARGIN:.3f}, the paper finds it lower"
+
+
+def test_premise_holds_and_a_clearly_worse_start_is_as_the_paper():
+    premise = compare_seeds(REWIND_K, REWIND_0)
+    test = compare_seeds(REWIND_K - 0.05 + JITTER[::-1], REWIND_K)
+    assert test.outcome == "lower" and test.interval_high < -EQUIVALENCE_MARGIN
+    assert paper_verdict(premise, test, "lower") == "as the paper"
+    assert paper_verdict(premise, test, "higher") == "against the paper: lower, the paper finds it higher"
+    noisy = compare_seeds(REWIND_K + NOISE, REWIND_K)  # neither a loss nor equivalence is shown
+    assert noisy.outcome == "undecided" and paper_verdict(premise, noisy, "lower") == "undecided (the paper: lower)"
+
+
+@pytest.mark.parametrize("rewind_k", [REWIND_0 + JITTER, REWIND_0 + NOISE, REWIND_0 - 0.05 + JITTER], ids=["equal", "noisy", "worse"])
+def test_where_the_premise_fails_no_perturbation_is_read_against_the_paper(rewind_k):
+    premise = compare_seeds(rewind_k, REWIND_0)
+    assert not premise_holds(premise)
+    assert premise_verdict(premise).startswith("the premise does not hold at this scale")
+    for perturbed in (rewind_k - 0.05 + JITTER[::-1], rewind_k + JITTER[::-1]):  # clearly worse, and equivalent
+        test = compare_seeds(perturbed, rewind_k)
+        assert test.outcome in ("lower", "equivalent")  # the scale's own reading is still given
+        for paper in ("lower", "higher"):
+            assert paper_verdict(premise, test, paper) == "not tested: the premise does not hold at this scale"
+
+
+def test_too_few_seeds_are_said_so():
+    two = compare_seeds(REWIND_K[:2], REWIND_0[:2])
+    assert two.seeds == 2 == MIN_SEEDS - 1 and two.outcome == "too few seeds"
+    assert two.describe() == f"too few seeds (2; a verdict needs {MIN_SEEDS})"
+    assert premise_verdict(two) == f"premise not tested: too few seeds (2; needs {MIN_SEEDS})"
+    assert paper_verdict(two, compare_seeds(REWIND_K, REWIND_0), "lower") == "not tested: too few seeds (2) to test the premise"
+    premise = compare_seeds(REWIND_K, REWIND_0)
+    assert paper_verdict(premise, compare_seeds(REWIND_K[:2] - 0.1, REWIND_K[:2]), "lower") == "not tested: too few seeds (2)"
+    one = compare_seeds([0.4], [0.5])
+    assert one.outcome == "too few seeds" and math.isnan(one.interval_low) and math.isnan(one.p_equivalent)
+
+
+def test_a_difference_that_is_not_significant_is_never_called_no_difference():
+    texts = []
+    for differences in (NOISE, JITTER, JITTER - 0.05, JITTER + 0.05, NOISE[:2]):
+        control = REWIND_0[: len(differences)]
+        test = compare_seeds(control + differences, control)
+        assert test.outcome in OUTCOMES
+        premise = compare_seeds(REWIND_K, REWIND_0)
+        texts += [test.describe(), paper_verdict(premise, test, "lower"), premise_verdict(test)]
+    assert not any("no difference" in text or "costs nothing" in text for text in texts)
+    assert compare_seeds(REWIND_0 + NOISE, REWIND_0).describe().startswith("undecided")
+
+
+def test_t_tests_and_tost_match_the_formulas_and_the_interval():
+    differences = np.array([0.004, -0.002, 0.006, 0.001, -0.003, 0.002])
+    test = compare_seeds(REWIND_0 + differences, REWIND_0)
+    count, mean = len(differences), differences.mean()
+    error = differences.std(ddof=1) / math.sqrt(count)
+    t = scipy.stats.t(count - 1)
+    half = t.ppf(1 - LEVEL) * error
+    assert test.interval_low == pytest.approx(mean - half) and test.interval_high == pytest.approx(mean + half)
+    assert test.p_lower == pytest.approx(t.cdf(mean / error)) and test.p_higher == pytest.approx(t.sf(mean / error))
+    tost = max(t.sf((mean + EQUIVALENCE_MARGIN) / error), t.cdf((mean - EQUIVALENCE_MARGIN) / error))
+    assert test.p_equivalent == pytest.approx(tost)
+    # TOST at LEVEL and the (1 - 2 LEVEL) interval inside the margin are one decision: move the margin across the interval's edge.
+    edge = max(abs(test.interval_low), abs(test.interval_high))
+    assert compare_seeds(REWIND_0 + differences, REWIND_0, margin=edge * 1.01).outcome == "equivalent"
+    assert compare_seeds(REWIND_0 + differences, REWIND_0, margin=edge * 0.99).outcome != "equivalent"
+    # More seeds of the same kind of noise can only make equivalence easier to show.
+    assert compare_seeds(np.tile(REWIND_0 + differences, 3), np.tile(REWIND_0, 3)).p_equivalent < test.p_equivalent
+
+
+def test_identical_differences_have_an_exact_verdict_and_bad_margins_are_refused():
+    same = compare_seeds([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
+    assert same.outcome == "equivalent" and (same.p_lower, same.p_higher, same.p_equivalent) == (1.0, 1.0, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy warns of cancellation on differences equal up to float rounding
+        worse = compare_seeds([0.45, 0.55, 0.65], [0.5, 0.6, 0.7])
+    assert worse.outcome == "lower" and worse.interval_low == pytest.approx(-0.05) == worse.interval_high
+    with pytest.raises(ValueError, match="equivalence margin must be a positive number, got -0.01"):
+        compare_seeds([0.5, 0.6, 0.7], [0.5, 0.6, 0.7], margin=-0.01)
+    with pytest.raises(ValueError, match="paper direction must be 'lower', 'higher' or '', got 'worse'"):
+        paper_verdict(worse, worse, "worse")
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "paper_figures" / "early_phase.csv"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "early_phase.md"
+
+
+def test_what_the_docs_say_in_words_is_what_the_committed_figure_shows():
+    """docs/early_phase.md states the rule's constants and the committed figure's readings in words (its numbers are in summary.md)."""
+    docs = " ".join(DOCS.read_text().split())
+    assert f"`EQUIVALENCE_MARGIN` = {EQUIVALENCE_MARGIN} test accuracy" in docs and f"fewer than `MIN_SEEDS` ({MIN_SEEDS}) seeds" in docs
+    table = pd.read_csv(COMMITTED)
+    full = table[table["full_experiment"].astype(bool)]
+    panel = panel_of(table, full, "perturbation", {}, "(b) perturbed at iteration k")
+    premise = premise_comparison(panel)
+    assert panel.rewind_step == 64 and not premise_holds(premise)
+    assert "at this scale rewinding to k = 64 does not beat rewinding to 0, so the premise does not hold" in docs
+    for variant in ("reinit", "shuffle"):  # "Destroying the signs (random reinit, shuffle) still loses accuracy"
+        assert compare(panel.treated[variant][1], panel.rewound).outcome == "lower", variant
+    assert all(row.endswith("| not tested: the premise does not hold at this scale |") for row in comparison_rows(panel, premise)[1:5])
+
+
+def test_the_figure_reads_the_perturbations_only_under_its_premise():
+    """The figure's table from a synthetic CSV: the premise row first; rows against the paper only where it holds."""
+
+    def table(rewind_k):
+        rows = []
+        for seed in range(6):
+            for experiment_name, variant, value in (
+                ("imp", "rewind k=0", REWIND_0[seed]),
+                ("imp", "rewind k=64", rewind_k[seed]),
+                ("perturbation", "reinit_signs", rewind_k[seed] + JITTER[::-1][seed]),
+                ("perturbation", "shuffle", rewind_k[seed] - 0.05 + JITTER[seed]),
+            ):
+                rows.append(
+                    {
+                        "experiment": experiment_name,
+                        "variant": variant,
+                        "rewind_step": 64,
+                        "round": 3,
+                        "sparsity": 0.875,
+                        "value": value,
+                        "seed": seed,
+                        "full_experiment": True,
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    for rewind_k, holds in ((REWIND_K, True), (REWIND_0 + JITTER, False)):
+        data = table(rewind_k)
+        panel = panel_of(data, data, "perturbation", {"reinit_signs": "reinit, signs kept", "shuffle": "shuffle in layer"}, "(b) x")
+        premise = premise_comparison(panel)
+        rows = comparison_rows(panel, premise)
+        assert rows[0].startswith("| rewind k=64 - rewind k=0 (the premise) | 6 |") and len(rows) == 3
+        assert PAPER_DIRECTION["reinit_signs"] == PAPER_DIRECTION["shuffle"] == "lower"
+        if holds:
+            assert rows[1].endswith("| against the paper: equivalent within +-0.010, the paper finds it lower |")
+            assert rows[2].endswith("| as the paper |")
+        else:
+            assert all(row.endswith("| not tested: the premise does not hold at this scale |") for row in rows[1:])
+
+
+# --- every field of an experiment names its runs ---------------------------------------------------
+
+DEFAULT_EXPERIMENT = ExperimentConfig(base=BASE)
+EXPERIMENT_LAST = 1000  # the defaults rewind to 500: a dense run longer than that
+CHANGED = {  # one valid non-default value per field (base: another seed of the dense run)
+    "base": BASE.replace(training=dataclasses.replace(BASE.training, seed=1)),
+    "rewind_steps": (0, 250, 500),
+    "rounds": 11,
+    "prune_fraction": 0.3,
+    "perturbations": ("reinit", "shuffle"),
+    "perturbation_rewind_step": 0,
+    "perturbation_rounds": (6,),
+    "tasks": ("blur",),
+    "pretrain_steps": 0,
+    "data_rounds": (6,),
+    "statistics_examples": 256,
+    "prune_output_layer": False,
+}
+NAMES_NO_RUN = {"statistics_examples"}  # picks the batch the statistics are recomputed on from stored snapshots
+
+
+def derived_runs(experiment) -> list[tuple]:
+    return [
+        (run.experiment, run.variant, run.rewind_step, run.round, run.config.hash())
+        for run in early_phase.experiment_runs(experiment, EXPERIMENT_LAST)
+    ]
+
+
+def test_every_field_of_an_experiment_changes_the_runs_it_derives():
+    assert set(CHANGED) == {spec.name for spec in dataclasses.fields(ExperimentConfig)}  # a new field needs its entry here
+    before = derived_runs(DEFAULT_EXPERIMENT)
+    for name, value in CHANGED.items():
+        assert value != getattr(DEFAULT_EXPERIMENT, name), name
+        after = derived_runs(dataclasses.replace(DEFAULT_EXPERIMENT, **{name: value}))
+        if name in NAMES_NO_RUN:
+            assert after == before, name
+        else:
+            assert after != before, name
+    # Another dense run (here: another seed) renames every run derived from it.
+    reseeded = derived_runs(dataclasses.replace(DEFAULT_EXPERIMENT, base=CHANGED["base"]))
+    assert not {row[-1] for row in reseeded} & {row[-1] for row in before}
+
+
+def test_every_lineage_field_an_experiment_sets_enters_its_runs_hash():
+    seed = 3
+    experiment = dataclasses.replace(
+        DEFAULT_EXPERIMENT,
+        base=BASE.replace(training=dataclasses.replace(BASE.training, seed=seed)),
+        prune_fraction=0.5,
+        prune_output_layer=False,
+    )
+    runs = early_phase.experiment_runs(experiment, EXPERIMENT_LAST)
+    # Each seed draws its own perturbation.
+    assert {run.config.lineage.perturbation_seed for run in runs if run.experiment == "perturbation"} == {seed}
+    default, checked = LineageConfig(), set()
+    for run in runs:
+        lineage = run.config.lineage
+        for spec in dataclasses.fields(LineageConfig):
+            if getattr(lineage, spec.name) != getattr(default, spec.name):
+                reset = run.config.replace(lineage=dataclasses.replace(lineage, **{spec.name: getattr(default, spec.name)}))
+                assert reset.hash() != run.config.hash(), f"{spec.name} of {run.variant} round {run.round} does not name its run"
+                checked.add(spec.name)
+    assert checked == {spec.name for spec in dataclasses.fields(LineageConfig)}  # every lineage field was set somewhere

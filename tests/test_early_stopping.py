@@ -44,7 +44,7 @@ def test_one_seed_gives_a_binomial_interval():
     half = 1.96 * math.sqrt(0.70 * 0.30 / 2000 + 0.72 * 0.28 / 2000)
     assert result["monitor_minus_final"] == pytest.approx(-0.02)
     assert (result["monitor_minus_final_low"], result["monitor_minus_final_high"]) == pytest.approx((-0.02 - half, -0.02 + half))
-    assert reading(result["monitor_minus_final_low"], result["monitor_minus_final_high"], 1) == "no detectable difference"
+    assert reading(result["monitor_minus_final_low"], result["monitor_minus_final_high"], 1) == "undecided (interval includes 0)"
 
 
 def test_an_undecided_monitor_keeps_the_final_checkpoint_and_saves_nothing():

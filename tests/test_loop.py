@@ -1,21 +1,22 @@
 """The compiled multi-step loop of kphases.training against its one-call-per-step twin, and augmentation.
 
-`train(steps_per_call=1)` is the loop as it was before steps were compiled together (host gather,
-one Python call per step); it gave bitwise the same weights as the previous release on the three
-configs below. Every comparison here is bitwise: weights of every snapshot and every metric.
+`train(steps_per_call=1)` gathers each batch on the host and makes one Python call per step, the
+Keras guide's loop. Every comparison here is bitwise: weights of every snapshot and every metric.
 """
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import kphases.training as training_module
+import kphases.placement as placement
 from kphases import early_phase
+from kphases.augmentation import augment_batch, crop_and_flip, pad_value
 from kphases.config import DataConfig, LineageConfig, ModelConfig, RunConfig, ScheduleConfig, TrainingConfig, profile
 from kphases.data import load_dataset, preprocess
 from kphases.models import build_model
 from kphases.store import Run
-from kphases.training import TrainingError, augment_batch, call_points, crop_and_flip, make_plan, pad_value, train
+from kphases.tensorboard import read_scalars
+from kphases.training import TrainingError, call_points, make_plan, train
 
 # 200 digits at batch 32: 7 iterations per epoch, the last one of 8 examples; two learning-rate drops.
 DECAYED = RunConfig(
@@ -52,7 +53,7 @@ def test_compiled_loop_equals_the_per_step_loop_bitwise(tmp_path, config):
 
 def test_streamed_data_equals_data_on_the_device(tmp_path, monkeypatch):
     on_device = train(DECAYED, runs_dir=tmp_path / "device", progress=False)
-    monkeypatch.setattr(training_module, "DEVICE_DATA_MAX_BYTES", 0)
+    monkeypatch.setattr(placement, "DEVICE_DATA_MAX_BYTES", 0)
     streamed = train(DECAYED, runs_dir=tmp_path / "streamed", progress=False)
     assert_same_runs(on_device, streamed)
 
@@ -95,6 +96,20 @@ def test_nan_loss_names_the_same_step_in_both_loops(tmp_path):
             train(exploding, runs_dir=tmp_path / str(steps_per_call), progress=False, steps_per_call=steps_per_call)
         messages.append(str(error.value).split(" of run ")[0])
     assert messages[0] == messages[1]
+
+
+def test_the_first_non_finite_loss_stops_training_naming_its_step_and_nothing_after_is_logged(tmp_path):
+    def poison(run, step, model, optimizer):
+        bias = model.trainable_variables[-1]  # the head's: every logit NaN (a ReLU could swallow an earlier NaN)
+        bias.assign(tf.fill(bias.shape, float("nan")))
+
+    poison.steps = (2,)  # steps 2 and 3 run in one compiled call: both losses are NaN, step 2 is named
+    for steps_per_call in (64, 1):
+        runs = tmp_path / str(steps_per_call)
+        with pytest.raises(TrainingError, match=r"^loss is nan at step 2 of run "):
+            train(DECAYED, runs_dir=runs, progress=False, callbacks=[poison], steps_per_call=steps_per_call, tensorboard=True)
+        (directory,) = runs.iterdir()
+        assert sorted(read_scalars(directory / "tensorboard" / "train")["loss"]) == [0, 1]
 
 
 def test_call_points_cover_snapshots_checkpoints_milestones_and_epoch_ends():

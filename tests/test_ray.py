@@ -1,6 +1,6 @@
 """The smoke graph of two figures on a local 2-CPU Ray cluster, against the same figures run serially.
 
-One Ray execution (module fixture) with two workers killed mid-training (`kphases.cluster.Fault`:
+One Ray execution (module fixture) with two workers killed mid-training (`_train_task_killed_once`:
 `os._exit` at step 8 on the first attempt): the `layers` run (it has a checkpoint at step 8) and
 one IMP round of `early_phase` (its only checkpoint is its start, the rewind step). `layers` is the
 one training figure: its closed-form decoders are the cells most sensitive to how a worker computes
@@ -11,6 +11,7 @@ reads this one execution, and `kphases measure --ray` reuses the same cluster an
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -18,13 +19,44 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from kphases.cluster import Fault  # noqa: E402
+from kphases import cluster  # noqa: E402
 from kphases.store import Run, sha256_file  # noqa: E402
 from reproduce import all as reproduce_all  # noqa: E402
 
 pytestmark = pytest.mark.slow
 FIGURES = "layers,early_phase"
 ARGS = ["--profile", "smoke", "--figures", FIGURES, "--no-progress"]
+
+
+def _train_task_killed_once(kills: dict[str, tuple[int, str]]):
+    """A stand-in for `cluster.train_task` whose worker exits hard at a step of a node's training, on the first attempt.
+
+    `kills`: node key -> (step, marker path). The worker calls `os._exit` at that step (after its snapshot
+    and checkpoint are written), as a killed process or a lost node would end; the marker file written
+    just before lets the retry run through. Defined inside this function, the stand-in is sent to the
+    workers by value (cloudpickle), so the workers need not import this test module.
+    """
+
+    def train_task(node, *args):
+        from kphases import cluster as worker_cluster  # the worker's own module, which the driver's patch does not reach
+
+        if node.key not in kills:
+            return worker_cluster.train_task(node, *args)
+        kill_step, marker = kills[node.key]
+        train_lineage = worker_cluster.train_lineage
+
+        def exit_once(run, step, *model_and_optimizer):
+            if step == kill_step and not os.path.exists(marker):
+                Path(marker).write_text(f"{node.key} exited at step {step}\n")
+                os._exit(1)
+
+        worker_cluster.train_lineage = lambda *positional, **keywords: train_lineage(*positional, callbacks=[exit_once], **keywords)
+        try:
+            return worker_cluster.train_task(node, *args)
+        finally:
+            worker_cluster.train_lineage = train_lineage  # the worker runs other tasks after this one
+
+    return train_task
 
 
 def _graph(options_args):
@@ -39,8 +71,6 @@ def _graph(options_args):
 @pytest.fixture(scope="module")
 def local_cluster():
     """The module's local 2-CPU cluster; `--ray` and `measure --ray` join it, so its workers (TensorFlow imported) are reused."""
-    from kphases import cluster
-
     cluster.connect("local", num_cpus=2)
     yield
     ray.shutdown()
@@ -65,14 +95,13 @@ def executions(tmp_path_factory, local_cluster, smoke_output):
         and node.config.lineage.rewind_step == 4
     )
     journal = root / "journal.jsonl"
-    faults = (Fault(layers_run.key, 8, str(root / "killed-layers")), Fault(imp_round.key, 8, str(root / "killed-imp")))
-
-    from kphases import cluster
+    kills = {layers_run.key: (8, str(root / "killed-layers")), imp_round.key: (8, str(root / "killed-imp"))}
 
     real_execute = cluster.execute
     ray_out, ray_runs = root / "ray" / "out", root / "ray" / "runs"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cluster, "execute", lambda *args, **kwargs: real_execute(*args, **kwargs, journal=journal, faults=faults))
+        patch.setattr(cluster, "execute", lambda *args, **kwargs: real_execute(*args, **kwargs, journal=journal))
+        patch.setattr(cluster, "train_task", _train_task_killed_once(kills))
         reproduce_all.main([*ARGS, "--out", str(ray_out), "--runs-dir", str(ray_runs), "--ray"])
     # Drawn again from the store alone: a cell the graph missed is an error here, not computed on the driver.
     plot_only_out = root / "ray" / "plot-only"
@@ -85,7 +114,7 @@ def executions(tmp_path_factory, local_cluster, smoke_output):
         "graph": graph,
         "attempts": attempts,
         "killed": (layers_run, imp_round),
-        "markers": [Path(fault.marker) for fault in faults],
+        "markers": [Path(marker) for _, marker in kills.values()],
     }
 
 

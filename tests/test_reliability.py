@@ -181,8 +181,6 @@ def test_nan_images_are_named_at_load_not_blamed_on_the_learning_rate():
     "change",
     [
         {"model": ModelConfig(architecture="vgg99", width=0.125)},
-        {"model": ModelConfig(architecture="vgg8", width=0.0)},
-        {"training": TrainingConfig(duration="8it", batch_size=0)},
         {"training": TrainingConfig(duration="8it", lr_milestones=("9it",))},
         {"schedule": ScheduleConfig(kind="explicit", steps=(0, 4, 100))},
     ],

@@ -10,8 +10,9 @@ import pytest
 
 from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, profile
 from kphases.models import build_model
+from kphases.placement import batch_indices
 from kphases.store import CorruptSnapshotError, Run
-from kphases.training import TrainingError, batch_indices, make_plan, train
+from kphases.training import TrainingError, make_plan, train
 
 TINY = RunConfig(
     data=DataConfig(name="digits", source="embedded", train_size=200, test_size=60),
