@@ -1,13 +1,13 @@
 """Measure every snapshot of a run: reconstruction, linear probe and transfer heads, per probe point.
 
-The paper's instrument (PROTOCOL.md section 1, "What is measured at each point"): at each
+The paper's instrument (docs/protocol.md, "What is measured at each snapshot"): at each
 snapshot, on the frozen network, features of a layer are extracted for the train and test split,
 and from scratch each time
 - decoders reconstruct the normalised input (`kphases.decoders`: linear, linear_exact, cladec),
 - a linear probe predicts the class (`kphases.probes`),
 - linear transfer heads predict a target task: `color_dominance` (RGB images only) and
   `dataset_switch` (another dataset's images through the same network).
-Asked for with `metrics=("mutual_information",)` (issue 7, the information-bottleneck lens), the
+Asked for with `metrics=("mutual_information",)` (the information-bottleneck lens), the
 cells `binning:<bins>` and `kde:<noise variance>` (and `kde_relative:<ratio>` with
 `mi_relative_noise`) add I(X;T) and I(T;Y) in bits (rows `mi_x_t`,
 `mi_t_y`) on a stratified subset of the test split (`kphases.information`).
@@ -20,27 +20,29 @@ How each number was measured is stored next to it, as columns of `<run>/measurem
 seed): a cell is (step, layer, bn_stats, instrument, protocol). Finished cells are never
 recomputed; an interrupted measurement resumes at the first missing cell; asking for another
 layer, decoder or BatchNorm mode computes only what is missing. Rows are written atomically after
-every (snapshot, BatchNorm mode, layer) group.
+every (snapshot, BatchNorm mode, layer) group; the run store (`kphases.store`) names, writes and
+checks every file, the per-image errors of decoder cells included. TensorFlow's op determinism is
+on while measuring, so a measurement gives the same bits in any process.
 
 BatchNorm mode `batch` is the authors' protocol (each batch of 128 normalised with its own
-statistics; see PROTOCOL.md for why) and the default when reproducing their numbers; `stored`
-and `recalibrated` are the controls. No mode changes a stored snapshot.
+statistics; docs/protocol.md, "What is measured at each snapshot", says why) and the default when
+reproducing their numbers; `stored` and `recalibrated` are the controls. No mode changes a stored
+snapshot.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from kphases.config import MeasureConfig
 from kphases.data import Dataset, load_dataset, stratified_subset
@@ -51,7 +53,7 @@ from kphases.models import build_model, probe_points
 from kphases.probes import ProbeSettings, color_dominance_labels, train_linear_head
 
 # Reading, appending and locking measurements.csv is the store's (kphases.store); re-exported for callers.
-from kphases.store import MEASUREMENT_COLUMNS, Run, atomic_path, done_cells, ensure_free_space, read_measurements
+from kphases.store import MEASUREMENT_COLUMNS, Run, done_cells, read_measurements
 
 CELL_COLUMNS = ["step", "layer", "bn_stats", "instrument", "protocol", "metric", "split"]  # one row of a cell
 TRANSFER_TASKS = ("color_dominance", "dataset_switch")
@@ -59,7 +61,7 @@ TRANSFER_TASKS = ("color_dominance", "dataset_switch")
 # binning:<bins>, kde:<noise variance> (and kde_relative:<ratio>) with rows mi_x_t and mi_t_y in bits.
 EXTRA_METRICS = ("mutual_information",)
 INFORMATION_PREFIXES = ("binning:", "kde:", "kde_relative:")  # instrument names of the mutual-information cells
-# Source dataset -> the dataset-switch target (PROTOCOL.md), per data source. The embedded pair
+# Source dataset -> the dataset-switch target (docs/protocol.md, "What is measured at each snapshot"), per data source. The embedded pair
 # (MNIST <-> scikit-learn digits) lets the quick profile run the study offline with no data directory.
 SWITCH_PAIRS = {
     "embedded": {"mnist": "digits", "digits": "mnist"},
@@ -198,6 +200,38 @@ def _run_dataset(run: Run, data_dir: str | os.PathLike | None) -> Dataset:
     return load_dataset(run.config.data, data_dir)
 
 
+def enable_op_determinism() -> None:
+    """TensorFlow's op determinism, switched on before any number is measured: a measurement then has
+    the same bits in any process, whether that process trained the run (training switches it on) or
+    only measures it (a resumed measurement, a figure, the monitor)."""
+    tf.config.experimental.enable_op_determinism()
+
+
+@dataclass
+class _Setup:
+    """Everything the cells of one measure call are computed with."""
+
+    model: keras.Model
+    splits: _Splits
+    target: tuple[str, _Splits] | None
+    decoders: DecoderSettings
+    heads: ProbeSettings
+    cells: list[_Cell]
+    information: InformationSettings | None
+    num_classes: int
+    seed: int
+
+
+@dataclass
+class _Group:
+    """The missing cells of one (snapshot step, BatchNorm mode, layer): features are extracted once for them."""
+
+    step: int
+    mode: str
+    layer: str
+    todo: list[_Cell]
+
+
 def measure(
     run: Run | str | os.PathLike,
     config: MeasureConfig = MeasureConfig(),
@@ -227,6 +261,9 @@ def measure(
 
     `compute_missing=False` only reads: a cell that is not measured yet is an error naming it
     (`reproduce --plot-only` uses this to draw from a run directory other workers filled).
+    Otherwise the missing cells are measured, one snapshot step at a time under the step's lock
+    (`Run.measuring_lock`), so two measurers of one run measure each cell once; a decoder cell whose
+    per-image file is missing or does not match its record is measured again.
 
     `dataset` (already loaded from the run's data config) avoids loading the data twice; a run of a
     user's model (`kphases.SnapshotCallback`) stores no data and needs it (`kphases.measure(run_dir,
@@ -236,7 +273,42 @@ def measure(
     `tensorboard`: True also writes every new row as a TensorBoard scalar under `<run>/tensorboard/measure`
     (tag `<metric>/<layer>/<instrument>/<bn_stats>/<split>`), a directory to `<directory>/<run hash>/measure`.
     """
+    enable_op_determinism()
     run = run if isinstance(run, Run) else Run.open(run, runs_dir)
+    steps = _steps_to_measure(run, config, log, partial_verdicts)
+    dataset = dataset or _run_dataset(run, data_dir)
+    setup = _set_up(run, config, dataset, data_dir, custom_objects)
+    requested = {
+        (step, layer, mode, cell.instrument, cell.protocol)
+        for step in steps
+        for mode in config.bn_stats
+        for layer in config.layers
+        for cell in setup.cells
+    }
+    rows = rows or MeasurementRows()
+    frame = rows.read(run)
+    work = _missing(run, frame, steps, config, setup.cells, log if compute_missing else None)
+    if work and not compute_missing:
+        raise MissingMeasurementError(
+            f"run {run.directory}: {sum(len(group.todo) for group in work)} requested cells are not measured yet, the first "
+            f"(step {work[0].step}, layer {work[0].layer}, bn_stats {work[0].mode}, instrument {work[0].todo[0].instrument}); "
+            f"measure them first (python -m kphases measure {run.directory})"
+        )
+    if not work:
+        log(f"run {run.name}: every requested cell is already measured ({len(frame)} rows in {run.measurements_path})")
+        return _only(frame, requested) if requested_only else frame
+    _measure_missing(run, config, setup, rows, work, progress, tensorboard)
+    frame = rows.read(run)
+    # The summary's verdicts are the layer above (kphases.verdict_tables reads this module's per-image
+    # errors); imported here, at the one place measurement hands its result to people.
+    from kphases.verdict_tables import summary_table
+
+    log(summary_table(run, frame, verdicts=partial_verdicts or run.complete))
+    return _only(frame, requested) if requested_only else frame
+
+
+def _steps_to_measure(run: Run, config: MeasureConfig, log, partial_verdicts: bool) -> list[int]:
+    """The snapshot steps `config` asks for (all the run has if none), each checked to exist; says so if the run is partial."""
     available = run.snapshot_steps()
     if not available:
         raise ValueError(f"run {run.directory} has no snapshots yet; train it first (python -m kphases train)")
@@ -255,117 +327,108 @@ def measure(
                 else "no phase verdicts until it is complete (--partial-verdicts, or partial_verdicts=True, to see them)"
             )
         )
-    dataset = dataset or _run_dataset(run, data_dir)
+    return steps
+
+
+def _set_up(run: Run, config: MeasureConfig, dataset: Dataset, data_dir, custom_objects: dict | None) -> _Setup:
+    """The network, the splits, the dataset-switch target and the cells of `config`, every name checked first."""
     model, valid_layers = run_model(run, dataset, custom_objects)
     transfers = check_config(config, model, dataset, valid_layers)
     splits = _measurement_splits(dataset, config.train_size, config.test_size, config.seed)
     target = None
     if "dataset_switch" in transfers:
         target_name = switch_target(dataset, config)
-        target_config = dataclasses.replace(run.config.data, name=target_name)
-        target_data = load_dataset(target_config, data_dir)
+        target_data = load_dataset(dataclasses.replace(run.config.data, name=target_name), data_dir)
         if target_data.image_shape != dataset.image_shape:
             raise ValueError(
                 f"dataset_switch target {target_name} has images {target_data.image_shape}, the network takes {dataset.image_shape}"
             )
         target = (target_name, _measurement_splits(target_data, config.train_size, config.test_size, config.seed))
-
     decoders, heads = decoder_settings(config), probe_settings(config)
-    cells: list[_Cell] = [_Cell(kind, _protocol(kind, decoders, splits.description, config.seed)) for kind in config.decoders]
+    information = None
+    if "mutual_information" in config.metrics:
+        information = InformationSettings(config.mi_bins, config.mi_noise_variance, config.mi_samples, config.mi_relative_noise)
+    cells = _cells(config, splits, target, transfers, decoders, heads, information)
+    return _Setup(model, splits, target, decoders, heads, cells, information, dataset.num_classes, config.seed)
+
+
+def _cells(config: MeasureConfig, splits: _Splits, target, transfers, decoders, heads, information) -> list[_Cell]:
+    """Every instrument `config` asks for, with the protocol hash that names its cells."""
+    cells = [_Cell(kind, _protocol(kind, decoders, splits.description, config.seed)) for kind in config.decoders]
     if config.probe:
         cells.append(_Cell("probe", _protocol("probe", heads, splits.description)))
     for task in transfers:
         description = target[1].description if task == "dataset_switch" else splits.description
         instrument = f"dataset_switch:{target[0]}" if task == "dataset_switch" else task
         cells.append(_Cell(instrument, _protocol(instrument, heads, splits.description, description)))
-    information = None
-    if "mutual_information" in config.metrics:
-        information = InformationSettings(config.mi_bins, config.mi_noise_variance, config.mi_samples, config.mi_relative_noise)
+    if information is not None:
         instruments = [f"binning:{information.bins}", f"kde:{information.noise_variance:g}"]
         if information.relative_noise is not None:
             instruments.append(f"kde_relative:{information.relative_noise:g}")
         for instrument in instruments:
             cells.append(_Cell(instrument, _protocol(instrument, information.samples, splits.description, config.seed)))
+    return cells
 
-    rows = rows or MeasurementRows()
-    frame = rows.read(run)
+
+def _missing(run: Run, frame: pd.DataFrame, steps: list[int], config: MeasureConfig, cells: list[_Cell], log=None) -> list[_Group]:
+    """The groups of cells still to measure: cells without rows and, when `log` is given, decoder cells whose
+    per-image file is damaged (said in one line each, and measured again)."""
     done = done_cells(frame)
-    requested = {
-        (step, layer, mode, cell.instrument, cell.protocol)
-        for step in steps
-        for mode in config.bn_stats
-        for layer in config.layers
-        for cell in cells
-    }
-    work = [
-        (step, mode, layer, [cell for cell in cells if (step, layer, mode, cell.instrument, cell.protocol) not in done])
-        for step in steps
-        for mode in config.bn_stats
-        for layer in config.layers
-    ]
-    work = [item for item in work if item[3]]
-    if work and not compute_missing:
-        step, mode, layer, todo = work[0]
-        raise MissingMeasurementError(
-            f"run {run.directory}: {sum(len(item[3]) for item in work)} requested cells are not measured yet, the first "
-            f"(step {step}, layer {layer}, bn_stats {mode}, instrument {todo[0].instrument}); measure them first "
-            f"(python -m kphases measure {run.directory})"
-        )
-    if not work:
-        log(f"run {run.name}: every requested cell is already measured ({len(frame)} rows in {run.measurements_path})")
-        return _only(frame, requested) if requested_only else frame
+    work = []
+    for step in steps:
+        for mode in config.bn_stats:
+            for layer in config.layers:
+                todo = [cell for cell in cells if not _is_done(run, done, (step, layer, mode, cell.instrument, cell.protocol), log)]
+                if todo:
+                    work.append(_Group(step, mode, layer, todo))
+    return work
 
+
+def _is_done(run: Run, done: set[tuple], key: tuple, log) -> bool:
+    if key not in done:
+        return False
+    if log is None or key[3] not in DECODER_KINDS:
+        return True
+    problem = run.per_image_errors_problem(*key)
+    if problem is not None:
+        log(f"{run.per_image_errors_path(*key)} {problem}: measuring its cell again")
+    return problem is None
+
+
+def _measure_missing(run: Run, config: MeasureConfig, setup: _Setup, rows: "MeasurementRows", work: list[_Group], progress, tensorboard):
+    """Measure the groups of `work`, one snapshot step at a time under that step's lock; a group another
+    process measured meanwhile is skipped (the rows are read again under the lock)."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(len(item[3]) for item in work), desc=f"measure {run.name}", unit="cell", dynamic_ncols=True)
-    loaded_step, calibrated = None, {}
-    for step, mode, layer, todo in work:
-        if loaded_step != step:
-            run.load_snapshot(model, step)
-            loaded_step, calibrated = step, {}
-        network = model
-        if mode == "recalibrated":
-            if "model" not in calibrated:
-                calibrated["model"] = recalibrate_batchnorm(model, splits.x_train)
-            network = calibrated["model"]
-        extract_mode = "stored" if mode == "recalibrated" else mode
-        new = _measure_group(
-            run,
-            step,
-            layer,
-            mode,
-            network,
-            extract_mode,
-            todo,
-            splits,
-            target,
-            decoders,
-            heads,
-            config.seed,
-            dataset.num_classes,
-            bar,
-            information,
-        )
-        rows.append(run, pd.DataFrame(new, columns=list(MEASUREMENT_COLUMNS)))
-        # --- TensorBoard hook: the new rows as scalars under <run>/tensorboard/measure (kphases.tensorboard) ---
-        if tensorboard:
-            from kphases.tensorboard import write_measurements
+        bar = tqdm(total=sum(len(group.todo) for group in work), desc=f"measure {run.name}", unit="cell", dynamic_ncols=True)
+    for step in dict.fromkeys(group.step for group in work):
+        with run.measuring_lock(step):
+            groups = _missing(run, rows.read(run), [step], config, setup.cells, log=lambda text: None)
+            if bar is not None:
+                bar.update(sum(len(g.todo) for g in work if g.step == step) - sum(len(g.todo) for g in groups))
+            if groups:
+                run.load_snapshot(setup.model, step)
+            calibrated = None
+            for group in groups:
+                network = setup.model
+                if group.mode == "recalibrated":
+                    if calibrated is None:  # once per snapshot, for all its layers
+                        calibrated = recalibrate_batchnorm(setup.model, setup.splits.x_train)
+                    network = calibrated
+                new = _measure_group(run, group, network, setup, bar)
+                rows.append(run, pd.DataFrame(new, columns=list(MEASUREMENT_COLUMNS)))
+                # --- TensorBoard hook: the new rows as scalars under <run>/tensorboard/measure (kphases.tensorboard) ---
+                if tensorboard:
+                    from kphases.tensorboard import write_measurements
 
-            write_measurements(run, new, tensorboard)
-        # --- end of TensorBoard hook ---
-        if bar is not None:
-            bar.set_postfix(step=step, layer=layer)
+                    write_measurements(run, new, tensorboard)
+                # --- end of TensorBoard hook ---
+                if bar is not None:
+                    bar.set_postfix(step=step, layer=group.layer)
     if bar is not None:
         bar.close()
-    frame = rows.read(run)
-    # The summary's verdicts are the layer above (kphases.verdict_tables, which reads this module's
-    # per-image errors); imported here, at the one place measurement hands its result to people.
-    from kphases.verdict_tables import summary_table
-
-    log(summary_table(run, frame, verdicts=partial_verdicts or run.complete))
-    return _only(frame, requested) if requested_only else frame
 
 
 def _only(frame: pd.DataFrame, cells: set[tuple]) -> pd.DataFrame:
@@ -402,100 +465,99 @@ class PendingRows(MeasurementRows):
         return pd.concat(self.pending, ignore_index=True) if self.pending else pd.DataFrame(columns=list(MEASUREMENT_COLUMNS))
 
 
-def _measure_group(
-    run: Run,
-    step: int,
-    layer: str,
-    mode: str,
-    network: keras.Model,
-    extract_mode: str,
-    todo: list[_Cell],
-    splits: _Splits,
-    target,
-    decoder_settings: DecoderSettings,
-    probe_settings: ProbeSettings,
-    seed: int,
-    num_classes: int,
-    bar,
-    information: InformationSettings | None = None,
-) -> list[dict]:
-    """All missing cells of one (snapshot, BatchNorm mode, layer): features are extracted once for them."""
-    rows: list[dict] = []
+class _GroupRows:
+    """The rows one group of cells produces, each labelled with how it was measured."""
 
-    def row(metric, split, value, cell, data, update_steps=0, epochs=0):
-        rows.append(
+    def __init__(self, run: Run, group: _Group, seed: int):
+        self.run, self.group, self.seed = run, group, seed
+        self.rows: list[dict] = []
+
+    def add(self, metric: str, split: str, value, cell: _Cell, data: str, update_steps: int = 0, epochs: int = 0) -> None:
+        self.rows.append(
             {
-                "run": run.name,
-                "step": step,
-                "layer": layer,
+                "run": self.run.name,
+                "step": self.group.step,
+                "layer": self.group.layer,
                 "metric": metric,
                 "split": split,
                 "value": float(value),
                 "instrument": cell.instrument,
-                "bn_stats": mode,
+                "bn_stats": self.group.mode,
                 "update_steps": update_steps,
                 "epochs": epochs,
                 "data": data,
-                "seed": seed,
+                "seed": self.seed,
                 "protocol": cell.protocol,
             }
         )
 
-    def head_rows(prefix: str, result, cell, data) -> None:
+    def head(self, prefix: str, result, cell: _Cell, data: str) -> None:
         """A linear head's accuracy and loss on both splits, with the updates it was trained for."""
         for split in ("train", "test"):
             for quantity in ("accuracy", "loss"):
                 value = getattr(result, f"{split}_{quantity}")
-                row(f"{prefix}_{quantity}", split, value, cell, data, result.update_steps, result.epochs)
+                self.add(f"{prefix}_{quantity}", split, value, cell, data, result.update_steps, result.epochs)
 
-    data = splits.description
-    source_cells = [cell for cell in todo if not cell.instrument.startswith("dataset_switch")]
+
+def _measure_group(run: Run, group: _Group, network: keras.Model, setup: _Setup, bar) -> list[dict]:
+    """All missing cells of one (snapshot, BatchNorm mode, layer): features are extracted once for them."""
+    rows = _GroupRows(run, group, setup.seed)
+    extract_mode = "stored" if group.mode == "recalibrated" else group.mode
+    source_cells = [cell for cell in group.todo if not cell.instrument.startswith("dataset_switch")]
     if source_cells:
-        train_features = extract_features(network, layer, splits.x_train, extract_mode)
-        test_features = extract_features(network, layer, splits.x_test, extract_mode)
+        splits = setup.splits
+        train_features = extract_features(network, group.layer, splits.x_train, extract_mode)
+        test_features = extract_features(network, group.layer, splits.x_test, extract_mode)
         for cell in source_cells:
             began = time.perf_counter()
-            if cell.instrument in DECODER_KINDS:
-                result = fit_decoder(cell.instrument, train_features, splits.x_train, test_features, splits.x_test, decoder_settings)
-                # Per-image errors first: a cell whose rows exist always has its per-image file.
-                write_per_image_errors(run, step, layer, mode, cell.instrument, cell.protocol, result.test_errors_per_image)
-                fitted = (result.update_steps, result.epochs)
-                row("reconstruction_mse", "test", result.mse_per_element_test, cell, data, *fitted)
-                row("reconstruction_mse", "train", result.mse_per_element_train, cell, data, *fitted)
-                row("reconstruction_authors_scale", "test", result.authors_scale_test, cell, data, *fitted)
-                if result.ridge_penalty is not None:  # linear_ridge: the penalty GCV chose on the train split
-                    row("ridge_relative_penalty", "train", result.ridge_relative_penalty, cell, data)
-                    row("ridge_effective_parameters", "train", result.ridge_effective_parameters, cell, data)
-            elif cell.instrument.startswith(INFORMATION_PREFIXES):
-                estimate, description = _mutual_information(cell.instrument, test_features, splits, information, seed)
-                row("mi_x_t", "test", estimate.mi_x_t, cell, description)
-                row("mi_t_y", "test", estimate.mi_t_y, cell, description)
-            else:
-                if cell.instrument == "probe":
-                    train_labels, test_labels, classes = splits.y_train, splits.y_test, num_classes
-                else:  # color_dominance
-                    train_labels, test_labels, classes = color_dominance_labels(splits.x_train), color_dominance_labels(splits.x_test), 3
-                result = train_linear_head(train_features, train_labels, test_features, test_labels, classes, probe_settings)
-                head_rows("probe" if cell.instrument == "probe" else "transfer", result, cell, data)
-            row("seconds", "all", time.perf_counter() - began, cell, data)
+            _measure_source_cell(run, group, cell, (train_features, test_features), setup, rows)
+            rows.add("seconds", "all", time.perf_counter() - began, cell, splits.description)
             if bar is not None:
                 bar.update(1)
         del train_features, test_features
-    for cell in todo:
+    for cell in group.todo:
         if not cell.instrument.startswith("dataset_switch"):
             continue
         began = time.perf_counter()
-        target_splits: _Splits = target[1]
-        train_features = extract_features(network, layer, target_splits.x_train, extract_mode)
-        test_features = extract_features(network, layer, target_splits.x_test, extract_mode)
+        target_splits: _Splits = setup.target[1]
+        train_features = extract_features(network, group.layer, target_splits.x_train, extract_mode)
+        test_features = extract_features(network, group.layer, target_splits.x_test, extract_mode)
         classes = int(max(target_splits.y_train.max(), target_splits.y_test.max())) + 1
-        result = train_linear_head(train_features, target_splits.y_train, test_features, target_splits.y_test, classes, probe_settings)
-        head_rows("transfer", result, cell, target_splits.description)
-        row("seconds", "all", time.perf_counter() - began, cell, target_splits.description)
+        result = train_linear_head(train_features, target_splits.y_train, test_features, target_splits.y_test, classes, setup.heads)
+        rows.head("transfer", result, cell, target_splits.description)
+        rows.add("seconds", "all", time.perf_counter() - began, cell, target_splits.description)
         del train_features, test_features
         if bar is not None:
             bar.update(1)
-    return rows
+    return rows.rows
+
+
+def _measure_source_cell(run: Run, group: _Group, cell: _Cell, features, setup: _Setup, rows: _GroupRows) -> None:
+    """One cell on the source dataset's features: a decoder, a mutual-information estimate, or a linear head."""
+    train_features, test_features = features
+    splits, data = setup.splits, setup.splits.description
+    if cell.instrument in DECODER_KINDS:
+        result = fit_decoder(cell.instrument, train_features, splits.x_train, test_features, splits.x_test, setup.decoders)
+        # Per-image errors first: a cell whose rows exist always has its per-image file.
+        run.write_per_image_errors(group.step, group.layer, group.mode, cell.instrument, cell.protocol, result.test_errors_per_image)
+        fitted = (result.update_steps, result.epochs)
+        rows.add("reconstruction_mse", "test", result.mse_per_element_test, cell, data, *fitted)
+        rows.add("reconstruction_mse", "train", result.mse_per_element_train, cell, data, *fitted)
+        rows.add("reconstruction_authors_scale", "test", result.authors_scale_test, cell, data, *fitted)
+        if result.ridge_penalty is not None:  # linear_ridge: the penalty GCV chose on the train split
+            rows.add("ridge_relative_penalty", "train", result.ridge_relative_penalty, cell, data)
+            rows.add("ridge_effective_parameters", "train", result.ridge_effective_parameters, cell, data)
+    elif cell.instrument.startswith(INFORMATION_PREFIXES):
+        estimate, description = _mutual_information(cell.instrument, test_features, splits, setup.information, setup.seed)
+        rows.add("mi_x_t", "test", estimate.mi_x_t, cell, description)
+        rows.add("mi_t_y", "test", estimate.mi_t_y, cell, description)
+    else:
+        if cell.instrument == "probe":
+            train_labels, test_labels, classes = splits.y_train, splits.y_test, setup.num_classes
+        else:  # color_dominance
+            train_labels, test_labels, classes = color_dominance_labels(splits.x_train), color_dominance_labels(splits.x_test), 3
+        result = train_linear_head(train_features, train_labels, test_features, test_labels, classes, setup.heads)
+        rows.head("probe" if cell.instrument == "probe" else "transfer", result, cell, data)
 
 
 def _mutual_information(instrument: str, test_features: np.ndarray, splits: _Splits, information: InformationSettings, seed: int):
@@ -511,30 +573,8 @@ def _mutual_information(instrument: str, test_features: np.ndarray, splits: _Spl
     return estimate, f"{splits.description} mi_samples={len(subset)} (test)"
 
 
-# --- per-image errors: what the noise-aware phase verdicts resample (kphases.phases.phase_verdict) ---
-
-PER_IMAGE_DIRECTORY = "per_image_errors"
-
-
-def per_image_errors_path(run: Run, step: int, layer: str, bn_stats: str, instrument: str, protocol: str) -> Path:
-    """`<run>/per_image_errors/<instrument>-<protocol>/<layer>/<bn_stats>/step-<step>.npy`: float32, one
-    MSE per test image, in the measurement test split's order (the same order at every step)."""
-    from urllib.parse import quote
-
-    parts = [quote(str(part), safe="") for part in (f"{instrument}-{protocol}", layer, bn_stats)]
-    return run.directory.joinpath(PER_IMAGE_DIRECTORY, *parts, f"step-{int(step)}.npy")
-
-
-def write_per_image_errors(run: Run, step: int, layer: str, bn_stats: str, instrument: str, protocol: str, errors: np.ndarray) -> Path:
-    """Write one cell's per-image errors atomically (a reader never sees half a file)."""
-    path = per_image_errors_path(run, step, layer, bn_stats, instrument, protocol)
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(errors, dtype=np.float32))
-    # Checked before any directory is made; a disk that fills meanwhile is a NoSpaceError and leaves no temp file.
-    ensure_free_space(path.parent, buffer.getbuffer().nbytes, path.name)
-    with atomic_path(path) as temp:
-        temp.write_bytes(buffer.getvalue())
-    return path
+# --- per-image errors: what the noise-aware phase verdicts resample (kphases.phases.phase_verdict);
+# --- the store names, writes and checks their files (Run.per_image_errors_path) ---------------------
 
 
 def read_per_image_errors(
@@ -543,7 +583,8 @@ def read_per_image_errors(
     """(steps, errors of shape steps x images) of one curve, the steps measured under the protocol of its
     latest row; None when any of those steps has no per-image file (cells measured before the files existed).
 
-    Raises ValueError if the steps' files hold different numbers of images (not one paired split)."""
+    Raises DamagedFileError (naming the file) if a per-image file does not match its record, and
+    ValueError if the steps' files hold different numbers of images (not one paired split)."""
     selected = frame[
         (frame["metric"] == "reconstruction_mse")
         & (frame["split"] == "test")
@@ -561,10 +602,10 @@ def read_per_image_errors(
     latest = selected[selected["protocol"] == protocol].drop_duplicates("step", keep="last").set_index("step").sort_index()
     arrays = []
     for step, protocol in latest["protocol"].items():
-        path = per_image_errors_path(run, int(step), layer, bn_stats, instrument, str(protocol))
-        if not path.exists():
+        errors = run.read_per_image_errors_file(int(step), layer, bn_stats, instrument, str(protocol))
+        if errors is None:
             return None
-        arrays.append(np.load(path))
+        arrays.append(errors)
     sizes = sorted({len(array) for array in arrays})
     if len(sizes) != 1:
         raise ValueError(

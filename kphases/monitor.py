@@ -49,6 +49,7 @@ import numpy as np
 
 from kphases.decoders import DecoderSettings, fit_linear_ridge_decoder
 from kphases.features import BN_STATS_MODES, batchnorm_layers, extract_features
+from kphases.measurement import enable_op_determinism
 from kphases.phases import PLATEAU_MARGIN, PhaseVerdict, VerdictSettings, phase_verdict
 from kphases.schedule import doubling_schedule, is_doubling_step
 from kphases.store import atomic_path, jsonable, write_json_atomic
@@ -223,6 +224,7 @@ class Probe:
     """The monitor's measurement: features of fixed image subsets at one layer, the ridge decoder, per-image errors."""
 
     def __init__(self, settings: MonitorSettings, train_images: np.ndarray, test_images: np.ndarray):
+        enable_op_determinism()  # its numbers then have the same bits in any process, as a measurement's
         self.settings = settings
         rng = np.random.default_rng(settings.seed)
         self.train = _subset(train_images, settings.train_subset, rng, "train")

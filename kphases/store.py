@@ -5,22 +5,33 @@
         provenance.json                 data fingerprint, library versions, machine, timings
         manifest.json                   every snapshot's file, sha256 and size; the last iteration; complete?
         snapshots/step_<s>.weights.h5   the network after s updates (Model.save_weights)
-        checkpoint/                     the latest resume state: weights, optimizer variables, step
+        checkpoint/                     the latest resume state: weights, optimizer variables, step (gone once complete)
         metrics.csv                     tidy rows: step, split, metric, value (classifier, eval mode)
         measurements.csv                one row per measured number (kphases.measure), with how it was measured
+        measurements.csv.record.json    its row count, size and sha256 (and those of the version before it)
+        per_image_errors/<instrument>-<protocol>/<layer>/<bn_stats>/step-<s>.npy
+                                        one decoder cell's test error per image (float32), with its
+                                        `.record.json` (image count, size, sha256)
 
 Every file is written atomically (a temp file in the same directory, then os.replace), so a killed
-process leaves either the old file or the new one; temp files of dead writers are removed when the
-run is next opened. Files get the permissions the umask allows (a run directory can be shared).
-What is checked, and when (docs/guarantees.md says it for users):
-- every open: `config.json` hashes to the directory's name (a hand-edited config is refused);
+process leaves either the old file or the new one; temp files of dead writers, at any depth of the
+run directory, are removed when the run is next opened. Files get the permissions the umask allows
+(a run directory can be shared). What is checked, and when (docs/guarantees.md says it for users):
+- every open: `config.json` hashes to the directory's name (a hand-edited config is refused); a
+  complete run's leftover `checkpoint/` (a kill between marking it complete and removing it) is removed;
+- reading the manifest: snapshots without a `manifest.json` are refused (their checksums are lost);
 - opening a complete run for training: every snapshot in the manifest exists and matches its checksum;
 - loading a snapshot or the resume checkpoint: the file matches the sha256 recorded when it was written;
 - reading `metrics.csv` or `measurements.csv`: every row is whole and parses (a torn `metrics.csv` is
-  refused; torn measurement rows are set aside, a copy of the file is kept, and their cells are measured again);
+  refused; torn measurement rows are set aside, a copy of the file is kept, and their cells are measured
+  again); `measurements.csv` with whole rows that does not match its record (rows cut at a line end,
+  values edited) is refused;
+- reading a per-image error file: it matches its record (a damaged one is named; `measure` measures its cell again);
 - before writing weights: the disk has room for them (h5py on a full disk can crash the process),
   and any write failing for lack of space is one `NoSpaceError` naming the directory and the free space.
-Nothing stored is ever silently reused, replaced or dropped.
+Two measurers of one run take a lock per snapshot step (`.measure-step-<s>.lock`), so each cell is
+measured once; rows of a cell written again replace its old rows. Nothing stored is ever silently
+reused, replaced or dropped.
 """
 
 from __future__ import annotations
@@ -36,12 +47,15 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import filelock
 import numpy as np
 
 from kphases.config import ModelRunConfig, RunConfig
@@ -65,6 +79,8 @@ MEASUREMENT_COLUMNS = (
     "protocol",
 )
 MEASUREMENTS_FILE = "measurements.csv"
+_TEXT_COLUMNS = ("run", "layer", "metric", "split", "instrument", "bn_stats", "data", "protocol")  # read as text, never as numbers
+PER_IMAGE_DIRECTORY = "per_image_errors"
 # Fields of a measurement row that identify its cell (kphases.measurement: a cell is computed at once).
 _CELL_FIELDS = ("step", "layer", "bn_stats", "instrument", "protocol")
 FREE_SPACE_MARGIN = 1 << 20  # bytes kept free beyond a write's own size: metadata and the file system's slack
@@ -89,6 +105,10 @@ class NoSpaceError(StoreError):
 
 class DamagedFileWarning(UserWarning):
     """Rows of a measurement file were torn; they were set aside (a copy of the file is kept)."""
+
+
+class UnrecordedFileWarning(UserWarning):
+    """A results file has no record to check it against (written before records existed, or the record was deleted)."""
 
 
 def resolve_runs_dir(runs_dir: str | os.PathLike | None) -> Path:
@@ -141,7 +161,8 @@ def _is_no_space(error: BaseException) -> bool:
 # --- atomic writes and their temp files -----------------------------------------------------------
 
 _TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}(?P<suffix>\..*)?$")
-_OLD_TEMP_PATTERN = re.compile(r"^\..+\.tmp(\..*)?$")  # mkstemp names of earlier kphases versions (no writer recorded)
+# Temp names that record no host (mkstemp's `.<name>.tmp*`, a writer's `.<name>.<pid>.partial`): orphans by age only.
+_OLD_TEMP_PATTERNS = (re.compile(r"^\..+\.tmp(\..*)?$"), re.compile(r"^\..+\.\d+\.partial$"))
 
 
 @contextlib.contextmanager
@@ -181,29 +202,35 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def remove_orphan_temps(directory: Path) -> list[Path]:
-    """Delete the temp files killed writers left in `directory` and its subdirectories; return them.
+def _is_orphan(path: Path, host: str) -> bool:
+    """Whether `path` is a temp file no live writer will rename (False for any other file)."""
+    match = _TEMP_PATTERN.match(path.name)
+    if match is None and not any(pattern.match(path.name) for pattern in _OLD_TEMP_PATTERNS):
+        return False
+    if match is not None and match["host"] == host:
+        return not _process_alive(int(match["pid"]))
+    return time.time() - path.stat().st_mtime > ORPHAN_AGE_SECONDS
+
+
+def remove_orphan_temps(directory: Path, recursive: bool = True) -> list[Path]:
+    """Delete the temp files killed writers left in `directory` (and, `recursive`, at any depth below it); return them.
 
     A temp file of this host whose process is gone is an orphan; one of another host, or without a
     recorded writer, when it is older than ORPHAN_AGE_SECONDS. Live writers' files are kept.
     """
     removed = []
     host = socket.gethostname()
-    for folder in [directory, *(child for child in directory.iterdir() if child.is_dir())] if directory.is_dir() else []:
-        for path in folder.iterdir():
-            match = _TEMP_PATTERN.match(path.name)
-            if match is None and not _OLD_TEMP_PATTERN.match(path.name):
-                continue
+    for folder, _, names in os.walk(directory) if Path(directory).is_dir() else ():
+        for name in names:
+            path = Path(folder) / name
             try:
-                if match is not None and match["host"] == host:
-                    orphan = not _process_alive(int(match["pid"]))
-                else:
-                    orphan = time.time() - path.stat().st_mtime > ORPHAN_AGE_SECONDS
-                if orphan and path.is_file():
+                if _is_orphan(path, host):
                     path.unlink()
                     removed.append(path)
             except FileNotFoundError:  # its writer finished (renamed it) meanwhile
                 continue
+        if not recursive:
+            break
     return removed
 
 
@@ -215,6 +242,92 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, value: Any) -> None:
     write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+# --- records: what detects a results file cut at a line end, edited, or swapped --------------------
+
+RECORD_SUFFIX = ".record.json"
+
+
+def record_path(path: Path) -> Path:
+    """`<file>.record.json`, beside the file it describes."""
+    return path.with_name(path.name + RECORD_SUFFIX)
+
+
+def _describe(data: bytes, rows: int) -> dict[str, Any]:
+    return {"rows": rows, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(record_path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as error:
+        raise DamagedFileError(
+            f"{record_path(path)} is not a record ({error}): it was cut or edited. Delete it; {path.name} is then "
+            "read unchecked until it is next written"
+        ) from error
+    return record if isinstance(record, dict) else {}
+
+
+def _entries(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The versions a record accepts: the one written last and, for a kill between the record and its
+    file, the version before it."""
+    return [entry for entry in (record, record.get("previous")) if isinstance(entry, dict) and "sha256" in entry]
+
+
+def _accepted_entry(path: Path) -> dict[str, Any] | None:
+    """The record entry of the file now at `path` if its record accepts it (a file without a record is
+    accepted as it is, as readers accept it); None for a file that does not match its record."""
+    data = path.read_bytes()
+    record = _read_record(path)
+    if record is None:
+        return {"rows": None, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    digest = hashlib.sha256(data).hexdigest()
+    entry = next((entry for entry in _entries(record) if entry["sha256"] == digest), None)
+    return None if entry is None else {key: entry.get(key) for key in ("rows", "bytes", "sha256")}
+
+
+def write_recorded(path: Path, data: bytes, rows: int) -> None:
+    """Write `path` atomically with its record (row count, size, sha256).
+
+    The record is written first and keeps the entry of the file it replaces (if that file matched
+    its record), so a kill at any moment leaves a file its record accepts."""
+    ensure_free_space(path.parent, 2 * len(data), path.name)
+    previous = _accepted_entry(path) if path.exists() else None
+    write_json_atomic(record_path(path), {"file": path.name, **_describe(data, rows), "previous": previous})
+    try:
+        with atomic_path(path) as temp:
+            temp.write_bytes(data)
+    except Exception:
+        if not path.exists():  # a first write that failed (a full disk) leaves nothing, its record included
+            record_path(path).unlink(missing_ok=True)
+        raise
+
+
+def record_mismatch(path: Path, data: bytes, rows: int | None = None) -> str | None:
+    """None if `data` (the bytes of `path`) is a version its record accepts; else what differs, in words.
+
+    A file without a record gives an UnrecordedFileWarning and None: it can be checked only for
+    whole rows (it was written before records existed, or its record was deleted)."""
+    record = _read_record(path)
+    if record is None:
+        warnings.warn(
+            f"{path} has no record ({record_path(path).name}) to check it against: cut or edited rows cannot be detected "
+            "until it is next written",
+            UnrecordedFileWarning,
+            stacklevel=3,
+        )
+        return None
+    digest = hashlib.sha256(data).hexdigest()
+    if any(entry["sha256"] == digest for entry in _entries(record)):
+        return None
+    found = f"{rows} rows in {len(data)} bytes" if rows is not None else f"{len(data)} bytes"
+    return (
+        f"holds {found}, its record {record_path(path).name} says {record.get('rows', '?')} rows in {record.get('bytes', '?')} bytes "
+        f"(sha256 {str(record.get('sha256'))[:12]}...)"
+    )
 
 
 def jsonable(value: Any) -> Any:
@@ -234,10 +347,9 @@ def jsonable(value: Any) -> Any:
 # --- validated tables ---------------------------------------------------------------------------
 
 
-def _csv_records(path: Path) -> tuple[list[str] | None, list[tuple[int, list[str], bool]]]:
-    """(header, [(line number, fields, whole?)]) of a CSV file; `whole` is False for a last row that
+def _csv_records(text: str) -> tuple[list[str] | None, list[tuple[int, list[str], bool]]]:
+    """(header, [(line number, fields, whole?)]) of a CSV file's text; `whole` is False for a last row that
     lacks its line end (the file was cut while being written, or copied incompletely)."""
-    text = path.read_text()
     reader = csv.reader(io.StringIO(text))
     records, header = [], None
     for fields in reader:
@@ -357,9 +469,13 @@ class Run:
         return run
 
     def _opened(self) -> None:
-        """What every open does: check the config against the directory, clear dead writers' temp files."""
+        """What every open does: check the config against the directory, clear dead writers' temp files,
+        and remove the resume state a complete run no longer needs (left if a kill came between marking
+        the run complete and removing it)."""
         self.verify_identity()
         remove_orphan_temps(self.directory)
+        if self.checkpoint_dir.is_dir() and self.complete:
+            self.remove_checkpoint()
 
     def verify_identity(self) -> None:
         """StoreError unless `config.json` belongs to this directory (its hash is the name; for a
@@ -404,11 +520,6 @@ class Run:
         """Hold the run's training lock (`filelock`: an OS lock on `.train.lock`, freed when its process
         dies, so a killed trainer never blocks the next). A second process waits for it, saying who
         holds it (`.train.lock.holder`), or with `wait=False` gets a StoreError naming the holder."""
-        import socket
-        import sys
-
-        import filelock
-
         lock, holder = filelock.FileLock(self.directory / ".train.lock"), self.directory / ".train.lock.holder"
         try:
             lock.acquire(timeout=0)
@@ -431,7 +542,16 @@ class Run:
         return self.directory / "manifest.json"
 
     def manifest(self) -> dict[str, Any]:
+        """The manifest; an empty one for a run without snapshots yet. Snapshots without a manifest are a
+        StoreError: their checksums and the run's schedule are lost, and training over them would replace them."""
         if not self.manifest_path.exists():
+            stored = sorted(self.directory.glob("snapshots/step_*.weights.h5"))
+            if stored:
+                raise StoreError(
+                    f"{self.manifest_path} is missing, but {len(stored)} snapshot(s) are in {stored[0].parent} "
+                    f"({', '.join(path.name for path in stored[:3])}{', ...' if len(stored) > 3 else ''}): the manifest that records "
+                    "their checksums was deleted. Restore it from a copy, or move the run directory away and train again"
+                )
             return {"snapshots": {}, "complete": False}
         try:
             return json.loads(self.manifest_path.read_text())
@@ -477,11 +597,11 @@ class Run:
 
     def save_snapshot(self, model, step: int) -> Path:
         path = self.snapshot_path(step)
+        manifest = self.manifest()  # before the snapshot exists: a first snapshot must not look like one whose manifest was lost
         ensure_free_space(path.parent, self._weights_bytes(model), f"the snapshot at step {step}")
         with atomic_path(path, suffix=".weights.h5") as temp:
             model.save_weights(temp)
             record = {"file": str(path.relative_to(self.directory)), "sha256": sha256_file(temp), "bytes": temp.stat().st_size}
-        manifest = self.manifest()
         manifest["snapshots"][str(step)] = record
         write_json_atomic(self.manifest_path, manifest)
         return path
@@ -537,7 +657,10 @@ class Run:
                 (self.checkpoint_dir / name).unlink(missing_ok=True)
 
     def remove_checkpoint(self) -> None:
-        if self.checkpoint_dir.is_dir():
+        # Another process opening the complete run may remove it at the same moment: only what is
+        # still there after both is an error.
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        if self.checkpoint_dir.exists():
             shutil.rmtree(self.checkpoint_dir)
 
     def checkpoint_state(self) -> dict[str, Any] | None:
@@ -584,7 +707,7 @@ class Run:
         """The rows of `metrics.csv`, each checked whole: a torn or unparsable row is a DamagedFileError naming it."""
         if not self.metrics_path.exists():
             return []
-        header, records = _csv_records(self.metrics_path)
+        header, records = _csv_records(self.metrics_path.read_text())
         if header != list(METRIC_COLUMNS):
             raise DamagedFileError(
                 f"{self.metrics_path} does not start with the header {','.join(METRIC_COLUMNS)} (found {header}): "
@@ -634,41 +757,26 @@ class Run:
 
         Rows that are torn or do not parse are left out together with every row of their cell, so the
         cell counts as not measured and is measured again; the damaged file is copied aside
-        (`measurements.csv.damaged-<sha>`, once) and a DamagedFileWarning says so."""
+        (`measurements.csv.damaged-<sha>`, once) and a DamagedFileWarning says so. A file of whole rows
+        that its record (`measurements.csv.record.json`) does not accept, rows cut at a line end or values
+        edited, is a DamagedFileError: which cells lost rows cannot be told, so none of it is used."""
         import pandas as pd
 
         path = self.measurements_path
         if not path.exists():
             return pd.DataFrame(columns=list(MEASUREMENT_COLUMNS))
-        header, records = _csv_records(path)
-        width = len(MEASUREMENT_COLUMNS)
-        index = {name: position for position, name in enumerate(MEASUREMENT_COLUMNS)}
-
-        def intact(fields: list[str], whole: bool) -> bool:
-            return (
-                whole
-                and len(fields) == width
-                and _parses(fields[index["step"]], int)
-                and _parses(fields[index["value"]], float, empty_ok=True)
-                and all(fields[index[name]] for name in ("run", "layer", "metric", "split", "instrument", "bn_stats", "protocol"))
-            )
-
-        if header != list(MEASUREMENT_COLUMNS):
-            good, damaged = [], [(line, fields) for line, fields, _ in records] or [(1, header or [])]
-        else:
-            good = [fields for _, fields, whole in records if intact(fields, whole)]
-            damaged = [(line, fields) for line, fields, whole in records if not intact(fields, whole)]
+        data = path.read_bytes()
+        header, records = _csv_records(data.decode(errors="replace"))
+        good, damaged = _split_measurement_rows(header, records)
         if damaged:
-            good = _without_cells_of(good, [fields for _, fields in damaged], index)
-            aside = path.with_name(f"{path.name}.damaged-{sha256_file(path)[:12]}")
-            if not aside.exists():
-                shutil.copyfile(path, aside)
-            warnings.warn(
-                f"{path}: {len(damaged)} torn or unparsable row(s) (line(s) {[line for line, _ in damaged][:5]}); "
-                f"a copy of the file is kept as {aside.name}, and the cells of those rows will be measured again",
-                DamagedFileWarning,
-                stacklevel=2,
-            )
+            good = self._set_aside_damaged_rows(path, good, damaged)
+        else:
+            mismatch = record_mismatch(path, data, len(records))
+            if mismatch:
+                raise DamagedFileError(
+                    f"{path} {mismatch}: rows were cut or values edited after it was written, and which cells lost rows cannot "
+                    f"be told. Restore it from a copy, or move it aside (mv {path} {path}.cut) and measure the run again"
+                )
         if not good:
             return pd.DataFrame(columns=list(MEASUREMENT_COLUMNS))
         buffer = io.StringIO()
@@ -676,23 +784,89 @@ class Run:
         writer.writerow(MEASUREMENT_COLUMNS)
         writer.writerows(good)
         buffer.seek(0)
-        return pd.read_csv(buffer)
+        return pd.read_csv(buffer, dtype=dict.fromkeys(_TEXT_COLUMNS, str))
+
+    def _set_aside_damaged_rows(self, path: Path, good: list[list[str]], damaged: list[tuple[int, list[str]]]) -> list[list[str]]:
+        """`good` without the cells of the damaged rows; the file copied aside once, and a warning saying so."""
+        index = {name: position for position, name in enumerate(MEASUREMENT_COLUMNS)}
+        good = _without_cells_of(good, [fields for _, fields in damaged], index)
+        aside = path.with_name(f"{path.name}.damaged-{sha256_file(path)[:12]}")
+        if not aside.exists():
+            shutil.copyfile(path, aside)
+        warnings.warn(
+            f"{path}: {len(damaged)} torn or unparsable row(s) (line(s) {[line for line, _ in damaged][:5]}); "
+            f"a copy of the file is kept as {aside.name}, and the cells of those rows will be measured again",
+            DamagedFileWarning,
+            stacklevel=3,
+        )
+        return good
 
     def append_measurements(self, rows) -> None:
         """Add measurement rows (a DataFrame with MEASUREMENT_COLUMNS): read, extend and atomically replace
-        the file while holding its lock (`measurements.csv.lock`, an OS file lock that ends with its
-        process), so workers measuring the same run never lose each other's rows."""
+        the file and its record while holding its lock (`measurements.csv.lock`, an OS file lock that ends
+        with its process), so workers measuring the same run never lose each other's rows. The new rows
+        of a cell replace the cell's stored rows (a cell is measured at once), so no cell is stored twice."""
         import pandas as pd
-        from filelock import FileLock
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.directory / f"{MEASUREMENTS_FILE}.lock")):
+        with filelock.FileLock(str(self.directory / f"{MEASUREMENTS_FILE}.lock")):
             frame = self.read_measurements()
+            if len(frame):
+                replaced = set(cell_keys(rows))
+                frame = frame[[key not in replaced for key in cell_keys(frame)]]
             frame = pd.concat([frame, rows], ignore_index=True) if len(frame) else rows
             frame = frame.sort_values(["step", "layer", "bn_stats", "instrument", "metric", "split"], kind="stable", ignore_index=True)
             buffer = io.StringIO()
             frame.to_csv(buffer, index=False, columns=list(MEASUREMENT_COLUMNS))
-            write_text_atomic(self.measurements_path, buffer.getvalue())
+            write_recorded(self.measurements_path, buffer.getvalue().encode(), len(frame))
+
+    @contextlib.contextmanager
+    def measuring_lock(self, step: int) -> Iterator[None]:
+        """Hold the lock of one snapshot step's measurement cells (`.measure-step-<s>.lock`, an OS lock freed
+        when its process dies): a second measurer of the step waits, then finds the cells measured."""
+        with filelock.FileLock(str(self.directory / f".measure-step-{int(step)}.lock")):
+            yield
+
+    # --- per-image errors: what the noise-aware phase verdicts resample (kphases.phases.phase_verdict) ---
+    def per_image_errors_path(self, step: int, layer: str, bn_stats: str, instrument: str, protocol: str) -> Path:
+        """`<run>/per_image_errors/<instrument>-<protocol>/<layer>/<bn_stats>/step-<step>.npy`: float32, one
+        MSE per test image, in the measurement test split's order (the same order at every step)."""
+        parts = [quote(str(part), safe="") for part in (f"{instrument}-{protocol}", layer, bn_stats)]
+        return self.directory.joinpath(PER_IMAGE_DIRECTORY, *parts, f"step-{int(step)}.npy")
+
+    def write_per_image_errors(self, step: int, layer: str, bn_stats: str, instrument: str, protocol: str, errors: np.ndarray) -> Path:
+        """Write one cell's per-image errors and their record atomically (a reader never sees half a file)."""
+        path = self.per_image_errors_path(step, layer, bn_stats, instrument, protocol)
+        errors = np.asarray(errors, dtype=np.float32)
+        buffer = io.BytesIO()
+        np.save(buffer, errors)
+        write_recorded(path, buffer.getvalue(), len(errors))
+        return path
+
+    def per_image_errors_problem(self, step: int, layer: str, bn_stats: str, instrument: str, protocol: str) -> str | None:
+        """What is wrong with one cell's per-image file, in words; None if it matches its record, or if the
+        cell has neither file nor record (measured before per-image files existed)."""
+        path = self.per_image_errors_path(step, layer, bn_stats, instrument, protocol)
+        return _per_image_problem(path, path.read_bytes() if path.exists() else None)
+
+    def read_per_image_errors_file(self, step: int, layer: str, bn_stats: str, instrument: str, protocol: str) -> np.ndarray | None:
+        """One cell's per-image errors, checked against their record; None if the cell has none (measured
+        before per-image files existed). A damaged file is a DamagedFileError naming it and what to do."""
+        path = self.per_image_errors_path(step, layer, bn_stats, instrument, protocol)
+        data = path.read_bytes() if path.exists() else None  # read once: what is checked is what is loaded
+        problem = _per_image_problem(path, data)
+        if problem is None and data is None:
+            return None
+        if problem is None:
+            try:
+                return np.load(io.BytesIO(data))
+            except ValueError as error:
+                problem = f"does not read as an array ({error})"
+        raise DamagedFileError(
+            f"{path} {problem}: it was cut, edited or lost after it was written. Measure its cell again: the command that "
+            f"measured it (python -m kphases measure {self.directory} with the same settings, or the figure without "
+            "--plot-only) measures every cell whose per-image file is damaged again"
+        )
 
     # --- provenance -----------------------------------------------------------------------------
     @property
@@ -730,6 +904,48 @@ class Run:
         }
 
 
+def _per_image_problem(path: Path, data: bytes | None) -> str | None:
+    """What is wrong with a per-image file whose bytes are `data` (None: no file), in words; None if its
+    record accepts it, or if there is neither file nor record."""
+    has_record = record_path(path).exists()
+    if data is None:
+        return f"is missing (its record {record_path(path).name} remains)" if has_record else None
+    if not has_record:
+        return f"has no record ({record_path(path).name}) to check it against"
+    try:
+        return record_mismatch(path, data)
+    except DamagedFileError as error:
+        return f"cannot be checked: {error}"
+
+
+def _split_measurement_rows(
+    header: list[str] | None, records: list[tuple[int, list[str], bool]]
+) -> tuple[list[list[str]], list[tuple[int, list[str]]]]:
+    """(intact rows, [(line, fields)] of torn or unparsable ones) of a measurement file; every row is
+    damaged if the header is."""
+    if header != list(MEASUREMENT_COLUMNS):
+        return [], [(line, fields) for line, fields, _ in records] or [(1, header or [])]
+    index = {name: position for position, name in enumerate(MEASUREMENT_COLUMNS)}
+
+    def intact(fields: list[str], whole: bool) -> bool:
+        return (
+            whole
+            and len(fields) == len(MEASUREMENT_COLUMNS)
+            and _parses(fields[index["step"]], int)
+            and _parses(fields[index["value"]], float, empty_ok=True)
+            and all(fields[index[name]] for name in ("run", "layer", "metric", "split", "instrument", "bn_stats", "protocol"))
+        )
+
+    good = [fields for _, fields, whole in records if intact(fields, whole)]
+    return good, [(line, fields) for line, fields, whole in records if not intact(fields, whole)]
+
+
+def cell_keys(frame) -> list[tuple]:
+    """The (step, layer, bn_stats, instrument, protocol) cell of every row of a measurement frame."""
+    columns = [frame[name].astype(str) for name in _CELL_FIELDS[1:]]
+    return list(zip(frame["step"].astype(int), *columns))
+
+
 def _without_cells_of(good: list[list[str]], damaged: list[list[str]], index: dict[str, int]) -> list[list[str]]:
     """`good` rows minus every row whose cell a damaged row may belong to.
 
@@ -757,7 +973,7 @@ def read_measurements(run: Run):
 
 def done_cells(frame) -> set[tuple]:
     """The (step, layer, bn_stats, instrument, protocol) cells that have rows in a measurement frame."""
-    return set(zip(frame["step"].astype(int), frame["layer"], frame["bn_stats"], frame["instrument"], frame["protocol"]))
+    return set(cell_keys(frame))
 
 
 def list_runs(runs_dir: str | os.PathLike | None = None) -> list[Run]:

@@ -4,8 +4,10 @@ Every figure module has the same shape (Flax-examples style): `compute(options)`
 measures what it needs through the run store (a finished run or measurement cell is reused, so
 `reproduce.all` never trains the same network twice) and returns tidy rows; `plot(table, options)`
 draws from those rows only and returns a headline; `main(argv)` glues them with `--plot-only`
-(redraw from the stored CSV). Outputs: `<out>/<name>.png`, `.pdf`, `.csv`, and the figure's
-section in `<out>/summary.md`.
+(redraw from the stored CSV). Outputs: `<out>/<name>.png`, `.pdf`, `.csv` with its record
+(`.csv.record.json`: row count and checksum, checked when the CSV is read back), and the figure's
+section (`<out>/summary_sections/<name>.md`), from which `<out>/summary.md` is rebuilt. Every file is
+written to a temp name and renamed over the old one.
 
 What a figure trains and measures is listed by its `work(options)` (a list of `Work`: one network
 and every measurement config it needs of it); `compute` performs that list. `reproduce.plan` turns
@@ -25,12 +27,14 @@ The runs of each profile are defined once here (`main_runs`, `replicas`, `refere
   of VGG-8 on the 30,000 / 10,000-image JPEG q75 CIFAR-10 copy (`cifar10_jpeg_q75.npz`) for
   `reference_run`; a missing offline file is an error naming it;
 - paper: VGG-8/11/13/16 and ResNet-10 on MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 from tfds
-  with the authors' training (docs/protocol.md).
+  with the authors' training (docs/protocol.md, "Training the classifier (paper profile)").
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import os
 import re
 import sys
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
+from filelock import FileLock
 
 from kphases.config import (
     AUTHORS_DECODER_UPDATE_STEPS,
@@ -53,6 +58,7 @@ from kphases.config import (
 )
 from kphases.data import DATA_DIR_VARIABLE
 from kphases.entry import interrupted, parse_flags, start_tensorflow
+from kphases.store import atomic_path, record_mismatch, remove_orphan_temps, write_recorded, write_text_atomic
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 FIGURES_DIR = REPOSITORY / "paper_figures"
@@ -254,7 +260,8 @@ def perform(work: Work, options: Options):
 
     With `--plot-only` nothing is computed: the run and its cells must already be in the store
     (filled by `--ray` or an earlier run), else the error names what is missing. Two processes
-    on one run directory do not train it twice: `train` holds the run's file lock (`kphases.store`).
+    on one run directory do not train it twice (`train` holds the run's file lock), nor measure a cell
+    twice (`measure` holds a lock per snapshot step; `kphases.store`).
     """
     from kphases.data import load_dataset
     from kphases.measurement import measure as run_measure
@@ -319,66 +326,91 @@ def planned_directory(planned: PlannedRun, options: Options) -> Path:
 
 
 class TableError(ValueError):
-    """A figure's CSV in --out is damaged (torn or unparsable); the message names the file."""
+    """A figure's CSV in --out is damaged (torn, unparsable, or not what its record says); the message names the file."""
 
 
 def write_table(table: pd.DataFrame, options: Options, name: str) -> Path:
-    """Write `<out>/<name>.csv` atomically: a kill leaves the old file or the new one, never a torn one."""
-    from kphases.store import write_text_atomic
+    """Write `<out>/<name>.csv` and its record atomically: a kill leaves the old file or the new one, never a torn one."""
+    return write_table_file(options.out / f"{name}.csv", table)
 
-    options.out.mkdir(parents=True, exist_ok=True)
-    path = options.out / f"{name}.csv"
-    write_text_atomic(path, table.to_csv(index=False))
+
+def write_table_file(path: Path, table: pd.DataFrame, float_format: str | None = None) -> Path:
+    """Write a results CSV atomically with its record (`<name>.csv.record.json`: row count, size, sha256),
+    which `read_table_file` checks, so rows cut at a line end or edited values are named, not drawn."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_recorded(path, table.to_csv(index=False, float_format=float_format).encode(), len(table))
     return path
 
 
 def read_table(options: Options, name: str) -> pd.DataFrame:
-    """`<out>/<name>.csv`, refused (TableError) if a row is torn or has another number of fields than the header."""
+    """`<out>/<name>.csv`, refused (TableError) if a row is torn, has another number of fields than the
+    header, or the file is not what its record says."""
     return read_table_file(options.out / f"{name}.csv")
 
 
 def read_table_file(path: Path) -> pd.DataFrame:
-    """A results CSV, refused (TableError, naming the file) if a row is torn or has another number of fields than the header."""
-    import csv
-    import io
-
-    text = path.read_text()
+    """A results CSV, refused (TableError, naming the file) if a row is torn or has another number of fields
+    than the header, or if its record does not accept it (rows cut at a line end, values edited). A CSV
+    without a record (written before records existed) is read with an UnrecordedFileWarning."""
+    data = path.read_bytes()
+    text = data.decode(errors="replace")
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
+    redo = "redraw it without --plot-only, or restore it from git"
     if not header or not text.endswith("\n"):
-        raise TableError(f"{path} is cut off (its last line has no end): redraw it without --plot-only, or restore it from git")
+        raise TableError(f"{path} is cut off (its last line has no end): {redo}")
+    rows = 0
     for fields in reader:
         if len(fields) != len(header):
             raise TableError(
-                f"{path} line {reader.line_num} has {len(fields)} fields, the header {len(header)}: the file is damaged; "
-                "redraw it without --plot-only, or restore it from git"
+                f"{path} line {reader.line_num} has {len(fields)} fields, the header {len(header)}: the file is damaged; {redo}"
             )
+        rows += 1
+    mismatch = record_mismatch(path, data, rows)
+    if mismatch:
+        raise TableError(f"{path} {mismatch}: rows were cut or values edited after it was written; {redo}")
     return pd.read_csv(io.StringIO(text))
 
 
 def save_figure(figure, options: Options, name: str) -> Path:
+    """Write `<out>/<name>.png` and `.pdf`, each to a temp file renamed over it: a kill leaves the old figure or the new one."""
     import matplotlib.pyplot as plt
 
     options.out.mkdir(parents=True, exist_ok=True)
     png = options.out / f"{name}.png"
-    figure.savefig(png, dpi=130, bbox_inches="tight")
-    figure.savefig(options.out / f"{name}.pdf", bbox_inches="tight")
+    with atomic_path(png, suffix=".png") as temp:
+        figure.savefig(temp, format="png", dpi=130, bbox_inches="tight")
+    with atomic_path(options.out / f"{name}.pdf", suffix=".pdf") as temp:
+        figure.savefig(temp, format="pdf", bbox_inches="tight")
     plt.close(figure)
     return png
 
 
 SUMMARY_HEADER = "# Headline numbers\n\nGenerated by `python -m reproduce.all`; one section per figure.\n"
+SECTIONS_DIRECTORY = "summary_sections"
+"""`<out>/summary_sections/<figure>.md`: each figure's section; `summary.md` is rebuilt from all of them."""
+_SECTION_PATTERN = re.compile(r"^## (\S+)\n(.*?)(?=^## |\Z)", flags=re.S | re.M)
 
 
 def update_summary(options: Options, name: str, markdown: str) -> None:
-    """Replace the figure's section of `<out>/summary.md` (other figures' sections are kept)."""
-    options.out.mkdir(parents=True, exist_ok=True)
-    path = options.out / "summary.md"
-    text = path.read_text() if path.exists() else SUMMARY_HEADER
-    sections = dict(re.findall(r"^## (\S+)\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M))
-    sections[name] = markdown.strip() + "\n\n"
-    body = "".join(f"## {key}\n{value}" for key, value in sections.items())
-    path.write_text(SUMMARY_HEADER + "\n" + body)
+    """Write the figure's section to `<out>/summary_sections/<name>.md`, then rebuild `<out>/summary.md`
+    from every section file there, each write atomic and the two under one lock: a run of one figure
+    never drops another's section, and a kill leaves the old summary whole.
+
+    Sections of a `summary.md` written before section files existed are kept as section files first."""
+    sections = options.out / SECTIONS_DIRECTORY
+    sections.mkdir(parents=True, exist_ok=True)
+    summary = options.out / "summary.md"
+    with FileLock(str(sections / ".lock")):
+        existing = dict(_SECTION_PATTERN.findall(summary.read_text())) if summary.exists() else {}
+        for key, text in existing.items():
+            if not (sections / f"{key}.md").exists():
+                write_text_atomic(sections / f"{key}.md", text.strip() + "\n")
+        write_text_atomic(sections / f"{name}.md", markdown.strip() + "\n")
+        present = {path.stem: path.read_text() for path in sections.glob("*.md")}
+        order = [key for key in existing if key in present] + sorted(key for key in present if key not in existing)
+        body = "".join(f"## {key}\n{present[key].strip()}\n\n" for key in order)
+        write_text_atomic(summary, SUMMARY_HEADER + "\n" + body)
 
 
 def run_figure(module_name: str, compute, plot, argv: Sequence[str] | Options | None, description: str) -> str:
@@ -387,13 +419,18 @@ def run_figure(module_name: str, compute, plot, argv: Sequence[str] | Options | 
 
     Bad input and a store in the wrong state (an untrained run for --plot-only, a corrupt snapshot, a
     damaged CSV, a missing measurement) end it with one line on stderr naming the problem and exit
-    status 2, as the kphases CLI does; KPHASES_DEBUG=1 shows the traceback instead."""
+    status 2, as the kphases CLI does; KPHASES_DEBUG=1 shows the traceback instead. TensorFlow's op
+    determinism is on before anything is computed, so the numbers do not depend on which process
+    (this one, a Ray worker, an earlier `kphases measure`) computed them."""
     options = argv if isinstance(argv, Options) else parse_options(description, argv, prog=f"python -m reproduce.{module_name}")
     start_tensorflow()
-    from kphases.measurement import MissingMeasurementError
+    from kphases.measurement import MissingMeasurementError, enable_op_determinism
     from kphases.store import StoreError
     from kphases.training import TrainingError
 
+    enable_op_determinism()
+    for directory in (options.out, options.out / SECTIONS_DIRECTORY):
+        remove_orphan_temps(directory, recursive=False)  # left by a figure writer that was killed
     try:
         return _run_figure(module_name, compute, plot, options, description)
     except (ValueError, StoreError, TrainingError, MissingMeasurementError, OSError) as error:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from reproduce.common import write_table_file
+
 ACCURACY_TOLERANCE = 0.03
 """Largest absolute difference of an accuracy that still matches (a seed moved 0.028 between two CPUs)."""
 RECONSTRUCTION_TOLERANCE = 0.02
@@ -110,7 +112,7 @@ def reference_directory(real_data: bool, figures_dir: Path) -> Path:
 def report(out: Path, reference: Path) -> list[str]:
     """Write `out/headline.csv` and compare it with `reference/headline.csv`; the lines to print."""
     current = headline(out)
-    current.to_csv(out / HEADLINE_FILE, index=False)
+    write_table_file(out / HEADLINE_FILE, current)  # atomically, with its record
     if out.resolve() == reference.resolve():
         return [f"{out / HEADLINE_FILE}: written; this output directory is the reference itself"]
     path = reference / HEADLINE_FILE

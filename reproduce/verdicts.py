@@ -52,10 +52,9 @@ def write_per_image(out: Path, name: str, collected: dict[str, tuple[list[int], 
         errors = np.asarray(errors, dtype=np.float32)
         step_index, image_index = np.meshgrid(np.asarray(steps, dtype=np.int64), np.arange(errors.shape[1]), indexing="ij")
         frames.append(pd.DataFrame({"curve": key, "step": step_index.ravel(), "image": image_index.ravel(), "error": errors.ravel()}))
-    partial = path.with_name(f".{path.name}.partial")
-    pd.concat(frames, ignore_index=True).to_csv(partial, index=False, float_format="%.9g")
-    partial.replace(path)
-    return path
+    from reproduce.common import write_table_file
+
+    return write_table_file(path, pd.concat(frames, ignore_index=True), float_format="%.9g")  # atomically, with its record
 
 
 def read_per_image(out: Path, name: str) -> dict[str, tuple[list[int], np.ndarray]]:

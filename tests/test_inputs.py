@@ -235,18 +235,14 @@ def test_a_full_disk_before_a_run_starts_leaves_no_run_directory(tmp_path, monke
 
 
 def test_a_per_image_file_on_a_full_disk_names_the_space_and_leaves_nothing(tmp_path, monkeypatch):
-    from kphases.measurement import write_per_image_errors
-
     run = Run.create(tmp_path, profile("smoke"))
     no_room(monkeypatch, free=4096)
     with pytest.raises(NoSpaceError, match=r"not enough space on the disk of .*per_image_errors.*needs about .* 4.1 KB free"):
-        write_per_image_errors(run, 0, "penultimate", "batch", "linear_ridge", "abc", np.zeros(128, np.float32))
+        run.write_per_image_errors(0, "penultimate", "batch", "linear_ridge", "abc", np.zeros(128, np.float32))
     assert sorted(path.name for path in run.directory.iterdir()) == ["config.json"]
 
 
 def test_a_write_failing_for_lack_of_space_names_the_directory_and_leaves_no_temp_file(tmp_path, monkeypatch):
-    from kphases.measurement import write_per_image_errors
-
     run = Run.create(tmp_path, profile("smoke"))
 
     def disk_full(self, data):
@@ -254,7 +250,7 @@ def test_a_write_failing_for_lack_of_space_names_the_directory_and_leaves_no_tem
 
     monkeypatch.setattr(Path, "write_bytes", disk_full)
     with pytest.raises(NoSpaceError, match=r"no space left on the disk of .*batch \(.* free\) while writing step-0.npy"):
-        write_per_image_errors(run, 0, "penultimate", "batch", "linear_ridge", "abc", np.zeros(128, np.float32))
+        run.write_per_image_errors(0, "penultimate", "batch", "linear_ridge", "abc", np.zeros(128, np.float32))
     assert [path.name for path in run.directory.rglob("*") if path.is_file()] == ["config.json"]
 
 

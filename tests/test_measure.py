@@ -91,7 +91,7 @@ def test_decoder_cells_store_per_image_errors_that_the_verdict_resamples(tiny_ru
     assert isinstance(verdict, PhaseVerdict) and verdict.images == 100
     assert "one seed: test-image noise only (100 images, paired bootstrap)" in summary_table(tiny_run, frame)
     # Cells without per-image files (measured before they existed) get no verdict, and the line says why.
-    for path in (tiny_run.directory / "per_image_errors").rglob("step-4.npy"):
+    for path in (tiny_run.directory / "per_image_errors").rglob("step-4.npy*"):  # the file and its record
         path.unlink()
     assert read_per_image_errors(tiny_run, frame, "penultimate", "linear_ridge", "batch") is None
     assert reconstruction_verdict(tiny_run, frame, "penultimate", "linear_ridge", "batch") is None
