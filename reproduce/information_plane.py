@@ -161,7 +161,7 @@ def plot(table: pd.DataFrame, options: Options):
         "| run | layer | estimator | I(X;T) step 0 -> max (step) -> last | I(T;Y) step 0 -> last | compression |",
         "|---|---|---|---|---|---|",
     ]
-    verdicts, handles, judged = [], [], []
+    verdicts, handles, judged, band = [], [], [], []
     for row, label in enumerate(labels):
         for column, estimator in enumerate(ESTIMATORS):
             axis = axes[row][column]
@@ -232,7 +232,7 @@ def plot(table: pd.DataFrame, options: Options):
             ms=3,
             label=f"reconstruction, {DECODER_LAYER} (test MSE, seed 0)",
         )
-        handles += draw_seeds(axis, seeds)
+        band = draw_seeds(axis, seeds) or band  # in the legend where any panel has seeds
         axis.set_ylabel("reconstruction loss (per-element MSE)")
         twin = axis.twinx()
         for metric, split, instrument, style, name in (
@@ -249,7 +249,7 @@ def plot(table: pd.DataFrame, options: Options):
         lines.append(f"| {label} | {DECODER_LAYER} | reconstruction ({DECODER}) | {lines_phase} | | |")
     colourbar = figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[:, len(ESTIMATORS) - 1], shrink=0.9, pad=0.01)
     colourbar.set_label("iteration (step 0 drawn at 1)")
-    legend = handles + phase_legend_handles()
+    legend = handles + band + phase_legend_handles()
     figure.legend(legend, [h.get_label() for h in legend], loc="outside lower center", ncol=5)
     figure.suptitle(
         f"Information plane (binning, KDE, scale-free KDE) beside reconstruction ({options.profile} profile; BatchNorm batch statistics; bits)"

@@ -81,7 +81,7 @@ def plot(table: pd.DataFrame, options: Options):
     layers = [layer for layer in LAYERS[options.profile] if (table["layer"] == layer).any()]
     figure, axes = grid(len(layers), columns=len(layers) if len(layers) <= 4 else 3, width=3.6)
     lines = ["| layer | decoder | phases | minimum at | final probe acc |", "|---|---|---|---|---|"]
-    handles, judged = [], []
+    handles, judged, band = [], [], []
     for axis, layer in zip(axes, layers):
         phases, seeds = verdicts.judge(per_image, table, label, layer, INSTRUMENT, "batch")  # across seeds where there are >= 3
         series = seeds[label].dropna()
@@ -91,7 +91,7 @@ def plot(table: pd.DataFrame, options: Options):
         handles = axis.plot(
             step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction, {INSTRUMENT} (test MSE, seed 0)"
         )
-        handles += draw_seeds(axis, seeds)
+        band = draw_seeds(axis, seeds) or band  # in the legend where any panel has seeds
         plain = curve(table, label, "reconstruction_mse", instrument=UNREGULARISED, layer=layer, bn_stats="batch")
         if len(plain):
             handles += axis.plot(
@@ -121,7 +121,7 @@ def plot(table: pd.DataFrame, options: Options):
             f"{probe.iloc[-1] if len(probe) else float('nan'):.3f} |"
         )
     axes[0].set_ylabel("reconstruction loss (per-element MSE)")
-    legend = handles + phase_legend_handles()
+    legend = handles + band + phase_legend_handles()
     figure.legend(legend, [h.get_label() for h in legend], loc="lower center", ncol=5, bbox_to_anchor=(0.5, -0.02))
     figure.suptitle(
         f"{label}: reconstruction by probe point ({options.profile} profile; {INSTRUMENT} decoder, BatchNorm batch statistics; shaded: confident phases)"

@@ -89,14 +89,14 @@ def plot(table: pd.DataFrame, options: Options):
         ("classifier_accuracy", "train", None, None, "C0--", "classifier train acc"),
         ("probe_accuracy", "test", "probe", "batch", "C2-", "linear probe test acc"),
     ]
-    handles = []
+    handles, band = [], []
     for axis, (label, series, phases, seeds) in zip(axes, detected):
         if phases is not None:
             shade_verdict(axis, phases.steps, phases)
         handles = axis.plot(
             step_position(series.index), series.values, "o-", color="black", ms=3, label="reconstruction (test MSE, seed 0)"
         )
-        handles += draw_seeds(axis, seeds)
+        band = draw_seeds(axis, seeds) or band  # in the legend where any panel has seeds
         axis.set_ylabel("reconstruction loss (per-element MSE)")
         accuracy_axis = axis.twinx()
         for metric, split, instrument, bn_stats, style, name in accuracy_styles:
@@ -109,7 +109,7 @@ def plot(table: pd.DataFrame, options: Options):
         axis.set_title(f"{label}: {_title(phases)}")
         final = {split: curve(table, label, "classifier_accuracy", split).iloc[-1] for split in ("test", "train")}
         lines.append(f"| {label} | {verdicts.describe(phases, series)} | {_cells(phases)} | {final['test']:.3f} | {final['train']:.3f} |")
-    legend = handles + phase_legend_handles()
+    legend = handles + band + phase_legend_handles()
     figure.legend(legend, [handle.get_label() for handle in legend], loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.02))
     figure.suptitle(
         f"Reconstruction loss phases ({options.profile} profile; decoder {INSTRUMENT}, BatchNorm batch statistics; shaded: confident phases)"
