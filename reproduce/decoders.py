@@ -16,8 +16,10 @@ loss measured with every decoder and BatchNorm mode the suite has:
 - `linear_ridge` (the closed-form decoder with its ridge chosen by GCV on the train split) beside
   the unregularised `linear_exact`.
 Each curve is labelled with its verdict: the closed-form decoders' by the suite's verdict
-(`kphases.phases.phase_verdict`, default settings; one seed: test-image noise only; band: the 95%
-interval of each point's change from step 0); the trained ones (a few steps, two update budgets)
+(`kphases.phases.phase_verdict`, default settings; band: the 95% interval of each point's change
+from step 0; with 3 seeds (full) across them, `reproduce.verdicts.judge`: hierarchical, seeds then
+test images, the band around their mean (dashed); with one seed (quick) over its test images only,
+and the summary line says which; seed 0 drawn); the trained ones (a few steps, two update budgets)
 get no verdict, and their line says why. The table in summary.md states which phases survive which
 control.
 
@@ -45,7 +47,7 @@ import pandas as pd
 from kphases.config import AUTHORS_DECODER_UPDATE_STEPS
 from reproduce import verdicts
 from reproduce.common import SEED_MARK, Options, Work, main_runs, perform, replicas, run_figure, save_figure, tidy_rows
-from reproduce.plotting import log_step_axis, step_position
+from reproduce.plotting import draw_seeds, log_step_axis, step_position
 
 NAME = "decoders"
 MODES = ("batch", "stored", "recalibrated")
@@ -133,7 +135,7 @@ def plot(table: pd.DataFrame, options: Options):
     )
     figure, axes = plt.subplots(1, len(MODES), figsize=(4.4 * len(MODES), 3.6), sharey=True, squeeze=False)
     lines = ["| decoder | BatchNorm | phases |", "|---|---|---|"]
-    survivors = {}
+    survivors, judged = {}, []
     for axis, mode in zip(axes[0], MODES):
         for index, decoder in enumerate(decoders):
             series = found.get((decoder, mode))
@@ -143,11 +145,13 @@ def plot(table: pd.DataFrame, options: Options):
             # trained ones (two update budgets at a few steps, one per-image file per cell would mix
             # them) get none, and their line says why.
             instrument = decoder.split(" (")[0]
-            phases = verdicts.verdict(per_image, series, label, "penultimate", instrument, mode)
+            phases, seeds = verdicts.judge(per_image, table, label, "penultimate", instrument, mode)  # across seeds where there are >= 3
             verdict = "three phases" if phases is not None and phases.three_phases else "not three phases"
             axis.plot(step_position(series.index), series.values, "o-", color=f"C{index}", ms=3, lw=1.2, label=f"{decoder}: {verdict}")
             if phases is not None:
-                axis.fill_between(step_position(series.index), phases.curve_low, phases.curve_high, color=f"C{index}", alpha=0.2, lw=0)
+                axis.fill_between(step_position(phases.steps), phases.curve_low, phases.curve_high, color=f"C{index}", alpha=0.2, lw=0)
+                draw_seeds(axis, seeds, f"C{index}")
+                judged.append(phases)
             values = ", ".join(f"{step}: {value:.4f}" for step, value in series.items())
             lines.append(f"| {decoder} | {mode} | {verdicts.describe(phases, series)}; values {values} |")
             if phases is not None:
@@ -180,7 +184,7 @@ def plot(table: pd.DataFrame, options: Options):
     headline = f"three phases under {len(kept)} of {len(survivors)} decoder x BatchNorm controls with per-image errors" + (
         f" ({', '.join(kept)})" if kept else ""
     )
-    return headline, "\n".join(lines)
+    return f"{headline} ({verdicts.noise_summary(judged)})", "\n".join(lines)
 
 
 def main(argv=None) -> str:

@@ -15,8 +15,10 @@ so that the penultimate layer has 64 dimensions and the logits 10). Per activati
   image subset of the measurement test split);
 - I(X;T) of each estimator against iteration, on the same log2 axis as
 - the reconstruction loss of the penultimate layer (affine decoder with its ridge chosen by GCV on
-  the train split, `linear_ridge`, test MSE; shaded: the phases the suite's verdict is confident of),
-  and the linear-probe and classifier test accuracies.
+  the train split, `linear_ridge`, test MSE; shaded: the phases the suite's verdict is confident of:
+  across the seeds where there are 3, `reproduce.verdicts.judge`, hierarchical over seeds then test
+  images, their mean dashed with the min-max band; over one seed's test images otherwise), and the
+  linear-probe and classifier test accuracies. The information-plane panels are seed 0's.
 Features are taken with BatchNorm in batch mode, as every other figure measures them.
 
     python -m reproduce.information_plane [--profile smoke|quick|full|paper] [--plot-only] [--out DIR] [--data-dir DIR]
@@ -48,7 +50,7 @@ import pandas as pd
 from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
 from reproduce import verdicts as figure_verdicts
 from reproduce.common import SEED_MARK, Options, PlannedRun, Work, curve, has_offline, perform, replicas, run_figure, save_figure, tidy_rows
-from reproduce.plotting import log_step_axis, phase_legend_handles, shade_verdict, step_position
+from reproduce.plotting import draw_seeds, log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "information_plane"
 ACTIVATIONS = ("tanh", "relu")
@@ -159,7 +161,7 @@ def plot(table: pd.DataFrame, options: Options):
         "| run | layer | estimator | I(X;T) step 0 -> max (step) -> last | I(T;Y) step 0 -> last | compression |",
         "|---|---|---|---|---|---|",
     ]
-    verdicts, handles = [], []
+    verdicts, handles, judged, band = [], [], [], []
     for row, label in enumerate(labels):
         for column, estimator in enumerate(ESTIMATORS):
             axis = axes[row][column]
@@ -216,14 +218,21 @@ def plot(table: pd.DataFrame, options: Options):
         axis.legend(fontsize=6)
         # Reconstruction and accuracy: the other account of the same snapshots.
         axis = axes[row][len(ESTIMATORS) + 1]
-        series = curve(table, label, "reconstruction_mse", instrument=DECODER, layer=DECODER_LAYER, bn_stats="batch")
-        phases = figure_verdicts.verdict(per_image, series, label, DECODER_LAYER, DECODER, "batch")
+        phases, seeds = figure_verdicts.judge(per_image, table, label, DECODER_LAYER, DECODER, "batch")  # across seeds where there are >= 3
+        series = seeds[label].dropna()
+        judged.append(phases)
         if phases is not None:
-            shade_verdict(axis, series.index, phases)
+            shade_verdict(axis, phases.steps, phases)
         lines_phase = figure_verdicts.describe(phases, series)
         handles = axis.plot(
-            step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction, {DECODER_LAYER} (test MSE)"
+            step_position(series.index),
+            series.values,
+            "o-",
+            color="black",
+            ms=3,
+            label=f"reconstruction, {DECODER_LAYER} (test MSE, seed 0)",
         )
+        band = draw_seeds(axis, seeds) or band  # in the legend where any panel has seeds
         axis.set_ylabel("reconstruction loss (per-element MSE)")
         twin = axis.twinx()
         for metric, split, instrument, style, name in (
@@ -240,7 +249,7 @@ def plot(table: pd.DataFrame, options: Options):
         lines.append(f"| {label} | {DECODER_LAYER} | reconstruction ({DECODER}) | {lines_phase} | | |")
     colourbar = figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[:, len(ESTIMATORS) - 1], shrink=0.9, pad=0.01)
     colourbar.set_label("iteration (step 0 drawn at 1)")
-    legend = handles + phase_legend_handles()
+    legend = handles + band + phase_legend_handles()
     figure.legend(legend, [h.get_label() for h in legend], loc="outside lower center", ncol=5)
     figure.suptitle(
         f"Information plane (binning, KDE, scale-free KDE) beside reconstruction ({options.profile} profile; BatchNorm batch statistics; bits)"
@@ -251,6 +260,7 @@ def plot(table: pd.DataFrame, options: Options):
         f"compression (I(X;T) falls >= {COMPRESSION_BITS} bits after its peak) in {len(compressed)} of {len(verdicts)} "
         f"(activation, layer, estimator) trajectories" + (f": {', '.join(compressed)}" if compressed else "")
     )
+    headline += f"; reconstruction verdicts: {figure_verdicts.noise_summary(judged)}"
     return headline, "\n".join(lines)
 
 

@@ -3,8 +3,10 @@
 The paper probes earlier conv blocks as well as the penultimate layer. One panel per probe point of
 the first network of the profile (VGG-8 on MNIST), from an early block to the penultimate
 layer, with the phases the suite's verdict is confident of shaded (`kphases.phases.phase_verdict`, default
-settings; one seed: test-image noise only; grey band: the 95% interval of each change from step 0) and the linear-probe
-accuracy of the same features. Decoder `linear_ridge` (the closed-form affine decoder with its
+settings; grey band: the 95% interval of each change from step 0) and the linear-probe accuracy of the same
+features. Seed 0 is drawn; with 3 seeds (full) the judged decoder's verdict is across them
+(`reproduce.verdicts.judge`: hierarchical, seeds then test images; their mean dashed, with the min-max band),
+with one seed (quick, and `linear_exact`, measured on seed 0 only) over that seed's test images only. Decoder `linear_ridge` (the closed-form affine decoder with its
 ridge chosen by GCV on the train split: block outputs of thousands of dimensions would need many
 more updates than the authors' budget to train), drawn beside the unregularised `linear_exact`,
 which comes close to interpolating wide block outputs (block2: 4,096-d, train MSE ~0.006) and jumps between snapshots;
@@ -37,7 +39,7 @@ import pandas as pd
 
 from reproduce import verdicts
 from reproduce.common import Options, Work, curve, main_runs, perform, replicas, run_figure, save_figure, tidy_rows
-from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
+from reproduce.plotting import draw_seeds, grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "layers"
 LAYERS = {
@@ -79,15 +81,17 @@ def plot(table: pd.DataFrame, options: Options):
     layers = [layer for layer in LAYERS[options.profile] if (table["layer"] == layer).any()]
     figure, axes = grid(len(layers), columns=len(layers) if len(layers) <= 4 else 3, width=3.6)
     lines = ["| layer | decoder | phases | minimum at | final probe acc |", "|---|---|---|---|---|"]
-    handles = []
+    handles, judged, band = [], [], []
     for axis, layer in zip(axes, layers):
-        series = curve(table, label, "reconstruction_mse", instrument=INSTRUMENT, layer=layer, bn_stats="batch")
-        phases = verdicts.verdict(per_image, series, label, layer, INSTRUMENT, "batch")
+        phases, seeds = verdicts.judge(per_image, table, label, layer, INSTRUMENT, "batch")  # across seeds where there are >= 3
+        series = seeds[label].dropna()
+        judged.append(phases)
         if phases is not None:
-            shade_verdict(axis, series.index, phases)
+            shade_verdict(axis, phases.steps, phases)
         handles = axis.plot(
-            step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction, {INSTRUMENT} (test MSE)"
+            step_position(series.index), series.values, "o-", color="black", ms=3, label=f"reconstruction, {INSTRUMENT} (test MSE, seed 0)"
         )
+        band = draw_seeds(axis, seeds) or band  # in the legend where any panel has seeds
         plain = curve(table, label, "reconstruction_mse", instrument=UNREGULARISED, layer=layer, bn_stats="batch")
         if len(plain):
             handles += axis.plot(
@@ -101,7 +105,7 @@ def plot(table: pd.DataFrame, options: Options):
             )
             if len(series) and plain.max() > 3 * series.max():  # it exploded (few train images): keep the judged curve readable
                 axis.set_ylim(0, 1.5 * series.max())
-            plain_phases = verdicts.verdict(per_image, plain, label, layer, UNREGULARISED, "batch")
+            plain_phases, _ = verdicts.judge(per_image, table, label, layer, UNREGULARISED, "batch")  # seed 0 only: it is measured there
             lines.append(
                 f"| {layer} | {UNREGULARISED} | {verdicts.describe(plain_phases, plain)} | "
                 f"{getattr(plain_phases, 'decrease_end', None)} | |"
@@ -117,7 +121,7 @@ def plot(table: pd.DataFrame, options: Options):
             f"{probe.iloc[-1] if len(probe) else float('nan'):.3f} |"
         )
     axes[0].set_ylabel("reconstruction loss (per-element MSE)")
-    legend = handles + phase_legend_handles()
+    legend = handles + band + phase_legend_handles()
     figure.legend(legend, [h.get_label() for h in legend], loc="lower center", ncol=5, bbox_to_anchor=(0.5, -0.02))
     figure.suptitle(
         f"{label}: reconstruction by probe point ({options.profile} profile; {INSTRUMENT} decoder, BatchNorm batch statistics; shaded: confident phases)"
@@ -125,7 +129,10 @@ def plot(table: pd.DataFrame, options: Options):
     figure.tight_layout(rect=(0, 0.08, 1, 1))
     save_figure(figure, options, NAME)
     three = [row.split(" | ")[0].strip("| ") for row in lines[2:] if f"| {INSTRUMENT} | three phases" in row]
-    return f"three phases at {len(three)} of {len(layers)} probe points ({', '.join(three) or 'none'})", "\n".join(lines)
+    headline = (
+        f"three phases at {len(three)} of {len(layers)} probe points ({', '.join(three) or 'none'}; {verdicts.noise_summary(judged)})"
+    )
+    return headline, "\n".join(lines)
 
 
 def main(argv=None) -> str:

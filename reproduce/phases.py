@@ -4,12 +4,15 @@ The paper's central claim (Schneider & Prabhushankar 2024, their Figure 1): the 
 of the input from the penultimate layer is first near constant, then falls, then rises, while the
 accuracy keeps improving. Each panel is one (architecture, dataset) run: reconstruction loss
 (per-element test MSE of the affine decoder with a ridge penalty chosen by GCV on the train split,
-`linear_ridge`, features with BatchNorm in batch mode as the authors measure; grey band: the 95%
-interval of each point's change from step 0 over the test images) on the left axis, classifier
-test/train accuracy and linear-probe test accuracy on the right axis; shading marks only the phases
-the suite's verdict (`kphases.phases.phase_verdict`, default settings: plateau within +-2% of the
-initial loss by an equivalence test, decrease and increase confidently beyond 2%; one seed per run,
-so test-image noise only) is confident of, and each panel prints the sizes with their 95% intervals.
+`linear_ridge`, features with BatchNorm in batch mode as the authors measure; seed 0 drawn; grey
+band: the 95% interval of each point's change from step 0, around the judged curve) on the left
+axis, classifier test/train accuracy and linear-probe test accuracy on the right axis; shading marks
+only the phases the suite's verdict (`kphases.phases.phase_verdict`, default settings: plateau within
++-2% of the initial loss by an equivalence test, decrease and increase confidently beyond 2%) is
+confident of, and each panel prints the sizes with their 95% intervals. With 3 seeds per run (full)
+the verdict is across them (`reproduce.verdicts.judge`: hierarchical, seeds then test images; the
+judged curve is the seeds' mean, dashed, with their min-max band); with one seed (quick) it is over
+that seed's test images only. The summary line says which.
 
     python -m reproduce.phases [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
@@ -35,7 +38,7 @@ import pandas as pd
 
 from reproduce import verdicts
 from reproduce.common import SEED_MARK, Options, Work, curve, main_runs, perform, replicas, run_figure, save_figure, tidy_rows
-from reproduce.plotting import grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
+from reproduce.plotting import draw_seeds, grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "phases"
 DESCRIPTION = __doc__.splitlines()[0]
@@ -60,18 +63,22 @@ def compute(options: Options) -> pd.DataFrame:
 
 
 def phase_rows(table: pd.DataFrame, options: Options, instrument: str = INSTRUMENT, layer: str = LAYER, bn_stats: str = BN_STATS):
-    """(label, reconstruction curve, verdict) per run of a figure table (`reproduce.verdicts.verdict`)."""
+    """(label, seed 0's reconstruction curve, verdict, seed curves) per run of a figure table: the verdict across the
+    run's seeds where the table has at least 3, else seed 0's (`reproduce.verdicts.judge`)."""
     per_image = verdicts.read_per_image(options.out, NAME)
     results = []
     for label in dict.fromkeys(table["label"]):
-        series = curve(table, label, "reconstruction_mse", instrument=instrument, layer=layer, bn_stats=bn_stats)
+        if SEED_MARK in label:  # a further seed: judged with its run
+            continue
+        phases, seeds = verdicts.judge(per_image, table, label, layer, instrument, bn_stats)
+        series = seeds[label].dropna()
         if len(series) >= 3:
-            results.append((label, series, verdicts.verdict(per_image, series, label, layer, instrument, bn_stats)))
+            results.append((label, series, phases, seeds))
     return results
 
 
 def plot(table: pd.DataFrame, options: Options):
-    detected = phase_rows(table[~table["label"].str.contains(SEED_MARK, regex=False)], options)  # seed 0 drawn; further seeds in the CSV
+    detected = phase_rows(table, options)  # seed 0 drawn, with its seeds' band where there are several
     figure, axes = grid(len(detected), columns=2)
     lines = [
         "| run | phases | plateau until | minimum at | decrease | increase | plateau needs margin | final test acc | final train acc |",
@@ -82,11 +89,14 @@ def plot(table: pd.DataFrame, options: Options):
         ("classifier_accuracy", "train", None, None, "C0--", "classifier train acc"),
         ("probe_accuracy", "test", "probe", "batch", "C2-", "linear probe test acc"),
     ]
-    handles = []
-    for axis, (label, series, phases) in zip(axes, detected):
+    handles, band = [], []
+    for axis, (label, series, phases, seeds) in zip(axes, detected):
         if phases is not None:
-            shade_verdict(axis, series.index, phases)
-        handles = axis.plot(step_position(series.index), series.values, "o-", color="black", ms=3, label="reconstruction (test MSE)")
+            shade_verdict(axis, phases.steps, phases)
+        handles = axis.plot(
+            step_position(series.index), series.values, "o-", color="black", ms=3, label="reconstruction (test MSE, seed 0)"
+        )
+        band = draw_seeds(axis, seeds) or band  # in the legend where any panel has seeds
         axis.set_ylabel("reconstruction loss (per-element MSE)")
         accuracy_axis = axis.twinx()
         for metric, split, instrument, bn_stats, style, name in accuracy_styles:
@@ -99,20 +109,20 @@ def plot(table: pd.DataFrame, options: Options):
         axis.set_title(f"{label}: {_title(phases)}")
         final = {split: curve(table, label, "classifier_accuracy", split).iloc[-1] for split in ("test", "train")}
         lines.append(f"| {label} | {verdicts.describe(phases, series)} | {_cells(phases)} | {final['test']:.3f} | {final['train']:.3f} |")
-    legend = handles + phase_legend_handles()
+    legend = handles + band + phase_legend_handles()
     figure.legend(legend, [handle.get_label() for handle in legend], loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.02))
     figure.suptitle(
         f"Reconstruction loss phases ({options.profile} profile; decoder {INSTRUMENT}, BatchNorm batch statistics; shaded: confident phases)"
     )
     figure.tight_layout(rect=(0, 0.07, 1, 1))
     save_figure(figure, options, NAME)
-    judged = [phases for _, _, phases in detected if phases is not None]
+    judged = [phases for _, _, phases, _ in detected if phases is not None]
     headline = f"three phases in {sum(phases.three_phases for phases in judged)} of {len(detected)} runs"
     if judged:
         headline += (
             f" ({judged[0].settings.describe()}; plateaus until "
             + ", ".join(str(phases.constant_end) if phases.has_constant else "-" for phases in judged)
-            + f"; {judged[0].noise.split(' (')[0]})"
+            + f"; {verdicts.noise_summary(judged)})"
         )
     return headline, "\n".join(lines)
 

@@ -6,6 +6,11 @@ copies the per-image errors of the curves a figure judges out of the run directo
 (`kphases.measurement.read_per_image_errors`) into `<out>/<figure>_per_image.csv`, next to
 `<out>/<figure>.csv`; `plot` (also with `--plot-only`) reads them back. A curve without per-image
 errors gets no verdict, and its line says why (`kphases.verdict_tables.describe_phases`).
+
+Where a profile trains further seeds of a run (`reproduce.common.replicas`, labelled '<label> / seed N'),
+`judge` gives the verdict across them (hierarchical: seeds, then each seed's test images) once there
+are at least 3; with one seed (or two, which give a seed-level interval one degree of freedom) it is
+seed 0's verdict over its test images, and `noise_words` says which of the two a line reports.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import numpy as np
 import pandas as pd
 
 from kphases.measurement import read_per_image_errors
-from kphases.phases import PhaseVerdict, VerdictSettings, phase_verdict
+from kphases.phases import NOISE_IMAGES, PhaseVerdict, VerdictSettings, phase_verdict
 from kphases.verdict_tables import describe_phases
+from reproduce.common import SEED_MARK, curve
 
 KEY_SEPARATOR = "|"
 
@@ -106,6 +112,54 @@ def across_seeds(
     if all(item is not None and list(item[0]) == steps for item in stored) and len({item[1].shape[1] for item in stored}) == 1:
         return phase_verdict(steps, np.stack([item[1] for item in stored]), settings=settings)
     return phase_verdict(steps, seed_curves=curves.to_numpy().T, settings=settings)
+
+
+def seed_labels(labels, label: str) -> list[str]:
+    """`label` (seed 0) and the labels of its further seeds among `labels` ('<label> / seed N'), by seed."""
+    prefix = f"{label}{SEED_MARK}"
+    further = [str(other) for other in labels if str(other).startswith(prefix) and str(other)[len(prefix) :].isdigit()]
+    return [label, *sorted(further, key=lambda other: int(other[len(prefix) :]))]
+
+
+def seed_curves(table: pd.DataFrame, label: str, layer: str, instrument: str, bn_stats: str) -> pd.DataFrame:
+    """The test reconstruction curve of run `label` and of each of its further seeds in a figure table: step x
+    seed, columns the seeds' labels (seed 0 first); a seed without the curve has no column."""
+    columns = {}
+    for seeded in seed_labels(dict.fromkeys(table["label"]), label):
+        values = curve(table, seeded, "reconstruction_mse", instrument=instrument, layer=layer, bn_stats=bn_stats)
+        if len(values) or seeded == label:
+            columns[seeded] = values
+    return pd.DataFrame(columns)
+
+
+def judge(
+    per_image: dict, table: pd.DataFrame, label: str, layer: str, instrument: str, bn_stats: str, settings: VerdictSettings | None = None
+) -> tuple[PhaseVerdict | None, pd.DataFrame]:
+    """(verdict, seed curves) of run `label`'s reconstruction curve: across its seeds (`across_seeds`: hierarchical
+    over the seeds, then their test images) where `table` has it for at least 3 seeds; otherwise seed 0's verdict
+    over its test images (`verdict`), whose noise says "one seed"."""
+    seeds = seed_curves(table, label, layer, instrument, bn_stats)
+    if seeds.shape[1] >= 3:
+        result = across_seeds(per_image, seeds, list(seeds.columns), layer, instrument, bn_stats, settings)
+        if result is not None:
+            return result, seeds
+    return verdict(per_image, seeds[label].dropna(), label, layer, instrument, bn_stats, settings), seeds
+
+
+def noise_words(result: PhaseVerdict | None) -> str:
+    """Which noise a verdict's intervals carry, short enough for a summary line."""
+    if result is None:
+        return "no verdict"
+    if result.noise_source == NOISE_IMAGES:
+        return "one seed: test-image noise only" + (f" and {result.replicates} decoder refits" if result.replicates > 1 else "")
+    if result.images == 0:
+        return f"{result.seeds} seeds: seed curves only (no per-image errors)"
+    return f"{result.seeds} seeds, hierarchical: seeds then test images"
+
+
+def noise_summary(results) -> str:
+    """The distinct `noise_words` of the verdicts given (those that exist), in order."""
+    return "; ".join(dict.fromkeys(noise_words(result) for result in results if result is not None)) or "no verdict"
 
 
 def describe(result: PhaseVerdict | None, series: pd.Series) -> str:
