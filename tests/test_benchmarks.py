@@ -94,7 +94,11 @@ def test_measure_benchmark_prints_each_instrument_and_consistent_ratios():
     assert abs(float(information[1]) - total) <= 0.02
     share = float(information[2])
     assert abs(share - float(information[1]) / per_snapshot) <= (0.005 + 0.05 * share) / per_snapshot + 0.0005
-    assert any(line.startswith("linear_ridge / linear_exact: ") for line in lines)
+    assert any(line.startswith("linear_ridge / linear_exact alone: ") for line in lines)
+    # each speed-up is printed as a ratio measured in this run
+    for prefix in ("linear_ridge without the train predictions", "linear_exact after linear_ridge on the same features, moments shared"):
+        ratio = re.match(rf"{re.escape(prefix)}.*?: ({NUMBER}) x faster", next(line for line in lines if line.startswith(prefix)))
+        assert ratio and float(ratio[1]) > 0, result.stdout
 
 
 def test_monitor_benchmark_measures_every_scheduled_step_and_prints_the_ratio():
