@@ -23,6 +23,7 @@ except the run hash and the data description (so a run renamed by a new hash sti
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -83,7 +84,11 @@ def compare(current: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
             lines.append(f"{figure}: not produced by this run")
             continue
         common = ours.index.intersection(theirs.index)
-        joined = ours.loc[common, ["kind", "value"]].join(theirs.loc[common, ["value"]], rsuffix="_reference")
+        if common.empty:  # e.g. a reference made at another scale: its runs have other labels
+            lines.append(f"{figure}: no numbers in common with the reference ({len(theirs)} there, {len(ours)} here): not comparable")
+            continue
+        joined = ours.loc[common, ["kind", "value"]].join(theirs.loc[common, ["value"]].rename(columns={"value": "value_reference"}))
+        joined["value_reference"] = pd.to_numeric(joined["value_reference"], errors="coerce")
         difference = (joined["value"] - joined["value_reference"]).abs()
         allowed = joined["kind"].map({"accuracy": ACCURACY_TOLERANCE, "reconstruction": RECONSTRUCTION_TOLERANCE})
         allowed = allowed.where(joined["kind"] == "accuracy", allowed * joined["value_reference"].abs())
@@ -105,6 +110,34 @@ def compare(current: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
     return lines
 
 
+VERDICT_WORDS = re.compile(r"not three phases|three phases|not tested|undecided|equivalent|lower|higher|helps|hurts|too few seeds")
+"""The words in which a figure's summary states its verdicts, longest first so that "not three phases" is one verdict."""
+
+
+def verdicts(summary: str) -> dict[str, list[str]]:
+    """Figure -> the verdict words of its section of a summary.md, in order."""
+    sections = re.split(r"^## ", summary, flags=re.MULTILINE)[1:]
+    return {section.split("\n", 1)[0].strip(): VERDICT_WORDS.findall(section) for section in sections}
+
+
+def compare_verdicts(current: str, reference: str) -> list[str]:
+    """One line per figure whose verdicts differ from the reference's summary.md (same figure, same order)."""
+    ours, theirs = verdicts(current), verdicts(reference)
+    lines = []
+    for figure in sorted(set(ours) & set(theirs)):
+        if ours[figure] != theirs[figure]:
+            changed = sum(a != b for a, b in zip(ours[figure], theirs[figure])) + abs(len(ours[figure]) - len(theirs[figure]))
+            first = next(
+                (i for i, (a, b) in enumerate(zip(ours[figure], theirs[figure])) if a != b), min(len(ours[figure]), len(theirs[figure]))
+            )
+            here = ours[figure][first] if first < len(ours[figure]) else "(none)"
+            there = theirs[figure][first] if first < len(theirs[figure]) else "(none)"
+            lines.append(
+                f"{figure}: verdicts differ: {changed} of {len(theirs[figure])} (first: '{here}' here, '{there}' in the reference)"
+            )
+    return lines or ["verdicts: every figure's verdicts are the reference's"]
+
+
 def reference_directory(real_data: bool, figures_dir: Path) -> Path:
     return figures_dir if real_data else figures_dir / "embedded"
 
@@ -118,11 +151,15 @@ def report(out: Path, reference: Path) -> list[str]:
     path = reference / HEADLINE_FILE
     if not path.is_file():
         return [f"no reference at {path} to compare with"]
-    return [
+    lines = [
         f"compared with the reference {path} (accuracies within {ACCURACY_TOLERANCE}, reconstruction within "
         f"{RECONSTRUCTION_TOLERANCE:.0%}):",
         *compare(current, pd.read_csv(path)),
     ]
+    summaries = out / "summary.md", reference / "summary.md"
+    if all(summary.is_file() for summary in summaries):
+        lines += compare_verdicts(*(summary.read_text(encoding="utf-8") for summary in summaries))
+    return lines
 
 
 def main(argv=None) -> int:

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from reproduce.compare import ACCURACY_TOLERANCE, compare, headline
+from reproduce.compare import ACCURACY_TOLERANCE, compare, compare_verdicts, headline
 
 
 def _write(directory, rows):
@@ -43,3 +43,25 @@ def test_missing_and_new_figures_are_named(tmp_path):
     assert line == "phases: matches (1 numbers within tolerance; 1 reference numbers not produced)"
     empty = pd.DataFrame(columns=["figure", "key", "kind", "value"])
     assert compare(empty, headline(tmp_path / "reference")) == ["phases: not produced by this run"]
+
+
+def test_a_reference_of_another_scale_is_named_not_comparable_instead_of_crashing(tmp_path):
+    # the reference read back from its CSV, with runs labelled differently: nothing in common
+    reference_rows = [dict(row, label="VGG-8 x1/2") for row in _rows(0.9, 0.2)]
+    _write(tmp_path / "reference", reference_rows)
+    _write(tmp_path / "here", _rows(0.9, 0.2))
+    headline(tmp_path / "reference").to_csv(tmp_path / "reference.csv", index=False)
+    lines = compare(headline(tmp_path / "here"), pd.read_csv(tmp_path / "reference.csv"))
+    assert lines == ["phases: no numbers in common with the reference (2 there, 2 here): not comparable"]
+
+
+def test_verdicts_are_compared_figure_by_figure_in_order():
+    reference = "# h\n\n## phases\n| a | three phases: ... |\n| b | not three phases |\n## early_phase\nundecided; lower\n"
+    same = reference.replace("| a |", "| A |")
+    flipped = reference.replace("| b | not three phases", "| b | three phases")
+    assert compare_verdicts(same, reference) == ["verdicts: every figure's verdicts are the reference's"]
+    assert compare_verdicts(flipped, reference) == [
+        "phases: verdicts differ: 1 of 2 (first: 'three phases' here, 'not three phases' in the reference)"
+    ]
+    fewer = reference.replace("undecided; lower", "undecided")
+    assert compare_verdicts(fewer, reference) == ["early_phase: verdicts differ: 1 of 2 (first: '(none)' here, 'lower' in the reference)"]
