@@ -463,7 +463,8 @@ def _run_figure(module_name: str, compute, plot, options: Options, description: 
         print(line)
         return line
     headline, summary = plot(table, options)
-    update_summary(options, module_name, f"{description.splitlines()[0]}\n\n{summary}")
+    # the headline line too, so that every number a reader is told (and the README quotes) is in the results
+    update_summary(options, module_name, f"{description.splitlines()[0]}\n\nHeadline: {headline}\n\n{summary}")
     line = f"{module_name}: {options.out / (module_name + '.png')} - {headline}"
     print(line)
     return line
