@@ -51,6 +51,7 @@ from kphases.features import BN_STATS_MODES, extract_features, recalibrate_batch
 from kphases.information import InformationSettings, binning_information, kde_information, relative_kde_information
 from kphases.models import build_model, probe_points
 from kphases.probes import ProbeSettings, color_dominance_labels, train_linear_head
+
 # Reading, appending and locking measurements.csv is the store's (kphases.store); re-exported for callers.
 from kphases.store import MEASUREMENT_COLUMNS, Run, done_cells, read_measurements
 from kphases.verdict_tables import summary_table
