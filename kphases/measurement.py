@@ -54,6 +54,7 @@ from kphases.probes import ProbeSettings, color_dominance_labels, train_linear_h
 
 # Reading, appending and locking measurements.csv is the store's (kphases.store); re-exported for callers.
 from kphases.store import MEASUREMENT_COLUMNS, Run, done_cells, read_measurements
+from kphases.verdict_tables import summary_table
 
 CELL_COLUMNS = ["step", "layer", "bn_stats", "instrument", "protocol", "metric", "split"]  # one row of a cell
 TRANSFER_TASKS = ("color_dominance", "dataset_switch")
@@ -299,10 +300,6 @@ def measure(
         return _only(frame, requested) if requested_only else frame
     _measure_missing(run, config, setup, rows, work, progress, tensorboard)
     frame = rows.read(run)
-    # The summary's verdicts are the layer above (kphases.verdict_tables reads this module's per-image
-    # errors); imported here, at the one place measurement hands its result to people.
-    from kphases.verdict_tables import summary_table
-
     log(summary_table(run, frame, verdicts=partial_verdicts or run.complete))
     return _only(frame, requested) if requested_only else frame
 
@@ -571,45 +568,3 @@ def _mutual_information(instrument: str, test_features: np.ndarray, splits: _Spl
     else:
         estimate = kde_information(features, labels, information.noise_variance)
     return estimate, f"{splits.description} mi_samples={len(subset)} (test)"
-
-
-# --- per-image errors: what the noise-aware phase verdicts resample (kphases.phases.phase_verdict);
-# --- the store names, writes and checks their files (Run.per_image_errors_path) ---------------------
-
-
-def read_per_image_errors(
-    run: Run, frame: pd.DataFrame, layer: str, instrument: str, bn_stats: str, steps: list[int] | None = None
-) -> tuple[list[int], np.ndarray] | None:
-    """(steps, errors of shape steps x images) of one curve, the steps measured under the protocol of its
-    latest row; None when any of those steps has no per-image file (cells measured before the files existed).
-
-    Raises DamagedFileError (naming the file) if a per-image file does not match its record, and
-    ValueError if the steps' files hold different numbers of images (not one paired split)."""
-    selected = frame[
-        (frame["metric"] == "reconstruction_mse")
-        & (frame["split"] == "test")
-        & (frame["layer"] == layer)
-        & (frame["instrument"] == instrument)
-        & (frame["bn_stats"] == bn_stats)
-    ]
-    if steps is not None:
-        selected = selected[selected["step"].isin(steps)]
-    if selected.empty:
-        return None
-    # One protocol: a curve measured under two settings (e.g. two update budgets) is two curves. The
-    # protocol of the latest row wins, as in `curves`.
-    protocol = selected["protocol"].iloc[-1]
-    latest = selected[selected["protocol"] == protocol].drop_duplicates("step", keep="last").set_index("step").sort_index()
-    arrays = []
-    for step, protocol in latest["protocol"].items():
-        errors = run.read_per_image_errors_file(int(step), layer, bn_stats, instrument, str(protocol))
-        if errors is None:
-            return None
-        arrays.append(errors)
-    sizes = sorted({len(array) for array in arrays})
-    if len(sizes) != 1:
-        raise ValueError(
-            f"run {run.name}: per-image errors of [{layer}, {instrument}, bn={bn_stats}] have different image "
-            f"counts {sizes} across steps; they are not one paired test split"
-        )
-    return [int(step) for step in latest.index], np.stack(arrays)

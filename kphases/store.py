@@ -52,13 +52,16 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import filelock
 import numpy as np
 
 from kphases.config import ModelRunConfig, RunConfig
+
+if TYPE_CHECKING:  # only for annotations: the store itself reads CSVs with the csv module
+    import pandas
 
 RUNS_DIR_VARIABLE = "KPHASES_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"
@@ -982,3 +985,41 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[Run]:
     if not root.is_dir():
         return []
     return [Run.open(path) for path in sorted(root.iterdir()) if (path / "config.json").is_file()]
+
+
+def read_per_image_errors(
+    run: Run, frame: "pandas.DataFrame", layer: str, instrument: str, bn_stats: str, steps: list[int] | None = None
+) -> tuple[list[int], np.ndarray] | None:
+    """(steps, errors of shape steps x images) of one curve, the steps measured under the protocol of its
+    latest row; None when any of those steps has no per-image file (cells measured before the files existed).
+
+    Raises DamagedFileError (naming the file) if a per-image file does not match its record, and
+    ValueError if the steps' files hold different numbers of images (not one paired split)."""
+    selected = frame[
+        (frame["metric"] == "reconstruction_mse")
+        & (frame["split"] == "test")
+        & (frame["layer"] == layer)
+        & (frame["instrument"] == instrument)
+        & (frame["bn_stats"] == bn_stats)
+    ]
+    if steps is not None:
+        selected = selected[selected["step"].isin(steps)]
+    if selected.empty:
+        return None
+    # One protocol: a curve measured under two settings (e.g. two update budgets) is two curves. The
+    # protocol of the latest row wins, as in `curves`.
+    protocol = selected["protocol"].iloc[-1]
+    latest = selected[selected["protocol"] == protocol].drop_duplicates("step", keep="last").set_index("step").sort_index()
+    arrays = []
+    for step, protocol in latest["protocol"].items():
+        errors = run.read_per_image_errors_file(int(step), layer, bn_stats, instrument, str(protocol))
+        if errors is None:
+            return None
+        arrays.append(errors)
+    sizes = sorted({len(array) for array in arrays})
+    if len(sizes) != 1:
+        raise ValueError(
+            f"run {run.name}: per-image errors of [{layer}, {instrument}, bn={bn_stats}] have different image "
+            f"counts {sizes} across steps; they are not one paired test split"
+        )
+    return [int(step) for step in latest.index], np.stack(arrays)

@@ -1,7 +1,7 @@
 """The phase verdicts of a measured run, as the tables `kphases measure` prints and the figures quote.
 
 Sits above measurement: it reads a run's measurement rows and per-image errors
-(`kphases.measurement.read_per_image_errors`) and judges each reconstruction curve with the suite's
+(`kphases.store.read_per_image_errors`) and judges each reconstruction curve with the suite's
 one verdict, `kphases.phases.phase_verdict`, at its default `VerdictSettings`. A curve whose cells
 have no per-image errors gets no verdict, and its line says why, instead of a verdict without
 measured noise.
@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kphases.measurement import read_per_image_errors
 from kphases.phases import PhaseVerdict, VerdictSettings, phase_verdict
-from kphases.store import Run
+from kphases.store import Run, read_per_image_errors
 
 
 def curves(frame: pd.DataFrame, metric: str = "reconstruction_mse", split: str = "test") -> dict[tuple[str, str, str], pd.Series]:

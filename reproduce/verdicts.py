@@ -3,7 +3,7 @@
 The suite's verdict (`kphases.phases.phase_verdict`, default `VerdictSettings`) resamples the
 per-image test errors of each reconstruction curve. Figures read results files only, so `compute`
 copies the per-image errors of the curves a figure judges out of the run directories
-(`kphases.measurement.read_per_image_errors`) into `<out>/<figure>_per_image.csv`, next to
+(`kphases.store.read_per_image_errors`) into `<out>/<figure>_per_image.csv`, next to
 `<out>/<figure>.csv`; `plot` (also with `--plot-only`) reads them back. A curve without per-image
 errors gets no verdict, and its line says why (`kphases.verdict_tables.describe_phases`).
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kphases.measurement import read_per_image_errors
 from kphases.phases import NOISE_IMAGES, PhaseVerdict, VerdictSettings, phase_verdict
+from kphases.store import read_per_image_errors
 from kphases.verdict_tables import describe_phases
 from reproduce.common import SEED_MARK, curve
 

@@ -76,8 +76,8 @@ def test_bad_requests_name_the_valid_values(tiny_run):
 def test_decoder_cells_store_per_image_errors_that_the_verdict_resamples(tiny_run):
     import numpy as np
 
-    from kphases.measurement import read_per_image_errors
     from kphases.phases import PhaseVerdict
+    from kphases.store import read_per_image_errors
     from kphases.verdict_tables import reconstruction_verdict, summary_table
 
     frame = measure(tiny_run, MeasureConfig(decoders=("linear_ridge",), probe=False, transfer=()), progress=False, log=lambda text: None)

@@ -616,7 +616,7 @@ def per_image_file(run: Run, step: int) -> Path:
 
 @pytest.mark.parametrize("damage", ["edited", "truncated", "record deleted"])
 def test_a_damaged_per_image_file_is_named_and_its_cell_measured_again(measured, damage):
-    from kphases.measurement import read_per_image_errors
+    from kphases.store import read_per_image_errors
 
     run, frame, text = measured
     path = per_image_file(run, 4)
