@@ -163,7 +163,9 @@ def seed_curves(table: pd.DataFrame, metric: str, split: str = "test", **selecti
     return pd.DataFrame({label: curve(table, label, metric, split, **selection) for label in dict.fromkeys(table["label"])})
 
 
-def plot(table: pd.DataFrame, options: Options, name: str = NAME):
+def plot(table: pd.DataFrame, options: Options, name: str = NAME, scale: str | None = None):
+    """Draw and summarise; `name` and `scale` (the title's words for the run's scale, default the profile) let
+    `reproduce.authors_length` draw its own run with the same panels."""
     panels = [
         (
             "reconstruction_mse",
@@ -215,7 +217,7 @@ def plot(table: pd.DataFrame, options: Options, name: str = NAME):
     handles = [h for axis in axes[:1] for h in axis.get_lines()]
     figure.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.03))
     figure.suptitle(
-        f"Authors' README run vs ours ({options.profile} profile: VGG-8, {data_sizes(table)}, "
+        f"Authors' README run vs ours ({scale or options.profile + ' profile'}: VGG-8, {data_sizes(table)}, "
         f"{int(table['step'].max())} iterations; BatchNorm batch statistics)"
     )
     figure.tight_layout(rect=(0, 0.08, 1, 1))
