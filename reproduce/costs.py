@@ -35,17 +35,16 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig
-from reproduce.common import Options, Work, data_directory
+from reproduce.common import Options, Work
+from reproduce.plan import split_sizes
 
 IMAGE_SIDE = 32  # every dataset is resized to 32 x 32 (kphases.data.preprocess)
 CHANNELS = {"mnist": 1, "fashion_mnist": 1, "digits": 1, "cifar10": 3, "cifar100": 3}
 CLASSES = {"mnist": 10, "fashion_mnist": 10, "digits": 10, "cifar10": 10, "cifar100": 100}
-TFDS_SPLITS = {"mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
 """Train and test size of each tfds dataset (the tfds catalogue)."""
 TIMED_STEPS = 6  # training steps timed per network (the fastest counts), after two untimed ones (tracing)
 TIMED_UPDATES = 64  # decoder / head updates timed per feature width (one short epoch)
@@ -54,33 +53,6 @@ TRANSFER_TASKS = {"mnist": 1, "fashion_mnist": 1, "digits": 1, "cifar10": 2, "ci
 
 
 # --- data sizes, without loading any image ------------------------------------------------------
-
-
-def split_sizes(data: DataConfig, options: Options) -> tuple[int, int]:
-    """(train, test) images of the run of `data`: its subset sizes, else the npz file's or tfds split's."""
-    train, test = data.train_size, data.test_size
-    if train is not None and test is not None:
-        return train, test
-    full_train, full_test = _full_sizes(data, options)
-    return (full_train if train is None else min(train, full_train)), (full_test if test is None else min(test, full_test))
-
-
-def _full_sizes(data: DataConfig, options: Options) -> tuple[int, int]:
-    if data.source == "tfds":
-        if data.name not in TFDS_SPLITS:
-            raise ValueError(f"no known tfds split sizes for {data.name!r}; known: {sorted(TFDS_SPLITS)}")
-        return TFDS_SPLITS[data.name]
-    if data.source == "directory":
-        directory = data_directory(options)
-        path = Path(directory or ".") / (data.file or f"{data.name}.npz")
-        if directory is None or not path.is_file():
-            raise ValueError(f"planning needs {path.name} in the data directory (--data-dir or KPHASES_DATA_DIR); not found: {path}")
-        with np.load(path) as archive:  # an npz member is read only when asked for
-            return int(archive["y_train"].shape[0]), int(archive["y_test"].shape[0])
-    from kphases.data import _load_embedded
-
-    train_labels, test_labels = _load_embedded(data.name, data.subset_seed)[1], _load_embedded(data.name, data.subset_seed)[3]
-    return len(train_labels), len(test_labels)
 
 
 # --- calibration --------------------------------------------------------------------------------

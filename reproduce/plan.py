@@ -34,28 +34,40 @@ from kphases.cluster import Node, measure_node_key, train_node_key
 from kphases.config import DataConfig, RunConfig
 from reproduce.common import Options, Work, data_directory
 
-TFDS_TRAIN_EXAMPLES = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
+TFDS_SPLITS = {"mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
 """Size of each tfds train split (the tfds catalogue)."""
 
 
 def train_examples(data: DataConfig, options: Options) -> int:
     """How many training images the run of `data` trains on, without preprocessing any image."""
-    if data.train_size is not None:
-        return data.train_size
+    return split_sizes(data, options)[0]
+
+
+def split_sizes(data: DataConfig, options: Options) -> tuple[int, int]:
+    """(train, test) images of the run of `data`: its subset sizes, else the npz file's or tfds split's."""
+    train, test = data.train_size, data.test_size
+    if train is not None and test is not None:
+        return train, test
+    full_train, full_test = _full_sizes(data, options)
+    return (full_train if train is None else min(train, full_train)), (full_test if test is None else min(test, full_test))
+
+
+def _full_sizes(data: DataConfig, options: Options) -> tuple[int, int]:
     if data.source == "tfds":
-        if data.name not in TFDS_TRAIN_EXAMPLES:
-            raise ValueError(f"no known tfds train size for {data.name!r}; known: {sorted(TFDS_TRAIN_EXAMPLES)}")
-        return TFDS_TRAIN_EXAMPLES[data.name]
+        if data.name not in TFDS_SPLITS:
+            raise ValueError(f"no known tfds split sizes for {data.name!r}; known: {sorted(TFDS_SPLITS)}")
+        return TFDS_SPLITS[data.name]
     if data.source == "directory":
         directory = data_directory(options)
         path = Path(directory or ".") / (data.file or f"{data.name}.npz")
         if directory is None or not path.is_file():
             raise ValueError(f"planning needs {path.name} in the data directory (--data-dir or KPHASES_DATA_DIR); not found: {path}")
         with np.load(path) as archive:  # an npz member is read only when asked for
-            return int(archive["y_train"].shape[0])
+            return int(archive["y_train"].shape[0]), int(archive["y_test"].shape[0])
     from kphases.data import _load_embedded
 
-    return len(_load_embedded(data.name, data.subset_seed)[1])
+    train_labels, test_labels = _load_embedded(data.name, data.subset_seed)[1], _load_embedded(data.name, data.subset_seed)[3]
+    return len(train_labels), len(test_labels)
 
 
 @dataclass(frozen=True)
@@ -193,4 +205,4 @@ def describe(graph: Graph) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Graph", "plan", "describe", "train_examples", "TFDS_TRAIN_EXAMPLES"]
+__all__ = ["Graph", "plan", "describe", "train_examples", "split_sizes", "TFDS_SPLITS"]

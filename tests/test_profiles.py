@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig
-from reproduce import costs, reference_run
+from reproduce import costs, plan, reference_run
 from reproduce.common import Options, PlannedRun, Work, main_runs, parse_options, replicas, run_figure, tidy_rows
 
 
@@ -90,8 +90,8 @@ def test_the_estimate_charges_steps_snapshots_and_cells_with_the_calibrated_time
 
 def test_split_sizes_read_the_named_file_not_the_dataset_default(tmp_path):
     options = parse_options("", ["--data-dir", str(_mock_data_dir(tmp_path))])
-    assert costs.split_sizes(DataConfig("cifar10", "directory", file="cifar10_jpeg_q75.npz"), options) == (30, 10)
-    assert costs.split_sizes(DataConfig("mnist", "directory", train_size=12), options) == (12, 10)
+    assert plan.split_sizes(DataConfig("cifar10", "directory", file="cifar10_jpeg_q75.npz"), options) == (30, 10)
+    assert plan.split_sizes(DataConfig("mnist", "directory", train_size=12), options) == (12, 10)
 
 
 # --- a finished figure is not recomputed -------------------------------------------------------------
