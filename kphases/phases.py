@@ -28,12 +28,29 @@ run (`reproduce/reference_run.py`) and in the suite's runs, and the same for the
 theory. A verdict also reports the margin its first measurements would
 need (`plateau_margin_needed`), so a reader who prefers another margin can read the answer off.
 
-Phases (ii) and (iii) keep superiority tests: the largest fall (over pairs of steps s < t) and
-the largest rise after its minimum are present when the lower end of their interval exceeds
-`min_effect`. Its default equals the plateau margin: a change the plateau calls "near constant"
+Phases (ii) and (iii) keep superiority tests: the largest fall before the decrease's minimum
+(over pairs of steps s < t up to it) and the largest rise after that minimum are present when the
+lower end of their interval exceeds `min_effect`. Its default equals the plateau margin: a change the plateau calls "near constant"
 cannot at the same time be a phase of its own, and a slow drift that more test images make
 significant does not cut a true plateau short. Three phases: all three present. Only these are
 labelled; steps between them are "undetermined".
+
+Several dips. The paper's shape has one minimum, between the fall and the rise; a measured curve
+can dip more than once (the authors' README run taken to 65,536 iterations falls to iteration 256,
+rises, dips again near its end and rises once more: `paper_figures/authors_length.csv`). The
+decrease's minimum is the first trough the curve leaves for good: troughs are the lowest points of
+the valleys the curve forms when only reversals larger than `min_effect` count (a rise smaller than
+a phase does not end a valley), and the minimum is the first trough after which no point of the
+curve lies more than `min_effect` below it. So a shallow early dip that a deeper one follows is part
+of the fall, a later dip that stays above the first minimum (or below it by less than a phase) is
+part of the rise, and of two dips within `min_effect` of each other the first is the minimum: the
+paper reads its curves in time order, and noise between near-equal dips should not decide which
+one counts. The largest fall over all pairs would take a later, larger dip inside phase (iii); the
+global minimum would let noise choose between near-equal dips. On a curve with one valley the
+minimum is its lowest point, the end of its largest fall. The minimum is picked from the point
+estimates of the curve; one seed's intervals are simultaneous over every pair of steps, and with
+several seeds each seed is measured at the minimum the other seeds' mean curve picks, so the
+intervals hold for the steps the data chose.
 
 The noise the intervals carry (`per_image_errors` of shape steps x images, seeds x steps x images
 or seeds x replicates x steps x images; or `seed_curves`, seeds x steps):
@@ -160,7 +177,8 @@ class PhaseVerdict:
     scale: float
     """|first value of the curve|: every size is a fraction of it (scale invariance)."""
     decrease: ChangeInterval
-    """Phase (ii): the largest fall of the curve (start_step -> end_step, the minimum)."""
+    """Phase (ii): the largest fall before the decrease's minimum (start_step -> end_step, the minimum; no
+    steps when the minimum is the first measurement)."""
     increase: ChangeInterval
     """Phase (iii): the largest rise that starts at or after the decrease's minimum."""
     plateau: ChangeInterval
@@ -208,9 +226,12 @@ class PhaseVerdict:
 
     def describe(self) -> str:
         """One line: which phases are confident, the sizes with intervals, the noise and the margins."""
-        decrease = (
-            f"decrease until {self.decrease.end_step} (from {self.decrease.start_step}) by " if self.has_decrease else "no decrease: "
-        ) + self.decrease.describe()
+        if self.decrease.end_step is None:
+            decrease = "no decrease (the minimum is the first measurement)"
+        else:
+            decrease = (
+                f"decrease until {self.decrease.end_step} (from {self.decrease.start_step}) by " if self.has_decrease else "no decrease: "
+            ) + self.decrease.describe()
         increase = (
             f"increase until {self.increase.end_step} (from {self.increase.start_step}) by " if self.has_increase else "no increase: "
         ) + self.increase.describe()
@@ -294,7 +315,7 @@ def phase_verdict(
     if errors.shape[0] == 1:
         contrast = _BootstrapContrasts(relative[0], settings)
     else:
-        contrast = _SeedContrasts(relative, settings.confidence)
+        contrast = _SeedContrasts(relative, settings)
     return _verdict(step_array, contrast, scale, errors.shape[:2], images, settings)
 
 
@@ -322,16 +343,18 @@ class _BootstrapContrasts:
     def change_from_first(self, index: int) -> tuple[float, float, float]:
         return float(self.curve[index] - self.curve[0]), float(self.first_low[index]), float(self.first_high[index])
 
-    def largest_change(self, sign: float, first: int | None) -> tuple[float, float, float, tuple]:
-        """The largest sign * (curve[t] - curve[s]) over pairs first <= s < t, with its interval: on the
-        event that every pair's simultaneous interval covers, the true largest change over any set of
-        pairs lies between the largest lower end and the largest upper end over that set."""
-        pair = _best_pair(self.curve, sign, first)
+    def largest_change(self, sign: float, first: int | None, last: int | None) -> tuple[float, float, float, tuple]:
+        """The largest sign * (curve[t] - curve[s]) over pairs first <= s < t <= last, with its interval: on
+        the event that every pair's simultaneous interval covers, the true largest change over any set of
+        pairs (chosen from the data or not) lies between the largest lower end and the largest upper end
+        over that set."""
+        pair = _best_pair(self.curve, sign, first, last)
         if pair is None:
             return 0.0, 0.0, 0.0, (None, None)
         count = len(self.curve)
         upper = np.triu(np.ones((count, count), dtype=bool), 1)
         upper[:first] = False
+        upper[:, last + 1 :] = False
         lows, highs = (self.low, self.high) if sign > 0 else (-self.high, -self.low)
         estimate = sign * (self.curve[pair[1]] - self.curve[pair[0]])
         return float(estimate), float(lows[upper].max()), float(highs[upper].max()), pair
@@ -365,15 +388,40 @@ def _resampled_curves(errors: np.ndarray, settings: VerdictSettings) -> np.ndarr
     return curves
 
 
-def _best_pair(curve: np.ndarray, sign: float, first: int) -> tuple[int, int] | None:
-    """The pair first <= s < t with the largest sign * (curve[t] - curve[s]) (earliest on ties)."""
+def _best_pair(curve: np.ndarray, sign: float, first: int, last: int) -> tuple[int, int] | None:
+    """The pair first <= s < t <= last with the largest sign * (curve[t] - curve[s]) (earliest on ties)."""
     best, pair = -math.inf, None
-    for s in range(first, len(curve)):
-        for t in range(s + 1, len(curve)):
+    for s in range(first, last + 1):
+        for t in range(s + 1, last + 1):
             change = sign * (curve[t] - curve[s])
             if change > best:
                 best, pair = change, (s, t)
     return pair
+
+
+def _decrease_minimum(curve: np.ndarray, threshold: float) -> int:
+    """Index of the decrease's minimum: the first trough after which the curve never lies more than
+    `threshold` below it (module docstring, "Several dips").
+
+    Troughs come from a zigzag of the curve that counts only reversals larger than `threshold`: a valley
+    ends when the curve rises more than `threshold` above its lowest point (earliest on ties), which is
+    the trough; a peak ends when the curve falls more than `threshold` below its highest point. A curve
+    that ends inside a valley adds that valley's lowest point as the last trough, which nothing later
+    undercuts, so the search always ends."""
+    troughs, lowest, highest, in_valley = [], 0, 0, True
+    for index in range(1, len(curve)):
+        if in_valley and curve[index] < curve[lowest]:
+            lowest = index
+        elif in_valley and curve[index] > curve[lowest] + threshold:
+            troughs.append(lowest)
+            highest, in_valley = index, False
+        elif not in_valley and curve[index] > curve[highest]:
+            highest = index
+        elif not in_valley and curve[index] < curve[highest] - threshold:
+            lowest, in_valley = index, True
+    if in_valley:
+        troughs.append(lowest)
+    return next(trough for trough in troughs if not np.any(curve[trough + 1 :] < curve[trough] - threshold))
 
 
 def _within_seed_variance(errors: np.ndarray, pair: tuple[int, int]) -> float:
@@ -396,12 +444,13 @@ class _SeedContrasts:
 
     source = NOISE_SEEDS
 
-    def __init__(self, errors: np.ndarray, confidence: float) -> None:
+    def __init__(self, errors: np.ndarray, settings: VerdictSettings) -> None:
         self.errors = errors
         self.seeds = errors.shape[0]
         self.seed_curves = errors.mean(axis=(1, 3))
         self.curve = self.seed_curves.mean(axis=0)
-        self.critical = float(student_t.ppf(0.5 + confidence / 2, self.seeds - 1))
+        self.critical = float(student_t.ppf(0.5 + settings.confidence / 2, self.seeds - 1))
+        self.threshold = settings.min_effect
 
     def _interval(self, pairs: list[tuple[int, int] | None], sign: float) -> tuple[float, float, float]:
         changes, within = [], []
@@ -420,16 +469,16 @@ class _SeedContrasts:
     def change_from_first(self, index: int) -> tuple[float, float, float]:
         return self._interval([(0, index)] * self.seeds, 1.0) if index > 0 else (0.0, 0.0, 0.0)
 
-    def largest_change(self, sign: float, first: int | None) -> tuple[float, float, float, tuple]:
-        """`first` None: the rise after each held-out fit's own minimum (the end of its largest fall)."""
-        pairs = []
-        for seed in range(self.seeds):
-            others = np.delete(self.seed_curves, seed, axis=0).mean(axis=0)
-            start = first if first is not None else _best_pair(others, -1.0, 0)[1]
-            pairs.append(_best_pair(others, sign, start))
+    def largest_change(self, sign: float, first: int | None, last: int | None) -> tuple[float, float, float, tuple]:
+        """`first` or `last` None: the decrease's minimum (`_decrease_minimum`) of each held-out fit's own
+        curve, and of the mean curve for the steps reported."""
+        pairs = [self._pair(np.delete(self.seed_curves, seed, axis=0).mean(axis=0), sign, first, last) for seed in range(self.seeds)]
         mean, low, high = self._interval(pairs, sign)
-        full_start = first if first is not None else _best_pair(self.curve, -1.0, 0)[1]
-        return mean, low, high, _best_pair(self.curve, sign, full_start) or (None, None)
+        return mean, low, high, self._pair(self.curve, sign, first, last) or (None, None)
+
+    def _pair(self, curve: np.ndarray, sign: float, first: int | None, last: int | None) -> tuple[int, int] | None:
+        minimum = _decrease_minimum(curve, self.threshold) if first is None or last is None else None
+        return _best_pair(curve, sign, minimum if first is None else first, minimum if last is None else last)
 
 
 def _interval(change: tuple, steps: np.ndarray) -> ChangeInterval:
@@ -468,16 +517,17 @@ def _labels(count: int, constant_last: int | None, fall: tuple | None, rise: tup
 
 def _verdict(steps: np.ndarray, contrast, scale: float, shape: tuple, images: int, settings: VerdictSettings) -> PhaseVerdict:
     count = len(steps)
-    fall = contrast.largest_change(-1.0, 0)
-    has_decrease = fall[1] > settings.min_effect
+    # Seeds: each held-out fit's own minimum (None), so that no seed measures the steps it chose.
+    held_out = contrast.source == NOISE_SEEDS
+    fall = contrast.largest_change(-1.0, 0, None if held_out else _decrease_minimum(contrast.curve, settings.min_effect))
     fall_end = fall[3][1]
-    # The rise is searched after the fall's minimum when there is a decrease (seeds: after each
-    # held-out fit's own minimum), anywhere otherwise.
+    has_decrease = fall[1] > settings.min_effect and fall_end is not None
+    # The rise is searched after the decrease's minimum when there is a decrease, anywhere otherwise.
     if has_decrease and fall_end >= count - 1:
         rise = (0.0, 0.0, 0.0, (None, None))
     else:
-        rise_first = (None if contrast.source == NOISE_SEEDS else fall_end) if has_decrease else 0
-        rise = contrast.largest_change(1.0, rise_first)
+        rise_first = (None if held_out else fall_end) if has_decrease else 0
+        rise = contrast.largest_change(1.0, rise_first, count - 1)
     has_increase = rise[1] > settings.min_effect and rise[3][0] is not None
 
     limit = fall_end - 1 if has_decrease else count - 1
