@@ -1,14 +1,17 @@
 """kphases.phases: known answers for the phase verdict on synthetic curves with known noise."""
 
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kphases.phases import PLATEAU_MARGIN, ChangeInterval, PhaseVerdict, VerdictSettings, phase_verdict
 
+FIGURES = Path(__file__).resolve().parents[1] / "paper_figures"
 STEPS = [0] + [2**power for power in range(1, 12)]  # 12 points, 0..2048, like the quick runs
 DOUBLING = [0] + [2**power for power in range(1, 17)]  # 17 points, 0..65536, like the CIFAR-10 run
 
@@ -172,6 +175,81 @@ def test_min_effect_decides_a_small_but_certain_change_and_is_printed():
     # a certain 1% step is inside the plateau margin: constant throughout, not a decrease
     tiny = phase_verdict(STEPS, per_image_errors(np.array([1.0] * 6 + [0.99] * 6), noise=0.01, seed=6))
     assert not tiny.has_decrease and tiny.constant_end == 2048
+
+
+# --- curves with several dips: the decrease ends at the first trough the curve leaves for good ---------
+
+
+def test_a_shallow_early_dip_that_a_deeper_one_follows_is_part_of_the_fall():
+    # A 10% dip at 16 rises 5% (beyond the 2% of a phase), but the curve then falls to 0.60 at 256: the
+    # early dip is undercut, so the minimum is the deeper one and the fall runs from the plateau to it.
+    shallow_then_deep = np.array([1, 1, 1, 1, 0.9, 0.95, 0.85, 0.7, 0.6, 0.65, 0.7, 0.75])
+    verdict = phase_verdict(STEPS, per_image_errors(shallow_then_deep, noise=0.01, seed=11))
+    assert verdict.three_phases and verdict.constant_end == 8
+    assert verdict.decrease.start_step in STEPS[:4]  # the highest point of the plateau: image noise decides which
+    assert (verdict.decrease_end, verdict.increase.start_step, verdict.increase_end) == (256, 256, 2048)
+    assert verdict.decrease.low < 0.40 < verdict.decrease.high and verdict.increase.low < 0.15 < verdict.increase.high
+    assert verdict.labels[4:9] == ("decrease",) * 5 and verdict.labels[9:] == ("increase",) * 3
+
+
+def test_a_deep_early_dip_then_wiggles_inside_the_margin_is_a_decrease_to_the_floor_and_no_rise():
+    # After the dip to 0.60 the curve wiggles by less than 2% (to 0.595 at 256, up to 0.615): no wiggle is a
+    # phase, so there is one valley, its lowest point is the minimum and nothing after it is an increase.
+    dip_then_wiggles = np.array([1, 1, 1, 1, 0.6, 0.61, 0.605, 0.615, 0.595, 0.61, 0.6, 0.605])
+    verdict = phase_verdict(STEPS, per_image_errors(dip_then_wiggles, noise=0.01, seed=12))
+    assert verdict.has_constant and verdict.has_decrease and not verdict.has_increase and not verdict.three_phases
+    assert verdict.constant_end == 8 and verdict.decrease_end == 256 and verdict.decrease.low < 0.405 < verdict.decrease.high
+    assert verdict.increase.high < 0.03 and verdict.labels[9:] == ("undetermined",) * 3
+
+
+W_FIRST_DIP = np.array([1, 1, 1, 1, 0.85, 0.70, 0.9, 1.05, 0.9, 0.69, 0.8, 0.9])
+"""A W whose second dip (0.69 at 512) is 1% below the first (0.70 at 32), after a larger fall (1.05 -> 0.69)."""
+W_SECOND_DIP = np.array([1, 1, 1, 1, 0.85, 0.70, 0.9, 1.05, 0.8, 0.6, 0.7, 0.8])
+"""A W whose second dip (0.60 at 512) is 10% below the first: the first dip is undercut."""
+
+
+def test_of_two_dips_within_the_margin_the_first_is_the_minimum_and_the_later_fall_belongs_to_the_rise():
+    # The largest fall of the curve (1.05 -> 0.69, 36%) and its global minimum (0.69) are both in the second
+    # dip; the paper's reading (near constant, falls, rises) ends the fall at the first dip.
+    verdict = phase_verdict(STEPS, per_image_errors(W_FIRST_DIP, noise=0.01, seed=13))
+    assert verdict.three_phases and verdict.constant_end == 8
+    assert verdict.decrease.start_step in STEPS[:4] and (verdict.decrease_end, verdict.increase.start_step, verdict.increase_end) == (32, 32, 128)
+    assert verdict.decrease.low < 0.30 < verdict.decrease.high and verdict.increase.low < 0.35 < verdict.increase.high
+    # across 3 seeds the same: each held-out mean curve picks its own first dip
+    seeds = phase_verdict(STEPS, seed_curves=W_FIRST_DIP + 0.002 * np.random.default_rng(13).standard_normal((3, 12)))
+    assert seeds.three_phases and (seeds.decrease_end, seeds.increase_end) == (32, 128)
+
+
+def test_a_w_whose_second_dip_is_deeper_by_more_than_the_margin_falls_to_the_second_dip():
+    verdict = phase_verdict(STEPS, per_image_errors(W_SECOND_DIP, noise=0.01, seed=14))
+    assert verdict.three_phases and verdict.constant_end == 8
+    # the decrease is the largest fall before the minimum (1.05 at 128 -> 0.60 at 512); the bump is undetermined
+    assert (verdict.decrease.start_step, verdict.decrease_end, verdict.increase.start_step, verdict.increase_end) == (128, 512, 512, 2048)
+    assert verdict.decrease.low < 0.45 < verdict.decrease.high and verdict.labels[4:8] == ("undetermined",) * 4
+
+
+def test_a_curve_whose_minimum_is_its_first_point_has_no_decrease_and_says_so():
+    # Rises 10%, dips 5% (not below the start), rises again: the dip is inside the rise, not a decrease.
+    rising = np.array([1, 1.05, 1.1, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.35, 1.4, 1.45])
+    verdict = phase_verdict(STEPS, per_image_errors(rising, noise=0.01, seed=15))
+    assert not verdict.has_decrease and verdict.decrease_end is None and verdict.decrease.end_step is None
+    assert verdict.has_increase and verdict.increase.start_step == 0 and verdict.increase_end == 2048
+    assert "no decrease (the minimum is the first measurement)" in verdict.describe()
+
+
+def test_the_authors_length_run_falls_to_its_first_minimum_and_rises_from_there():
+    # paper_figures/authors_length_per_image.csv: the README run to 65,536 iterations falls to its minimum,
+    # rises, and dips again later by more than its first fall (docs/findings.md, section `authors_length`).
+    table = pd.read_csv(FIGURES / "authors_length_per_image.csv")
+    wide = table.pivot(index="step", columns="image", values="error").sort_index()
+    steps, errors = [int(step) for step in wide.index], wide.to_numpy(dtype=np.float64)
+    curve = errors.mean(axis=1)
+    minimum, peak = int(np.argmin(curve)), int(np.argmax(curve))
+    later_dip = int(np.argmin(curve[peak:])) + peak
+    assert minimum < peak < later_dip and curve[peak] - curve[later_dip] > curve[:minimum].max() - curve[minimum]
+    verdict = phase_verdict(steps, errors)
+    assert verdict.three_phases and verdict.decrease_end == steps[minimum] and verdict.increase.start_step == steps[minimum]
+    assert verdict.increase_end == steps[peak] and verdict.labels[later_dip] == "undetermined"
 
 
 # --- scale invariance ---------------------------------------------------------------------------
