@@ -395,6 +395,8 @@ class MeasureConfig:
     """Also the scale-free KDE bound, noise variance this many times the layer's total variance (None: not computed)."""
     mi_samples: int = 1000
     """Test images (stratified subset of the measurement test split) both estimators use; KDE costs O(n^2)."""
+    decoder_refits: int = 1
+    """linear_ridge cells: also fit this many ridge decoders on random halves of the train features and keep their per-image test errors, so the verdicts' intervals carry the decoder's fitting noise (kphases.measurement); 1: no refits."""
 
     def __post_init__(self) -> None:
         # The mutual-information settings are checked where they are used (kphases.information), only when that metric is asked for.
@@ -405,6 +407,7 @@ class MeasureConfig:
         check_range("measure.probe_epochs", self.probe_epochs, 1, integer=True)
         check_range("measure.probe_min_update_steps", self.probe_min_update_steps, 1, integer=True, optional=True)
         check_range("measure.seed", self.seed, 0, integer=True)
+        check_range("measure.decoder_refits", self.decoder_refits, 1, integer=True)
         for step in self.steps:
             check_range("measure.steps", step, 0, integer=True)
 

@@ -46,7 +46,7 @@ import tensorflow as tf
 
 from kphases.config import MeasureConfig
 from kphases.data import Dataset, load_dataset, stratified_subset
-from kphases.decoders import DECODER_KINDS, DecoderSettings, fit_decoder
+from kphases.decoders import DECODER_KINDS, DecoderSettings, fit_decoder, fit_linear_ridge_decoder
 from kphases.features import BN_STATS_MODES, extract_features, recalibrate_batchnorm
 from kphases.information import InformationSettings, binning_information, kde_information, relative_kde_information
 from kphases.models import build_model, probe_points
@@ -58,6 +58,9 @@ from kphases.verdict_tables import summary_table
 
 CELL_COLUMNS = ["step", "layer", "bn_stats", "instrument", "protocol", "metric", "split"]  # one row of a cell
 TRANSFER_TASKS = ("color_dominance", "dataset_switch")
+# MeasureConfig.decoder_refits: the decoders refitted on halves of the train split (closed form, so a refit
+# costs one solve; a trained decoder's refit would cost its whole training).
+REFIT_DECODERS = ("linear_ridge",)
 # MeasureConfig.metrics: instruments beyond decoders and heads. mutual_information adds the cells
 # binning:<bins>, kde:<noise variance> (and kde_relative:<ratio>) with rows mi_x_t and mi_t_y in bits.
 EXTRA_METRICS = ("mutual_information",)
@@ -97,6 +100,10 @@ def check_config(config: MeasureConfig, model: keras.Model, dataset: Dataset, va
     bad = [kind for kind in config.decoders if kind not in DECODER_KINDS]
     if bad:
         raise ValueError(f"unknown decoder(s) {bad}; valid decoders: {list(DECODER_KINDS)}")
+    if config.decoder_refits > 1 and not any(kind in REFIT_DECODERS for kind in config.decoders):
+        raise ValueError(
+            f"decoder_refits={config.decoder_refits} refits {list(REFIT_DECODERS)}, which decoders={list(config.decoders)} lacks"
+        )
     bad = [mode for mode in config.bn_stats if mode not in BN_STATS_MODES]
     if bad or not config.bn_stats:
         raise ValueError(f"unknown bn_stats {bad}; valid values: {list(BN_STATS_MODES)}")
@@ -221,6 +228,7 @@ class _Setup:
     information: InformationSettings | None
     num_classes: int
     seed: int
+    decoder_refits: int = 1
 
 
 @dataclass
@@ -346,12 +354,12 @@ def _set_up(run: Run, config: MeasureConfig, dataset: Dataset, data_dir, custom_
     if "mutual_information" in config.metrics:
         information = InformationSettings(config.mi_bins, config.mi_noise_variance, config.mi_samples, config.mi_relative_noise)
     cells = _cells(config, splits, target, transfers, decoders, heads, information)
-    return _Setup(model, splits, target, decoders, heads, cells, information, dataset.num_classes, config.seed)
+    return _Setup(model, splits, target, decoders, heads, cells, information, dataset.num_classes, config.seed, config.decoder_refits)
 
 
 def _cells(config: MeasureConfig, splits: _Splits, target, transfers, decoders, heads, information) -> list[_Cell]:
     """Every instrument `config` asks for, with the protocol hash that names its cells."""
-    cells = [_Cell(kind, _protocol(kind, decoders, splits.description, config.seed)) for kind in config.decoders]
+    cells = [_Cell(kind, _protocol(*_decoder_protocol_parts(kind, decoders, splits.description, config))) for kind in config.decoders]
     if config.probe:
         cells.append(_Cell("probe", _protocol("probe", heads, splits.description)))
     for task in transfers:
@@ -365,6 +373,15 @@ def _cells(config: MeasureConfig, splits: _Splits, target, transfers, decoders, 
         for instrument in instruments:
             cells.append(_Cell(instrument, _protocol(instrument, information.samples, splits.description, config.seed)))
     return cells
+
+
+def _decoder_protocol_parts(kind: str, decoders: DecoderSettings, description: str, config: MeasureConfig) -> list:
+    """What names a decoder cell. Refits enter only when asked for, so a cell without them keeps its name
+    (and is not measured again); a cell with them is another cell, its main fit the same bits."""
+    parts = [kind, decoders, description, config.seed]
+    if kind in REFIT_DECODERS and config.decoder_refits > 1:
+        parts.append({"decoder_refits": config.decoder_refits})
+    return parts
 
 
 def _missing(run: Run, frame: pd.DataFrame, steps: list[int], config: MeasureConfig, cells: list[_Cell], log=None) -> list[_Group]:
@@ -386,10 +403,12 @@ def _is_done(run: Run, done: set[tuple], key: tuple, log) -> bool:
         return False
     if log is None or key[3] not in DECODER_KINDS:
         return True
-    problem = run.per_image_errors_problem(*key)
-    if problem is not None:
-        log(f"{run.per_image_errors_path(*key)} {problem}: measuring its cell again")
-    return problem is None
+    for refits in (False, True):  # a cell without refits has neither file nor record of them: no problem
+        problem = run.per_image_errors_problem(*key, refits=refits)
+        if problem is not None:
+            log(f"{run.per_image_errors_path(*key, refits=refits)} {problem}: measuring its cell again")
+            return False
+    return True
 
 
 def _measure_missing(run: Run, config: MeasureConfig, setup: _Setup, rows: "MeasurementRows", work: list[_Group], progress, tensorboard):
@@ -535,6 +554,9 @@ def _measure_source_cell(run: Run, group: _Group, cell: _Cell, features, setup: 
     splits, data = setup.splits, setup.splits.description
     if cell.instrument in DECODER_KINDS:
         result = fit_decoder(cell.instrument, train_features, splits.x_train, test_features, splits.x_test, setup.decoders)
+        if cell.instrument in REFIT_DECODERS and setup.decoder_refits > 1:
+            refits = refit_errors(train_features, splits.x_train, test_features, splits.x_test, setup.decoders, setup.decoder_refits)
+            run.write_per_image_errors(group.step, group.layer, group.mode, cell.instrument, cell.protocol, refits, refits=True)
         # Per-image errors first: a cell whose rows exist always has its per-image file.
         run.write_per_image_errors(group.step, group.layer, group.mode, cell.instrument, cell.protocol, result.test_errors_per_image)
         fitted = (result.update_steps, result.epochs)
@@ -555,6 +577,38 @@ def _measure_source_cell(run: Run, group: _Group, cell: _Cell, features, setup: 
             train_labels, test_labels, classes = color_dominance_labels(splits.x_train), color_dominance_labels(splits.x_test), 3
         result = train_linear_head(train_features, train_labels, test_features, test_labels, classes, setup.heads)
         rows.head("probe" if cell.instrument == "probe" else "transfer", result, cell, data)
+
+
+def refit_errors(
+    train_features: np.ndarray,
+    train_images: np.ndarray,
+    test_features: np.ndarray,
+    test_images: np.ndarray,
+    settings: DecoderSettings,
+    refits: int,
+) -> np.ndarray:
+    """(refits, test images) float32 per-image test errors of `linear_ridge` refitted on `refits` random halves
+    of the train split (each half drawn anew, seeded by `settings.seed` and the refit's index, the same
+    halves at every step so that refits pair across steps like the test images do).
+
+    Why halves: every image's error at a step moves with the one decoder fitted there, a noise that
+    resampling the test images cannot see. Fits on random halves of n train images spread around
+    their mean by about as much as the fit on all n spreads around its expectation (the delete-half
+    jackknife: a half drawn without replacement from n has the variance of a mean over n), so the
+    refits measure the main fit's noise without a rescaling; their level (fewer images, a worse
+    fit) is not used (`kphases.phases.refit_replicates`). GCV chooses each refit's penalty on its
+    half, as the main fit does on the whole split."""
+    if refits < 2:
+        raise ValueError(f"refits must be an integer >= 2 (1 means no refits), got {refits!r}")
+    count = len(train_features)
+    if count < 4:
+        raise ValueError(f"decoder refits need at least 4 train images to halve, got {count}")
+    errors = np.empty((refits, len(test_features)), dtype=np.float32)
+    for index in range(refits):
+        half = np.sort(np.random.default_rng([settings.seed, 23, index]).permutation(count)[: count // 2])
+        result = fit_linear_ridge_decoder(train_features[half], train_images[half], test_features, test_images, settings, train_error=False)
+        errors[index] = result.test_errors_per_image
+    return errors
 
 
 def _mutual_information(instrument: str, test_features: np.ndarray, splits: _Splits, information: InformationSettings, seed: int):

@@ -59,8 +59,9 @@ or seeds x replicates x steps x images; or `seed_curves`, seeds x steps):
   every step (paired: a hard image is hard at every step, so changes are far less noisy than
   levels); with replicate decoder fits (refits on halves of the train features), the replicates
   are resampled too, before the images, so the decoder's own fitting noise, shared by every image
-  at a step, enters. Every pair's difference gets a simultaneous interval (max-|t| over pairs);
-  the largest fall's interval runs from the largest lower to the largest upper end over pairs.
+  at a step, enters (`refit_replicates` turns a measurement's refits into replicates). Every
+  pair's difference gets a simultaneous interval (max-|t| over pairs); the largest fall's interval
+  runs from the largest lower to the largest upper end over pairs.
   The verdict says "one seed: test-image noise only" (or "and decoder refits"): seed-to-seed
   variation is not in it.
 - Three or more seeds: hierarchical intervals, seeds, then (within each seed) replicates and test
@@ -246,6 +247,25 @@ class PhaseVerdict:
         for key in ("steps", "curve", "curve_low", "curve_high", "labels"):
             values[key] = list(values[key])
         return values
+
+
+def refit_replicates(errors: np.ndarray, refits: np.ndarray) -> np.ndarray:
+    """(replicates, steps, images) for `phase_verdict` from one seed's errors (steps, images) and its decoder
+    refits' errors (refits, steps, images; `kphases.measurement.refit_errors`).
+
+    Replicate r is errors + sqrt(R) (refit r - mean of the refits): the refits' spread is the fitting noise
+    of the decoder the curve comes from (fits on halves: the delete-half jackknife), and the verdict reads
+    the replicate axis as R fits whose mean is the curve, whose spread is R times smaller than one fit's,
+    hence sqrt(R). The mean over replicates is `errors`: the refits widen the intervals and move no point
+    of the curve (their own level, from half the train images, is higher and is not used)."""
+    errors, refits = np.asarray(errors, dtype=np.float64), np.asarray(refits, dtype=np.float64)
+    if errors.ndim != 2 or refits.ndim != 3 or refits.shape[1:] != errors.shape or refits.shape[0] < 2:
+        raise ValueError(
+            f"refit_replicates needs errors (steps, images) and refits (refits >= 2, steps, images) of the same steps and images, "
+            f"got {errors.shape} and {refits.shape}"
+        )
+    deviations = refits - refits.mean(axis=0, keepdims=True)
+    return errors[None] + math.sqrt(refits.shape[0]) * deviations
 
 
 def _validated_steps(steps: Sequence[int], count: int) -> np.ndarray:

@@ -831,31 +831,39 @@ class Run:
             yield
 
     # --- per-image errors: what the noise-aware phase verdicts resample (kphases.phases.phase_verdict) ---
-    def per_image_errors_path(self, step: int, layer: str, bn_stats: str, instrument: str, protocol: str) -> Path:
+    def per_image_errors_path(self, step: int, layer: str, bn_stats: str, instrument: str, protocol: str, refits: bool = False) -> Path:
         """`<run>/per_image_errors/<instrument>-<protocol>/<layer>/<bn_stats>/step-<step>.npy`: float32, one
-        MSE per test image, in the measurement test split's order (the same order at every step)."""
+        MSE per test image, in the measurement test split's order (the same order at every step).
+        `refits`: `step-<step>-refits.npy`, refits x images, the cell's decoder refitted on halves of the
+        train split (`MeasureConfig.decoder_refits`)."""
         parts = [quote(str(part), safe="") for part in (f"{instrument}-{protocol}", layer, bn_stats)]
-        return self.directory.joinpath(PER_IMAGE_DIRECTORY, *parts, f"step-{int(step)}.npy")
+        return self.directory.joinpath(PER_IMAGE_DIRECTORY, *parts, f"step-{int(step)}{'-refits' if refits else ''}.npy")
 
-    def write_per_image_errors(self, step: int, layer: str, bn_stats: str, instrument: str, protocol: str, errors: np.ndarray) -> Path:
+    def write_per_image_errors(
+        self, step: int, layer: str, bn_stats: str, instrument: str, protocol: str, errors: np.ndarray, refits: bool = False
+    ) -> Path:
         """Write one cell's per-image errors and their record atomically (a reader never sees half a file)."""
-        path = self.per_image_errors_path(step, layer, bn_stats, instrument, protocol)
+        path = self.per_image_errors_path(step, layer, bn_stats, instrument, protocol, refits)
         errors = np.asarray(errors, dtype=np.float32)
         buffer = io.BytesIO()
         np.save(buffer, errors)
         write_recorded(path, buffer.getvalue(), len(errors))
         return path
 
-    def per_image_errors_problem(self, step: int, layer: str, bn_stats: str, instrument: str, protocol: str) -> str | None:
+    def per_image_errors_problem(
+        self, step: int, layer: str, bn_stats: str, instrument: str, protocol: str, refits: bool = False
+    ) -> str | None:
         """What is wrong with one cell's per-image file, in words; None if it matches its record, or if the
-        cell has neither file nor record (measured before per-image files existed)."""
-        path = self.per_image_errors_path(step, layer, bn_stats, instrument, protocol)
+        cell has neither file nor record (measured before per-image files existed, or without refits)."""
+        path = self.per_image_errors_path(step, layer, bn_stats, instrument, protocol, refits)
         return _per_image_problem(path, path.read_bytes() if path.exists() else None)
 
-    def read_per_image_errors_file(self, step: int, layer: str, bn_stats: str, instrument: str, protocol: str) -> np.ndarray | None:
+    def read_per_image_errors_file(
+        self, step: int, layer: str, bn_stats: str, instrument: str, protocol: str, refits: bool = False
+    ) -> np.ndarray | None:
         """One cell's per-image errors, checked against their record; None if the cell has none (measured
         before per-image files existed). A damaged file is a DamagedFileError naming it and what to do."""
-        path = self.per_image_errors_path(step, layer, bn_stats, instrument, protocol)
+        path = self.per_image_errors_path(step, layer, bn_stats, instrument, protocol, refits)
         data = path.read_bytes() if path.exists() else None  # read once: what is checked is what is loaded
         problem = _per_image_problem(path, data)
         if problem is None and data is None:
@@ -988,10 +996,11 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[Run]:
 
 
 def read_per_image_errors(
-    run: Run, frame: "pandas.DataFrame", layer: str, instrument: str, bn_stats: str, steps: list[int] | None = None
+    run: Run, frame: "pandas.DataFrame", layer: str, instrument: str, bn_stats: str, steps: list[int] | None = None, refits: bool = False
 ) -> tuple[list[int], np.ndarray] | None:
     """(steps, errors of shape steps x images) of one curve, the steps measured under the protocol of its
     latest row; None when any of those steps has no per-image file (cells measured before the files existed).
+    `refits`: the decoder refits' errors instead, of shape steps x refits x images (None without refits).
 
     Raises DamagedFileError (naming the file) if a per-image file does not match its record, and
     ValueError if the steps' files hold different numbers of images (not one paired split)."""
@@ -1012,14 +1021,14 @@ def read_per_image_errors(
     latest = selected[selected["protocol"] == protocol].drop_duplicates("step", keep="last").set_index("step").sort_index()
     arrays = []
     for step, protocol in latest["protocol"].items():
-        errors = run.read_per_image_errors_file(int(step), layer, bn_stats, instrument, str(protocol))
+        errors = run.read_per_image_errors_file(int(step), layer, bn_stats, instrument, str(protocol), refits)
         if errors is None:
             return None
         arrays.append(errors)
-    sizes = sorted({len(array) for array in arrays})
+    sizes = sorted({array.shape for array in arrays})
     if len(sizes) != 1:
         raise ValueError(
-            f"run {run.name}: per-image errors of [{layer}, {instrument}, bn={bn_stats}] have different image "
-            f"counts {sizes} across steps; they are not one paired test split"
+            f"run {run.name}: per-image errors of [{layer}, {instrument}, bn={bn_stats}] have different shapes "
+            f"{sizes} (images, or refits x images) across steps; they are not one paired test split"
         )
     return [int(step) for step in latest.index], np.stack(arrays)

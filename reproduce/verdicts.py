@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kphases.phases import NOISE_IMAGES, PhaseVerdict, VerdictSettings, phase_verdict
+from kphases.phases import NOISE_IMAGES, PhaseVerdict, VerdictSettings, phase_verdict, refit_replicates
 from kphases.store import read_per_image_errors
 from kphases.verdict_tables import describe_phases
 from reproduce.common import SEED_MARK, curve
 
 KEY_SEPARATOR = "|"
+REFIT_MARK = "|refit "
 
 
 def curve_key(label: str, layer: str, instrument: str, bn_stats: str) -> str:
@@ -36,14 +37,25 @@ def per_image_path(out: Path, name: str) -> Path:
     return Path(out) / f"{name}_per_image.csv"
 
 
-def collect(run, frame: pd.DataFrame, label: str, curves_wanted: list[tuple[str, str, str]]) -> dict[str, tuple[list[int], np.ndarray]]:
-    """key -> (steps, steps x images errors) for each (layer, instrument, bn_stats) of one run that has per-image files."""
+def collect(run, frame: pd.DataFrame, label: str, curves_wanted: list[tuple[str, str, str]]) -> dict[str, tuple]:
+    """key -> (steps, steps x images errors) for each (layer, instrument, bn_stats) of one run that has per-image
+    files; (steps, errors, refits x steps x images errors) where every step has decoder refits
+    (`MeasureConfig.decoder_refits`)."""
     found = {}
     for layer, instrument, bn_stats in curves_wanted:
         per_image = read_per_image_errors(run, frame, layer, instrument, bn_stats)
-        if per_image is not None:
-            found[curve_key(label, layer, instrument, bn_stats)] = per_image
+        if per_image is None:
+            continue
+        refits = read_per_image_errors(run, frame, layer, instrument, bn_stats, refits=True)
+        key = curve_key(label, layer, instrument, bn_stats)
+        found[key] = per_image if refits is None or refits[0] != per_image[0] else (*per_image, refits[1].transpose(1, 0, 2))
     return found
+
+
+def verdict_errors(stored: tuple) -> np.ndarray:
+    """What `phase_verdict` resamples for one seed's stored curve: steps x images, or with refits
+    replicates x steps x images (`kphases.phases.refit_replicates`)."""
+    return stored[1] if len(stored) == 2 else refit_replicates(stored[1], stored[2])
 
 
 def write_per_image(out: Path, name: str, collected: dict[str, tuple[list[int], np.ndarray]]) -> Path | None:
@@ -54,10 +66,13 @@ def write_per_image(out: Path, name: str, collected: dict[str, tuple[list[int], 
         return None
     Path(out).mkdir(parents=True, exist_ok=True)
     frames = []
-    for key, (steps, errors) in collected.items():
-        errors = np.asarray(errors, dtype=np.float32)
-        step_index, image_index = np.meshgrid(np.asarray(steps, dtype=np.int64), np.arange(errors.shape[1]), indexing="ij")
-        frames.append(pd.DataFrame({"curve": key, "step": step_index.ravel(), "image": image_index.ravel(), "error": errors.ravel()}))
+    for key, (steps, errors, *refits) in collected.items():
+        # A curve's decoder refits are curves of their own, keyed '<curve>|refit <r>'.
+        arrays = [(key, errors)] + [(f"{key}{REFIT_MARK}{index}", each) for index, each in enumerate(refits[0] if refits else [])]
+        for name, array in arrays:
+            array = np.asarray(array, dtype=np.float32)
+            step_index, image_index = np.meshgrid(np.asarray(steps, dtype=np.int64), np.arange(array.shape[1]), indexing="ij")
+            frames.append(pd.DataFrame({"curve": name, "step": step_index.ravel(), "image": image_index.ravel(), "error": array.ravel()}))
     from reproduce.common import write_table_file
 
     return write_table_file(path, pd.concat(frames, ignore_index=True), float_format="%.9g")  # atomically, with its record
@@ -70,10 +85,19 @@ def read_per_image(out: Path, name: str) -> dict[str, tuple[list[int], np.ndarra
     from reproduce.common import read_table_file
 
     table = read_table_file(path)
-    result = {}
+    result, refits = {}, {}
     for key, group in table.groupby("curve", sort=False):
         wide = group.pivot(index="step", columns="image", values="error").sort_index()
-        result[str(key)] = ([int(step) for step in wide.index], wide.to_numpy(dtype=np.float32))
+        curve, mark, index = str(key).rpartition(REFIT_MARK)
+        if mark and index.isdigit():
+            refits.setdefault(curve, []).append((int(index), [int(step) for step in wide.index], wide.to_numpy(dtype=np.float32)))
+        else:
+            result[str(key)] = ([int(step) for step in wide.index], wide.to_numpy(dtype=np.float32))
+    for curve, found in refits.items():
+        steps = result[curve][0] if curve in result else None
+        if steps is None or any(each_steps != steps for _, each_steps, _ in found):
+            raise ValueError(f"{path}: the refits of curve {curve!r} do not have that curve's steps (or the curve is missing)")
+        result[curve] = (*result[curve], np.stack([array for _, _, array in sorted(found, key=lambda item: item[0])]))
     return result
 
 
@@ -87,7 +111,7 @@ def verdict(
     stored = per_image.get(curve_key(label, layer, instrument, bn_stats))
     if stored is None or list(stored[0]) != [int(step) for step in series.index]:
         return None
-    return phase_verdict(stored[0], stored[1], settings=settings or VerdictSettings())
+    return phase_verdict(stored[0], verdict_errors(stored), settings=settings or VerdictSettings())
 
 
 def across_seeds(
@@ -101,7 +125,7 @@ def across_seeds(
 ) -> PhaseVerdict | None:
     """The verdict across seeds on `curves` (step x seed, the seeds' figure labels in `labels`, in column
     order): hierarchical over the seeds and each seed's test images when every seed's per-image errors
-    cover the curve's steps with one number of images; otherwise from the seed curves alone, and its
+    cover the curve's steps with one number of images (and of decoder refits); otherwise from the seed curves alone, and its
     line says "seed curves". None with fewer than 3 seeds or 3 steps."""
     curves = curves.dropna()
     if curves.shape[1] < 3 or len(curves) < 3:
@@ -109,8 +133,11 @@ def across_seeds(
     steps = [int(step) for step in curves.index]
     settings = settings or VerdictSettings()
     stored = [per_image.get(curve_key(label, layer, instrument, bn_stats)) for label in labels]
-    if all(item is not None and list(item[0]) == steps for item in stored) and len({item[1].shape[1] for item in stored}) == 1:
-        return phase_verdict(steps, np.stack([item[1] for item in stored]), settings=settings)
+    if all(item is not None and list(item[0]) == steps for item in stored):
+        errors = [verdict_errors(item) for item in stored]
+        # Seeds stack when they agree in images and in refits (a seed with refits and one without do not).
+        if len({each.shape for each in errors}) == 1:
+            return phase_verdict(steps, np.stack(errors), settings=settings)
     return phase_verdict(steps, seed_curves=curves.to_numpy().T, settings=settings)
 
 

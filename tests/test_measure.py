@@ -1,9 +1,12 @@
+import numpy as np
 import pytest
 
 from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig
 from kphases.measurement import MEASUREMENT_COLUMNS, measure, read_measurements
+from kphases.phases import refit_replicates
 from kphases.store import sha256_file
 from kphases.training import train
+from reproduce.verdicts import collect
 
 TINY = RunConfig(
     data=DataConfig(name="digits", source="embedded", train_size=300, test_size=100),
@@ -109,3 +112,40 @@ def test_a_curve_too_short_for_a_verdict_says_why(tiny_run):
     )
     line = next(line for line in summary_table(tiny_run, frame).splitlines() if "[block4, linear_exact" in line)
     assert "not three phases: only 2 measurement(s) (0: " in line and "three phases need at least 3" in line
+
+
+# --- decoder refits: the decoder's fitting noise kept beside the per-image errors -------------------
+
+
+def test_decoder_refits_keep_refits_x_images_per_step_and_leave_the_cell_without_them_unchanged(tiny_run):
+    plain = MeasureConfig(decoders=("linear_ridge",), probe=False, transfer=())
+    refitted = MeasureConfig(decoders=("linear_ridge",), probe=False, transfer=(), decoder_refits=3)
+    frame = measure(tiny_run, plain, progress=False, log=lambda text: None)
+    frame = measure(tiny_run, refitted, progress=False, log=lambda text: None)
+    rows = frame[(frame["metric"] == "reconstruction_mse") & (frame["split"] == "test")]
+    protocols = list(dict.fromkeys(rows["protocol"]))
+    assert len(protocols) == 2  # refits name a cell of their own; the cell without them keeps its name
+    without, with_refits = (rows[rows["protocol"] == protocol].set_index("step")["value"] for protocol in protocols)
+    assert without.equals(with_refits)  # the main fit is the same bits
+    for step in (0, 8):
+        main = tiny_run.read_per_image_errors_file(step, "penultimate", "batch", "linear_ridge", protocols[1])
+        refits = tiny_run.read_per_image_errors_file(step, "penultimate", "batch", "linear_ridge", protocols[1], refits=True)
+        assert refits.shape == (3, 100) and refits.dtype == np.float32 and main.shape == (100,)
+        assert len({tuple(row) for row in refits}) == 3  # three different halves, three different fits
+        # halves fit on 150 of the 300 images: worse than the main fit on average, never identical to it
+        assert refits.mean() > main.mean() and not np.allclose(refits, main[None])
+        assert tiny_run.per_image_errors_problem(step, "penultimate", "batch", "linear_ridge", protocols[0], refits=True) is None
+        assert not tiny_run.per_image_errors_path(step, "penultimate", "batch", "linear_ridge", protocols[0], refits=True).exists()
+    # the figures' reader hands the verdict replicates whose mean is the main curve
+    steps, errors, stored_refits = collect(tiny_run, frame, "tiny", [("penultimate", "linear_ridge", "batch")])[
+        "tiny|penultimate|linear_ridge|batch"
+    ]
+    assert stored_refits.shape == (3, 4, 100) and steps == [0, 2, 4, 8]
+    assert np.allclose(refit_replicates(errors, stored_refits).mean(axis=0), errors, atol=1e-6)
+
+
+def test_decoder_refits_are_refused_where_nothing_would_be_refitted(tiny_run):
+    with pytest.raises(ValueError, match=r"decoder_refits=2 refits \['linear_ridge'\], which decoders=\['linear_exact'\] lacks"):
+        measure(tiny_run, MeasureConfig(decoders=("linear_exact",), probe=False, transfer=(), decoder_refits=2), progress=False)
+    with pytest.raises(ValueError, match="measure.decoder_refits"):
+        MeasureConfig(decoder_refits=0)
