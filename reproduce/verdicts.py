@@ -111,7 +111,9 @@ def verdict(
     stored = per_image.get(curve_key(label, layer, instrument, bn_stats))
     if stored is None or list(stored[0]) != [int(step) for step in series.index]:
         return None
-    return phase_verdict(stored[0], verdict_errors(stored), settings=settings or VerdictSettings())
+    errors = verdict_errors(stored)
+    # One seed: replicates are (refits, steps, images), which phase_verdict would read as seeds.
+    return phase_verdict(stored[0], errors if errors.ndim == 2 else errors[None], settings=settings or VerdictSettings())
 
 
 def across_seeds(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from kphases.phases import PLATEAU_MARGIN, ChangeInterval, PhaseVerdict, VerdictSettings, phase_verdict
+from kphases.phases import PLATEAU_MARGIN, ChangeInterval, PhaseVerdict, VerdictSettings, phase_verdict, refit_replicates
 
 FIGURES = Path(__file__).resolve().parents[1] / "paper_figures"
 STEPS = [0] + [2**power for power in range(1, 12)]  # 12 points, 0..2048, like the quick runs
@@ -342,6 +342,22 @@ def test_replicate_fits_carry_the_decoders_fitting_noise_into_one_seeds_interval
     assert sum(map(misses, plain)) > 20 and sum(map(misses, refits)) <= 0.1 * 11 * len(refits)
     assert not any(verdict.has_decrease or verdict.has_increase for verdict in refits)
     assert "one seed: test-image noise only and 4 decoder refits" in refits[0].describe() and refits[0].replicates == 4
+
+
+def test_refit_replicates_keep_the_curve_and_carry_one_fits_spread():
+    # Replicates average to the main fit's errors; their mean's bootstrap spread is one refit's spread
+    # (the delete-half jackknife), so it is sqrt(R) times the refits' deviations, not 1/sqrt(R).
+    rng = np.random.default_rng(21)
+    errors = 1 + 0.1 * rng.random((5, 40))
+    refits = errors[None] + 0.05 + 0.01 * rng.standard_normal((4, 5, 1))  # a higher level, a 1% spread shared by the images
+    replicates = refit_replicates(errors, refits)
+    assert replicates.shape == (4, 5, 40) and np.allclose(replicates.mean(axis=0), errors)
+    deviation = replicates - errors[None]
+    assert np.allclose(deviation, 2.0 * (refits - refits.mean(axis=0, keepdims=True)))
+    with pytest.raises(ValueError, match="refits >= 2"):
+        refit_replicates(errors, refits[:1])
+    with pytest.raises(ValueError, match="got \\(5, 40\\) and \\(4, 5, 39\\)"):
+        refit_replicates(errors, refits[:, :, :39])
 
 
 def test_the_hierarchical_interval_is_the_t_interval_when_seed_curves_have_no_images():
