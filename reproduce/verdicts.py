@@ -5,7 +5,10 @@ per-image test errors of each reconstruction curve. Figures read results files o
 copies the per-image errors of the curves a figure judges out of the run directories
 (`kphases.store.read_per_image_errors`) into `<out>/<figure>_per_image.csv`, next to
 `<out>/<figure>.csv`; `plot` (also with `--plot-only`) reads them back. A curve without per-image
-errors gets no verdict, and its line says why (`kphases.verdict_tables.describe_phases`).
+errors gets no verdict, and its line says why (`kphases.verdict_tables.describe_phases`). Where the
+measurement refitted the decoder (`MeasureConfig.decoder_refits`), the refits' per-image errors are
+kept in the same file as curves '<curve>|refit <r>' and enter the verdict as replicates
+(`kphases.phases.refit_replicates`): the decoder's fitting noise is then in the intervals.
 
 Where a profile trains further seeds of a run (`reproduce.common.replicas`, labelled '<label> / seed N'),
 `judge` gives the verdict across them (hierarchical: seeds, then each seed's test images) once there
