@@ -75,6 +75,12 @@ def check_range(
         raise ValueError(f"{field_name} = {value!r} is out of range; valid: {valid}")
 
 
+def check_choice(field_name: str, value: Any, valid: tuple) -> None:
+    """Refuse (ValueError) a config value that is not one of `valid`, naming the field, the value and the choices."""
+    if value not in valid:
+        raise ValueError(f"{field_name} = {value!r} is not a valid choice; valid: {', '.join(map(repr, valid))}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which images, from where, and which deterministic subset of them."""
@@ -93,12 +99,34 @@ class DataConfig:
     """npz file in the data directory for source 'directory' (None: <name>.npz), e.g. cifar10_jpeg_q75.npz; the directory itself is not part of the config."""
     label_noise: float = 0.0
     """Fraction of the train labels replaced by another class, the same in every class, fixed by subset_seed (kphases.data.flip_labels); test labels are never changed."""
+    remove: Literal["none", "outliers", "random"] = "none"
+    """Train images left out after subsetting: outliers (closer in cosine to another class's mean than to their own, in outlier_space; kphases.outliers), random (as many in each class as 'outliers' would leave out, drawn with subset_seed), none."""
+    outlier_space: Literal["pixels", "whitened"] = "pixels"
+    """Space of the outlier measure of remove: pixels (the normalised images), whitened (top principal components whitened by the within-class covariance; kphases.outliers)."""
+    blend_fraction: float = 0.0
+    """Fraction of the train images (the ones label_noise at this fraction would flip, to the class it would give) moved blend_distance of the way towards another class's mean, keeping their label."""
+    blend_distance: float = 1.0
+    """How far a blended image moves from its class's mean towards the other class's mean: 0 the image itself, 1 at the other class's mean (kphases.outliers.blend_towards); used only where blend_fraction > 0."""
 
     def __post_init__(self) -> None:
         check_range("data.train_size", self.train_size, 1, integer=True, optional=True)
         check_range("data.test_size", self.test_size, 1, integer=True, optional=True)
         check_range("data.subset_seed", self.subset_seed, 0, integer=True)  # numpy's generators take no negative seeds
         check_range("data.label_noise", self.label_noise, 0, 1, high_open=True)
+        check_choice("data.remove", self.remove, typing.get_args(typing.get_type_hints(DataConfig)["remove"]))
+        check_choice("data.outlier_space", self.outlier_space, typing.get_args(typing.get_type_hints(DataConfig)["outlier_space"]))
+        check_range("data.blend_fraction", self.blend_fraction, 0, 1, high_open=True)
+        check_range("data.blend_distance", self.blend_distance, 0, 1)
+        # One change of the train set at a time: a combination would confound what each one does.
+        changes = [
+            name
+            for name, on in (("label_noise", self.label_noise), ("remove", self.remove != "none"), ("blend_fraction", self.blend_fraction))
+            if on
+        ]
+        if len(changes) > 1:
+            raise ValueError(
+                f"data.{' and data.'.join(changes)} are set together; valid: at most one of label_noise, remove, blend_fraction"
+            )
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,19 @@ exactly round(fraction x N) labels, shared among the classes in proportion to th
 and reassigned by a generator seeded with `subset_seed`); the true labels are kept beside them
 (`Dataset.y_train_clean`) so training can report accuracy on the clean and the flipped examples.
 Not in the authors' experiments: it tests their mechanism, it does not reproduce a figure.
+
+Outliers and blends (`DataConfig.remove`, `outlier_space`, `blend_fraction`, `blend_distance`;
+`kphases.outliers`; figure `reproduce.mechanism`), on the preprocessed train split after subsetting:
+`remove="outliers"` leaves out the images closer to another class's mean than to their own,
+`remove="random"` as many images in each class, drawn with `subset_seed`; a blend moves the images
+`flip_labels` would flip at `blend_fraction` towards the mean of the class it would give them, keeping
+their own label (`Dataset.blended` marks them). Both are deterministic in the config and recorded in
+the run's provenance (`Dataset.describe`); the test split is never changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -49,6 +58,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from kphases import outliers
 from kphases.config import DataConfig
 
 DATA_DIR_VARIABLE = "KPHASES_DATA_DIR"
@@ -93,6 +103,14 @@ class Dataset:
     """The true train labels where `DataConfig.label_noise` flipped some of `y_train` (None: no noise)."""
     label_noise: float = 0.0
     """Fraction of train labels flipped (DataConfig.label_noise)."""
+    removal: str = ""
+    """Which train images were left out ('outliers in pixels', 'random like outliers in whitened', ...); '' for none."""
+    removed_train_images: int = 0
+    """How many train images `removal` left out."""
+    blended: np.ndarray | None = None
+    """Boolean mask of the train images moved towards another class's mean (None: no blend)."""
+    blend_distance: float = 0.0
+    """How far the blended images were moved (DataConfig.blend_distance; 0 without a blend)."""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -102,7 +120,9 @@ class Dataset:
     def origin(self) -> str:
         """'name/source', with the file and its compression for source 'directory', and the label noise if any."""
         text = f"{self.name}/{self.source}" + (f":{self.file} ({self.compression})" if self.file else "")
-        return text + (f" label_noise={self.label_noise:g}" if self.label_noise else "")
+        text += f" label_noise={self.label_noise:g}" if self.label_noise else ""
+        text += f" removed={self.removed_train_images} ({self.removal})" if self.removal else ""
+        return text + (f" blended={int(self.blended.sum())} distance={self.blend_distance:g}" if self.blended is not None else "")
 
     @property
     def flipped(self) -> np.ndarray:
@@ -125,6 +145,10 @@ class Dataset:
             description.update(file=self.file, compression=self.compression)
         if self.label_noise:
             description.update(label_noise=self.label_noise, flipped_train_labels=int(self.flipped.sum()))
+        if self.removal:
+            description.update(removal=self.removal, removed_train_images=self.removed_train_images)
+        if self.blended is not None:
+            description.update(blended_train_images=int(self.blended.sum()), blend_distance=self.blend_distance)
         return description
 
 
@@ -160,7 +184,7 @@ def load_dataset(config: DataConfig, data_dir: str | os.PathLike | None = None) 
         return _DATASET_CACHE[key]
     dataset = _load_dataset(config, data_dir)
     if key is not None:
-        for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, dataset.y_train_clean):
+        for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, dataset.y_train_clean, dataset.blended):
             if array is not None:
                 array.flags.writeable = False
         _DATASET_CACHE[key] = dataset
@@ -211,7 +235,7 @@ def _load_dataset(config: DataConfig, data_dir: str | os.PathLike | None) -> Dat
         y_train_clean = y_train.astype(np.int64)
         y_train = flip_labels(y_train_clean, config.label_noise, config.subset_seed, NUM_CLASSES[config.name])
     contents = fingerprint(x_train, y_train, x_test, y_test)  # of the labels trained on (flipped ones included)
-    return Dataset(
+    dataset = Dataset(
         name=config.name,
         source=config.source,
         x_train=preprocess(x_train, config.name),
@@ -225,6 +249,43 @@ def _load_dataset(config: DataConfig, data_dir: str | os.PathLike | None) -> Dat
         y_train_clean=y_train_clean,
         label_noise=config.label_noise,
     )
+    return change_train_split(dataset, config, (x_train, y_train, x_test, y_test))
+
+
+def change_train_split(dataset: Dataset, config: DataConfig, raw: RawSplits) -> Dataset:
+    """`dataset` with the config's outliers or random images left out, or its blend applied (unchanged without
+    either); the fingerprint then covers what changed: the raw images kept, or the blended images' indices,
+    target classes and distance."""
+    x_train, y_train = dataset.x_train, dataset.y_train
+    if config.remove != "none":
+        left_out = outliers.outlier_mask(x_train, y_train, config.outlier_space)
+        if config.remove == "random":
+            left_out = outliers.random_like(left_out, y_train, config.subset_seed)
+        emptied = sorted(set(np.unique(y_train).tolist()) - set(np.unique(y_train[~left_out]).tolist()))
+        if emptied:
+            raise DataError(f"remove={config.remove!r} in {config.outlier_space} would leave no train image of classes {emptied}")
+        keep = ~left_out
+        removal = ("outliers" if config.remove == "outliers" else "random like outliers") + f" in {config.outlier_space}"
+        return dataclasses.replace(
+            dataset,
+            x_train=x_train[keep],
+            y_train=y_train[keep],
+            fingerprint=fingerprint(raw[0][keep], raw[1][keep], raw[2], raw[3]),
+            removal=removal,
+            removed_train_images=int(left_out.sum()),
+        )
+    if config.blend_fraction:
+        targets = flip_labels(y_train, config.blend_fraction, config.subset_seed, dataset.num_classes)
+        chosen = targets != y_train
+        blended = outliers.blend_towards(x_train, y_train, chosen, targets[chosen], config.blend_distance)
+        return dataclasses.replace(
+            dataset,
+            x_train=blended,
+            fingerprint=fingerprint(*raw, np.flatnonzero(chosen), targets[chosen], np.float64(config.blend_distance)),
+            blended=chosen,
+            blend_distance=config.blend_distance,
+        )
+    return dataset
 
 
 def npz_file_name(config: DataConfig) -> str:

@@ -257,7 +257,7 @@ def snapshot_callback(dataset: Dataset, plan: Plan, summaries: Summaries | None 
         for split, images, labels in (("train", dataset.x_train, dataset.y_train), ("test", dataset.x_test, dataset.y_test)):
             for metric, value in evaluate(model, images, labels).items():
                 rows.append({"step": step, "split": split, "metric": f"classifier_{metric}", "value": value})
-        rows += label_noise_rows(model, dataset, step)
+        rows += label_noise_rows(model, dataset, step) + blend_rows(model, dataset, step)
         run.append_metrics(rows)
         if step > 0:
             # The resume state of this step first, then the snapshot: a kill at any moment leaves no
@@ -286,6 +286,22 @@ def label_noise_rows(model: keras.Model, dataset: Dataset, step: int) -> list[di
         "train_flipped": np.mean(predicted[flipped] == dataset.y_train[flipped]),
         "train_flipped_true": np.mean(predicted[flipped] == dataset.y_train_clean[flipped]),
     }
+    return [{"step": step, "split": split, "metric": "classifier_accuracy", "value": float(value)} for split, value in values.items()]
+
+
+def blend_rows(model: keras.Model, dataset: Dataset, step: int) -> list[dict]:
+    """Classifier accuracy on the blended and on the other train examples of a run with a blend (splits
+    train_blended, train_unblended; both against their own label); no rows without a blend."""
+    if dataset.blended is None:
+        return []
+    predicted = np.concatenate(
+        [
+            np.argmax(_predict(model, dataset.x_train[start:stop]), axis=-1)
+            for start, stop in batch_bounds(len(dataset.y_train), EVAL_BATCH_SIZE)
+        ]
+    )
+    right = predicted == dataset.y_train
+    values = {"train_blended": right[dataset.blended].mean(), "train_unblended": right[~dataset.blended].mean()}
     return [{"step": step, "split": split, "metric": "classifier_accuracy", "value": float(value)} for split, value in values.items()]
 
 
