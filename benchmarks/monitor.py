@@ -112,7 +112,7 @@ def main(argv=None) -> None:
     threads, one = decoder_seconds
     print(
         f"decoder fit with {DECODER_BLAS_THREADS} BLAS thread(s) against {_blas_threads()}: {threads / one:.2f} x faster "
-        f"({threads:.3f} s -> {one:.3f} s)"
+        f"({threads:.4f} s -> {one:.4f} s)"
     )
 
 
