@@ -8,7 +8,10 @@ bootstrap), never deciding early (`min_effect` set out of reach, so every schedu
 measured: the monitor's worst case). Prints the time spent inside the monitor, the time of
 everything else in `fit`, and their ratio (the target at quick is <= 5%). Both are measured in
 the same process, one after the other within the same fit, so their ratio holds on another
-machine far better than either number.
+machine far better than either number. Then, on the features of the trained network, the speed-up
+of the monitor's decoder fit with `DECODER_BLAS_THREADS` BLAS threads against the process's
+setting (the two alternately, the fastest of three each), and how many of the measured steps'
+weights were written (only the step a decision can still choose is).
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import time
 
 import keras
 import numpy as np
+from threadpoolctl import threadpool_info
 
 from kphases.config import parse_steps, profile
 from kphases.data import load_dataset
+from kphases.features import extract_features
 from kphases.models import build_model
-from kphases.monitor import MonitorSettings, PhaseMonitor
+from kphases.monitor import DECODER_BLAS_THREADS, MonitorSettings, PhaseMonitor
 
 
 def main(argv=None) -> None:
@@ -68,6 +73,14 @@ def main(argv=None) -> None:
             return result
 
         monitor.observe = timed
+        written = []
+        save_weights = monitor._save_weights
+
+        def counted_save(step, model):
+            written.append(step)
+            save_weights(step, model)
+
+        monitor._save_weights = counted_save
         epochs = -(-steps // steps_per_epoch)
         start = time.perf_counter()
         model.fit(
@@ -82,6 +95,7 @@ def main(argv=None) -> None:
         )
         total = time.perf_counter() - start
     training = total - inside["seconds"]
+    decoder_seconds = _decoder_speed_up(monitor, model)
     updates = int(np.asarray(model.optimizer.iterations))
     print(
         f"profile {args.profile}: {config.model.architecture} on {dataset.name} ({len(dataset.y_train)} train images), "
@@ -94,6 +108,31 @@ def main(argv=None) -> None:
         f"({inside['seconds'] / max(inside['measurements'], 1):.2f} s per measurement)"
     )
     print(f"monitor / training                         {inside['seconds'] / training:9.3f}  (target at quick: <= 0.05)")
+    print(f"weights written: {len(written)} of {inside['measurements']} measured steps")
+    threads, one = decoder_seconds
+    print(
+        f"decoder fit with {DECODER_BLAS_THREADS} BLAS thread(s) against {_blas_threads()}: {threads / one:.2f} x faster "
+        f"({threads:.4f} s -> {one:.4f} s)"
+    )
+
+
+def _decoder_speed_up(monitor: PhaseMonitor, model: keras.Model, repeats: int = 3) -> tuple[float, float]:
+    """(seconds with the process's BLAS threads, seconds with DECODER_BLAS_THREADS): the fastest of `repeats`, alternately."""
+    probe = monitor.probe
+    layer, mode = probe.layer(model), probe.bn_stats(model)
+    train_features = extract_features(model, layer, probe.train, mode)
+    test_features = extract_features(model, layer, probe.test, mode)
+    timings = {None: [], DECODER_BLAS_THREADS: []}
+    for _ in range(repeats):
+        for threads in timings:
+            start = time.perf_counter()
+            probe.fit_decoder(train_features, test_features, blas_threads=threads)
+            timings[threads].append(time.perf_counter() - start)
+    return min(timings[None]), min(timings[DECODER_BLAS_THREADS])
+
+
+def _blas_threads() -> int:
+    return max((library["num_threads"] for library in threadpool_info() if library["user_api"] == "blas"), default=1)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ def train_epochs(
     seed: int,
     what: str,
     start_epoch: Callable[[int], float],
+    epoch_updates: Callable[..., tf.Tensor] | None = None,
 ) -> int:
     """`epochs` epochs of `update(*batch)` over the examples of `arrays` (same first dimension),
     each over a fresh permutation drawn from `seed` (numpy's default_rng); return the number of updates.
@@ -66,9 +67,12 @@ def train_epochs(
     `start_epoch(epoch)` (1-based) runs before each epoch and returns its learning rate (it may set
     it: the optimiser reads its learning-rate variable inside the traced loop, no retrace). Raises
     FloatingPointError naming `what`, the update and the epoch at which the loss stopped being finite.
+    `epoch_updates`: an `epoch_function(update, ...)` traced earlier for arrays of these shapes and this
+    batch size (None: traced here), so that a caller fitting many models of one shape traces once.
     """
     tensors = [tf.convert_to_tensor(array) for array in arrays]
-    epoch_updates = epoch_function(update, [tf.TensorSpec(tensor.shape, tensor.dtype) for tensor in tensors], batch_size)
+    if epoch_updates is None:
+        epoch_updates = epoch_function(update, [tf.TensorSpec(tensor.shape, tensor.dtype) for tensor in tensors], batch_size)
     count = int(tensors[0].shape[0])
     shuffler = np.random.default_rng(seed)
     update_steps = 0

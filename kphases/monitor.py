@@ -28,8 +28,9 @@ decision a live monitor on the same schedule would have taken.
 State: `<directory>/monitor/state.json` (settings, steps, mean curve, decision) and
 `per_image_errors.npz` (the errors the verdict needs), written atomically after every
 measurement, so a resumed training continues the same curve. As a Keras callback it also keeps
-the weights of every measured step in `monitor/step_<s>.weights.h5` until the decision, then only
-the chosen one; inside `kphases train --monitor` (`TrainingMonitor`) the run's snapshots are the
+the weights of the one measured step a decision can still choose in `monitor/step_<s>.weights.h5`
+(the end of the largest fall so far; of the first two steps, both), then only the chosen one
+(`chosen.weights.h5`); inside `kphases train --monitor` (`TrainingMonitor`) the run's snapshots are the
 checkpoints and nothing is copied.
 """
 
@@ -39,6 +40,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,7 @@ from typing import Any
 
 import keras
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from kphases.decoders import DecoderSettings, fit_linear_ridge_decoder
 from kphases.features import BN_STATS_MODES, batchnorm_layers, extract_features
@@ -58,6 +61,11 @@ MONITOR_DIRECTORY = "monitor"
 STATE_FILE = "state.json"
 ERRORS_FILE = "per_image_errors.npz"
 CHOSEN_WEIGHTS = "chosen.weights.h5"
+DECODER_BLAS_THREADS = 1
+"""BLAS threads of the monitor's ridge fit. Its matrices are small (512 features by default): the
+eigendecomposition is bound by matrix-vector products, where a second thread buys little and, on a
+shared CPU, makes each thread wait for the other. One thread is faster, and the per-image errors are
+the same to float32 (`python -m benchmarks.monitor` prints the speed-up measured in its run)."""
 
 
 @dataclass(frozen=True)
@@ -231,6 +239,7 @@ class Probe:
         self.test = _subset(test_images, settings.test_subset, rng, "test")
         self.seconds = 0.0
         """Time spent measuring (feature extraction, decoder, verdict excluded), for the cost benchmark."""
+        self.blas = ThreadpoolController()  # found once: inspecting the loaded libraries costs more than a small fit
 
     def layer(self, model: keras.Model) -> str:
         if self.settings.layer is not None:
@@ -252,9 +261,16 @@ class Probe:
         layer, mode = self.layer(model), self.bn_stats(model)
         train_features = extract_features(model, layer, self.train, mode)
         test_features = extract_features(model, layer, self.test, mode)
-        result = fit_linear_ridge_decoder(train_features, self.train, test_features, self.test, DecoderSettings(), train_error=False)
+        result = self.fit_decoder(train_features, test_features)
         self.seconds += time.perf_counter() - start
         return np.asarray(result.test_errors_per_image, dtype=np.float64)
+
+    def fit_decoder(self, train_features: np.ndarray, test_features: np.ndarray, blas_threads: int | None = DECODER_BLAS_THREADS):
+        """The ridge decoder on the subsets' features with `blas_threads` BLAS threads (None: the process's setting)."""
+        if blas_threads is None:
+            return fit_linear_ridge_decoder(train_features, self.train, test_features, self.test, DecoderSettings(), train_error=False)
+        with self.blas.limit(limits=blas_threads, user_api="blas"):
+            return fit_linear_ridge_decoder(train_features, self.train, test_features, self.test, DecoderSettings(), train_error=False)
 
 
 def _subset(images: np.ndarray, size: int, rng: np.random.Generator, split: str) -> np.ndarray:
@@ -328,22 +344,49 @@ class PhaseMonitor(keras.callbacks.Callback):
             return self.rule.decision
         if self.rule.steps and step < self.rule.steps[-1]:
             return None  # a resumed fit replaying steps the monitor has already seen
-        errors = self.probe(model)
-        if save is not None:
+        decision = self.rule.observe(step, self.probe(model))
+        candidate = self._candidate()
+        if save is not None and candidate in (None, step):
             save(step, model)
-        decision = self.rule.observe(step, errors)
         if decision is not None:
             self._keep_only_chosen(decision)
             self.log(f"monitor: at step {decision.decided_at} keep the checkpoint of step {decision.chosen_step}: {decision.reason}")
             if self.settings.stop:
                 model.stop_training = True
+        elif candidate is not None:
+            self._keep_only(candidate)
         self.rule.save(self.directory)
         return decision
+
+    def _candidate(self) -> int | None:
+        """The one measured step a decision can still choose; None while every one can (no verdict yet).
+
+        A decision keeps the end of the verdict's largest fall. Among the steps measured so far that
+        pair is fixed (a new measurement adds pairs and leaves the old ones' sizes as they were), so a
+        later decision chooses it or a step not yet measured: the weights of every other step need not be
+        written, and saving a VGG-8's weights costs about as much as its features.
+        """
+        verdict = self.rule.last_verdict
+        if verdict is None or self.rule.steps[-1] != verdict.steps[-1]:
+            return None
+        return verdict.decrease.end_step
+
+    def _keep_only(self, step: int) -> None:
+        for stored in self.directory.glob("step_*.weights.h5"):
+            if stored.name != f"step_{step}.weights.h5":
+                stored.unlink()
 
     def _keep_only_chosen(self, decision: Decision) -> None:
         chosen = self.directory / f"step_{decision.chosen_step}.weights.h5"
         if chosen.exists():
             os.replace(chosen, self.directory / CHOSEN_WEIGHTS)
+        elif not (self.directory / CHOSEN_WEIGHTS).exists():
+            warnings.warn(
+                f"monitor: the weights of the chosen step {decision.chosen_step} are not in {self.directory} "
+                "(deleted, or the state was copied without them); monitor.chosen_weights names a missing file",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         for leftover in self.directory.glob("step_*.weights.h5"):
             leftover.unlink()
 

@@ -24,6 +24,7 @@ learning-rate drop moved to the same fraction of training; every measured row st
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 
@@ -32,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from kphases.data import batch_bounds
-from kphases.epochs import train_epochs
+from kphases.epochs import epoch_function, train_epochs
 from kphases.optimizers import TorchSGD  # noqa: F401 (re-exported: kphases.probes.TorchSGD)
 
 COLOR_DOMINANCE_CLASSES = ("red", "green", "blue")
@@ -146,46 +147,32 @@ def train_linear_head(
     test_features, test_labels = _check_split("test", test_features, test_labels, num_classes)
     if train_features.shape[1:] != test_features.shape[1:]:
         raise ValueError(f"train features {train_features.shape[1:]} and test features {test_features.shape[1:]} differ in shape")
-    head = build_linear_head(train_features.shape[1:], num_classes, seed=settings.seed)
-    optimizer = TorchSGD(learning_rate=settings.learning_rate, momentum=settings.momentum)
-    optimizer.build(head.trainable_variables)
-    feature_spec = tf.TensorSpec((None, *train_features.shape[1:]), tf.float32)
-    label_spec = tf.TensorSpec((None,), tf.int32)
-
-    def train_step(features, labels):
-        with tf.GradientTape() as tape:
-            logits = head(features, training=True)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-        gradients = tape.gradient(loss, head.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, head.trainable_variables))
-        return loss
-
+    trainer = _head_trainer(train_features.shape, num_classes, settings)
     num_train = len(train_features)
     epochs = settings.epochs_for(num_train)
 
     def start_epoch(epoch):
         # The learning rate is a variable read by the traced loop: changing it does not retrace.
-        optimizer.learning_rate = settings.learning_rate_in_epoch(epoch, num_train)
+        trainer.optimizer.learning_rate = settings.learning_rate_in_epoch(epoch, num_train)
         return settings.learning_rate_in_epoch(epoch, num_train)
 
     # One call per epoch, its updates in a graph loop (kphases.epochs): bitwise the same head as
     # one call per batch, 2.3x faster for 1,580 updates of a 512-d head on 2 CPU cores (measured).
     update_steps = train_epochs(
-        train_step, (train_features, train_labels), settings.batch_size, epochs, settings.seed, "linear head", start_epoch
+        trainer.train_step,
+        (train_features, train_labels),
+        settings.batch_size,
+        epochs,
+        settings.seed,
+        "linear head",
+        start_epoch,
+        trainer.epoch_updates,
     )
-
-    @tf.function(input_signature=[feature_spec, label_spec])
-    def evaluate_batch(features_batch, labels_batch):
-        logits = head(features_batch, training=False)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels_batch, logits=logits)
-        # argmax returns the first maximal class on ties, as torch.max does in the authors' code.
-        correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels_batch)
-        return tf.reduce_sum(tf.cast(correct, tf.float64)), tf.reduce_sum(tf.cast(losses, tf.float64))
 
     def evaluate(features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
         correct_total, loss_total = 0.0, 0.0
         for start, stop in batch_bounds(len(features), settings.batch_size):
-            correct, loss_sum = evaluate_batch(features[start:stop], labels[start:stop])
+            correct, loss_sum = trainer.evaluate_batch(features[start:stop], labels[start:stop])
             correct_total += float(correct)
             loss_total += float(loss_sum)
         return correct_total / len(features), loss_total / len(features)
@@ -200,6 +187,77 @@ def train_linear_head(
         update_steps=update_steps,
         epochs=epochs,
     )
+
+
+class _HeadTrainer:
+    """A linear head, its optimiser and their traced epoch and evaluation, reset to a fresh start per fit.
+
+    Tracing the epoch loop costs more than a thousand updates of a small head, and every snapshot, layer
+    and target trains a head of the same shape: the same traced functions are reused, with the head's
+    weights set back to their seeded initial values and the optimiser's momentum and update count to zero
+    before each fit, which is exactly the state of a newly built head and optimiser (tests/test_probes.py
+    checks the results are bitwise those of a fresh trace).
+    """
+
+    def __init__(self, train_shape: tuple[int, ...], num_classes: int, settings: ProbeSettings):
+        self.head = build_linear_head(train_shape[1:], num_classes, seed=settings.seed)
+        self.initial_weights = self.head.get_weights()
+        self.optimizer = TorchSGD(learning_rate=settings.learning_rate, momentum=settings.momentum)
+        self.optimizer.build(self.head.trainable_variables)
+        feature_spec = tf.TensorSpec((None, *train_shape[1:]), tf.float32)
+        label_spec = tf.TensorSpec((None,), tf.int32)
+        head, optimizer = self.head, self.optimizer
+
+        def train_step(features, labels):
+            with tf.GradientTape() as tape:
+                logits = head(features, training=True)
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+            gradients = tape.gradient(loss, head.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, head.trainable_variables))
+            return loss
+
+        @tf.function(input_signature=[feature_spec, label_spec])
+        def evaluate_batch(features_batch, labels_batch):
+            logits = head(features_batch, training=False)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels_batch, logits=logits)
+            # argmax returns the first maximal class on ties, as torch.max does in the authors' code.
+            correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels_batch)
+            return tf.reduce_sum(tf.cast(correct, tf.float64)), tf.reduce_sum(tf.cast(losses, tf.float64))
+
+        self.train_step = train_step
+        self.evaluate_batch = evaluate_batch
+        self.epoch_updates = epoch_function(
+            train_step, [tf.TensorSpec(train_shape, tf.float32), tf.TensorSpec(train_shape[:1], tf.int32)], settings.batch_size
+        )
+
+    def reset(self) -> None:
+        self.head.set_weights(self.initial_weights)
+        for momentum in self.optimizer.momentums:
+            momentum.assign(tf.zeros_like(momentum))
+        self.optimizer.iterations.assign(0)
+
+
+_HEAD_TRAINERS_KEPT = 8  # shapes kept traced: a figure measures a handful of widths and targets
+_head_trainers: "collections.OrderedDict[tuple, _HeadTrainer]" = collections.OrderedDict()
+
+
+def _head_trainer(train_shape: tuple[int, ...], num_classes: int, settings: ProbeSettings) -> _HeadTrainer:
+    """The traced trainer for heads of this shape and these settings, reset to a fresh start."""
+    key = (tuple(train_shape), int(num_classes), settings.seed, settings.learning_rate, settings.momentum, settings.batch_size)
+    trainer = _head_trainers.pop(key, None)
+    if trainer is None:
+        trainer = _HeadTrainer(tuple(train_shape), num_classes, settings)
+    else:
+        trainer.reset()
+    _head_trainers[key] = trainer
+    while len(_head_trainers) > _HEAD_TRAINERS_KEPT:
+        _head_trainers.popitem(last=False)
+    return trainer
+
+
+def clear_head_trainers() -> None:
+    """Forget the traced heads (`benchmarks.measure` times a fit with and without them)."""
+    _head_trainers.clear()
 
 
 def color_dominance_labels(images: np.ndarray) -> np.ndarray:

@@ -96,7 +96,11 @@ def test_measure_benchmark_prints_each_instrument_and_consistent_ratios():
     assert abs(share - float(information[1]) / per_snapshot) <= (0.005 + 0.05 * share) / per_snapshot + 0.0005
     assert any(line.startswith("linear_ridge / linear_exact alone: ") for line in lines)
     # each speed-up is printed as a ratio measured in this run
-    for prefix in ("linear_ridge without the train predictions", "linear_exact after linear_ridge on the same features, moments shared"):
+    for prefix in (
+        "linear_ridge without the train predictions",
+        "linear_exact after linear_ridge on the same features, moments shared",
+        "linear probe with the head traced by an earlier cell of the same shape",
+    ):
         ratio = re.match(rf"{re.escape(prefix)}.*?: ({NUMBER}) x faster", next(line for line in lines if line.startswith(prefix)))
         assert ratio and float(ratio[1]) > 0, result.stdout
 
@@ -121,3 +125,14 @@ def test_monitor_benchmark_measures_every_scheduled_step_and_prints_the_ratio():
     ratio = float(next(line for line in lines if line.startswith("monitor / training")).split()[3])
     assert training > 0 and ratio > 0
     assert abs(ratio - float(monitor.split()[3]) / training) < 1e-2 * ratio + 1e-3
+    written = re.fullmatch(
+        r"weights written: (\d+) of 5 measured steps", next(line for line in lines if line.startswith("weights written"))
+    )
+    assert written and 2 <= int(written[1]) <= 5, result.stdout  # the first two steps always, later ones only as the fall's end
+    speed_up = re.fullmatch(
+        rf"decoder fit with 1 BLAS thread\(s\) against \d+: {NUMBER} x faster \({NUMBER} s -> {NUMBER} s\)",
+        next(line for line in lines if line.startswith("decoder fit with")),
+    )
+    assert speed_up, result.stdout
+    ratio, before, after = (float(speed_up[index]) for index in (1, 2, 3))
+    assert ratio > 0 and after > 0 and abs(ratio - before / after) <= 0.01 + ratio * (0.00005 / after + 0.00005 / before), result.stdout

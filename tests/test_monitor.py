@@ -154,6 +154,37 @@ def test_keras_callback_measures_on_schedule_keeps_the_chosen_weights_and_stops(
     assert sorted(path.name for path in (tmp_path / MONITOR_DIRECTORY).glob("*.weights.h5")) == ["chosen.weights.h5"]
 
 
+def test_keras_callback_writes_only_the_weights_a_decision_can_still_choose(tmp_path):
+    x = np.random.default_rng(1).normal(size=(64, 2, 3, 1)).astype("float32")
+    y = (x[:, 0, 0, 0] > 0).astype("int64")
+    levels = dict(zip(STEPS, [1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7, 0.701, 0.77, 0.85]))
+    model = _model()
+    monitor = PhaseMonitor(tmp_path, x, x, stop=True, log=None)
+    monitor.probe = _ScriptedProbe(levels)
+    written, stored = [], {}
+    save = monitor._save_weights
+
+    def recording_save(step, model):
+        written.append(step)
+        save(step, model)
+
+    monitor._save_weights = recording_save
+
+    class Listing(keras.callbacks.Callback):  # runs after the monitor: what it left on disk at each step
+        def on_train_batch_begin(self, batch, logs=None):
+            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            if step in levels:
+                stored[step] = sorted(path.name for path in (tmp_path / MONITOR_DIRECTORY).glob("*.weights.h5"))
+
+    model.fit(x, y, batch_size=8, epochs=100, verbose=0, callbacks=[monitor, Listing()])
+    assert monitor.decision.chosen_step == 64
+    # the fall ends at 16, 32 and 64 in turn; 128 and 256 lie above 64's level and can never be chosen
+    assert 128 not in written and 256 not in written and {0, 2, 16, 32, 64} <= set(written)
+    assert stored[64] == ["step_64.weights.h5"] and stored[128] == ["step_64.weights.h5"]
+    assert all(len(names) <= 1 for step, names in stored.items() if step >= 4)
+    assert stored[256] == ["chosen.weights.h5"]
+
+
 def test_keras_callback_resumes_its_curve(tmp_path):
     x = np.random.default_rng(1).normal(size=(64, 2, 3, 1)).astype("float32")
     y = (x[:, 0, 0, 0] > 0).astype("int64")

@@ -118,3 +118,26 @@ def test_min_update_steps_raises_the_epochs_and_moves_the_learning_rate_drop_wit
     assert ProbeSettings(min_update_steps=7820).protocol_dict("probe")["min_update_steps"] == 7820
     with pytest.raises(ValueError, match="min_update_steps must be None or an integer >= 1, got 0"):
         ProbeSettings(min_update_steps=0)
+
+
+def test_a_head_of_a_shape_fitted_before_gives_bitwise_the_results_of_a_fresh_trace():
+    from kphases import probes
+
+    first, first_labels = _separable(300, seed=5)
+    other, other_labels = _separable(300, seed=6)
+    test, test_labels = _separable(100, seed=7)
+    settings = ProbeSettings(epochs=3, lr_drop_epoch=1)
+
+    def fit(features, labels):
+        result = train_linear_head(features, labels, test, test_labels, 3, settings)
+        (trainer,) = probes._head_trainers.values()
+        return result, [weight.copy() for weight in trainer.head.get_weights()]
+
+    probes.clear_head_trainers()
+    fresh, fresh_weights = fit(first, first_labels)
+    fit(other, other_labels)  # the same traced head, trained on other data in between
+    reused, reused_weights = fit(first, first_labels)
+    assert len(probes._head_trainers) == 1  # traced once
+    assert reused == fresh
+    for ours, theirs in zip(reused_weights, fresh_weights):
+        np.testing.assert_array_equal(ours, theirs)
