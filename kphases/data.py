@@ -32,10 +32,17 @@ exactly round(fraction x N) labels, shared among the classes in proportion to th
 and reassigned by a generator seeded with `subset_seed`); the true labels are kept beside them
 (`Dataset.y_train_clean`) so training can report accuracy on the clean and the flipped examples.
 Not in the authors' experiments: it tests their mechanism, it does not reproduce a figure.
+
+Class subsets (`DataConfig.classes`, for the class-split transfer of the `transfer` and
+`early_stopping` figures): right after loading, only the images of the listed classes are kept and
+their labels renumbered 0 .. k-1 in the listed order (`keep_classes`), so the subsets, the label
+noise and the network's output size all see a k-class dataset; `other_classes` names the other
+half of a split.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -49,7 +56,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from kphases.config import DataConfig
+from kphases.config import NUM_CLASSES, DataConfig
 
 DATA_DIR_VARIABLE = "KPHASES_DATA_DIR"
 IMAGE_SIZE = 32
@@ -62,7 +69,6 @@ NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100": ((0.5060725, 0.48667726, 0.4421305), (0.2675421, 0.25593522, 0.27593908)),
     "digits": ((0.3053,), (0.3760,)),
 }
-NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "digits": 10}
 EMBEDDED = ("mnist", "digits")
 EMBEDDED_TEST_FRACTION = 0.2
 SOURCES = ("embedded", "directory", "tfds")
@@ -93,6 +99,8 @@ class Dataset:
     """The true train labels where `DataConfig.label_noise` flipped some of `y_train` (None: no noise)."""
     label_noise: float = 0.0
     """Fraction of train labels flipped (DataConfig.label_noise)."""
+    classes: tuple[int, ...] | None = None
+    """The original classes kept (DataConfig.classes), label i being classes[i]; None: every class."""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -102,6 +110,7 @@ class Dataset:
     def origin(self) -> str:
         """'name/source', with the file and its compression for source 'directory', and the label noise if any."""
         text = f"{self.name}/{self.source}" + (f":{self.file} ({self.compression})" if self.file else "")
+        text += f" classes={class_names(self.classes)}" if self.classes is not None else ""
         return text + (f" label_noise={self.label_noise:g}" if self.label_noise else "")
 
     @property
@@ -125,6 +134,8 @@ class Dataset:
             description.update(file=self.file, compression=self.compression)
         if self.label_noise:
             description.update(label_noise=self.label_noise, flipped_train_labels=int(self.flipped.sum()))
+        if self.classes is not None:
+            description.update(classes=list(self.classes))
         return description
 
 
@@ -202,6 +213,9 @@ def _load_dataset(config: DataConfig, data_dir: str | os.PathLike | None) -> Dat
     else:
         raise DataError(f"unknown data source {config.source!r}; valid sources: {list(SOURCES)}")
     x_train, y_train, x_test, y_test = check_raw_splits(raw, config.name, f"{config.source}:{config.name}")
+    num_classes = NUM_CLASSES[config.name] if config.classes is None else len(config.classes)
+    if config.classes is not None:
+        (x_train, y_train), (x_test, y_test) = keep_classes(x_train, y_train, config.classes), keep_classes(x_test, y_test, config.classes)
     train_index = stratified_subset(y_train, config.train_size, config.subset_seed, "train")
     test_index = stratified_subset(y_test, config.test_size, config.subset_seed, "test")
     x_train, y_train = x_train[train_index], y_train[train_index]
@@ -209,7 +223,7 @@ def _load_dataset(config: DataConfig, data_dir: str | os.PathLike | None) -> Dat
     y_train_clean = None
     if config.label_noise:
         y_train_clean = y_train.astype(np.int64)
-        y_train = flip_labels(y_train_clean, config.label_noise, config.subset_seed, NUM_CLASSES[config.name])
+        y_train = flip_labels(y_train_clean, config.label_noise, config.subset_seed, num_classes)
     contents = fingerprint(x_train, y_train, x_test, y_test)  # of the labels trained on (flipped ones included)
     return Dataset(
         name=config.name,
@@ -218,13 +232,45 @@ def _load_dataset(config: DataConfig, data_dir: str | os.PathLike | None) -> Dat
         y_train=y_train.astype(np.int64),
         x_test=preprocess(x_test, config.name),
         y_test=y_test.astype(np.int64),
-        num_classes=NUM_CLASSES[config.name],
+        num_classes=num_classes,
         fingerprint=contents,
         file=file,
         compression=compression,
         y_train_clean=y_train_clean,
         label_noise=config.label_noise,
+        classes=config.classes,
     )
+
+
+def keep_classes(images: np.ndarray, labels: np.ndarray, classes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The images of `classes` only, in their original order, labelled by position in `classes` (0 .. k-1).
+
+    Every network, head and metric assumes labels 0 .. num_classes-1, so the kept classes are
+    renumbered rather than left with gaps."""
+    labels = np.asarray(labels).reshape(-1)
+    keep = np.isin(labels, classes)
+    relabel = np.full(int(max(labels.max(initial=0), max(classes))) + 1, -1, np.int64)
+    relabel[list(classes)] = np.arange(len(classes))
+    return images[keep], relabel[labels[keep]]
+
+
+def class_names(classes: tuple[int, ...]) -> str:
+    """'5-9' for a run of consecutive classes, else '0,2,4': how a class subset is named in labels and instruments."""
+    if len(classes) > 2 and list(classes) == list(range(classes[0], classes[-1] + 1)):
+        return f"{classes[0]}-{classes[-1]}"
+    return ",".join(str(index) for index in classes)
+
+
+def other_classes(config: DataConfig) -> DataConfig:
+    """The same data with the classes `config` leaves out: the other task of a class split."""
+    if config.classes is None:
+        raise DataError(f"{config.name} keeps every class (data.classes is None): there is no other half to switch to")
+    remaining = tuple(index for index in range(NUM_CLASSES[config.name]) if index not in config.classes)
+    if len(remaining) < 2:
+        raise DataError(
+            f"data.classes={config.classes} leaves {len(remaining)} class(es) of {config.name}; a class-split target needs at least 2"
+        )
+    return dataclasses.replace(config, classes=remaining)
 
 
 def npz_file_name(config: DataConfig) -> str:
