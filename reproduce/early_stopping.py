@@ -241,8 +241,8 @@ def verdict_text(summary: pd.DataFrame, margin: float = EQUIVALENCE_MARGIN) -> l
             oracle = f"not shown to be within {margin:g} of it"
         lines.append(
             f"- {row['setting']} ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''}, decided in {row['decided_in']}): "
-            f"against the final checkpoint the monitor {versus_final}, {difference('final')}; against the oracle "
-            f"{difference('oracle')}, {oracle}; against source-loss stopping it {versus_loss}, {difference('validation_loss')}; "
+            f"against the final checkpoint: {versus_final}, {difference('final')}; against the oracle: "
+            f"{difference('oracle')}, {oracle}; against source-loss stopping: {versus_loss}, {difference('validation_loss')}; "
             f"compute saved {row['compute_saved']:.0%}."
         )
     return lines
