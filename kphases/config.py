@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 DatasetName = Literal["mnist", "fashion_mnist", "cifar10", "cifar100", "digits"]
 SourceName = Literal["embedded", "directory", "tfds"]
+NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "digits": 10}
+"""Classes of each dataset (its labels are 0 .. n-1)."""
 
 
 def check_range(
@@ -107,6 +109,8 @@ class DataConfig:
     """Fraction of the train images (the ones label_noise at this fraction would flip, to the class it would give) moved blend_distance of the way towards another class's mean, keeping their label."""
     blend_distance: float = 1.0
     """How far a blended image moves from its class's mean towards the other class's mean: 0 the image itself, 1 at the other class's mean (kphases.outliers.blend_towards); used only where blend_fraction > 0."""
+    classes: tuple[int, ...] | None = None
+    """Keep only these classes (strictly increasing, at least 2), relabelled 0 .. k-1 in this order, before any subset (None: every class); e.g. (0, 1, 2, 3, 4) for one half of a class split."""
 
     def __post_init__(self) -> None:
         check_range("data.train_size", self.train_size, 1, integer=True, optional=True)
@@ -127,6 +131,28 @@ class DataConfig:
             raise ValueError(
                 f"data.{' and data.'.join(changes)} are set together; valid: at most one of label_noise, remove, blend_fraction"
             )
+        check_classes(self.name, self.classes)
+
+
+def check_classes(dataset: str, classes: tuple[int, ...] | None) -> None:
+    """Refuse a class subset that is not at least 2 strictly increasing class indices of `dataset`.
+
+    One spelling per subset (increasing), so one set of classes is one run hash."""
+    if classes is None:
+        return
+    count = NUM_CLASSES.get(dataset)
+    bound = f"0..{count - 1}" if count else "0..n-1"
+    valid = f"None or a tuple of at least 2 strictly increasing integers in {bound} (the classes of {dataset}), e.g. (0, 1, 2, 3, 4)"
+    indices = classes if isinstance(classes, tuple) else None
+    if (
+        indices is None
+        or len(indices) < 2
+        or not all(isinstance(index, numbers.Integral) and not isinstance(index, bool) for index in indices)
+        or any(later <= earlier for earlier, later in zip(indices, indices[1:]))
+        or indices[0] < 0
+        or (count is not None and indices[-1] >= count)
+    ):
+        raise ValueError(f"data.classes = {classes!r} is not valid; valid: {valid}")
 
 
 @dataclass(frozen=True)
@@ -371,6 +397,8 @@ def _coerce(hint: Any, value: Any) -> Any:
         for option in typing.get_args(hint):
             if dataclasses.is_dataclass(option) and isinstance(value, dict):
                 return _from_dict(option, value)
+            if typing.get_origin(option) is tuple and isinstance(value, list):
+                return _coerce(option, value)
     return value
 
 

@@ -40,6 +40,12 @@ Outliers and blends (`DataConfig.remove`, `outlier_space`, `blend_fraction`, `bl
 `flip_labels` would flip at `blend_fraction` towards the mean of the class it would give them, keeping
 their own label (`Dataset.blended` marks them). Both are deterministic in the config and recorded in
 the run's provenance (`Dataset.describe`); the test split is never changed.
+
+Class subsets (`DataConfig.classes`, for the class-split transfer of the `transfer` and
+`early_stopping` figures): right after loading, only the images of the listed classes are kept and
+their labels renumbered 0 .. k-1 in the listed order (`keep_classes`), so the subsets, the label
+noise and the network's output size all see a k-class dataset; `other_classes` names the other
+half of a split.
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ import numpy as np
 from scipy import ndimage
 
 from kphases import outliers
-from kphases.config import DataConfig
+from kphases.config import NUM_CLASSES, DataConfig
 
 DATA_DIR_VARIABLE = "KPHASES_DATA_DIR"
 IMAGE_SIZE = 32
@@ -72,7 +78,6 @@ NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100": ((0.5060725, 0.48667726, 0.4421305), (0.2675421, 0.25593522, 0.27593908)),
     "digits": ((0.3053,), (0.3760,)),
 }
-NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "digits": 10}
 EMBEDDED = ("mnist", "digits")
 EMBEDDED_TEST_FRACTION = 0.2
 SOURCES = ("embedded", "directory", "tfds")
@@ -111,6 +116,8 @@ class Dataset:
     """Boolean mask of the train images moved towards another class's mean (None: no blend)."""
     blend_distance: float = 0.0
     """How far the blended images were moved (DataConfig.blend_distance; 0 without a blend)."""
+    classes: tuple[int, ...] | None = None
+    """The original classes kept (DataConfig.classes), label i being classes[i]; None: every class."""
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -120,6 +127,7 @@ class Dataset:
     def origin(self) -> str:
         """'name/source', with the file and its compression for source 'directory', and the label noise if any."""
         text = f"{self.name}/{self.source}" + (f":{self.file} ({self.compression})" if self.file else "")
+        text += f" classes={class_names(self.classes)}" if self.classes is not None else ""
         text += f" label_noise={self.label_noise:g}" if self.label_noise else ""
         text += f" removed={self.removed_train_images} ({self.removal})" if self.removal else ""
         return text + (f" blended={int(self.blended.sum())} distance={self.blend_distance:g}" if self.blended is not None else "")
@@ -145,6 +153,8 @@ class Dataset:
             description.update(file=self.file, compression=self.compression)
         if self.label_noise:
             description.update(label_noise=self.label_noise, flipped_train_labels=int(self.flipped.sum()))
+        if self.classes is not None:
+            description.update(classes=list(self.classes))
         if self.removal:
             description.update(removal=self.removal, removed_train_images=self.removed_train_images)
         if self.blended is not None:
@@ -226,6 +236,9 @@ def _load_dataset(config: DataConfig, data_dir: str | os.PathLike | None) -> Dat
     else:
         raise DataError(f"unknown data source {config.source!r}; valid sources: {list(SOURCES)}")
     x_train, y_train, x_test, y_test = check_raw_splits(raw, config.name, f"{config.source}:{config.name}")
+    num_classes = NUM_CLASSES[config.name] if config.classes is None else len(config.classes)
+    if config.classes is not None:
+        (x_train, y_train), (x_test, y_test) = keep_classes(x_train, y_train, config.classes), keep_classes(x_test, y_test, config.classes)
     train_index = stratified_subset(y_train, config.train_size, config.subset_seed, "train")
     test_index = stratified_subset(y_test, config.test_size, config.subset_seed, "test")
     x_train, y_train = x_train[train_index], y_train[train_index]
@@ -233,7 +246,7 @@ def _load_dataset(config: DataConfig, data_dir: str | os.PathLike | None) -> Dat
     y_train_clean = None
     if config.label_noise:
         y_train_clean = y_train.astype(np.int64)
-        y_train = flip_labels(y_train_clean, config.label_noise, config.subset_seed, NUM_CLASSES[config.name])
+        y_train = flip_labels(y_train_clean, config.label_noise, config.subset_seed, num_classes)
     contents = fingerprint(x_train, y_train, x_test, y_test)  # of the labels trained on (flipped ones included)
     dataset = Dataset(
         name=config.name,
@@ -242,12 +255,13 @@ def _load_dataset(config: DataConfig, data_dir: str | os.PathLike | None) -> Dat
         y_train=y_train.astype(np.int64),
         x_test=preprocess(x_test, config.name),
         y_test=y_test.astype(np.int64),
-        num_classes=NUM_CLASSES[config.name],
+        num_classes=num_classes,
         fingerprint=contents,
         file=file,
         compression=compression,
         y_train_clean=y_train_clean,
         label_noise=config.label_noise,
+        classes=config.classes,
     )
     return change_train_split(dataset, config, (x_train, y_train, x_test, y_test))
 
@@ -286,6 +300,37 @@ def change_train_split(dataset: Dataset, config: DataConfig, raw: RawSplits) -> 
             blend_distance=config.blend_distance,
         )
     return dataset
+
+
+def keep_classes(images: np.ndarray, labels: np.ndarray, classes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The images of `classes` only, in their original order, labelled by position in `classes` (0 .. k-1).
+
+    Every network, head and metric assumes labels 0 .. num_classes-1, so the kept classes are
+    renumbered rather than left with gaps."""
+    labels = np.asarray(labels).reshape(-1)
+    keep = np.isin(labels, classes)
+    relabel = np.full(int(max(labels.max(initial=0), max(classes))) + 1, -1, np.int64)
+    relabel[list(classes)] = np.arange(len(classes))
+    return images[keep], relabel[labels[keep]]
+
+
+def class_names(classes: tuple[int, ...]) -> str:
+    """'5-9' for a run of consecutive classes, else '0,2,4': how a class subset is named in labels and instruments."""
+    if len(classes) > 2 and list(classes) == list(range(classes[0], classes[-1] + 1)):
+        return f"{classes[0]}-{classes[-1]}"
+    return ",".join(str(index) for index in classes)
+
+
+def other_classes(config: DataConfig) -> DataConfig:
+    """The same data with the classes `config` leaves out: the other task of a class split."""
+    if config.classes is None:
+        raise DataError(f"{config.name} keeps every class (data.classes is None): there is no other half to switch to")
+    remaining = tuple(index for index in range(NUM_CLASSES[config.name]) if index not in config.classes)
+    if len(remaining) < 2:
+        raise DataError(
+            f"data.classes={config.classes} leaves {len(remaining)} class(es) of {config.name}; a class-split target needs at least 2"
+        )
+    return dataclasses.replace(config, classes=remaining)
 
 
 def npz_file_name(config: DataConfig) -> str:

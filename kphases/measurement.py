@@ -6,7 +6,9 @@ and from scratch each time
 - decoders reconstruct the normalised input (`kphases.decoders`: linear, linear_exact, cladec),
 - a linear probe predicts the class (`kphases.probes`),
 - linear transfer heads predict a target task: `color_dominance` (RGB images only) and
-  `dataset_switch` (another dataset's images through the same network).
+  `dataset_switch` (another dataset's images through the same network; for a run trained on a
+  class subset, `DataConfig.classes`, the other classes of its own dataset: instrument
+  `dataset_switch:cifar10[5-9]` for a run on classes 0-4).
 Asked for with `metrics=("mutual_information",)` (the information-bottleneck lens), the
 cells `binning:<bins>` and `kde:<noise variance>` (and `kde_relative:<ratio>` with
 `mi_relative_noise`) add I(X;T) and I(T;Y) in bits (rows `mi_x_t`,
@@ -44,8 +46,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from kphases.config import MeasureConfig
-from kphases.data import Dataset, load_dataset, stratified_subset
+from kphases.config import DataConfig, MeasureConfig
+from kphases.data import Dataset, class_names, load_dataset, other_classes, stratified_subset
 from kphases.decoders import DECODER_KINDS, DecoderSettings, fit_decoder, fit_linear_ridge_decoder
 from kphases.features import BN_STATS_MODES, extract_features, recalibrate_batchnorm
 from kphases.information import InformationSettings, binning_information, kde_information, relative_kde_information
@@ -131,7 +133,18 @@ def check_config(config: MeasureConfig, model: keras.Model, dataset: Dataset, va
 
 
 def switch_target(dataset: Dataset, config: MeasureConfig) -> str | None:
+    if config.switch_dataset is None and dataset.classes is not None:
+        return dataset.name  # a class subset switches to the other classes of its own dataset
     return config.switch_dataset or SWITCH_PAIRS.get(dataset.source, {}).get(dataset.name)
+
+
+def switch_data(data: DataConfig, target_name: str) -> tuple[str, DataConfig]:
+    """(instrument suffix, data config) of the dataset-switch target: the other classes of `data`'s own
+    dataset where `data` keeps a class subset and the target is that dataset, else all of `target_name`."""
+    if data.classes is not None and target_name == data.name:
+        target = other_classes(data)
+        return f"{target_name}[{class_names(target.classes)}]", target
+    return target_name, dataclasses.replace(data, name=target_name, classes=None)
 
 
 # --- the measurement loop ----------------------------------------------------------------------
@@ -342,8 +355,8 @@ def _set_up(run: Run, config: MeasureConfig, dataset: Dataset, data_dir, custom_
     splits = _measurement_splits(dataset, config.train_size, config.test_size, config.seed)
     target = None
     if "dataset_switch" in transfers:
-        target_name = switch_target(dataset, config)
-        target_data = load_dataset(dataclasses.replace(run.config.data, name=target_name), data_dir)
+        target_name, target_config = switch_data(run.config.data, switch_target(dataset, config))
+        target_data = load_dataset(target_config, data_dir)
         if target_data.image_shape != dataset.image_shape:
             raise ValueError(
                 f"dataset_switch target {target_name} has images {target_data.image_shape}, the network takes {dataset.image_shape}"

@@ -3,10 +3,14 @@
 The first paper's practical claim is that pre-training for transfer should stop well before the
 source task's optimum. `kphases.PhaseMonitor` turns that into a rule that needs no target labels
 (it decodes source images from the penultimate layer and stops once the decrease and the rise
-after it are both confident, `kphases.monitor`). This figure tests it honestly on every transfer
-setting of the `transfer` figure (colour dominance on the CIFAR-10 reference runs, all seeds; the
-dataset switches), comparing the target test accuracy of the linear transfer head on the features
-of four checkpoints of the same run:
+after it are both confident, `kphases.monitor`). This figure tests it on every transfer setting of
+the `transfer` figure: colour dominance on the CIFAR-10 reference runs (a pixel-linear target: the
+argmax of the channel sums, close to what the reconstruction loss itself measures) and the semantic
+targets, whose labels are classes of images the network never saw: the dataset switches (MNIST ->
+Fashion-MNIST and back, VGG-8 and ResNet-10 x1/8) and the CIFAR-10 class split (pre-trained on
+classes 0-4, transferred to 5-9; `reproduce.transfer.class_split_runs`), 3 seeds each at full. It
+compares the target test accuracy of the linear transfer head on the features of four checkpoints
+of the same run:
 
 - monitor: the checkpoint the monitor keeps (the final one where it never decides), replayed on the stored snapshots in step order
   (`kphases.monitor.replay_run`: each decision sees only snapshots up to its step, exactly as a
@@ -18,17 +22,21 @@ of four checkpoints of the same run:
   favours this baseline, if anything).
 
 Plus the fraction of pre-training compute saved had training stopped at the monitor's decision
-(1 - decision step / final step). Intervals: over seeds (Student t, 95%) where a setting has
-several seeds; for a single seed, a 95% binomial interval of the accuracy difference over the
-target test images (unpaired, so conservative). A difference whose interval excludes 0 is called
-"helps" or "hurts"; otherwise "undecided": an interval that includes 0 does not show the two
-checkpoints equal (no equivalence test is made here), so it is never read as "no difference".
+(1 - decision step / final step). Intervals (95%): over seeds (Student t) where a setting has
+several; for a single seed (smoke, quick), a binomial interval of the accuracy difference over the
+target test images (unpaired, so conservative). The reading (`reading`) per target: "helps" where
+the interval of monitor - final lies above 0; "does not help" where the monitor never decided or the
+interval's upper end is below a margin of one accuracy point (`EQUIVALENCE_MARGIN`), "equivalent"
+only where the whole interval lies inside +-margin; "undecided" otherwise: an interval that includes
+0 and reaches the margin does not show the two checkpoints equal, so it is never read as "no
+difference". The summary section says it per target in words, with the numbers computed from the
+CSV's rows (`verdict_text`).
 
     python -m reproduce.early_stopping [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
 Scale: shares every run and measurement with `transfer`; the monitor replay loads each snapshot
-up to its decision and fits one ridge decoder on 2,000 / 1,000 images. The CSV and summary.md hold
-the numbers; the README's "When to stop pre-training" quotes them."""
+up to its decision and fits one ridge decoder on 2,000 / 1,000 images (not in the `--dry-run`
+estimate). The CSV and summary.md hold the numbers; the README's "When to stop pre-training" quotes them."""
 
 from __future__ import annotations
 
@@ -49,11 +57,15 @@ from kphases.monitor import MonitorSettings
 from reproduce import reference_run as reference
 from reproduce.common import Options, Work, main_runs, perform, replicas, run_figure, save_figure
 from reproduce.plotting import grid
+from reproduce.transfer import class_split_runs
 
 NAME = "early_stopping"
 MONITOR = MonitorSettings()
 CHECKPOINTS = ("monitor", "oracle", "final", "validation_loss")
-UNDECIDED = "undecided (interval includes 0)"
+EQUIVALENCE_MARGIN = 0.01
+"""One point of target test accuracy: a difference smaller than this would not make anyone prefer one checkpoint to another,
+so an interval inside +-margin reads as equivalent, and one whose upper end is below it as "does not help"."""
+HELPS, DOES_NOT_HELP, UNDECIDED = "helps", "does not help", "undecided"
 
 
 def work(options: Options) -> list[Work]:
@@ -62,8 +74,9 @@ def work(options: Options) -> list[Work]:
 
 
 def _settings(options: Options):
-    """Every main run and its further seeds (`replicas`), then the reference run's seeds."""
-    return [run for planned in main_runs(options) for run in (planned, *replicas(planned, options))] + reference.seeded_runs(options)
+    """Every main run and its further seeds (`replicas`), the class-split runs' seeds, then the reference run's seeds."""
+    main = [run for planned in main_runs(options) for run in (planned, *replicas(planned, options))]
+    return main + class_split_runs(options) + reference.seeded_runs(options)
 
 
 def _monitor_directory(run) -> "os.PathLike":
@@ -185,14 +198,54 @@ def _interval(difference: pd.Series, group: pd.DataFrame, other: str) -> tuple[f
     return p - q - half, p - q + half
 
 
-def reading(low: float, high: float, decided: int) -> str:
+def reading(low: float, high: float, decided: int, margin: float = EQUIVALENCE_MARGIN) -> str:
+    """The verdict on the monitor against another checkpoint from the 95% interval [low, high] of their accuracy
+    difference (monitor - other), beginning with one of three words:
+
+    - "helps": the interval lies above 0;
+    - "does not help": the monitor never decided (`decided` = 0: it kept the final checkpoint), or the interval's upper
+      end is below `margin` (a gain of a margin or more is excluded), said as "worse" where it lies below 0 and as
+      "equivalent within +-margin" where it lies inside (-margin, +margin);
+    - "undecided": the interval includes 0 and reaches a gain of the margin: the seeds cannot tell.
+    """
     if decided == 0:
-        return "no decision: kept the final checkpoint"
+        return f"{DOES_NOT_HELP} (never decided: kept the final checkpoint)"
     if low > 0:
-        return "helps"
+        return HELPS
     if high < 0:
-        return "hurts"
-    return UNDECIDED
+        return f"{DOES_NOT_HELP} (worse)"
+    if high < margin:
+        if low > -margin:
+            return f"{DOES_NOT_HELP} (equivalent within +-{margin:g})"
+        return f"{DOES_NOT_HELP} (a gain of {margin:g} or more is excluded)"
+    return f"{UNDECIDED} (the interval includes 0 and a gain of {margin:g})"
+
+
+def verdict_text(summary: pd.DataFrame, margin: float = EQUIVALENCE_MARGIN) -> list[str]:
+    """Per target, in words, where the monitor helps and where it does not: its difference to the final checkpoint, to
+    the oracle and to source-loss stopping with their intervals, and the compute it saved (numbers from `compare`)."""
+    lines = []
+    for _, row in summary.iterrows():
+
+        def difference(other: str) -> str:
+            return f"{row[f'monitor_minus_{other}']:+.3f} [{row[f'monitor_minus_{other}_low']:+.3f}, {row[f'monitor_minus_{other}_high']:+.3f}]"
+
+        versus_final = reading(row["monitor_minus_final_low"], row["monitor_minus_final_high"], row["decided_in"], margin)
+        # an undecided monitor kept the final checkpoint: against source-loss stopping its interval still says something
+        versus_loss = reading(row["monitor_minus_validation_loss_low"], row["monitor_minus_validation_loss_high"], row["seeds"], margin)
+        if row["monitor_minus_oracle_high"] < -margin:
+            oracle = f"more than {margin:g} below it"
+        elif row["monitor_minus_oracle_low"] > -margin:
+            oracle = f"within {margin:g} of it"
+        else:
+            oracle = f"not shown to be within {margin:g} of it"
+        lines.append(
+            f"- {row['setting']} ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''}, decided in {row['decided_in']}): "
+            f"against the final checkpoint: {versus_final}, {difference('final')}; against the oracle: "
+            f"{difference('oracle')}, {oracle}; against source-loss stopping: {versus_loss}, {difference('validation_loss')}; "
+            f"compute saved {row['compute_saved']:.0%}."
+        )
+    return lines
 
 
 def plot(table: pd.DataFrame, options: Options):
@@ -246,13 +299,23 @@ def plot(table: pd.DataFrame, options: Options):
         )
     lines.append("")
     lines.append(
-        f"Monitor: {table['monitor'].iloc[0]}. Intervals: Student t over seeds where a setting has several, else a "
-        "binomial interval over the target test images (unpaired). Where the monitor did not decide, a user trains to the end and keeps the final checkpoint: that is its checkpoint here, with no compute saved."
+        f"Monitor: {table['monitor'].iloc[0]}. Intervals: 95%, Student t over seeds where a setting has several, else a "
+        "binomial interval over the target test images (unpaired). Where the monitor did not decide, a user trains to the end "
+        "and keeps the final checkpoint: that is its checkpoint here, with no compute saved."
     )
-    counts = {word: readings.count(word) for word in ("helps", UNDECIDED, "hurts", "no decision: kept the final checkpoint")}
+    lines += [
+        "",
+        f"Where the monitor helps and where it does not (the rule of `reproduce.early_stopping.reading`: helps where the "
+        f"interval lies above 0; does not help where the monitor never decided or the interval's upper end is below a "
+        f"margin of {EQUIVALENCE_MARGIN:g} accuracy, equivalent where it lies inside +-{EQUIVALENCE_MARGIN:g}; undecided "
+        "otherwise):",
+        "",
+        *verdict_text(summary),
+    ]
+    counts = {word: sum(verdict.startswith(word) for verdict in readings) for word in (HELPS, DOES_NOT_HELP, UNDECIDED)}
     headline = (
         ", ".join(f"{word} in {count}" for word, count in counts.items() if count)
-        + f" of {len(readings)} settings (against the final checkpoint)"
+        + f" of {len(readings)} targets (monitor against the final checkpoint, margin {EQUIVALENCE_MARGIN:g})"
     )
     return headline, "\n".join(lines)
 

@@ -43,6 +43,7 @@ _VALID_OTHER: dict[str, Any] = {
     "switch_dataset": "mnist",  # the embedded source has mnist and digits; digits is the default target
     "metrics": (),
     "steps": (4,),
+    "classes": (0, 1),  # a class subset of every profile's dataset
 }
 
 
