@@ -50,7 +50,7 @@ class WorkOptions(StoreOptions):
     """The options of the commands that train or measure."""
 
     profile: ProfileName = config_module.DEFAULT_PROFILE
-    """Profile whose settings are the defaults of the config flags (smoke: seconds; quick: minutes on 2 CPU cores; full: real MNIST at the scale of the committed figures; paper: the papers' settings, docs/protocol.md, "Training the classifier (paper profile)")."""
+    """Profile whose settings are the defaults of the config flags (smoke: tests and CI; quick: the embedded MNIST, narrower networks; full: real data at the scale of the committed figures; paper: the papers' settings, docs/protocol.md, "Training the classifier (paper profile)")."""
     data_dir: str | None = None
     """Directory of <name>.npz files for a run whose --data.source is directory (default: $KPHASES_DATA_DIR)."""
     progress: bool = True
