@@ -15,12 +15,17 @@ These names load lazily (PEP 562), so `import kphases` stays free of TensorFlow.
 is the function `kphases.api.measure`; the run-level measurement module is `kphases.measurement`
 (a submodule named `measure` would be bound over the function by every import of it).
 
-Imports: every module imports what it uses at its top, so its header says what it depends on, and
-imports only modules below it (config, data, models, training, store, measurement, phases, figures).
-Two exceptions, each where start-up is the point: TensorFlow and Keras are imported inside a
-function where a module must load without them (this package's names above; the CLI, whose
-`--help` and argument errors answer before TensorFlow loads; `kphases.export`, which the CLI reads
-for its choices), and `ray`, an optional dependency, where a task graph is executed.
+Imports (this package, `reproduce/`, `theory/`, `benchmarks/`, `examples/`): every module imports
+what it uses at its top, so its header says what it depends on, and imports only modules below it
+(config, data, models, training, store, measurement, phases, figures). An import inside a function
+is kept only where it is the point, and `tests/test_imports.py` fails on any other:
+- TensorFlow, Keras or tensorflow_datasets, or a module that loads one of them at import, inside a
+  module that loads none of them at import, so that module starts without TensorFlow (this
+  package's names above; the CLI, whose `--help` and flag errors answer before TensorFlow loads;
+  `kphases.store` and `kphases.export`, which the CLI imports). The `reproduce` package starts
+  TensorFlow when it is imported, so its modules import everything at their top;
+- `ray`, an optional dependency, where a task graph is executed;
+- the few listed in `tests/test_imports.py` (`EXCEPTIONS`), each with its reason.
 """
 
 import importlib

@@ -26,9 +26,11 @@ import pandas as pd
 from kphases.callback import DEFAULT_MAX_SAMPLES, as_arrays, is_model_run, layer_names, load_run_model
 from kphases.config import MeasureConfig
 from kphases.data import Dataset, fingerprint
+from kphases.features import batchnorm_layers
+from kphases.measurement import measure as measure_run
 from kphases.measurement import read_measurements
 from kphases.phases import PhaseVerdict, VerdictSettings
-from kphases.plotting import grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
+from kphases.plotting import STYLE, grid, log_step_axis, phase_legend_handles, plt, shade_verdict, step_position
 from kphases.store import Run
 from kphases.verdict_tables import curves, reconstruction_verdict
 
@@ -73,8 +75,6 @@ def measure(
             BatchNormalization the default bn_stats is ("stored",) (inference mode); with
             BatchNorm it is the authors' ("batch",).
     """
-    from kphases.measurement import measure as measure_run
-
     run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir, runs_dir)
     if isinstance(layers, str):
         layers = [layers]
@@ -171,8 +171,6 @@ def user_dataset(model, train_data, test_data, name: str = "user", max_samples: 
 
 
 def _has_batchnorm(model) -> bool:
-    from kphases.features import batchnorm_layers
-
     return bool(batchnorm_layers(model))
 
 
@@ -184,8 +182,6 @@ def _in_style(function):
 
     @functools.wraps(function)
     def styled(*args, **kwargs):
-        from kphases.plotting import STYLE, plt
-
         with plt.rc_context(STYLE):
             return function(*args, **kwargs)
 

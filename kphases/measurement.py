@@ -45,7 +45,9 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from tqdm.auto import tqdm
 
+from kphases.callback import is_model_run, layer_names, load_run_model
 from kphases.config import DataConfig, MeasureConfig
 from kphases.data import Dataset, class_names, load_dataset, other_classes, stratified_subset
 from kphases.decoders import DECODER_KINDS, DecoderSettings, fit_decoder, fit_linear_ridge_decoder
@@ -56,6 +58,7 @@ from kphases.probes import ProbeSettings, color_dominance_labels, train_linear_h
 
 # Reading, appending and locking measurements.csv is the store's (kphases.store); re-exported for callers.
 from kphases.store import MEASUREMENT_COLUMNS, Run, done_cells, read_measurements
+from kphases.tensorboard import write_measurements
 from kphases.verdict_tables import summary_table
 
 CELL_COLUMNS = ["step", "layer", "bn_stats", "instrument", "protocol", "metric", "split"]  # one row of a cell
@@ -201,8 +204,6 @@ class _Cell:
 
 def run_model(run: Run, dataset: Dataset, custom_objects: dict | None = None) -> tuple[keras.Model, list[str]]:
     """A model to load the run's snapshots into, and the layer names measurement accepts for it."""
-    from kphases.callback import is_model_run, layer_names, load_run_model
-
     if is_model_run(run):
         model = load_run_model(run, custom_objects)
         return model, layer_names(model)
@@ -211,8 +212,6 @@ def run_model(run: Run, dataset: Dataset, custom_objects: dict | None = None) ->
 
 
 def _run_dataset(run: Run, data_dir: str | os.PathLike | None) -> Dataset:
-    from kphases.callback import is_model_run
-
     if is_model_run(run):
         raise ValueError(
             f"run {run.directory} was recorded by kphases.SnapshotCallback from a user's model and stores no data; "
@@ -429,8 +428,6 @@ def _measure_missing(run: Run, config: MeasureConfig, setup: _Setup, rows: "Meas
     process measured meanwhile is skipped (the rows are read again under the lock)."""
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=sum(len(group.todo) for group in work), desc=f"measure {run.name}", unit="cell", dynamic_ncols=True)
     for step in dict.fromkeys(group.step for group in work):
         with run.measuring_lock(step):
@@ -450,8 +447,6 @@ def _measure_missing(run: Run, config: MeasureConfig, setup: _Setup, rows: "Meas
                 rows.append(run, pd.DataFrame(new, columns=list(MEASUREMENT_COLUMNS)))
                 # --- TensorBoard hook: the new rows as scalars under <run>/tensorboard/measure (kphases.tensorboard) ---
                 if tensorboard:
-                    from kphases.tensorboard import write_measurements
-
                     write_measurements(run, new, tensorboard)
                 # --- end of TensorBoard hook ---
                 if bar is not None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Patch
 
 PHASE_COLOURS = {"constant": "#dddddd", "decrease": "#cfe8cf", "increase": "#f6d5d5"}
 STYLE = {
@@ -81,8 +82,6 @@ def shade_verdict(axis, steps: Sequence[int], verdict, colour: str = "black") ->
 
 
 def phase_legend_handles():
-    from matplotlib.patches import Patch
-
     return [Patch(color=colour, alpha=0.6, label=f"phase: {name}") for name, colour in PHASE_COLOURS.items()]
 
 

@@ -43,6 +43,7 @@ import hashlib
 import io
 import json
 import os
+import platform
 import re
 import secrets
 import shutil
@@ -52,16 +53,15 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import filelock
 import numpy as np
+import pandas as pd
 
+from kphases import __version__
 from kphases.config import ModelRunConfig, RunConfig
-
-if TYPE_CHECKING:  # only for annotations: the store itself reads CSVs with the csv module
-    import pandas
 
 RUNS_DIR_VARIABLE = "KPHASES_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"
@@ -292,6 +292,19 @@ def _accepted_entry(path: Path) -> dict[str, Any] | None:
     return None if entry is None else {key: entry.get(key) for key in ("rows", "bytes", "sha256")}
 
 
+def accepted_sha256(path: Path) -> str | None:
+    """The sha256 of the file now at `path` if its record accepts it; None if the file or its record is
+    missing or damaged, or the record does not accept the file. What a record over other files (a
+    figure's `.finished.json`, `reproduce.common`) lists of each, so every file has one checksum."""
+    if not path.is_file() or not record_path(path).is_file():
+        return None
+    try:
+        entry = _accepted_entry(path)
+    except DamagedFileError:
+        return None
+    return None if entry is None else entry["sha256"]
+
+
 def write_recorded(path: Path, data: bytes, rows: int) -> None:
     """Write `path` atomically with its record (row count, size, sha256).
 
@@ -379,13 +392,8 @@ def _parses(text: str, kind: type, empty_ok: bool = False) -> bool:
 
 def environment() -> dict[str, Any]:
     """What every run's provenance.json records of the software and the machine: versions, host, CPUs."""
-    import platform
-
     import keras
-    import numpy
     import tensorflow
-
-    from kphases import __version__
 
     return {
         "kphases": __version__,
@@ -393,7 +401,7 @@ def environment() -> dict[str, Any]:
         "tensorflow": tensorflow.__version__,
         "keras": keras.__version__,
         "keras_backend": keras.backend.backend(),
-        "numpy": numpy.__version__,
+        "numpy": np.__version__,
         "machine": platform.node(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -736,8 +744,6 @@ class Run:
 
     def metrics(self):
         """The classifier metrics as a pandas DataFrame (step, split, metric, value), every row checked."""
-        import pandas as pd
-
         rows = self.read_metric_rows()
         if not rows:
             return pd.DataFrame(columns=list(METRIC_COLUMNS))
@@ -763,8 +769,6 @@ class Run:
         (`measurements.csv.damaged-<sha>`, once) and a DamagedFileWarning says so. A file of whole rows
         that its record (`measurements.csv.record.json`) does not accept, rows cut at a line end or values
         edited, is a DamagedFileError: which cells lost rows cannot be told, so none of it is used."""
-        import pandas as pd
-
         path = self.measurements_path
         if not path.exists():
             return pd.DataFrame(columns=list(MEASUREMENT_COLUMNS))
@@ -809,8 +813,6 @@ class Run:
         the file and its record while holding its lock (`measurements.csv.lock`, an OS file lock that ends
         with its process), so workers measuring the same run never lose each other's rows. The new rows
         of a cell replace the cell's stored rows (a cell is measured at once), so no cell is stored twice."""
-        import pandas as pd
-
         self.directory.mkdir(parents=True, exist_ok=True)
         with filelock.FileLock(str(self.directory / f"{MEASUREMENTS_FILE}.lock")):
             frame = self.read_measurements()
@@ -996,7 +998,7 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[Run]:
 
 
 def read_per_image_errors(
-    run: Run, frame: "pandas.DataFrame", layer: str, instrument: str, bn_stats: str, steps: list[int] | None = None, refits: bool = False
+    run: Run, frame: pd.DataFrame, layer: str, instrument: str, bn_stats: str, steps: list[int] | None = None, refits: bool = False
 ) -> tuple[list[int], np.ndarray] | None:
     """(steps, errors of shape steps x images) of one curve, the steps measured under the protocol of its
     latest row; None when any of those steps has no per-image file (cells measured before the files existed).

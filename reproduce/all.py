@@ -29,8 +29,15 @@ import sys
 import time
 from dataclasses import dataclass
 
-from kphases import entry
-from reproduce.common import Options, parse_options
+import tensorflow as tf
+
+from kphases import cluster, entry
+from kphases.cli import bare_ray_flag as expand
+from kphases.store import resolve_runs_dir
+from reproduce.common import FIGURES_DIR, Options, parse_options, update_summary
+from reproduce.compare import reference_directory, report
+from reproduce.costs import Calibration, estimate, estimate_table, measured_table
+from reproduce.plan import describe, plan
 
 FIGURES = (
     "data_model",
@@ -70,8 +77,6 @@ class AllOptions(Options):
 
 def bare_ray_flag(argv: list[str]) -> list[str]:
     """`--ray` without a value (last, or followed by another flag) means `--ray local`."""
-    from kphases.cli import bare_ray_flag as expand
-
     return expand(argv)
 
 
@@ -89,26 +94,21 @@ def load_modules(figures: list[str]) -> dict:
 
 def run_on_ray(modules: dict, options: AllOptions) -> None:
     """Plan the figures' work and execute it on Ray; the figures are drawn afterwards by `main`."""
-    from kphases.cluster import Resources, execute
-    from reproduce.plan import describe, plan
-
     graph = plan(modules, options)
     print(describe(graph))
-    execute(
+    cluster.execute(  # looked up on the module at call time, so a test can wrap it
         list(graph.nodes.values()),
         runs_dir=options.runs_dir,
         data_dir=options.data_dir,
         address=options.ray,
         num_cpus=options.ray_cpus,
         progress=options.progress,
-        resources=Resources(options.cpus_per_task, options.gpus_per_task, options.max_retries),
+        resources=cluster.Resources(options.cpus_per_task, options.gpus_per_task, options.max_retries),
     )
 
 
 def estimate_text(modules: dict, options: AllOptions):
     """(per-figure costs, their table) of the selected figures, calibrated on this machine now (`reproduce.costs`)."""
-    from reproduce.costs import Calibration, estimate, estimate_table
-
     calibration = Calibration()
     costs = estimate(modules, options, calibration)
     return costs, estimate_table(costs, calibration=calibration)
@@ -119,9 +119,6 @@ def write_timing(modules: dict, measured: dict[str, float], options: AllOptions)
 
     The calibration runs after the figures (the estimate does not depend on what the run stored) and is
     skipped at smoke, whose whole run is shorter than a calibration: there the table has the measured seconds only."""
-    from reproduce.common import update_summary
-    from reproduce.costs import Calibration, estimate, estimate_table, measured_table
-
     if options.profile == "smoke":
         table, what = measured_table(measured), "measured (no estimate at smoke)"
     else:
@@ -163,22 +160,17 @@ def _main(argv=None) -> int:
     entry.start_tensorflow(gpu_requested=bool(options.gpus_per_task))
     modules = load_modules(figures)
     if options.dry_run:
-        from reproduce.plan import describe, plan
-
         print(f"profile {options.profile}:")
         print(describe(plan(modules, options)))
         print(f"\nestimated wall time on this machine (calibrated from timed steps; {options.profile} profile, one process):\n")
         print(estimate_text(modules, options)[1])
         return 0
-    import tensorflow as tf
 
     # Before any figure computes on this process: the driver-side numbers (early_phase's gradient norms)
     # are then bit-identical whether this process trained the runs (serial) or Ray workers did.
     tf.config.experimental.enable_op_determinism()
     began = time.perf_counter()
     if options.ray is not None:
-        from kphases.store import resolve_runs_dir
-
         run_on_ray(modules, options)
         root = resolve_runs_dir(options.runs_dir)
         planned = {path.name for path in root.iterdir()} if root.is_dir() else set()
@@ -197,9 +189,6 @@ def _main(argv=None) -> int:
     if options.ray is None and not options.plot_only:
         write_timing(modules, measured, options)
     if set(figures) == set(FIGURES) and options.profile in ("quick", "full"):  # the references are of whole runs
-        from reproduce.common import FIGURES_DIR
-        from reproduce.compare import reference_directory, report
-
         print("\n" + "\n".join(report(options.out, reference_directory(options.profile == "full", FIGURES_DIR))))
     return 0
 

@@ -34,7 +34,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
+import importlib
 import io
+import json
 import os
 import re
 import sys
@@ -43,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import matplotlib.pyplot as plt
 import pandas as pd
 from filelock import FileLock
 
@@ -56,9 +60,23 @@ from kphases.config import (
     measure_profile,
     profile,
 )
-from kphases.data import DATA_DIR_VARIABLE
+from kphases.data import DATA_DIR_VARIABLE, load_dataset
 from kphases.entry import interrupted, parse_flags, start_tensorflow
-from kphases.store import atomic_path, record_mismatch, remove_orphan_temps, write_recorded, write_text_atomic
+from kphases.measurement import CELL_COLUMNS, MEASUREMENT_COLUMNS, MissingMeasurementError, enable_op_determinism
+from kphases.measurement import measure as run_measure
+from kphases.store import (
+    Run,
+    StoreError,
+    accepted_sha256,
+    atomic_path,
+    record_mismatch,
+    remove_orphan_temps,
+    resolve_runs_dir,
+    write_json_atomic,
+    write_recorded,
+    write_text_atomic,
+)
+from kphases.training import TrainingError, train
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 FIGURES_DIR = REPOSITORY / "paper_figures"
@@ -263,11 +281,6 @@ def perform(work: Work, options: Options):
     on one run directory do not train it twice (`train` holds the run's file lock), nor measure a cell
     twice (`measure` holds a lock per snapshot step; `kphases.store`).
     """
-    from kphases.data import load_dataset
-    from kphases.measurement import measure as run_measure
-    from kphases.store import Run, StoreError
-    from kphases.training import train
-
     if options.plot_only:
         try:
             run = Run.open(planned_directory(work.planned, options))
@@ -297,7 +310,6 @@ def perform(work: Work, options: Options):
         )
     # The rows this work asked for, not everything measured of the run so far: a figure's table must not
     # depend on which other figures (or earlier invocations) measured the same run first.
-    from kphases.measurement import CELL_COLUMNS, MEASUREMENT_COLUMNS
 
     frames = [frame for frame in frames if len(frame)]
     frame = (
@@ -317,8 +329,6 @@ def steps_of_run(config: MeasureConfig, snapshot_steps: Sequence[int]) -> Measur
 
 
 def planned_directory(planned: PlannedRun, options: Options) -> Path:
-    from kphases.store import resolve_runs_dir
-
     return resolve_runs_dir(options.runs_dir) / planned.config.hash()
 
 
@@ -374,8 +384,6 @@ def read_table_file(path: Path) -> pd.DataFrame:
 
 def save_figure(figure, options: Options, name: str) -> Path:
     """Write `<out>/<name>.png` and `.pdf`, each to a temp file renamed over it: a kill leaves the old figure or the new one."""
-    import matplotlib.pyplot as plt
-
     options.out.mkdir(parents=True, exist_ok=True)
     png = options.out / f"{name}.png"
     with atomic_path(png, suffix=".png") as temp:
@@ -424,9 +432,6 @@ def run_figure(module_name: str, compute, plot, argv: Sequence[str] | Options | 
     (this one, a Ray worker, an earlier `kphases measure`) computed them."""
     options = argv if isinstance(argv, Options) else parse_options(description, argv, prog=f"python -m reproduce.{module_name}")
     start_tensorflow()
-    from kphases.measurement import MissingMeasurementError, enable_op_determinism
-    from kphases.store import StoreError
-    from kphases.training import TrainingError
 
     enable_op_determinism()
     for directory in (options.out, options.out / SECTIONS_DIRECTORY):
@@ -471,16 +476,13 @@ def _run_figure(module_name: str, compute, plot, options: Options, description: 
 
 
 COMPLETION_SUFFIX = ".finished.json"
-"""`<out>/<figure>.finished.json`: which work a figure's CSVs were computed for, and their checksums."""
+"""`<out>/<figure>.finished.json`: the work a figure's CSVs were computed for, and the checksum each CSV's
+own record (`<file>.record.json`, `kphases.store`) accepted when the figure finished."""
 
 
 def work_fingerprint(module_name: str, options: Options) -> str:
     """What a figure computes at these options: its runs (by config hash) and measurement configs, or, for a
     figure that lists no work, its profile. The same fingerprint and intact CSVs mean the same table."""
-    import hashlib
-    import importlib
-    import json
-
     module = importlib.import_module(f"reproduce.{module_name}")
     items = module.work(options) if hasattr(module, "work") else []
     described = {
@@ -496,31 +498,25 @@ def _figure_files(module_name: str, options: Options) -> list[Path]:
     return [path for path in (options.out / f"{module_name}.csv", options.out / f"{module_name}_per_image.csv") if path.is_file()]
 
 
-def _checksums(paths: Sequence[Path]) -> dict[str, str]:
-    import hashlib
-
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
-
-
 def record_finished(module_name: str, options: Options) -> None:
-    """After a figure's CSVs are written: record the work they were computed for and their checksums."""
-    import json
-
-    from kphases.store import write_text_atomic
-
-    record = {"fingerprint": work_fingerprint(module_name, options), "files": _checksums(_figure_files(module_name, options))}
-    write_text_atomic(options.out / f"{module_name}{COMPLETION_SUFFIX}", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    """After a figure's CSVs are written with their records: record the work they were computed for and the
+    checksum each one's record accepts (a CSV its record does not accept is not recorded as finished)."""
+    files = {path.name: accepted_sha256(path) for path in _figure_files(module_name, options)}
+    if not files or None in files.values():
+        return
+    write_json_atomic(
+        options.out / f"{module_name}{COMPLETION_SUFFIX}", {"fingerprint": work_fingerprint(module_name, options), "files": files}
+    )
 
 
 def finished_table(module_name: str, options: Options) -> pd.DataFrame | None:
     """The figure's table from `<out>/<figure>.csv` if an earlier invocation finished it for the same work, else None.
 
     Finished and checked: the completion record names this work's fingerprint (`work_fingerprint`) and
-    every CSV it lists is present with the recorded checksum (a CSV edited, torn or missing since is
-    recomputed), so a killed `reproduce.all` run again redraws the figures it had finished instead of
-    recomputing their driver-side work. The run store already resumes runs and measurement cells."""
-    import json
-
+    every CSV it lists is present, accepted by its own record, with the checksum listed (a CSV edited,
+    torn, missing or without its record since is recomputed), so a killed `reproduce.all` run again
+    redraws the figures it had finished instead of recomputing their driver-side work. The run store
+    already resumes runs and measurement cells."""
     path = options.out / f"{module_name}{COMPLETION_SUFFIX}"
     if options.plot_only or not path.is_file():
         return None
@@ -528,10 +524,10 @@ def finished_table(module_name: str, options: Options) -> pd.DataFrame | None:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None  # a torn record: recompute
-    files = [options.out / name for name in record.get("files", {})]
-    if not files or record.get("fingerprint") != work_fingerprint(module_name, options):
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, dict) or not files or record.get("fingerprint") != work_fingerprint(module_name, options):
         return None
-    if not all(file.is_file() for file in files) or _checksums(files) != record["files"]:
+    if any(accepted_sha256(options.out / name) != digest for name, digest in files.items()):
         return None
     return read_table(options, module_name)
 

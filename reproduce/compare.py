@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reproduce.common import write_table_file
+from reproduce.common import FIGURES_DIR, write_table_file
 
 ACCURACY_TOLERANCE = 0.03
 """Largest absolute difference of an accuracy that still matches (a seed moved 0.028 between two CPUs)."""
@@ -171,7 +171,6 @@ def main(argv=None) -> int:
     if not out.is_dir():
         print(f"error: {out} is not a directory of figure CSVs", file=sys.stderr)
         return 2
-    from reproduce.common import FIGURES_DIR
 
     reference = Path(args[1]) if len(args) == 2 else FIGURES_DIR
     print("\n".join(report(out, reference)))

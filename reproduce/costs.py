@@ -36,10 +36,20 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import keras
 import numpy as np
+import scipy.linalg
+import tensorflow as tf
 
-from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig
-from reproduce.common import Options, Work
+from kphases.config import DataConfig, MeasureConfig, ModelConfig, RunConfig, TrainingConfig
+from kphases.decoders import DecoderSettings, build_linear_decoder, train_decoder
+from kphases.early_phase import experiment_runs
+from kphases.features import probe_model
+from kphases.measurement import decoder_settings, probe_settings
+from kphases.models import build_model, probe_points
+from kphases.probes import ProbeSettings, train_linear_head
+from kphases.training import _make_step, make_optimizer, make_plan
+from reproduce.common import Options, Work, steps_of_run
 from reproduce.plan import split_sizes
 
 IMAGE_SIDE = 32  # every dataset is resized to 32 x 32 (kphases.data.preprocess)
@@ -96,14 +106,6 @@ class Calibration:
         return key
 
     def _time_network(self, key: tuple) -> None:
-        import keras
-        import tensorflow as tf
-
-        from kphases.config import TrainingConfig
-        from kphases.features import probe_model
-        from kphases.models import build_model, probe_points
-        from kphases.training import _make_step, make_optimizer, make_plan
-
         began = time.perf_counter()
         model_config, channels, classes, batch_size = key
         keras.utils.set_random_seed(0)
@@ -127,7 +129,6 @@ class Calibration:
         """float64 matrix-product rate and the eigendecomposition constant (seconds / d^3)."""
         if self.flops_per_second:
             return
-        import scipy.linalg
 
         began = time.perf_counter()
         rng = np.random.default_rng(0)
@@ -144,7 +145,6 @@ class Calibration:
         """(seconds per call, seconds per update) of a trained linear decoder from `feature_width` features."""
         key = (feature_width, channels)
         if key not in self.decoder_update_seconds:
-            from kphases.decoders import DecoderSettings, build_linear_decoder, train_decoder
 
             def fit(features, images, epochs):
                 train_decoder(
@@ -164,7 +164,6 @@ class Calibration:
         """(seconds per call, seconds per update) of a linear head on `feature_width` features, its evaluation included."""
         key = (feature_width, classes)
         if key not in self.head_update_seconds:
-            from kphases.probes import ProbeSettings, train_linear_head
 
             def fit(features, labels, epochs):
                 train_linear_head(features, labels, features[:128], labels[:128], classes, ProbeSettings(epochs=epochs))
@@ -181,8 +180,6 @@ class Calibration:
         Both fits evaluate the same split, so its per-batch evaluation calls stay in the call's share; the extra
         epochs run inside graph loops (one call each), so the difference is many updates and little else.
         """
-        import tensorflow as tf
-
         began = time.perf_counter()
         level = tf.get_logger().level
         tf.get_logger().setLevel("ERROR")  # every fit traces its epoch function anew, as in a measurement: expected here
@@ -255,8 +252,6 @@ def estimate(modules: dict, options: Options, calibration: Calibration | None = 
 
 
 def _charge_run(cost: FigureCost, config: RunConfig, options: Options, calibration: Calibration, charged: _Charged) -> None:
-    from kphases.training import make_plan
-
     if config.hash() in charged.runs:
         return
     charged.runs.add(config.hash())
@@ -272,9 +267,6 @@ def _charge_run(cost: FigureCost, config: RunConfig, options: Options, calibrati
 
 
 def _charge_work(cost: FigureCost, item: Work, options: Options, calibration: Calibration, charged: _Charged) -> None:
-    from kphases.training import make_plan
-    from reproduce.common import steps_of_run
-
     config = item.planned.config
     _charge_run(cost, config, options, calibration, charged)
     train, test = split_sizes(config.data, options)
@@ -338,8 +330,6 @@ def _charge_cells(
 def _instrument_seconds(
     instrument: str, measure: MeasureConfig, width: int, pixels: int, sizes: tuple[int, int], classes: int, calibration: Calibration
 ) -> float:
-    from kphases.measurement import decoder_settings, probe_settings
-
     train, test = sizes
     if instrument in ("linear_ridge", "linear_exact"):
         calibration.linear_algebra()
@@ -367,9 +357,6 @@ def _instrument_seconds(
 
 
 def _charge_early_phase(cost: FigureCost, module, options: Options, calibration: Calibration, charged: _Charged) -> None:
-    from kphases.early_phase import experiment_runs
-    from kphases.training import make_plan
-
     planned, _ = module.experiment(options)
     train, _ = split_sizes(planned.base.data, options)
     last = make_plan(planned.base, train).last_iteration

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from kphases.config import DataConfig
+from kphases.data import load_dataset
 from reproduce.common import Options, has_offline, run_figure, save_figure
 from reproduce.plotting import grid
 
@@ -55,8 +56,6 @@ def alignment(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def compute(options: Options) -> pd.DataFrame:
-    from kphases.data import load_dataset
-
     tables = []
     for config in datasets(options):
         data = load_dataset(config, options.data_dir)

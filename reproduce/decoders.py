@@ -42,9 +42,11 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from kphases.config import AUTHORS_DECODER_UPDATE_STEPS
+from kphases.decoders import DecoderSettings
 from reproduce import verdicts
 from reproduce.common import SEED_MARK, Options, Work, main_runs, perform, replicas, run_figure, save_figure, tidy_rows
 from reproduce.plotting import draw_seeds, log_step_axis, step_position
@@ -125,8 +127,6 @@ def curves(table: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
 
 
 def plot(table: pd.DataFrame, options: Options):
-    import matplotlib.pyplot as plt
-
     label = table["label"].iloc[0]
     found = curves(table[~table["label"].str.contains(SEED_MARK, regex=False)])  # seed 0 drawn; the further seeds are in the CSV
     per_image = verdicts.read_per_image(options.out, NAME)
@@ -169,8 +169,6 @@ def plot(table: pd.DataFrame, options: Options):
     )
     figure.suptitle(f"{label}, penultimate layer: reconstruction by decoder and BatchNorm mode ({options.profile} profile{omitted})")
     if omitted:
-        from kphases.decoders import DecoderSettings
-
         authors = DecoderSettings(epochs=20)  # their epochs and batch size, on 10,000 images
         updates = authors.epochs * authors.steps_per_epoch(10_000)
         lines.append(

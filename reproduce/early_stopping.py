@@ -53,7 +53,9 @@ import re
 import pandas as pd
 import scipy.stats
 
-from kphases.monitor import MonitorSettings
+from kphases.data import load_dataset
+from kphases.measurement import run_model
+from kphases.monitor import MonitorRule, MonitorSettings, replay_run
 from reproduce import reference_run as reference
 from reproduce.common import Options, Work, main_runs, perform, replicas, run_figure, save_figure
 from reproduce.plotting import grid
@@ -86,10 +88,6 @@ def _monitor_directory(run) -> "os.PathLike":
 
 def _replay(run, planned, options: Options):
     """The monitor's decision on this run (replayed once, then read from the run directory)."""
-    from kphases.data import load_dataset
-    from kphases.measurement import run_model
-    from kphases.monitor import MonitorRule, replay_run
-
     directory = _monitor_directory(run)
     if options.plot_only:
         rule = MonitorRule.load(directory, MONITOR)
@@ -249,8 +247,6 @@ def verdict_text(summary: pd.DataFrame, margin: float = EQUIVALENCE_MARGIN) -> l
 
 
 def plot(table: pd.DataFrame, options: Options):
-    import matplotlib.pyplot as plt  # noqa: F401  (reproduce.plotting set the backend)
-
     summary = compare(table)
     figure, axes = grid(len(summary), columns=min(3, len(summary)), width=3.8)
     for axis, (_, row) in zip(axes, summary.iterrows()):

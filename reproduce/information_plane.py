@@ -44,8 +44,10 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import LogNorm
 
 from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
 from reproduce import verdicts as figure_verdicts
@@ -146,9 +148,6 @@ def compression(series: pd.Series) -> tuple[float, int]:
 
 
 def plot(table: pd.DataFrame, options: Options):
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-
     labels = [label for label in dict.fromkeys(table["label"]) if SEED_MARK not in label]  # seed 0 drawn; the further seeds are in the CSV
     per_image = figure_verdicts.read_per_image(options.out, NAME)
     columns = len(ESTIMATORS) + 2

@@ -44,6 +44,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from kphases.phases import VerdictSettings
 from reproduce import verdicts
@@ -126,8 +127,6 @@ def seed_labels(table: pd.DataFrame, level: float, seeds) -> list[str]:
 
 def t_interval(values) -> tuple[float, float, float]:
     """Mean and the two-sided CONFIDENCE Student-t interval of the mean (nan bounds for < 2 values)."""
-    from scipy.stats import t as student_t
-
     values = np.asarray(values, float)
     mean = float(values.mean())
     if len(values) < 2:

@@ -32,7 +32,10 @@ import numpy as np
 
 from kphases.cluster import Node, measure_node_key, train_node_key
 from kphases.config import DataConfig, RunConfig
-from reproduce.common import Options, Work, data_directory
+from kphases.data import _load_embedded
+from kphases.early_phase import experiment_runs
+from kphases.training import make_plan
+from reproduce.common import Options, Work, data_directory, steps_of_run
 
 TFDS_SPLITS = {"mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000), "cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
 """Size of each tfds train split (the tfds catalogue)."""
@@ -64,7 +67,6 @@ def _full_sizes(data: DataConfig, options: Options) -> tuple[int, int]:
             raise ValueError(f"planning needs {path.name} in the data directory (--data-dir or KPHASES_DATA_DIR); not found: {path}")
         with np.load(path) as archive:  # an npz member is read only when asked for
             return int(archive["y_train"].shape[0]), int(archive["y_test"].shape[0])
-    from kphases.data import _load_embedded
 
     train_labels, test_labels = _load_embedded(data.name, data.subset_seed)[1], _load_embedded(data.name, data.subset_seed)[3]
     return len(train_labels), len(test_labels)
@@ -98,8 +100,6 @@ class Graph:
 
 
 def _training_node(config: RunConfig, options: Options, figure: str, parents: tuple[str, ...] = ()) -> Node:
-    from kphases.training import make_plan
-
     plan = make_plan(config, train_examples(config.data, options))
     return Node(
         key=train_node_key(config),
@@ -127,8 +127,6 @@ def _add(nodes: dict[str, Node], node: Node) -> None:
 
 
 def _work_nodes(nodes: dict[str, Node], figure: str, work: Sequence[Work], options: Options) -> None:
-    from reproduce.common import steps_of_run
-
     for item in work:
         training = _training_node(item.planned.config, options, figure)
         _add(nodes, training)
@@ -152,9 +150,6 @@ def _work_nodes(nodes: dict[str, Node], figure: str, work: Sequence[Work], optio
 
 
 def _early_phase_nodes(nodes: dict[str, Node], module, options: Options) -> None:
-    from kphases.early_phase import experiment_runs
-    from kphases.training import make_plan
-
     planned, _ = module.experiment(options)
     last = make_plan(planned.base, train_examples(planned.base.data, options)).last_iteration
     for _, seeded, _ in module.seeded_experiments(planned, last, options.profile):

@@ -25,6 +25,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 import pandas as pd
 
+from kphases.data import load_dataset, unnormalise
+from kphases.decoders import DecoderSettings, fit_decoder
+from kphases.features import extract_features
+from kphases.measurement import _measurement_splits
+from kphases.models import build_model
 from reproduce.common import Options, Work, main_runs, perform, run_figure, save_figure
 from reproduce.plotting import plt
 
@@ -39,12 +44,6 @@ def work(options: Options) -> list[Work]:
 
 
 def compute(options: Options) -> pd.DataFrame:
-    from kphases.data import load_dataset, unnormalise
-    from kphases.decoders import DecoderSettings, fit_decoder
-    from kphases.features import extract_features
-    from kphases.measurement import _measurement_splits
-    from kphases.models import build_model
-
     (item,) = work(options)
     planned = item.planned
     run, _ = perform(item, options)

@@ -46,6 +46,8 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import re
+
 import pandas as pd
 
 from reproduce import verdicts
@@ -146,7 +148,6 @@ def describe_verdict(result, by_seed: pd.DataFrame) -> str:
 def data_sizes(table: pd.DataFrame) -> str:
     """'<file>: trained on T / scored on S images; decoders and heads on t / s' from the rows' `data` fields
     (the classifier rows carry the run's splits, the measurement rows the subsets they were fitted on)."""
-    import re
 
     def sizes(rows: pd.Series) -> tuple[str, str] | None:
         found = rows.dropna().astype(str).str.extract(r"train=(\d+) test=(\d+)").dropna()

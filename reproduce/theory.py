@@ -41,12 +41,18 @@ states the regime and lists the cells where prediction and simulation disagree.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pandas as pd
 
+from kphases.phases import phase_verdict
 from reproduce.common import Options, run_figure, save_figure
 from reproduce.plotting import log_step_axis, phase_legend_handles, plt, shade_phases, step_position
+from theory import regimes as regime_catalogue
+from theory.predictions import predict_phases
+from theory.regime_map import FRACTION_POSITION, RATE_SCALE, SMALL_RISE_MIN_EFFECT, MapCell, RegimeMapGrid, SeedRun, run_map, summarise_map
+from theory.simulate import simulate_many
 
 NAME = "theory"
 SEEDS = (0, 1, 2)
@@ -63,19 +69,15 @@ MAP_SCALARS = (
 
 
 def regimes():
-    from theory import regimes as named
-
     return {
-        "10% outliers at another prototype": named.three_phase_regime,
-        "no outliers": named.no_outlier_regime,
-        "10% outliers a quarter of the way": named.near_outlier_regime,
+        "10% outliers at another prototype": regime_catalogue.three_phase_regime,
+        "no outliers": regime_catalogue.no_outlier_regime,
+        "10% outliers a quarter of the way": regime_catalogue.near_outlier_regime,
     }
 
 
 def map_grid(profile: str):
     """The regime map's grid: the full one (theory.regime_map defaults) except at smoke (2 x 2 cells per plane, 2^12 steps)."""
-    from theory.regime_map import RegimeMapGrid
-
     if profile == "smoke":
         return RegimeMapGrid(
             outlier_fractions=(0.0, 0.1),
@@ -97,9 +99,6 @@ def map_grid(profile: str):
 def driver_seconds(options: Options, calibration) -> float:
     """This figure's simulation time on this machine (`reproduce.costs`): a one-cell map (one cell per plane, 3 seeds)
     timed at two lengths, the difference giving the time per step, scaled by the profile's cells and steps."""
-    import time
-
-    from theory.regime_map import RegimeMapGrid, run_map
 
     def seconds(last_step: int) -> float:
         grid = RegimeMapGrid(
@@ -119,10 +118,6 @@ def driver_seconds(options: Options, calibration) -> float:
 
 
 def compute(options: Options) -> pd.DataFrame:
-    from theory.predictions import predict_phases
-    from theory.regime_map import run_map
-    from theory.simulate import simulate_many
-
     rows = []
     named = [(regime, seed, *make(seed)) for regime, make in regimes().items() for seed in SEEDS]
     if options.profile == "smoke":
@@ -160,8 +155,6 @@ def compute(options: Options) -> pd.DataFrame:
 
 def map_runs(table: pd.DataFrame):
     """The regime map's SeedRuns rebuilt from the figure's rows (figures read results, never live runs)."""
-    from theory.regime_map import MapCell, SeedRun
-
     part = table[table["regime"].str.startswith(MAP_PREFIX)]
     runs = []
     keys = ["regime", "outlier_fraction", "outlier_distance", "learning_rate", "init_scale", "seed"]
@@ -192,8 +185,6 @@ def _format(value: float, pattern: str = "{:.2f}") -> str:
 
 def map_table(summaries) -> list[str]:
     """The map's markdown table: one line per cell, both planes."""
-    from theory.regime_map import SMALL_RISE_MIN_EFFECT
-
     lines = [
         f"Regime map (`theory.regime_map`; {summaries[0].seeds} seeds per cell; verdict: `phase_verdict` across seeds, "
         f"{summaries[0].verdict.settings.describe()}; prediction: `predict_phases` with the same margins):",
@@ -231,8 +222,6 @@ def prediction_agrees(summary) -> bool:
 
 def draw_map(axis, summaries, plane: str, figure) -> None:
     """One plane as a heatmap: colour = mean relative increase; text = confident phases; box = three phases."""
-    from theory.regime_map import FRACTION_POSITION
-
     cells = [s for s in summaries if s.cell.plane == plane]
     if plane == FRACTION_POSITION:
         rows = sorted({s.cell.outlier_fraction for s in cells})
@@ -274,9 +263,6 @@ def draw_map(axis, summaries, plane: str, figure) -> None:
 
 
 def plot(table: pd.DataFrame, options: Options):
-    from kphases.phases import phase_verdict
-    from theory.regime_map import FRACTION_POSITION, RATE_SCALE, summarise_map
-
     named = table[~table["regime"].str.startswith(MAP_PREFIX)]
     names = list(dict.fromkeys(named["regime"]))
     figure = plt.figure(figsize=(4.0 * len(names), 3.2 + 4.2))

@@ -26,7 +26,7 @@ import pandas as pd
 from kphases.phases import NOISE_IMAGES, PhaseVerdict, VerdictSettings, phase_verdict, refit_replicates
 from kphases.store import read_per_image_errors
 from kphases.verdict_tables import describe_phases
-from reproduce.common import SEED_MARK, curve
+from reproduce.common import SEED_MARK, curve, read_table_file, write_table_file
 
 KEY_SEPARATOR = "|"
 REFIT_MARK = "|refit "
@@ -76,7 +76,6 @@ def write_per_image(out: Path, name: str, collected: dict[str, tuple[list[int], 
             array = np.asarray(array, dtype=np.float32)
             step_index, image_index = np.meshgrid(np.asarray(steps, dtype=np.int64), np.arange(array.shape[1]), indexing="ij")
             frames.append(pd.DataFrame({"curve": name, "step": step_index.ravel(), "image": image_index.ravel(), "error": array.ravel()}))
-    from reproduce.common import write_table_file
 
     return write_table_file(path, pd.concat(frames, ignore_index=True), float_format="%.9g")  # atomically, with its record
 
@@ -85,7 +84,6 @@ def read_per_image(out: Path, name: str) -> dict[str, tuple[list[int], np.ndarra
     path = per_image_path(out, name)
     if not path.exists():
         return {}
-    from reproduce.common import read_table_file
 
     table = read_table_file(path)
     result, refits = {}, {}

@@ -3,8 +3,8 @@ import os
 import subprocess
 import sys
 
-from kphases.cli import main, parse_train
-from kphases.config import profile
+from kphases.cli import main, parse_measure, parse_train
+from kphases.config import measure_profile, profile
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -44,6 +44,22 @@ def test_profile_sets_defaults_and_flags_override():
     command = parse_train(["--profile", "paper", "--training.seed", "3"])
     assert command.run_config().data == profile("paper").data
     assert command.run_config().training.seed == 3 and command.run_config().training.learning_rate == 0.002
+
+
+def test_measure_takes_the_options_it_shares_with_train():
+    command = parse_measure(
+        ["abc", "--profile", "smoke", "--runs-dir", "r", "--data-dir", "d", "--no-progress", "--tensorboard", "--ray", "--layers", "block1"]
+    )
+    assert (command.run, command.profile, command.runs_dir, command.data_dir, command.progress, command.tensorboard, command.ray) == (
+        "abc",
+        "smoke",
+        "r",
+        "d",
+        False,
+        True,
+        "local",
+    )
+    assert command.measure == dataclasses.replace(measure_profile("smoke"), layers=("block1",))
 
 
 def test_unknown_command_and_profile_are_named(capsys):

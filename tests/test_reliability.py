@@ -10,6 +10,7 @@ checks which guarantee.
 """
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -773,3 +774,42 @@ def test_a_measurement_resumed_in_another_process_equals_an_uninterrupted_one_bi
     again = resumed.read_measurements()
     assert np.array_equal(rows_of(again)["value"].to_numpy(), rows_of(frame)["value"].to_numpy())
     assert rows_of(again).drop(columns="value").equals(rows_of(frame).drop(columns="value"))
+
+
+# --- a figure finished before: redrawn only from CSVs its records still accept ---------------------------
+
+
+def test_a_finished_figure_is_redrawn_only_from_csvs_its_records_accept(tmp_path, capsys):
+    from kphases.store import accepted_sha256, record_path
+    from reproduce.common import COMPLETION_SUFFIX, run_figure, write_table_file
+
+    computed = []
+
+    def compute(options):
+        computed.append(1)
+        return pd.DataFrame({"metric": ["a"], "value": [1.0]})
+
+    def plot(table, options):
+        return "drawn", "summary"
+
+    options = figure_options(tmp_path)
+    csv = tmp_path / "theory.csv"
+    run_figure("theory", compute, plot, options, "figure")
+    # One checksum per file: the completion record lists what the CSV's own record accepts.
+    finished = json.loads((tmp_path / f"theory{COMPLETION_SUFFIX}").read_text())
+    assert finished["files"] == {"theory.csv": accepted_sha256(csv)} and accepted_sha256(csv) is not None
+    run_figure("theory", compute, plot, options, "figure")
+    assert len(computed) == 1
+    record_path(csv).unlink()  # an unchecked CSV is not drawn as finished
+    run_figure("theory", compute, plot, options, "figure")
+    assert len(computed) == 2
+    record_path(csv).write_text('{"sha256": ')  # a torn record: not finished, and named when the CSV is written again
+    with pytest.raises(SystemExit):
+        run_figure("theory", compute, plot, options, "figure")
+    assert "theory.csv.record.json is not a record" in capsys.readouterr().err and csv.read_text() == "metric,value\na,1.0\n"
+    record_path(csv).unlink()
+    run_figure("theory", compute, plot, options, "figure")
+    assert len(computed) == 4
+    write_table_file(csv, pd.DataFrame({"metric": ["a"], "value": [2.0]}))  # replaced with its record: another table
+    run_figure("theory", compute, plot, options, "figure")
+    assert len(computed) == 5 and pd.read_csv(csv)["value"].tolist() == [1.0]
