@@ -12,6 +12,16 @@ was drawn from and `summary.md`, and prints one line per figure with its headlin
     python -m reproduce.all --profile full --dry-run   # per figure: runs, iterations, cells, estimated seconds on this machine
     python -m reproduce.all --profile paper --ray auto --runs-dir /shared/runs   # on a Ray cluster (docs/cluster.md)
 
+The default, quick, is every figure of both papers on the embedded MNIST (no download) at the
+smallest scale that still shows each figure's point: one VGG-8 x1/8 network of 1,024 iterations
+(and its tanh and 20%-label-noise twins), one seed, the many-layer and many-decoder figures at 6 of
+its snapshots, the theory's regimes and a 12-cell map, and 9 short early-phase runs (one condition
+of each kind). Its verdicts carry intervals over one seed's test images; the early-phase
+comparisons say they need 3 seeds. It is sized to finish within 15 minutes on a 2-core CPU without
+AVX-512 (`--dry-run` prints the estimate for this machine), and ends by comparing its headline
+numbers and verdicts with the committed reference `paper_figures/embedded/`. The seed-level
+evidence is the full profile's.
+
 With `--ray [ADDRESS]` the selected figures' work is planned as one task graph (`reproduce.plan`)
 and executed on a Ray cluster (`kphases.cluster`; `local`, the default of a bare `--ray`, starts
 one on this machine), then every figure is drawn here from the run store, as `--plot-only` would.

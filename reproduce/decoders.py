@@ -27,8 +27,9 @@ control.
 
 Scale: the first main run of the profile. The trained `linear` decoder with the authors' 7,820
 updates at iterations 0, 64 and 1,024: quick in the authors' BatchNorm mode only (`BUDGET_MODES`,
-for time), full in all three; the closed-form decoders at every snapshot and, at full, for every
-seed (seed 0 drawn). The CSV and summary.md hold the numbers.
+for time), full in all three; the closed-form decoders at every snapshot (quick: at 6 of them,
+`reproduce.common.measured_steps`) and, at full, for every seed (seed 0 drawn). quick's network is
+VGG-8 x1/8 on the embedded MNIST, one seed. The CSV and summary.md hold the numbers.
 
 What you should see (quick): the numbers are in `paper_figures/decoders.csv` and the verdicts in
 `paper_figures/summary.md`; the shape survives batch and recalibrated statistics with either
@@ -48,7 +49,7 @@ import pandas as pd
 from kphases.config import AUTHORS_DECODER_UPDATE_STEPS
 from kphases.decoders import DecoderSettings
 from reproduce import verdicts
-from reproduce.common import SEED_MARK, Options, Work, main_runs, perform, replicas, run_figure, save_figure, tidy_rows
+from reproduce.common import SEED_MARK, Options, Work, main_runs, measured_steps, perform, replicas, run_figure, save_figure, tidy_rows
 from reproduce.plotting import draw_seeds, log_step_axis, step_position
 
 NAME = "decoders"
@@ -65,7 +66,9 @@ CLADEC_SECONDS_PER_UPDATE = 0.54  # python -m benchmarks.measure on a 2-core CPU
 def work(options: Options) -> list[Work]:
     """The first main run under every decoder variant (exact, trained with and without the update budget, ClaDec)."""
     planned = main_runs(options)[0]
-    base = dataclasses.replace(planned.measure, layers=("penultimate",), probe=False, transfer=(), bn_stats=MODES)
+    base = dataclasses.replace(
+        planned.measure, layers=("penultimate",), probe=False, transfer=(), bn_stats=MODES, steps=measured_steps(options)
+    )
     budget = AUTHORS_DECODER_UPDATE_STEPS if options.profile != "smoke" else None
     variants = [
         dataclasses.replace(base, decoders=("linear_ridge", "linear_exact")),

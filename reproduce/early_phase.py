@@ -28,10 +28,14 @@ Profiles (the figure title states the scale):
   everything; seeds 3-5 run only the dense run, the k = 64 lineage and the two sign-keeping
   perturbations (`PERTURBATION_SEEDS`). ResNet-20 is 18-40x slower per step on CPU
   (`python -m benchmarks.training`), too slow for this budget.
-- quick: the same experiment at half full's width and length (`CPU_SCALES`: VGG-8 x1/8, 256
-  iterations, k in {0, 8, 32}) on the embedded 4,000 / 1,000 MNIST images, seeds 0-2 only: the
-  permutation tests keep their 3 seeds, the rest is cut for time. The CSV and summary.md hold the
-  numbers; `python -m reproduce.all --dry-run` estimates the time.
+- quick: the same experiment at half full's width and length with one condition of each kind
+  (`CPU_SCALES`: VGG-8 x1/8, 256 iterations, k in {0, 32}, 2 rounds of 50% (75% sparse), random
+  reinit and shuffle-keeping-signs at k = 32, pre-training on blurred images) on the embedded
+  4,000 / 1,000 MNIST images, one seed: 9 runs. Every panel is drawn; the seed-level table prints
+  each comparison's difference and says it needs 3 seeds for a verdict. Chosen over 3 seeds of
+  fewer conditions because each run's set-up costs about as much as its 256 steps, so the time
+  goes with the number of runs, and 3 seeds in this budget would leave panels (b) and (c) empty.
+  The CSV and summary.md hold the numbers; `python -m reproduce.all --dry-run` estimates the time.
 - paper: ResNet-20 on CIFAR-10 (tfds), open_lth's recipe (160 epochs, lr 0.1 / 10 at 80 and 120
   epochs, momentum 0.9, weight decay 1e-4, flips and crops, batch 128), 20% a round for 12 rounds
   (93% sparse), k in {0, 100, 250, 500, 1000, 2000}, perturbations and pre-training at k = 500 and
@@ -83,8 +87,10 @@ PERTURBATION_NAMES = {
     "noise": "Gaussian noise (init scale)",
 }
 TASK_NAMES = {"random_labels": "random labels", "blur": "blurred images", "rotation": "rotation prediction"}
-SEEDS = {"smoke": (0,), "quick": (0, 1, 2), "full": (0, 1, 2), "paper": (0, 1, 2)}
-"""Seeds of the whole experiment per profile."""
+SEEDS = {"smoke": (0,), "quick": (0,), "full": (0, 1, 2), "paper": (0, 1, 2)}
+"""Seeds of the whole experiment per profile. quick one: every panel drawn, its comparisons printed with
+"needs 3 seeds" instead of a verdict (a run's set-up, not its 256 steps, is most of its time, so the time
+goes with the number of runs: three seeds of fewer conditions would have left most panels empty)."""
 PERTURBATION_SEEDS = {"smoke": (), "quick": (), "full": (3, 4, 5), "paper": ()}
 """Further seeds that train only what the sign-keeping comparison needs (the dense run, the IMP lineage
 of the perturbation rewind point, and the `EXTRA_SEED_PERTURBATIONS`): an equivalence test over seeds
@@ -95,11 +101,26 @@ than a clear loss); the others are left at SEEDS for the budget."""
 
 
 CPU_SCALES = {
-    "quick": {"width": 0.125, "iterations": 256, "rewind_steps": (0, 8, 32)},
-    "full": {"width": 0.25, "iterations": 512, "rewind_steps": (0, 16, 64)},
+    "quick": {
+        "width": 0.125,
+        "iterations": 256,
+        "rewind_steps": (0, 32),  # the lottery ticket and the k that panels b and c compare with it; a middle k only adds to panel a
+        "rounds": 2,  # 75% sparse; each round is one more run per rewind point
+        "perturbations": ("reinit", "shuffle_signs"),  # one that loses clearly, one whose reading may be "costs nothing"
+        "tasks": ("blur",),  # the pre-training task Frankle et al. found to help
+    },
+    "full": {
+        "width": 0.25,
+        "iterations": 512,
+        "rewind_steps": (0, 16, 64),
+        "rounds": 3,
+        "perturbations": tuple(PERTURBATION_NAMES),
+        "tasks": tuple(TASK_NAMES),
+    },
 }
-"""The CPU profiles' network width, training length and rewind points (the learning-rate drops at 1/2 and 3/4 of it);
-quick halves full's length and width, for time."""
+"""The CPU profiles' network width, training length, rewind points, IMP rounds (the perturbations and pre-trained
+starts at the last), perturbations and pre-training tasks (the learning-rate drops at 1/2 and 3/4 of the length);
+quick halves full's length and width and keeps one condition of each kind it compares, for time."""
 
 
 def experiment(options: Options):
@@ -149,16 +170,18 @@ def experiment(options: Options):
             augment=True,
         )
         base = RunConfig(data=data, model=ModelConfig("vgg8", width=scale["width"], initialisation="open_lth"), training=training)
-        k = scale["rewind_steps"][-1]
+        k, rounds = scale["rewind_steps"][-1], scale["rounds"]
         return ExperimentConfig(
             base=base,
             rewind_steps=scale["rewind_steps"],
-            rounds=3,
+            rounds=rounds,
             prune_fraction=0.5,
+            perturbations=scale["perturbations"],
             perturbation_rewind_step=k,
-            perturbation_rounds=(3,),
+            perturbation_rounds=(rounds,),
+            tasks=scale["tasks"],
             pretrain_steps=k,
-            data_rounds=(3,),
+            data_rounds=(rounds,),
             prune_output_layer=False,
         ), f"{name}: VGG-8 x1/{round(1 / scale['width'])}, {what}, {last} iterations, 50% pruned per round"
     training = TrainingConfig(

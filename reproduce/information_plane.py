@@ -24,7 +24,8 @@ Features are taken with BatchNorm in batch mode, as every other figure measures 
     python -m reproduce.information_plane [--profile smoke|quick|full|paper] [--plot-only] [--out DIR] [--data-dir DIR]
 
 Scale: VGG-8 x1/8 with tanh and with ReLU, 1,024 iterations: quick on the embedded 4,000 / 1,000
-MNIST images (one seed), full on 10,000 / 2,000 real MNIST images (3 seeds, seed 0 drawn); smoke: 16
+MNIST images (one seed, at 6 snapshots, `reproduce.common.measured_steps`; the ReLU network is the
+quick main run of `phases`, trained once), full on 10,000 / 2,000 real MNIST images (3 seeds, seed 0 drawn); smoke: 16
 iterations on 256 embedded images; paper: full width on tfds MNIST for 257 epochs (GPU). The CSV
 and summary.md hold the numbers.
 
@@ -51,7 +52,20 @@ from matplotlib.colors import LogNorm
 
 from kphases.config import DataConfig, ModelConfig, RunConfig, TrainingConfig, measure_profile, profile
 from reproduce import verdicts as figure_verdicts
-from reproduce.common import SEED_MARK, Options, PlannedRun, Work, curve, has_offline, perform, replicas, run_figure, save_figure, tidy_rows
+from reproduce.common import (
+    SEED_MARK,
+    Options,
+    PlannedRun,
+    Work,
+    curve,
+    has_offline,
+    measured_steps,
+    perform,
+    replicas,
+    run_figure,
+    save_figure,
+    tidy_rows,
+)
 from reproduce.plotting import draw_seeds, log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "information_plane"
@@ -81,6 +95,7 @@ def planned_runs(options: Options) -> list[PlannedRun]:
         layers=(DECODER_LAYER,),
         metrics=("mutual_information",),
         mi_relative_noise=RELATIVE_NOISE,
+        steps=measured_steps(options),
     )
     if name == "smoke":
         base = profile("smoke")

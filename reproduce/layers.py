@@ -17,9 +17,8 @@ VGG-8's block5 output is 1x1x512, identical to `penultimate`, so it is not repea
 
     python -m reproduce.layers [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Scale: the first main run of the profile. quick: VGG-8 x1/2 on the embedded MNIST at block3,
-block4 and the penultimate layer (block2's 2,048-d ridge eigendecompositions were most of quick's
-measurement in `reproduce.all --dry-run`); full: VGG-8 on real MNIST at block3, block4 and the
+Scale: the first main run of the profile. quick: VGG-8 x1/8 on the embedded MNIST at block3,
+block4 and the penultimate layer, at 6 snapshots (`reproduce.common.measured_steps`); full: VGG-8 on real MNIST at block3, block4 and the
 penultimate layer, 3 seeds (seed 0 drawn with the probe and `linear_exact`; the further seeds with
 the judged decoder); block1 and block2 only at paper, for time. The CSV and summary.md hold the numbers.
 
@@ -38,13 +37,13 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pandas as pd
 
 from reproduce import verdicts
-from reproduce.common import Options, Work, curve, main_runs, perform, replicas, run_figure, save_figure, tidy_rows
+from reproduce.common import Options, Work, curve, main_runs, measured_steps, perform, replicas, run_figure, save_figure, tidy_rows
 from reproduce.plotting import draw_seeds, grid, log_step_axis, phase_legend_handles, shade_verdict, step_position
 
 NAME = "layers"
 LAYERS = {
     "smoke": ("block3", "block4", "penultimate"),
-    "quick": ("block3", "block4", "penultimate"),  # block2 (2,048-d at half width): its eigendecompositions were most of quick's cells
+    "quick": ("block3", "block4", "penultimate"),  # as full: block2's ridge eigendecompositions at every snapshot cost most
     "full": ("block3", "block4", "penultimate"),  # block2 (4,096-d): its eigendecompositions at three seeds were a tenth of full
     "paper": ("block1", "block2", "block3", "block4", "penultimate"),
 }
@@ -55,7 +54,9 @@ def work(options: Options) -> list[Work]:
     seeds (`replicas`) with the judged decoder only (the probe and the unregularised comparison are drawn for seed 0; the
     seed-level verdicts are on the judged reconstruction, which keeps them cheap)."""
     first = main_runs(options)[0]
-    measure = dataclasses.replace(first.measure, layers=LAYERS[options.profile], decoders=(INSTRUMENT, UNREGULARISED), transfer=())
+    measure = dataclasses.replace(
+        first.measure, layers=LAYERS[options.profile], decoders=(INSTRUMENT, UNREGULARISED), transfer=(), steps=measured_steps(options)
+    )
     judged_only = dataclasses.replace(measure, decoders=(INSTRUMENT,), probe=False)
     return [Work(first, (measure,))] + [Work(seeded, (judged_only,)) for seeded in replicas(first, options)]
 

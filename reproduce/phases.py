@@ -16,9 +16,10 @@ that seed's test images only. The summary line says which.
 
     python -m reproduce.phases [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
-Scale (`reproduce.common.main_runs`): quick: VGG-8 x1/2 and ResNet-10 x1/8 on the embedded 4,000 /
-1,000 MNIST images, 1,024 iterations, one seed (the intervals are over test images only): half
-width kept three phases on MNIST and CIFAR-10, and the embedded set needs no download. full: VGG-8
+Scale (`reproduce.common.main_runs`): quick: VGG-8 x1/8 on the embedded 4,000 / 1,000 MNIST images,
+1,024 iterations, one seed (the intervals are over test images only), every snapshot measured; one
+panel (the ResNet is at full only), the same run as `information_plane`'s ReLU network, which shows
+three phases at this width; the embedded set needs no download. full: VGG-8
 and ResNet-10 x1/8 on 10,000 / 2,000 real MNIST and Fashion-MNIST images, 3 seeds each (seed 0
 drawn, every seed in the CSV for the seed-level verdicts). paper: 20 runs of 257 epochs, for GPUs.
 The CSV and summary.md hold the numbers; `python -m reproduce.all --dry-run` estimates the time.

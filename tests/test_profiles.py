@@ -25,7 +25,7 @@ def _mock_data_dir(tmp_path):
 def test_quick_is_the_embedded_mnist_at_one_seed_whatever_the_data_directory(tmp_path):
     options = parse_options("", ["--profile", "quick", "--data-dir", str(_mock_data_dir(tmp_path))])
     runs = main_runs(options)
-    assert [(p.config.model.architecture, p.config.model.width) for p in runs] == [("vgg8", 0.5), ("resnet10", 0.125)]
+    assert [(p.config.model.architecture, p.config.model.width) for p in runs] == [("vgg8", 0.125)]
     assert {p.config.data for p in runs} == {DataConfig("mnist", "embedded")}
     assert {p.config.training.duration for p in runs} == {"1024it"}
     assert all(replicas(p, options) == [] for p in runs)
@@ -53,13 +53,15 @@ def test_full_without_its_data_names_the_missing_file(tmp_path):
 # --- the cost estimate ----------------------------------------------------------------------------
 
 
-def _calibration(config: RunConfig) -> costs.Calibration:
-    """A calibration with made-up timings (nothing is timed): step 0.01 s, inference 1 ms per image, 1 GFLOP/s."""
-    calibration = costs.Calibration(flops_per_second=1e9, eigendecomposition_seconds_per_cubed=1e-9)
+def _calibration(config: RunConfig, inference: float = 0.001) -> costs.Calibration:
+    """A calibration with made-up timings (nothing is timed): step 0.01 s, inference 1 ms per image, 1 GFLOP/s,
+    a run's set-up 2 s and a snapshot's 0.1 s, drawing a figure 0.5 s."""
+    calibration = costs.Calibration(flops_per_second=1e9, eigendecomposition_seconds_per_cubed=1e-9, figure_seconds=0.5)
     key = (config.model, 1, 10, config.training.batch_size)
     calibration.step_seconds[key] = 0.01
-    calibration.inference_seconds_per_image[key] = 0.001
+    calibration.inference_seconds_per_image[key] = inference
     calibration.feature_widths[key] = {"penultimate": 64, "logits": 10}
+    calibration.run_setup_seconds[config.model.architecture] = (2.0, 0.1)
     return calibration
 
 
@@ -78,14 +80,51 @@ def test_the_estimate_charges_steps_snapshots_and_cells_with_the_calibrated_time
 
     snapshots = len(make_plan(config, 256).snapshot_steps)
     assert (first.runs, first.iterations, first.cells) == (1, 16, 2)
-    assert first.training_seconds == pytest.approx(16 * 0.01 + snapshots * (256 + 128) * 0.001)
+    assert first.training_seconds == pytest.approx(16 * 0.01 + 2.0 + snapshots * ((256 + 128) * 0.001 + 0.1))
     # Per cell: one feature extraction of 384 images, the moments, both predictions and the Cholesky solve of a 64-d decoder.
     products = 2.0 * 256 * 64 * (64 + 1024) + 2.0 * 384 * 64 * 1024
     solve = 64**3 / 3 + 2.0 * 64 * 64 * 1024
     assert first.measurement_seconds == pytest.approx(2 * (384 * 0.001 + (products + solve) / 1e9))
-    assert (second.runs, second.cells, second.seconds) == (0, 0, 0.0)
+    assert (second.runs, second.cells, second.seconds) == (0, 0, 0.5)  # drawing its figure only
     table = costs.estimate_table([first, second], {"one": 2 * first.seconds, "two": 1.0})
     assert "| one | 1 | 16 | 2 |" in table and "| 2.00 |" in table
+
+
+def test_many_short_runs_cost_more_than_one_long_run_of_as_many_iterations():
+    """A run's set-up (building, tracing, writing) is charged per run: 63 runs of one iteration are not one run of 63."""
+    config = RunConfig(
+        data=DataConfig("mnist", "embedded", train_size=256, test_size=128),
+        model=ModelConfig("vgg8", width=0.125),
+        training=TrainingConfig(duration="63it", batch_size=32),
+    )
+    short = [config.replace(training=TrainingConfig(duration="1it", batch_size=32, seed=seed)) for seed in range(63)]
+
+    def figure(configs):
+        return types.SimpleNamespace(work=lambda options: [Work(PlannedRun(c.hash(), c, MeasureConfig()), ()) for c in configs])
+
+    calibration = _calibration(config, inference=0.0)  # only steps and set-up left to charge
+    (many, one) = costs.estimate({"many": figure(short), "one": figure([config])}, Options(profile="smoke"), calibration)
+    assert (many.iterations, one.iterations) == (63, 63)
+    assert many.training_seconds > one.training_seconds
+    snapshots = 63 * len(_snapshots(short[0])) - len(_snapshots(config))
+    assert many.training_seconds - one.training_seconds == pytest.approx(62 * 2.0 + snapshots * 0.1)
+
+
+def _snapshots(config: RunConfig) -> list[int]:
+    from kphases.training import make_plan
+
+    return make_plan(config, 256).snapshot_steps
+
+
+def test_the_calibration_times_a_positive_set_up_per_run_and_per_lineage_level(tmp_path):
+    config = RunConfig(model=ModelConfig("vgg8", width=0.125), training=TrainingConfig(duration="4it", batch_size=32))
+    calibration = costs.Calibration()
+    key = calibration.network(config.model, DataConfig("mnist", "embedded"), 32)
+    per_run, per_snapshot = calibration.run_setup(key)
+    assert per_run > 0 and per_snapshot >= 0
+    assert min(calibration.lineage(key)) >= 0 and sum(calibration.lineage(key)) > 0
+    assert calibration.statistics_per_snapshot(key) > 0
+    assert "run set-up vgg8" in calibration.describe()
 
 
 def test_split_sizes_read_the_named_file_not_the_dataset_default(tmp_path):
@@ -174,3 +213,21 @@ def test_the_ridge_decoder_without_its_train_error_gives_the_same_test_errors():
     assert np.isnan(test_only.mse_per_element_train) and not np.isnan(full.mse_per_element_train)
     assert test_only.mse_per_element_test == full.mse_per_element_test
     assert np.array_equal(test_only.test_errors_per_image, full.test_errors_per_image)
+
+
+# --- label_noise at one seed (quick) ------------------------------------------------------------------
+
+
+def test_label_noise_with_one_seed_judges_it_over_its_test_images_and_with_two_gives_none():
+    from reproduce import label_noise, verdicts
+
+    steps = [0, 4, 16, 64, 256, 1024]
+    rng = np.random.default_rng(0)
+    shape = np.array([1.0, 1.0, 0.8, 0.7, 0.8, 0.9])  # plateau, fall, rise
+    errors = shape[:, None] * (1 + 0.01 * rng.standard_normal((len(steps), 500)))
+    per_image = {verdicts.curve_key("noise 20% / seed 0", "penultimate", "linear_ridge", "batch"): (steps, errors)}
+    curves = pd.DataFrame({0: errors.mean(axis=1)}, index=steps)
+    result = label_noise.verdict(curves, per_image, ["noise 20% / seed 0"])
+    assert result is not None and result.three_phases
+    assert verdicts.noise_words(result).startswith("one seed")
+    assert label_noise.verdict(pd.concat([curves, curves.rename(columns={0: 1})], axis=1), per_image, ["a", "b"]) is None
