@@ -37,7 +37,10 @@ def test_paper_graph_size(paper):
     # 8 more runs, 17 snapshots each.
     label_noise = [node for node in training if node.figures == ("label_noise",)]
     assert len(label_noise) == 8 and all(len(node.snapshot_steps) == 17 for node in label_noise)
-    assert (len(training), len(measuring)) == (323 + 8, 391 + 8 * 17)
+    # transfer's CIFAR-10 class split: one VGG-8 pre-trained on classes 0-4 (one seed at paper), 17 snapshots.
+    split = [node for node in training if node.config.data.classes is not None]
+    assert len(split) == 1 and split[0].config.data.classes == (0, 1, 2, 3, 4)
+    assert (len(training), len(measuring)) == (323 + 8 + 1, 391 + 8 * 17 + 17)
 
 
 def test_paper_graph_edges(paper):
@@ -63,7 +66,7 @@ def test_paper_graph_edges(paper):
         assert set(node.parents) == expected and node.iterations == EARLY_DENSE - lineage.rewind_step
     # per seed: IMP 6 x (1 + 11 x 2), perturbations 15 x 2, pre-training 3 x 1, data 9 x 2 = 189
     assert sum(len(node.parents) for node in early) == 3 * 189
-    assert len(paper.edges()) == 3 * 189 + 391 + 8 * 17
+    assert len(paper.edges()) == 3 * 189 + 391 + 8 * 17 + 17
 
 
 def test_paper_longest_chain_is_one_imp_lineage(paper):
@@ -71,7 +74,7 @@ def test_paper_longest_chain_is_one_imp_lineage(paper):
     assert len(chain) == 13 and iterations == 13 * EARLY_DENSE  # dense run, then 12 rounds rewound to k = 0
     assert all(paper.nodes[later].parents and earlier in paper.nodes[later].parents for earlier, later in zip(chain, chain[1:]))
     report = describe(paper)
-    assert "858 tasks (331 training, 527 measurement), 1094 dependency edges" in report
+    assert "876 tasks (332 training, 544 measurement), 1111 dependency edges" in report
     assert f"longest chain: {13 * EARLY_DENSE:,} iterations over 13 trainings" in report
 
 
