@@ -117,7 +117,9 @@ def test_a_curve_too_short_for_a_verdict_says_why(tiny_run):
 # --- decoder refits: the decoder's fitting noise kept beside the per-image errors -------------------
 
 
-def test_decoder_refits_keep_refits_x_images_per_step_and_leave_the_cell_without_them_unchanged(tiny_run):
+def test_decoder_refits_keep_refits_x_images_per_step_and_leave_the_cell_without_them_unchanged(tmp_path):
+    # A run of its own: the module's shared run holds the ridge cells of other tests under other protocols.
+    tiny_run = train(TINY, runs_dir=tmp_path / "runs", progress=False)
     plain = MeasureConfig(decoders=("linear_ridge",), probe=False, transfer=())
     refitted = MeasureConfig(decoders=("linear_ridge",), probe=False, transfer=(), decoder_refits=3)
     frame = measure(tiny_run, plain, progress=False, log=lambda text: None)
