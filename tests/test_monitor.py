@@ -129,13 +129,18 @@ class _ScriptedProbe:
         return self.errors[step]
 
 
-def test_keras_callback_measures_on_schedule_keeps_the_chosen_weights_and_stops(tmp_path):
+def _scripted_fit(tmp_path):
+    """Images, labels, a fresh model and a stopping monitor whose probe scripts a curve that decides at 256 for 64."""
     x = np.random.default_rng(1).normal(size=(64, 2, 3, 1)).astype("float32")
     y = (x[:, 0, 0, 0] > 0).astype("int64")
     levels = dict(zip(STEPS, [1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7, 0.701, 0.77, 0.85]))
-    model = _model()
     monitor = PhaseMonitor(tmp_path, x, x, stop=True, log=None)
     monitor.probe = _ScriptedProbe(levels)
+    return x, y, _model(), monitor
+
+
+def test_keras_callback_measures_on_schedule_keeps_the_chosen_weights_and_stops(tmp_path):
+    x, y, model, monitor = _scripted_fit(tmp_path)
     weights_at = {}
 
     class Recorder(keras.callbacks.Callback):
@@ -155,12 +160,7 @@ def test_keras_callback_measures_on_schedule_keeps_the_chosen_weights_and_stops(
 
 
 def test_keras_callback_writes_only_the_weights_a_decision_can_still_choose(tmp_path):
-    x = np.random.default_rng(1).normal(size=(64, 2, 3, 1)).astype("float32")
-    y = (x[:, 0, 0, 0] > 0).astype("int64")
-    levels = dict(zip(STEPS, [1.0, 1.0, 1.0, 1.0, 0.9, 0.8, 0.7, 0.701, 0.77, 0.85]))
-    model = _model()
-    monitor = PhaseMonitor(tmp_path, x, x, stop=True, log=None)
-    monitor.probe = _ScriptedProbe(levels)
+    x, y, model, monitor = _scripted_fit(tmp_path)
     written, stored = [], {}
     save = monitor._save_weights
 
@@ -173,7 +173,7 @@ def test_keras_callback_writes_only_the_weights_a_decision_can_still_choose(tmp_
     class Listing(keras.callbacks.Callback):  # runs after the monitor: what it left on disk at each step
         def on_train_batch_begin(self, batch, logs=None):
             step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-            if step in levels:
+            if step in monitor.probe.errors:
                 stored[step] = sorted(path.name for path in (tmp_path / MONITOR_DIRECTORY).glob("*.weights.h5"))
 
     model.fit(x, y, batch_size=8, epochs=100, verbose=0, callbacks=[monitor, Listing()])
