@@ -133,7 +133,7 @@ class Calibration:
         began = time.perf_counter()
         model_config, channels, classes, batch_size = key
         keras.utils.set_random_seed(0)
-        model = build_model(model_config, (IMAGE_SIDE, IMAGE_SIDE, channels), classes)
+        model = _build_network(model_config, channels, classes)
         config = RunConfig(model=model_config, training=TrainingConfig(duration="64it", batch_size=batch_size))
         step = _make_step(model, make_optimizer(config, make_plan(config, 64 * batch_size)), 0.0)
         rng = np.random.default_rng(0)
