@@ -84,15 +84,21 @@ def class_cosines(features: np.ndarray, labels: np.ndarray, means_of: np.ndarray
     return classes, unit @ unit_means.T
 
 
-def closer_to_other_mean(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Boolean mask of the rows whose cosine to another class's mean exceeds that to their own class's mean."""
+def own_and_other_cosines(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine of each row to its own class's mean, best cosine to any other class's mean), rows flattened to float64."""
     labels = np.asarray(labels)
-    classes, cosines = class_cosines(np.asarray(features, dtype=np.float64), labels)
+    classes, cosines = class_cosines(_flat(features), labels)
     rows = np.arange(len(labels))
     own_column = np.searchsorted(classes, labels)
     own = cosines[rows, own_column].copy()
     cosines[rows, own_column] = -np.inf
-    return cosines.max(axis=1) > own
+    return own, cosines.max(axis=1)
+
+
+def closer_to_other_mean(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows whose cosine to another class's mean exceeds that to their own class's mean."""
+    own, other = own_and_other_cosines(features, labels)
+    return other > own
 
 
 def outlier_mask(images: np.ndarray, labels: np.ndarray, space: str) -> np.ndarray:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from kphases.config import DataConfig
 from kphases.data import load_dataset
+from kphases.outliers import own_and_other_cosines
 from reproduce.common import Options, has_offline, run_figure, save_figure
 from reproduce.plotting import grid
 
@@ -43,16 +44,8 @@ def datasets(options: Options) -> list[DataConfig]:
 
 
 def alignment(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(cosine of each sample to its class mean, best cosine to any other class mean)."""
-    flat = images.reshape(len(images), -1).astype(np.float64)
-    classes = np.unique(labels)
-    means = np.stack([flat[labels == label].mean(axis=0) for label in classes])
-    unit = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
-    unit_means = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-    cosines = unit @ unit_means.T
-    own = cosines[np.arange(len(labels)), np.searchsorted(classes, labels)]
-    cosines[np.arange(len(labels)), np.searchsorted(classes, labels)] = -np.inf
-    return own, cosines.max(axis=1)
+    """(cosine of each sample to its class mean, best cosine to any other class mean): the outlier measure of `kphases.outliers`."""
+    return own_and_other_cosines(images, labels)
 
 
 def compute(options: Options) -> pd.DataFrame:
