@@ -24,9 +24,11 @@ The runs of each profile are defined once here (`main_runs`, `replicas`, `refere
   measure 6 of its 11 snapshots (`measured_steps`); no ResNet and no CIFAR-10 reference run. Every figure within 15 minutes on a
   2-core CPU without AVX-512 (`--dry-run` estimates it here);
 - full (the committed paper_figures): 1,024 iterations of VGG-8 and ResNet-10 x1/8 on real MNIST
-  and Fashion-MNIST (10,000 train / 2,000 test images of the offline copies), 3 seeds, and 3 seeds
+  and Fashion-MNIST (10,000 train / 2,000 test images of the offline copies), 3 seeds, the figures
+  that measure many cells at 6 of the 11 snapshots as quick, and 3 seeds of 2,048 iterations
   of VGG-8 on the 30,000 / 10,000-image JPEG q75 CIFAR-10 copy (`cifar10_jpeg_q75.npz`) for
-  `reference_run`; a missing offline file is an error naming it;
+  `reference_run`; a missing offline file is an error naming it. Within 2.5 hours on a 2-core CPU
+  without AVX-512 is its budget (`--dry-run` estimates it here; CHANGELOG.md records measured runs);
 - paper: VGG-8/11/13/16 and ResNet-10 on MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 from tfds
   with the authors' training (docs/protocol.md, "Training the classifier (paper profile)").
 """
@@ -141,18 +143,19 @@ RESNET_LABEL = "ResNet-10 x1/8"
 QUICK_VGG_WIDTH = 0.125  # three phases at x1/8 on the embedded MNIST (information_plane's ReLU run, which this run is)
 SEEDS = {"smoke": (0,), "quick": (0,), "full": (0, 1, 2), "paper": (0,)}
 """Training seeds of the main runs: quick one (intervals over test images only), full three; paper as the authors ran it."""
-QUICK_MEASURED_STEPS = (0, 4, 16, 64, 256, 1024)
-"""Every second snapshot of quick's doubling schedule: the plateau (0, 4), the fall (16, 64) and the rise (256, 1,024)
+MEASURED_STEPS = (0, 4, 16, 64, 256, 1024)
+"""Every second snapshot of quick's and full's doubling schedule: the plateau (0, 4), the fall (16, 64) and the rise (256, 1,024)
 keep two points each, at about half the cells. The main run's own measurement (phases, transfer, early_stopping) keeps
 every snapshot: the monitor may stop at any of them."""
-REFERENCE_STEPS = {"full": "4096it", "paper": None}
+REFERENCE_STEPS = {"full": "2048it", "paper": None}
 """Length of the CIFAR-10 reference runs (None: the paper profile's 257 epochs); the 65,536-iteration run is its own module."""
 REFERENCE_FILE = "cifar10_jpeg_q75.npz"  # 30,000 / 10,000 real CIFAR-10 images, JPEG quality 75
 
 
 def measured_steps(options: Options) -> tuple[int, ...]:
-    """The snapshots a figure that measures many layers, decoders or runs asks for: `QUICK_MEASURED_STEPS` at quick, else all (())."""
-    return QUICK_MEASURED_STEPS if options.profile == "quick" else ()
+    """The snapshots a figure that measures many layers, decoders or runs asks for: `MEASURED_STEPS` at quick and full
+    (for their time budgets), else all (())."""
+    return MEASURED_STEPS if options.profile in ("quick", "full") else ()
 
 
 def _offline_data(name: str, options: Options) -> DataConfig:

@@ -25,7 +25,7 @@ Features are taken with BatchNorm in batch mode, as every other figure measures 
 
 Scale: VGG-8 x1/8 with tanh and with ReLU, 1,024 iterations: quick on the embedded 4,000 / 1,000
 MNIST images (one seed, at 6 snapshots, `reproduce.common.measured_steps`; the ReLU network is the
-quick main run of `phases`, trained once), full on 10,000 / 2,000 real MNIST images (3 seeds, seed 0 drawn); smoke: 16
+quick main run of `phases`, trained once), full on 10,000 / 2,000 real MNIST images (3 seeds, seed 0 drawn, at the same 6 snapshots); smoke: 16
 iterations on 256 embedded images; paper: full width on tfds MNIST for 257 epochs (GPU). The CSV
 and summary.md hold the numbers.
 

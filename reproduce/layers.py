@@ -18,8 +18,8 @@ VGG-8's block5 output is 1x1x512, identical to `penultimate`, so it is not repea
     python -m reproduce.layers [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
 Scale: the first main run of the profile. quick: VGG-8 x1/8 on the embedded MNIST at block3,
-block4 and the penultimate layer, at 6 snapshots (`reproduce.common.measured_steps`); full: VGG-8 on real MNIST at block3, block4 and the
-penultimate layer, 3 seeds (seed 0 drawn with the probe and `linear_exact`; the further seeds with
+block4 and the penultimate layer; full: VGG-8 on real MNIST at block3, block4 and the
+penultimate layer, 3 seeds; both at 6 of the 11 snapshots (`reproduce.common.measured_steps`) (seed 0 drawn with the probe and `linear_exact`; the further seeds with
 the judged decoder); block1 and block2 only at paper, for time. The CSV and summary.md hold the numbers.
 
 What you should see (full, the committed figure): the verdict per probe point and decoder is the table in

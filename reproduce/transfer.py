@@ -5,7 +5,7 @@ task's optimum. At every snapshot a fresh linear head is trained on the frozen p
 for a target task (`kphases.probes`, the authors' head optimiser); we plot its target test accuracy.
 Settings: colour dominance on CIFAR-10 (3 classes, argmax of the per-channel sums of the normalised
 image; the `reference_run` runs, 3 seeds: mean and min-max band; at full VGG-8 on the 30,000-image
-JPEG q75 copy for 4,096 iterations, heads fitted on 10,000 of its train images and scored on 2,000
+JPEG q75 copy for 2,048 iterations, heads fitted on 10,000 of its train images and scored on 2,000
 of its test images), dataset switch (MNIST features -> Fashion-MNIST labels and back; embedded MNIST
 -> scikit-learn digits without a data directory) and class split (`class_split_runs`: VGG-8
 pre-trained on CIFAR-10 classes 0-4, its head on classes 5-9; smoke: MNIST digits 0-4 -> 5-9).
