@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import sys
@@ -52,10 +53,25 @@ def configure_environment() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ log after start-up: warnings and errors reach Python anyway
 
 
+class _RetracingAdvice(logging.Filter):
+    """Drops TensorFlow's "N out of the last M calls to <function> triggered tf.function retracing" warning.
+
+    The suite traces one function per model on purpose (`kphases.training`: a network's inference and
+    update functions are traced once and reused across its batches and snapshots), and one process
+    builds many models (a figure's runs, the calibration's networks), so the count TensorFlow keeps per
+    Python function passes its threshold while each function traces only for the input shapes it is
+    given; the advice it prints (define the function outside the loop) names a fault that is not there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 def start_tensorflow(gpu_requested: bool = False) -> None:
-    """Import TensorFlow and list its devices (where cuInit runs), without its start-up notices unless a GPU is asked for."""
+    """Import TensorFlow and list its devices (where cuInit runs), without its start-up notices unless a GPU is
+    asked for, and without its retracing advice (`_RetracingAdvice`)."""
     if "tensorflow" in sys.modules:
         return
+    logging.getLogger("tensorflow").addFilter(_RetracingAdvice())
     if gpu_requested or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
         import tensorflow as tf
 

@@ -216,6 +216,28 @@ def test_the_notice_filter_matches_tensorflows_start_up_lines_and_nothing_else()
     assert not any(START_UP_NOTICES.search(line) for line in kept)
 
 
+RETRACING_SCRIPT = """
+import sys
+from kphases.entry import start_tensorflow
+if sys.argv[1] == "started":
+    start_tensorflow()
+import tensorflow as tf
+for scale in range(8):  # one traced function per "model", as kphases.training makes them
+    function = tf.function(lambda x, scale=scale: x * scale)
+    function(tf.constant([1.0] * (scale + 1)))
+tf.get_logger().warning("another warning")
+"""
+
+
+def test_tensorflows_retracing_advice_is_dropped_and_its_other_warnings_kept(tmp_path):
+    plain = run_command("-c", RETRACING_SCRIPT, "plain", cwd=tmp_path)
+    started = run_command("-c", RETRACING_SCRIPT, "started", cwd=tmp_path)
+    assert plain.returncode == 0 and started.returncode == 0, plain.stderr + started.stderr
+    assert "triggered tf.function retracing" in plain.stderr  # the script provokes the advice
+    assert "triggered tf.function retracing" not in started.stderr, started.stderr
+    assert "another warning" in started.stderr
+
+
 # --- a full disk ---------------------------------------------------------------------------------------
 
 
