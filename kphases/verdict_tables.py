@@ -42,19 +42,20 @@ def describe_too_short(series: pd.Series) -> str:
     return f"not three phases: only {len(series)} measurement(s) ({values}); three phases need at least 3"
 
 
-def describe_without_noise(series: pd.Series) -> str:
-    """The line for a curve whose cells have no per-image errors: no verdict without measured noise."""
-    return (
-        f"no verdict: the {len(series)} cells of this curve have no per-image errors (measured before they were "
-        "written); measure them again to get a verdict with intervals"
-    )
+NOT_WRITTEN = "measured before they were written; measure them again to get a verdict with intervals"
+"""Why a curve's cells lack per-image errors unless the caller knows better: cells of an older version of the store."""
 
 
-def describe_phases(verdict: PhaseVerdict | None, series: pd.Series) -> str:
+def describe_without_noise(series: pd.Series, why: str = NOT_WRITTEN) -> str:
+    """The line for a curve whose cells have no per-image errors: no verdict without measured noise, and `why`."""
+    return f"no verdict: the {len(series)} cells of this curve have no per-image errors ({why})"
+
+
+def describe_phases(verdict: PhaseVerdict | None, series: pd.Series, why_no_noise: str = NOT_WRITTEN) -> str:
     """The verdict's line (`PhaseVerdict.describe`), or why the curve has none."""
     if verdict is not None:
         return verdict.describe()
-    return describe_too_short(series) if len(series) < 3 else describe_without_noise(series)
+    return describe_too_short(series) if len(series) < 3 else describe_without_noise(series, why_no_noise)
 
 
 def summary_table(run: Run, frame: pd.DataFrame, verdicts: bool = True) -> str:

@@ -110,7 +110,9 @@ def compare(current: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
     return lines
 
 
-VERDICT_WORDS = re.compile(r"not three phases|three phases|not tested|undecided|equivalent|lower|higher|helps|hurts|too few seeds")
+VERDICT_WORDS = re.compile(
+    r"not three phases|three phases|not tested|undecided|equivalent|lower|higher|does not help|helps|hurts|too few seeds"
+)
 """The words in which a figure's summary states its verdicts, longest first so that "not three phases" is one verdict."""
 
 
@@ -126,14 +128,15 @@ def compare_verdicts(current: str, reference: str) -> list[str]:
     lines = []
     for figure in sorted(set(ours) & set(theirs)):
         if ours[figure] != theirs[figure]:
-            changed = sum(a != b for a, b in zip(ours[figure], theirs[figure])) + abs(len(ours[figure]) - len(theirs[figure]))
+            changed = sum(a != b for a, b in zip(ours[figure], theirs[figure]))
             first = next(
                 (i for i, (a, b) in enumerate(zip(ours[figure], theirs[figure])) if a != b), min(len(ours[figure]), len(theirs[figure]))
             )
             here = ours[figure][first] if first < len(ours[figure]) else "(none)"
             there = theirs[figure][first] if first < len(theirs[figure]) else "(none)"
             lines.append(
-                f"{figure}: verdicts differ: {changed} of {len(theirs[figure])} (first: '{here}' here, '{there}' in the reference)"
+                f"{figure}: verdicts differ: {len(ours[figure])} here, {len(theirs[figure])} in the reference, {changed} of the "
+                f"{min(len(ours[figure]), len(theirs[figure]))} compared in order differ (first: '{here}' here, '{there}' in the reference)"
             )
     return lines or ["verdicts: every figure's verdicts are the reference's"]
 

@@ -46,6 +46,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from kphases import verdict_tables
 from kphases.config import AUTHORS_DECODER_UPDATE_STEPS
 from kphases.decoders import DecoderSettings
 from reproduce import verdicts
@@ -61,6 +62,11 @@ CLADEC_EPOCHS = {"smoke": 1, "quick": 2, "full": 2, "paper": 20}
 BUDGET_MODES = {"quick": ("batch",), "full": ("batch",)}
 """BatchNorm modes of the trained decoder with the authors' 7,820 updates (others: all three); quick and full: the
 authors' mode only, for time (at full its three cells under the other two modes were about a twentieth of the profile)."""
+TRAINED_WHY = (
+    "not collected: the trained decoder's two update budgets share one per-image file per cell, so its errors would mix "
+    "them; its values are drawn beside the judged closed-form decoders"
+)
+"""Why the trained decoders' curves have no verdict (the line summary.md prints for them)."""
 CLADEC_SECONDS_PER_UPDATE = 0.54  # python -m benchmarks.measure on a 2-core CPU (the CHANGELOG records other machines)
 
 
@@ -107,7 +113,7 @@ def work(options: Options) -> list[Work]:
 def compute(options: Options) -> pd.DataFrame:
     wanted = [("penultimate", instrument, mode) for instrument in ("linear_ridge", "linear_exact", "linear", "cladec") for mode in MODES]
     # The trained decoders are measured under two update budgets in the same cells' key: their
-    # per-image errors would mix them, so only the closed-form decoders' curves get a noise interval.
+    # per-image errors would mix them, so only the closed-form decoders' curves get a noise interval (`TRAINED_WHY`).
     wanted = [key for key in wanted if key[1] in ("linear_ridge", "linear_exact")]
     tables, per_image = [], {}
     for item in work(options):
@@ -157,7 +163,8 @@ def plot(table: pd.DataFrame, options: Options):
                 draw_seeds(axis, seeds, f"C{index}")
                 judged.append(phases)
             values = ", ".join(f"{step}: {value:.4f}" for step, value in series.items())
-            lines.append(f"| {decoder} | {mode} | {verdicts.describe(phases, series)}; values {values} |")
+            why = TRAINED_WHY if instrument in ("linear", "cladec") else verdict_tables.NOT_WRITTEN
+            lines.append(f"| {decoder} | {mode} | {verdicts.describe(phases, series, why)}; values {values} |")
             if phases is not None:
                 survivors[(decoder, mode)] = phases.three_phases
         all_steps = sorted({step for (decoder, m), s in found.items() if m == mode for step in s.index})

@@ -137,6 +137,11 @@ def verdict(by_seed: pd.DataFrame, per_image: dict):
     return verdicts.across_seeds(per_image, by_seed, labels, **RECONSTRUCTION)
 
 
+def seeds_words(count: int) -> str:
+    """What a headline's mean is over: "one seed" or "mean of <count> seeds"."""
+    return "one seed" if count == 1 else f"mean of {count} seeds"
+
+
 def describe_verdict(result, by_seed: pd.DataFrame) -> str:
     if result is None:
         return (
@@ -248,7 +253,7 @@ def plot(table: pd.DataFrame, options: Options, name: str = NAME, scale: str | N
         )
     headline = (
         f"reconstruction minimum at iteration {minimum} (authors: 128 of their 17 points), "
-        f"{reconstruction.iloc[0]:.3f} -> {reconstruction.min():.3f} -> {reconstruction.iloc[-1]:.3f} (mean of {by_seed.shape[1]} seeds); "
+        f"{reconstruction.iloc[0]:.3f} -> {reconstruction.min():.3f} -> {reconstruction.iloc[-1]:.3f} ({seeds_words(by_seed.shape[1])}); "
         + (
             ("three phases" if result.three_phases else "not three phases")
             + f" (increase {result.increase.describe()} of the initial loss, 95% interval "

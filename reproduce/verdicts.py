@@ -25,7 +25,7 @@ import pandas as pd
 
 from kphases.phases import NOISE_IMAGES, PhaseVerdict, VerdictSettings, phase_verdict, refit_replicates
 from kphases.store import read_per_image_errors
-from kphases.verdict_tables import describe_phases
+from kphases.verdict_tables import NOT_WRITTEN, describe_phases
 from reproduce.common import SEED_MARK, curve, read_table_file, write_table_file
 
 KEY_SEPARATOR = "|"
@@ -192,6 +192,6 @@ def noise_summary(results) -> str:
     return "; ".join(dict.fromkeys(noise_words(result) for result in results if result is not None)) or "no verdict"
 
 
-def describe(result: PhaseVerdict | None, series: pd.Series) -> str:
-    """The verdict's line, or why the curve has none (too short, or no per-image errors)."""
-    return describe_phases(result, series)
+def describe(result: PhaseVerdict | None, series: pd.Series, why_no_noise: str = NOT_WRITTEN) -> str:
+    """The verdict's line, or why the curve has none (too short, or no per-image errors, for the reason `why_no_noise`)."""
+    return describe_phases(result, series, why_no_noise)

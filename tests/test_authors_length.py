@@ -79,3 +79,8 @@ def test_without_the_cifar_copy_the_figure_is_skipped_not_faked(tmp_path, capsys
     options = Options("smoke", tmp_path / "out", data_dir=str(tmp_path), progress=False)
     assert authors_length.compute(options).empty
     assert "no cifar10.npz" in capsys.readouterr().out
+
+
+def test_a_headline_over_one_seed_says_one_seed_not_a_mean_of_one():
+    assert reference_run.seeds_words(1) == "one seed"
+    assert reference_run.seeds_words(3) == "mean of 3 seeds"

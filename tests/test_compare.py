@@ -61,7 +61,16 @@ def test_verdicts_are_compared_figure_by_figure_in_order():
     flipped = reference.replace("| b | not three phases", "| b | three phases")
     assert compare_verdicts(same, reference) == ["verdicts: every figure's verdicts are the reference's"]
     assert compare_verdicts(flipped, reference) == [
-        "phases: verdicts differ: 1 of 2 (first: 'three phases' here, 'not three phases' in the reference)"
+        "phases: verdicts differ: 2 here, 2 in the reference, 1 of the 2 compared in order differ "
+        "(first: 'three phases' here, 'not three phases' in the reference)"
     ]
     fewer = reference.replace("undecided; lower", "undecided")
-    assert compare_verdicts(fewer, reference) == ["early_phase: verdicts differ: 1 of 2 (first: '(none)' here, 'lower' in the reference)"]
+    assert compare_verdicts(fewer, reference) == [
+        "early_phase: verdicts differ: 1 here, 2 in the reference, 0 of the 1 compared in order differ "
+        "(first: '(none)' here, 'lower' in the reference)"
+    ]
+    helped = reference.replace("undecided; lower", "helps; does not help")
+    assert compare_verdicts(helped.replace("does not help", "helps"), helped) == [
+        "early_phase: verdicts differ: 2 here, 2 in the reference, 1 of the 2 compared in order differ "
+        "(first: 'helps' here, 'does not help' in the reference)"
+    ]

@@ -45,6 +45,16 @@ def test_every_figure_and_csv_is_written(smoke_output, request):
         assert f"## {name}\n" in summary
 
 
+def test_the_trained_decoders_lines_say_why_they_have_no_verdict(smoke_output):
+    out, _ = smoke_output
+    from reproduce.decoders import TRAINED_WHY
+
+    section = (out / "summary.md").read_text().split("## decoders\n")[1].split("\n## ")[0]
+    trained = [line for line in section.splitlines() if line.startswith("| linear (")]
+    assert trained and all(TRAINED_WHY in line for line in trained), trained
+    assert "measured before they were written" not in section
+
+
 def test_plot_only_redraws_from_csv_without_training(smoke_output):
     out, runs = smoke_output
     before = sorted(p.name for p in runs.iterdir())
