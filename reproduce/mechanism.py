@@ -57,8 +57,8 @@ Setting (full): the VGG-8 run of `label_noise` (the `full` profile's VGG-8/MNIST
 2,000 real MNIST images from the offline data directory, 1,024 iterations, the authors' training) and
 the same network and length on 10,000 / 2,000 images of the 30,000-image JPEG q75 CIFAR-10 copy
 (`cifar10_jpeg_q75.npz`); seeds 0, 1, 2; penultimate layer, `linear_ridge`, BatchNorm batch
-statistics. MNIST's clean and flipped runs are those of `phases` and `label_noise` (same configs:
-trained once). Smoke: the smoke network (VGG-8 x1/8, 16 iterations) on 256 / 128 embedded MNIST
+statistics. MNIST's clean runs are those of `phases` (same configs: trained once); its 10% flipped runs
+are the configs `label_noise` has at 10% (the `full` profile's `label_noise` runs only 0% and 20%). Smoke: the smoke network (VGG-8 x1/8, 16 iterations) on 256 / 128 embedded MNIST
 images, and on 256 / 128 images of `cifar10.npz` where the data directory has it.
 
 Not part of `python -m reproduce.all` (too long for the `full` budget; `--dry-run` prices it on this
@@ -112,7 +112,8 @@ from reproduce.plotting import grid, log_step_axis, step_position
 NAME = "mechanism"
 SEEDS = (0, 1, 2)
 SHARE = 0.1
-"""Fraction of the train images blended (and of the labels flipped): the regime map's rho = 0.1 and a level of `label_noise`."""
+"""Fraction of the train images blended (and of the labels flipped): the regime map's rho = 0.1 and a level of `label_noise`'s
+configurations (`ALL_NOISE_LEVELS`)."""
 DISTANCES = (0.25, 0.5, 1.0)
 SPACES = {"mnist": "pixels", "cifar10": "whitened"}
 """The space of each dataset's outlier measure (module docstring)."""
