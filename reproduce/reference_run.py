@@ -244,6 +244,12 @@ def plot(table: pd.DataFrame, options: Options, name: str = NAME, scale: str | N
         "",
         f"- {describe_verdict(result, by_seed)}",
     ]
+    alone = {}
+    if result is None and by_seed.shape[1] == 2:  # no interval across two seeds: each seed's own, over its test images
+        per_image = verdicts.read_per_image(options.out, name)
+        for label in by_seed.columns:
+            alone[label] = verdicts.verdict(per_image, by_seed[label].dropna(), str(label), **RECONSTRUCTION)
+            lines.append(f"- {label} alone (95% intervals over its test images): {describe_verdict(alone[label], by_seed[[label]])}")
     if result is not None and result.increase.start_step is not None:
         start = result.increase.start_step
         accuracy = train_accuracy.loc[start]
@@ -259,7 +265,13 @@ def plot(table: pd.DataFrame, options: Options, name: str = NAME, scale: str | N
             + f" (increase {result.increase.describe()} of the initial loss, 95% interval "
             + ("over one seed's test images)" if by_seed.shape[1] == 1 else "across seeds)")
             if result is not None
-            else "no verdict (two seeds)"
+            else "no verdict across two seeds (intervals across seeds need 3); each alone: "
+            + "; ".join(
+                f"{label} {'three phases' if found.three_phases else 'not three phases'} (increase {found.increase.describe()})"
+                if found is not None
+                else f"{label} no verdict"
+                for label, found in alone.items()
+            )
         )
     )
     return headline, "\n".join(lines)
