@@ -55,6 +55,8 @@ from reproduce.plotting import draw_seeds, log_step_axis, step_position
 
 NAME = "decoders"
 MODES = ("batch", "stored", "recalibrated")
+CLOSED_FORM = ("linear_ridge", "linear_exact")
+"""The decoders whose per-image errors are collected and judged; the trained ones are not (`TRAINED_WHY`)."""
 # Steps at which the expensive trained decoders run, per profile (linear_exact runs at every snapshot).
 TRAINED_STEPS = {"smoke": (0, 4, 16), "quick": (0, 64, 1024), "full": (0, 64, 1024), "paper": (0, 8, 128, 1024, 8192, 65536)}
 CLADEC_STEPS = {"smoke": (0, 4, 16), "quick": (), "full": (), "paper": (0, 128, 8192, 65536)}  # (): not in this profile
@@ -78,7 +80,7 @@ def work(options: Options) -> list[Work]:
     )
     budget = AUTHORS_DECODER_UPDATE_STEPS if options.profile != "smoke" else None
     variants = [
-        dataclasses.replace(base, decoders=("linear_ridge", "linear_exact")),
+        dataclasses.replace(base, decoders=CLOSED_FORM),
         dataclasses.replace(
             base,
             decoders=("linear",),
@@ -114,7 +116,7 @@ def compute(options: Options) -> pd.DataFrame:
     wanted = [("penultimate", instrument, mode) for instrument in ("linear_ridge", "linear_exact", "linear", "cladec") for mode in MODES]
     # The trained decoders are measured under two update budgets in the same cells' key: their
     # per-image errors would mix them, so only the closed-form decoders' curves get a noise interval (`TRAINED_WHY`).
-    wanted = [key for key in wanted if key[1] in ("linear_ridge", "linear_exact")]
+    wanted = [key for key in wanted if key[1] in CLOSED_FORM]
     tables, per_image = [], {}
     for item in work(options):
         run, frame = perform(item, options)
@@ -163,7 +165,7 @@ def plot(table: pd.DataFrame, options: Options):
                 draw_seeds(axis, seeds, f"C{index}")
                 judged.append(phases)
             values = ", ".join(f"{step}: {value:.4f}" for step, value in series.items())
-            why = TRAINED_WHY if instrument in ("linear", "cladec") else verdict_tables.NOT_WRITTEN
+            why = verdict_tables.NOT_WRITTEN if instrument in CLOSED_FORM else TRAINED_WHY
             lines.append(f"| {decoder} | {mode} | {verdicts.describe(phases, series, why)}; values {values} |")
             if phases is not None:
                 survivors[(decoder, mode)] = phases.three_phases

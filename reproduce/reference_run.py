@@ -237,7 +237,8 @@ def plot(table: pd.DataFrame, options: Options, name: str = NAME, scale: str | N
     train_accuracy = seed_curves(table, "classifier_accuracy", "train")
     reconstruction = by_seed.mean(axis=1)
     minimum = int(reconstruction.idxmin())
-    result = verdict(by_seed, verdicts.read_per_image(options.out, name))
+    per_image = verdicts.read_per_image(options.out, name)
+    result = verdict(by_seed, per_image)
     lines += [
         "",
         "Phases of the reconstruction loss (linear_ridge, batch BatchNorm, penultimate), mean of the seeds:",
@@ -246,9 +247,8 @@ def plot(table: pd.DataFrame, options: Options, name: str = NAME, scale: str | N
     ]
     alone = {}
     if result is None and by_seed.shape[1] == 2:  # no interval across two seeds: each seed's own, over its test images
-        per_image = verdicts.read_per_image(options.out, name)
         for label in by_seed.columns:
-            alone[label] = verdicts.verdict(per_image, by_seed[label].dropna(), str(label), **RECONSTRUCTION)
+            alone[label] = verdict(by_seed[[label]], per_image)
             lines.append(f"- {label} alone (95% intervals over its test images): {describe_verdict(alone[label], by_seed[[label]])}")
     if result is not None and result.increase.start_step is not None:
         start = result.increase.start_step
