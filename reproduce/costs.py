@@ -247,6 +247,27 @@ class Calibration:
         self.eigendecomposition_seconds_per_cubed = seconds / size**3
         self.seconds_spent += time.perf_counter() - began
 
+    def ridge_cell(self, key: tuple, layer: str, train: int, test: int) -> float:
+        """Seconds of one ridge-decoder measurement of the network of `key` (from `network`): the features of `train` +
+        `test` images at `layer` (one inference pass each) and the ridge decoder's fit on them (`kphases.decoders.fit_linear_ridge_decoder`)."""
+        channels = key[1]
+        width = self.feature_widths[key].get(layer, self.feature_widths[key]["penultimate"])
+        features = (train + test) * self.inference_seconds_per_image[key]
+        return features + self.closed_form_decoder("linear_ridge", width, IMAGE_SIDE * IMAGE_SIDE * channels, train, test)
+
+    def closed_form_decoder(self, instrument: str, width: int, pixels: int, train: int, test: int) -> float:
+        """Seconds of a closed-form decoder (`linear_ridge` or `linear_exact`) from `width` features to `pixels` values:
+        the moments and both predictions at the timed matrix-product rate, then its eigendecomposition or solve."""
+        self.linear_algebra()
+        products = 2.0 * train * width * (width + pixels) + 2.0 * (train + test) * width * pixels  # moments, then both predictions
+        if instrument == "linear_ridge":
+            solve = 4.0 * width * width * pixels / self.flops_per_second + width**3 * self.eigendecomposition_seconds_per_cubed
+        elif instrument == "linear_exact":
+            solve = (width**3 / 3 + 2.0 * width * width * pixels) / self.flops_per_second
+        else:
+            raise ValueError(f"closed-form decoder {instrument!r} is not one of ['linear_ridge', 'linear_exact']")
+        return products / self.flops_per_second + solve
+
     def decoder_update(self, feature_width: int, channels: int) -> tuple[float, float]:
         """(seconds per call, seconds per update) of a trained linear decoder from `feature_width` features."""
         key = (feature_width, channels)
@@ -468,15 +489,7 @@ def _instrument_seconds(
 ) -> float:
     train, test = sizes
     if instrument in ("linear_ridge", "linear_exact"):
-        calibration.linear_algebra()
-        products = 2.0 * train * width * (width + pixels) + 2.0 * (train + test) * width * pixels  # moments, then both predictions
-        if instrument == "linear_ridge":
-            solve = (
-                4.0 * width * width * pixels / calibration.flops_per_second + width**3 * calibration.eigendecomposition_seconds_per_cubed
-            )
-        else:
-            solve = (width**3 / 3 + 2.0 * width * width * pixels) / calibration.flops_per_second
-        return products / calibration.flops_per_second + solve
+        return calibration.closed_form_decoder(instrument, width, pixels, train, test)
     if instrument in ("linear", "cladec"):
         settings = decoder_settings(measure)
         updates = settings.epochs_for(train) * settings.steps_per_epoch(train)

@@ -35,8 +35,8 @@ CSV's rows (`verdict_text`).
     python -m reproduce.early_stopping [--profile smoke|quick|full|paper] [--plot-only] [--out DIR]
 
 Scale: shares every run and measurement with `transfer`; the monitor replay loads each snapshot
-up to its decision and fits one ridge decoder on 2,000 / 1,000 images (not in the `--dry-run`
-estimate). The CSV and summary.md hold the numbers; the README's "When to stop pre-training" quotes them."""
+up to its decision and fits one ridge decoder on the monitor's subsets (`MonitorSettings.train_subset`
+/ `test_subset`); `--dry-run` prices every scheduled snapshot (`driver_seconds`), an upper bound. The CSV and summary.md hold the numbers; the README's "When to stop pre-training" quotes them."""
 
 from __future__ import annotations
 
@@ -56,8 +56,10 @@ import scipy.stats
 from kphases.data import load_dataset
 from kphases.measurement import run_model
 from kphases.monitor import MonitorRule, MonitorSettings, replay_run
+from kphases.training import make_plan
 from reproduce import reference_run as reference
 from reproduce.common import Options, Work, main_runs, perform, replicas, run_figure, save_figure
+from reproduce.plan import split_sizes
 from reproduce.plotting import grid
 from reproduce.transfer import class_split_runs
 
@@ -79,6 +81,23 @@ def _settings(options: Options):
     """Every main run and its further seeds (`replicas`), the class-split runs' seeds, then the reference run's seeds."""
     main = [run for planned in main_runs(options) for run in (planned, *replicas(planned, options))]
     return main + class_split_runs(options) + reference.seeded_runs(options)
+
+
+def driver_seconds(options: Options, calibration) -> float:
+    """The monitor's replays on this machine (`reproduce.costs`), at most: every run's scheduled snapshots, each
+    loaded, its features of the monitor's subsets extracted and its ridge decoder fitted. A replay stops at its
+    decision, which no estimate knows beforehand, so this is an upper bound; a replay done earlier costs nothing."""
+    seconds = 0.0
+    for planned in _settings(options):
+        config = planned.config
+        train, test = split_sizes(config.data, options)
+        plan = make_plan(config, train)
+        measured = [step for step in MONITOR.scheduled_steps(plan.last_iteration) if step in plan.snapshot_steps]
+        key = calibration.network(config.model, config.data, config.training.batch_size)
+        _, load = calibration.run_setup(key)
+        cell = calibration.ridge_cell(key, MONITOR.layer or "penultimate", min(train, MONITOR.train_subset), min(test, MONITOR.test_subset))
+        seconds += len(measured) * (load + cell)
+    return seconds
 
 
 def _monitor_directory(run) -> "os.PathLike":

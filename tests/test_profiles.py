@@ -90,6 +90,26 @@ def test_the_estimate_charges_steps_snapshots_and_cells_with_the_calibrated_time
     assert "| one | 1 | 16 | 2 |" in table and "| 2.00 |" in table
 
 
+def test_the_estimate_prices_the_monitor_replays_of_early_stopping_at_every_scheduled_snapshot(monkeypatch):
+    from kphases.training import make_plan
+    from reproduce import early_stopping
+
+    config = RunConfig(
+        data=DataConfig("mnist", "embedded", train_size=256, test_size=128),
+        model=ModelConfig("vgg8", width=0.125),
+        training=TrainingConfig(duration="16it", batch_size=32),
+    )
+    monkeypatch.setattr(early_stopping, "_settings", lambda options: [PlannedRun("run", config, MeasureConfig())])
+    calibration = _calibration(config)
+    seconds = early_stopping.driver_seconds(Options(profile="smoke"), calibration)
+    measured = [step for step in (0, 2, 4, 8, 16) if step in make_plan(config, 256).snapshot_steps]
+    assert measured == [0, 2, 4, 8, 16]
+    # the monitor's subsets are larger than the splits: all 256 + 128 images, a 64-d ridge decoder to 1,024 pixels
+    products = 2.0 * 256 * 64 * (64 + 1024) + 2.0 * 384 * 64 * 1024
+    ridge = (products + 4.0 * 64 * 64 * 1024) / 1e9 + 64**3 * 1e-9
+    assert seconds == pytest.approx(len(measured) * (0.1 + 384 * 0.001 + ridge))
+
+
 def test_many_short_runs_cost_more_than_one_long_run_of_as_many_iterations():
     """A run's set-up (building, tracing, writing) is charged per run: 63 runs of one iteration are not one run of 63."""
     config = RunConfig(
