@@ -3,7 +3,7 @@
     python -m benchmarks.monitor [--profile quick] [--steps N] [--train-subset N] [--test-subset N]
 
 Trains the profile's network on its data with `model.fit` and a `PhaseMonitor` (default
-settings: doubling schedule, penultimate layer, 2,000 / 1,000 images, ridge decoder, paired
+settings: doubling schedule, penultimate layer, its default subsets, ridge decoder, paired
 bootstrap), never deciding early (`min_effect` set out of reach, so every scheduled step is
 measured: the monitor's worst case). Prints the time spent inside the monitor, the time of
 everything else in `fit`, and their ratio (the target at quick is <= 5%). Both are measured in
