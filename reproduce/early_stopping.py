@@ -36,7 +36,7 @@ CSV's rows (`verdict_text`).
 
 Scale: shares every run and measurement with `transfer`; the monitor replay loads each snapshot
 up to its decision and fits one ridge decoder on the monitor's subsets (`MonitorSettings.train_subset`
-/ `test_subset`); `--dry-run` prices every scheduled snapshot (`driver_seconds`), an upper bound. The CSV and summary.md hold the numbers; the README's "When to stop pre-training" quotes them."""
+/ `test_subset`); `--dry-run` prices every scheduled snapshot (`driver_seconds`). The CSV and summary.md hold the numbers; the README's "When to stop pre-training" quotes them."""
 
 from __future__ import annotations
 
@@ -84,9 +84,10 @@ def _settings(options: Options):
 
 
 def driver_seconds(options: Options, calibration) -> float:
-    """The monitor's replays on this machine (`reproduce.costs`), at most: every run's scheduled snapshots, each
-    loaded, its features of the monitor's subsets extracted and its ridge decoder fitted. A replay stops at its
-    decision, which no estimate knows beforehand, so this is an upper bound; a replay done earlier costs nothing."""
+    """The monitor's replays on this machine (`reproduce.costs`): per run, its network built and, at every
+    scheduled snapshot, the snapshot loaded, the features of the monitor's subsets extracted and its ridge
+    decoder fitted. A replay stops at its decision, which no estimate knows beforehand, so it measures fewer
+    snapshots than are priced here; the figure's reading of the shared runs is not priced."""
     seconds = 0.0
     for planned in _settings(options):
         config = planned.config
@@ -94,9 +95,9 @@ def driver_seconds(options: Options, calibration) -> float:
         plan = make_plan(config, train)
         measured = [step for step in MONITOR.scheduled_steps(plan.last_iteration) if step in plan.snapshot_steps]
         key = calibration.network(config.model, config.data, config.training.batch_size)
-        _, load = calibration.run_setup(key)
+        build, load = calibration.run_setup(key)
         cell = calibration.ridge_cell(key, MONITOR.layer or "penultimate", min(train, MONITOR.train_subset), min(test, MONITOR.test_subset))
-        seconds += len(measured) * (load + cell)
+        seconds += build + len(measured) * (load + cell)
     return seconds
 
 
