@@ -289,7 +289,7 @@ def plot_phases(
 
 def _panel_verdict(phases: PhaseVerdict | None, series: pd.Series, run: Run | None) -> str:
     if phases is not None:
-        return "three phases" if phases.three_phases else "not three phases"
+        return phases.in_words
     if len(series) < 3:
         return "under 3 snapshots: no phases"
     return "no verdict: rows only (pass the run for its per-image errors)" if run is None else "no verdict: no per-image errors"

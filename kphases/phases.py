@@ -201,6 +201,11 @@ class PhaseVerdict:
     settings: VerdictSettings
 
     @property
+    def in_words(self) -> str:
+        """The verdict in the words every figure states it in: "three phases" or "not three phases"."""
+        return "three phases" if self.three_phases else "not three phases"
+
+    @property
     def relative_decrease(self) -> float:
         return self.decrease.estimate
 
@@ -237,7 +242,7 @@ class PhaseVerdict:
             f"increase until {self.increase.end_step} (from {self.increase.start_step}) by " if self.has_increase else "no increase: "
         ) + self.increase.describe()
         return (
-            ("three phases: " if self.three_phases else "not three phases: ")
+            f"{self.in_words}: "
             + ", ".join([self.describe_plateau(), decrease, increase])
             + f" (fractions of the initial loss; {self.settings.describe()}; {self.noise})"
         )

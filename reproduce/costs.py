@@ -247,11 +247,15 @@ class Calibration:
         self.eigendecomposition_seconds_per_cubed = seconds / size**3
         self.seconds_spent += time.perf_counter() - began
 
+    def feature_width(self, key: tuple, layer: str) -> int:
+        """Features of `layer` of the network of `key` (from `network`); a layer not timed is priced as `penultimate`."""
+        return self.feature_widths[key].get(layer, self.feature_widths[key]["penultimate"])
+
     def ridge_cell(self, key: tuple, layer: str, train: int, test: int) -> float:
         """Seconds of one ridge-decoder measurement of the network of `key` (from `network`): the features of `train` +
         `test` images at `layer` (one inference pass each) and the ridge decoder's fit on them (`kphases.decoders.fit_linear_ridge_decoder`)."""
         channels = key[1]
-        width = self.feature_widths[key].get(layer, self.feature_widths[key]["penultimate"])
+        width = self.feature_width(key, layer)
         features = (train + test) * self.inference_seconds_per_image[key]
         return features + self.closed_form_decoder("linear_ridge", width, IMAGE_SIDE * IMAGE_SIDE * channels, train, test)
 
@@ -474,7 +478,7 @@ def _charge_cells(
     test = min(sizes[1], measure.test_size or sizes[1])
     per_image = calibration.inference_seconds_per_image[key]
     seconds = (train + test) * per_image * (2 if mode == "recalibrated" else 1)  # one extraction per (step, mode, layer) group
-    width = calibration.feature_widths[key].get(layer, calibration.feature_widths[key]["penultimate"])
+    width = calibration.feature_width(key, layer)
     pixels = IMAGE_SIDE * IMAGE_SIDE * CHANNELS[config.data.name]
     for instrument in todo:
         seconds += _instrument_seconds(instrument, measure, width, pixels, (train, test), CLASSES[config.data.name], calibration)

@@ -113,10 +113,9 @@ def work(options: Options) -> list[Work]:
 
 
 def compute(options: Options) -> pd.DataFrame:
-    wanted = [("penultimate", instrument, mode) for instrument in ("linear_ridge", "linear_exact", "linear", "cladec") for mode in MODES]
     # The trained decoders are measured under two update budgets in the same cells' key: their
     # per-image errors would mix them, so only the closed-form decoders' curves get a noise interval (`TRAINED_WHY`).
-    wanted = [key for key in wanted if key[1] in CLOSED_FORM]
+    wanted = [("penultimate", instrument, mode) for instrument in CLOSED_FORM for mode in MODES]
     tables, per_image = [], {}
     for item in work(options):
         run, frame = perform(item, options)
@@ -158,7 +157,7 @@ def plot(table: pd.DataFrame, options: Options):
             # them) get none, and their line says why.
             instrument = decoder.split(" (")[0]
             phases, seeds = verdicts.judge(per_image, table, label, "penultimate", instrument, mode)  # across seeds where there are >= 3
-            verdict = "three phases" if phases is not None and phases.three_phases else "not three phases"
+            verdict = phases.in_words if phases is not None else "not three phases"
             axis.plot(step_position(series.index), series.values, "o-", color=f"C{index}", ms=3, lw=1.2, label=f"{decoder}: {verdict}")
             if phases is not None:
                 axis.fill_between(step_position(phases.steps), phases.curve_low, phases.curve_high, color=f"C{index}", alpha=0.2, lw=0)

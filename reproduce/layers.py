@@ -116,7 +116,7 @@ def plot(table: pd.DataFrame, options: Options):
         handles += twin.plot(step_position(probe.index), probe.values, "C2-", lw=1, label="linear probe test acc")
         twin.set_ylim(0, 1.02)
         log_step_axis(axis, series.index)
-        axis.set_title(f"{layer}: {'three phases' if phases is not None and phases.three_phases else 'not three phases'}")
+        axis.set_title(f"{layer}: {phases.in_words if phases is not None else 'not three phases'}")
         lines.append(
             f"| {layer} | {INSTRUMENT} | {verdicts.describe(phases, series)} | {getattr(phases, 'decrease_end', None)} | "
             f"{probe.iloc[-1] if len(probe) else float('nan'):.3f} |"

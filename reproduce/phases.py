@@ -132,7 +132,7 @@ def _title(phases) -> str:
     if phases is None:
         return "no verdict (no per-image errors)"
     plateau = f", constant until {phases.constant_end}" if phases.has_constant else ", no plateau"
-    return ("three phases" if phases.three_phases else "not three phases") + plateau
+    return phases.in_words + plateau
 
 
 def _cells(phases) -> str:

@@ -261,15 +261,13 @@ def plot(table: pd.DataFrame, options: Options, name: str = NAME, scale: str | N
         f"reconstruction minimum at iteration {minimum} (authors: 128 of their 17 points), "
         f"{reconstruction.iloc[0]:.3f} -> {reconstruction.min():.3f} -> {reconstruction.iloc[-1]:.3f} ({seeds_words(by_seed.shape[1])}); "
         + (
-            ("three phases" if result.three_phases else "not three phases")
+            result.in_words
             + f" (increase {result.increase.describe()} of the initial loss, 95% interval "
             + ("over one seed's test images)" if by_seed.shape[1] == 1 else "across seeds)")
             if result is not None
             else "no verdict across two seeds (intervals across seeds need 3); each alone: "
             + "; ".join(
-                f"{label} {'three phases' if found.three_phases else 'not three phases'} (increase {found.increase.describe()})"
-                if found is not None
-                else f"{label} no verdict"
+                f"{label} {found.in_words} (increase {found.increase.describe()})" if found is not None else f"{label} no verdict"
                 for label, found in alone.items()
             )
         )

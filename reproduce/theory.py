@@ -298,8 +298,7 @@ def plot(table: pd.DataFrame, options: Options):
         if np.isfinite(dominance):
             handles += [axis.axvline(max(dominance, 1), color="C3", ls="--", lw=1, label="outliers dominate the gradient (prop. 4)")]
         log_step_axis(axis, loss.index)
-        summary = "three phases" if verdict.three_phases else "not three phases"
-        axis.set_title(f"{regime}\n{summary} across {loss.shape[1]} seeds", fontsize=8)
+        axis.set_title(f"{regime}\n{verdict.in_words} across {loss.shape[1]} seeds", fontsize=8)
         first = loss[loss.columns[0]]
         lines.append(
             f"| {regime} | {verdict.describe()} | {'yes' if scalars['predicted_three_phases'].iloc[0] else 'no'} | "
